@@ -1,0 +1,3 @@
+"""lakeml: Spark + Delta Lake lakehouse jobs and MLlib models."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,103 @@
+"""The ``lakeml`` command: list, run JOB, pipeline. Exit codes: 0 ok, 1 job failed, 2 usage/config error."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+
+from lakeml import runlog
+from lakeml.config import Config, available_envs, load_config
+from lakeml.errors import LakemlError, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other usage error
+        raise UsageError(message)
+
+
+def parse_run_date(text: str | None) -> date:
+    """``YYYY-MM-DD`` (default: today in UTC)."""
+    if text is None:
+        return datetime.now(UTC).date()
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"bad --run-date '{text}': expected YYYY-MM-DD") from None
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--env", default="local", help="config environment: conf/<env>.yaml (default local)")
+    p.add_argument("--run-date", help="date the job runs for, YYYY-MM-DD (default today, UTC)")
+    p.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="lakeml", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("list", help="show the jobs and their dependencies")
+    run = sub.add_parser("run", help="run one job")
+    run.add_argument("job")
+    _add_common(run)
+    pipe = sub.add_parser("pipeline", help="run the DAG in dependency order")
+    pipe.add_argument("--from", dest="start", help="start at this job (and run what depends on it)")
+    pipe.add_argument("--to", dest="stop", help="stop after this job (running what it needs)")
+    _add_common(pipe)
+    return parser
+
+
+def _load(args: argparse.Namespace) -> tuple[Config, date]:
+    run_date = parse_run_date(args.run_date)
+    if args.env not in available_envs():
+        raise UsageError(f"unknown env '{args.env}' (known: {', '.join(available_envs())})")
+    return load_config(args.env, args.conf), run_date
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    runlog.configure()
+    try:
+        return _dispatch(build_parser().parse_args(argv))
+    except UsageError as exc:
+        print(f"lakeml: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except LakemlError as exc:
+        print(f"lakeml: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from lakeml.pipeline import registry, run_job, select_jobs, topological_order
+
+    jobs = registry()
+    if args.command == "list":
+        for name in topological_order(jobs):
+            spec = jobs[name]
+            deps = ", ".join(spec.depends_on) or "-"
+            print(f"{name:<28} after: {deps:<40} {spec.description}")
+        return 0
+    if args.command == "run":
+        if args.job not in jobs:
+            raise UsageError(f"unknown job '{args.job}' (known: {', '.join(sorted(jobs)) or 'none'})")
+        names = [args.job]
+    else:
+        names = select_jobs(jobs, args.start, args.stop)
+    # Everything that can be wrong with the command line is checked before Spark starts.
+    config, run_date = _load(args)
+    runlog.configure(config.run.log_format)
+    from lakeml.session import build_spark
+
+    spark = build_spark(config)
+    for name in names:
+        run_job(jobs[name], spark, config, run_date)
+    return 0
+
+
+def submit_entry(job_name: str, argv: Sequence[str] | None = None) -> int:
+    """Entry for ``jobs/<domain>/<step>.py`` under spark-submit: ``[--env E] [--run-date D] [--conf K=V]``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return main(["run", job_name, *args])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

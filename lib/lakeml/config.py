@@ -1,0 +1,330 @@
+"""Layered configuration: conf/base.yaml + conf/<env>.yaml + --conf overrides -> frozen, typed Config.
+
+Every key must be declared in the dataclasses below; an unknown key, a wrong type, an unset
+``${ENV_VAR}`` or a missing file is a ConfigError that names the key and the file it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from lakeml.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONF_DIR = PROJECT_ROOT / "conf"
+
+# A field marked with this metadata holds a filesystem location: relative values are resolved
+# against the working directory at load time, so executors on other processes see absolute paths.
+PATH = {"path": True}
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    app_name: str
+    # Used only when nothing (spark-submit, PYSPARK_SUBMIT_ARGS) has set a master already.
+    master: str
+    log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"]
+    # Defaults for Spark settings; a value spark-submit already set always wins.
+    conf: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class LakehouseConfig:
+    root: str = field(metadata=PATH)
+    # Raw files as source systems deliver them; relative to ``root`` when relative.
+    landing_dir: str
+    engine: Literal["auto", "delta-rs", "delta-spark"]
+    target_file_size_mb: int
+    # Rows buffered per Parquet row group by the delta-rs engine's writer tasks.
+    row_group_rows: int
+    # Columns (in schema order) that get per-file min/max statistics, like delta.dataSkippingNumIndexedCols.
+    stats_indexed_columns: int
+    # Commit attempts when other writers commit in between (non-conflicting commits are rebased).
+    max_commit_attempts: int
+    # Full-operation retries of merge/overwrite after a real conflict.
+    max_operation_retries: int
+    vacuum_retention_hours: int
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    # Structured log lines go to stderr as JSON (one object per line) or as key=value text.
+    log_format: Literal["json", "text"]
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Defaults for ``lakeml generate`` (the command line may override scale, days and seed)."""
+
+    scale: int
+    days: int
+    seed: int
+    # Last day of generated data (YYYY-MM-DD); empty means the run date.
+    end_date: str
+
+
+@dataclass(frozen=True)
+class SubmitConfig:
+    """What scripts/submit passes to spark-submit for ``--env cluster``."""
+
+    master: str
+    deploy_mode: Literal["client", "cluster"]
+    driver_memory: str
+    executor_memory: str
+    executor_cores: int
+    total_executor_cores: int
+
+
+@dataclass(frozen=True)
+class Config:
+    env: str
+    spark: SparkConfig
+    lakehouse: LakehouseConfig
+    run: RunConfig
+    submit: SubmitConfig
+    generate: GenerateConfig
+
+    def landing_path(self) -> str:
+        """Absolute landing folder (``lakehouse.landing_dir`` under the root when relative)."""
+        return join_location(self.lakehouse.root, self.lakehouse.landing_dir)
+
+
+def join_location(base: str, child: str) -> str:
+    """``child`` if it is absolute or a URI, else ``base/child``."""
+    if _is_uri(child) or os.path.isabs(child):
+        return child
+    return base.rstrip("/") + "/" + child
+
+
+def _is_uri(value: str) -> bool:
+    return re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", value) is not None or value.startswith("file:")
+
+
+# ----------------------------------------------------------------------------------------------
+# loading
+
+
+def available_envs(conf_dir: Path = DEFAULT_CONF_DIR) -> list[str]:
+    """Environments that have a conf/<env>.yaml next to base.yaml."""
+    return sorted(p.stem for p in conf_dir.glob("*.yaml") if p.stem != "base")
+
+
+def load_config(
+    env: str,
+    overrides: Sequence[str] = (),
+    conf_dir: Path | str | None = None,
+) -> Config:
+    """Merge base.yaml, <env>.yaml and ``key=value`` overrides; validate into a frozen Config."""
+    conf_dir = Path(conf_dir) if conf_dir else Path(os.environ.get("LAKEML_CONF_DIR", DEFAULT_CONF_DIR))
+    base_file = conf_dir / "base.yaml"
+    env_file = conf_dir / f"{env}.yaml"
+    if env == "base" or not env_file.is_file():
+        known = ", ".join(available_envs(conf_dir)) or "none"
+        raise ConfigError(f"unknown env '{env}': no config file {env_file} (known envs: {known})")
+
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for path in (base_file, env_file):
+        _merge(merged, origin, _read_yaml(path), str(path), prefix="")
+    merged["env"] = env
+    origin["env"] = "--env"
+    for item in overrides:
+        key, value = _parse_override(item)
+        _set_dotted(merged, origin, key, value)
+
+    merged = _substitute_env(merged, origin, "")
+    return _build(Config, merged, origin, "")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def _merge(dst: dict[str, Any], origin: dict[str, str], src: Mapping[str, Any], where: str, prefix: str) -> None:
+    for key, value in src.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(dst.get(key), dict):
+            _merge(dst[key], origin, value, where, dotted + ".")
+        else:
+            dst[key] = value
+        _mark(origin, dotted, value, where)
+
+
+def _mark(origin: dict[str, str], dotted: str, value: Any, where: str) -> None:
+    origin[dotted] = where
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _mark(origin, f"{dotted}.{k}", v, where)
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"malformed --conf '{item}': expected key=value, e.g. lakehouse.engine=delta-rs")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"malformed --conf '{item}': empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def _set_dotted(merged: dict[str, Any], origin: dict[str, str], key: str, value: Any) -> None:
+    """Set a dotted key; a Mapping-typed field takes the rest of the key (dots included) as its own key."""
+    parts = key.split(".")
+    node: dict[str, Any] = merged
+    cls: Any = Config
+    walked: list[str] = []
+    while parts:
+        head = parts.pop(0)
+        walked.append(head)
+        hint = _field_types(cls).get(head) if dataclasses.is_dataclass(cls) else None
+        if hint is None:
+            raise ConfigError(f"--conf: unknown key '{'.'.join(walked)}'")
+        if not parts:
+            node[head] = value
+            _mark(origin, ".".join(walked), value, "--conf")
+            return
+        if _origin_of(hint) in (Mapping, dict):
+            sub = node.setdefault(head, {})
+            rest = ".".join(parts)
+            sub[rest] = value
+            origin[f"{'.'.join(walked)}.{rest}"] = "--conf"
+            return
+        node = node.setdefault(head, {})
+        cls = hint
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _substitute_env(value: Any, origin: dict[str, str], dotted: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _substitute_env(v, origin, f"{dotted}.{k}" if dotted else k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute_env(v, origin, dotted) for v in value]
+    if isinstance(value, str):
+
+        def repl(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise ConfigError(
+                f"{origin.get(dotted, '?')}: key '{dotted}' uses ${{{name}}} but environment variable {name} is not set"
+            )
+
+        return _ENV_REF.sub(repl, value)
+    return value
+
+
+def _field_types(cls: Any) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _origin_of(hint: Any) -> Any:
+    return typing.get_origin(hint)
+
+
+def _build(cls: Any, data: Any, origin: dict[str, str], prefix: str) -> Any:
+    where = origin.get(prefix.rstrip("."), "config") if prefix else "config"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: key '{prefix.rstrip('.')}' must be a mapping, got {type(data).__name__}")
+    hints = _field_types(cls)
+    for key in data:
+        if key not in hints:
+            raise ConfigError(f"{origin.get(prefix + str(key), where)}: unknown key '{prefix}{key}'")
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        dotted = prefix + f.name
+        if f.name not in data:
+            if f.default is not dataclasses.MISSING:
+                continue
+            raise ConfigError(f"{where}: missing key '{dotted}'")
+        value = _coerce(hints[f.name], data[f.name], origin, dotted)
+        if f.metadata.get("path") and isinstance(value, str) and not _is_uri(value):
+            value = os.path.abspath(os.path.expanduser(value))
+        values[f.name] = value
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, origin: dict[str, str], dotted: str) -> Any:
+    where = origin.get(dotted, "config")
+    kind = _origin_of(hint)
+
+    def fail(expected: str) -> ConfigError:
+        return ConfigError(
+            f"{where}: key '{dotted}' must be {expected}, got {type(value).__name__} {value!r}"
+        )
+
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, origin, dotted + ".")
+    if kind is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise fail("one of " + ", ".join(map(str, choices)))
+        return value
+    if kind in (types.UnionType, typing.Union):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, origin, dotted)
+    if kind in (Mapping, dict):
+        if not isinstance(value, dict):
+            raise fail("a mapping")
+        _, vt = typing.get_args(hint)
+        out = {}
+        for k, v in value.items():
+            # Spark settings are strings; YAML reads 200 and true as int/bool, which is what a person means.
+            if vt is str and isinstance(v, bool):
+                v = "true" if v else "false"
+            elif vt is str and isinstance(v, int | float):
+                v = str(v)
+            out[str(k)] = _coerce(vt, v, origin, f"{dotted}.{k}")
+        return types.MappingProxyType(out)
+    if kind in (tuple, Sequence, list):
+        if not isinstance(value, list):
+            raise fail("a list")
+        (it, *_) = typing.get_args(hint)
+        return tuple(_coerce(it, v, origin, dotted) for v in value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise fail("true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail("an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise fail("a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise fail("a string")
+        return value
+    raise ConfigError(f"{where}: key '{dotted}' has an unsupported declared type {hint!r}")

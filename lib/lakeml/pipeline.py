@@ -1,0 +1,145 @@
+"""The job DAG: named jobs with dependencies, discovered from ``lakeml.domains.<domain>.jobs``."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+from lakeml import runlog
+from lakeml.config import Config
+from lakeml.errors import JobFailed, LakemlError, UsageError
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a job function gets: the session, validated config and the date it runs for."""
+
+    spark: SparkSession
+    config: Config
+    run_date: date
+    run_id: str
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """Rows read and written by one job run, plus any small facts worth logging."""
+
+    rows_in: int
+    rows_out: int
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+JobFunction = Callable[[JobContext], JobResult]
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    func: JobFunction
+    depends_on: tuple[str, ...]
+    description: str
+
+
+_REGISTRY: dict[str, JobSpec] = {}
+
+
+def job(name: str, depends_on: Iterable[str] = (), description: str = "") -> Callable[[JobFunction], JobFunction]:
+    """Register ``func`` as job ``name`` (``domain.step``) running after ``depends_on``."""
+
+    def register(func: JobFunction) -> JobFunction:
+        existing = _REGISTRY.get(name)
+        if existing is not None and existing.func is not func:
+            raise LakemlError(f"job '{name}' is registered twice ({existing.func.__module__}, {func.__module__})")
+        doc = description or ((func.__doc__ or "").strip().splitlines() or [""])[0]
+        _REGISTRY[name] = JobSpec(name, func, tuple(depends_on), doc)
+        return func
+
+    return register
+
+
+def registry() -> dict[str, JobSpec]:
+    """All jobs of every domain package under ``lakeml.domains`` (each may have a ``jobs`` module)."""
+    import lakeml.domains as domains
+
+    for module in pkgutil.iter_modules(domains.__path__):
+        if module.ispkg:
+            try:
+                importlib.import_module(f"lakeml.domains.{module.name}.jobs")
+            except ModuleNotFoundError as exc:
+                if exc.name != f"lakeml.domains.{module.name}.jobs":
+                    raise
+    for spec in _REGISTRY.values():
+        for dep in spec.depends_on:
+            if dep not in _REGISTRY:
+                raise LakemlError(f"job '{spec.name}' depends on unknown job '{dep}'")
+    return dict(_REGISTRY)
+
+
+def topological_order(jobs: Mapping[str, JobSpec]) -> list[str]:
+    """Jobs ordered so each comes after its dependencies; ties broken by name for a stable order."""
+    remaining = {name: set(spec.depends_on) & set(jobs) for name, spec in jobs.items()}
+    order: list[str] = []
+    while remaining:
+        ready = sorted(n for n, deps in remaining.items() if not deps)
+        if not ready:
+            raise LakemlError(f"job dependencies form a cycle among: {', '.join(sorted(remaining))}")
+        for name in ready:
+            order.append(name)
+            del remaining[name]
+        for deps in remaining.values():
+            deps.difference_update(ready)
+    return order
+
+
+def select_jobs(jobs: Mapping[str, JobSpec], start: str | None, stop: str | None) -> list[str]:
+    """Jobs from ``start`` (and everything downstream of it) up to ``stop`` (and what it needs)."""
+    for name in (start, stop):
+        if name is not None and name not in jobs:
+            raise UsageError(f"unknown job '{name}' (known: {', '.join(sorted(jobs))})")
+    order = topological_order(jobs)
+    chosen = set(order)
+    if start is not None:
+        downstream = {start}
+        for name in order:
+            if set(jobs[name].depends_on) & downstream:
+                downstream.add(name)
+        chosen &= downstream
+    if stop is not None:
+        upstream = {stop}
+        for name in reversed(order):
+            if name in upstream:
+                upstream.update(jobs[name].depends_on)
+        chosen &= upstream
+    return [n for n in order if n in chosen]
+
+
+def run_job(spec: JobSpec, spark: SparkSession, config: Config, run_date: date) -> JobResult:
+    """Run one job with its start and end log lines; any failure becomes JobFailed."""
+    run_id = uuid.uuid4().hex
+    common = {"job": spec.name, "run_id": run_id, "run_date": run_date.isoformat(), "env": config.env}
+    runlog.event("job_start", **common)
+    started = time.perf_counter()
+    try:
+        result = spec.func(JobContext(spark, config, run_date, run_id))
+    except Exception as exc:
+        seconds = round(time.perf_counter() - started, 3)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        runlog.event("job_end", **common, status="failed", seconds=seconds, error=reason)
+        if not isinstance(exc, LakemlError):
+            traceback.print_exc()
+        raise JobFailed(f"job {spec.name} failed: {reason}") from exc
+    seconds = round(time.perf_counter() - started, 3)
+    runlog.event(
+        "job_end", **common, status="ok", rows_in=result.rows_in, rows_out=result.rows_out,
+        seconds=seconds, **dict(result.details),
+    )
+    return result
