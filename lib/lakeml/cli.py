@@ -30,7 +30,9 @@ def parse_run_date(text: str | None) -> date:
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", default="local", help="config environment: conf/<env>.yaml (default local)")
     p.add_argument("--run-date", help="date the job runs for, YYYY-MM-DD (default today, UTC)")
-    p.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
+    p.add_argument(
+        "--conf", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

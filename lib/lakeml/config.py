@@ -160,7 +160,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _merge(dst: dict[str, Any], origin: dict[str, str], src: Mapping[str, Any], where: str, prefix: str) -> None:
+def _merge(
+    dst: dict[str, Any], origin: dict[str, str], src: Mapping[str, Any], where: str, prefix: str
+) -> None:
     for key, value in src.items():
         dotted = f"{prefix}{key}"
         if isinstance(value, dict) and isinstance(dst.get(key), dict):

@@ -52,13 +52,17 @@ class JobSpec:
 _REGISTRY: dict[str, JobSpec] = {}
 
 
-def job(name: str, depends_on: Iterable[str] = (), description: str = "") -> Callable[[JobFunction], JobFunction]:
+def job(
+    name: str, depends_on: Iterable[str] = (), description: str = ""
+) -> Callable[[JobFunction], JobFunction]:
     """Register ``func`` as job ``name`` (``domain.step``) running after ``depends_on``."""
 
     def register(func: JobFunction) -> JobFunction:
         existing = _REGISTRY.get(name)
         if existing is not None and existing.func is not func:
-            raise LakemlError(f"job '{name}' is registered twice ({existing.func.__module__}, {func.__module__})")
+            raise LakemlError(
+                f"job '{name}' is registered twice ({existing.func.__module__}, {func.__module__})"
+            )
         doc = description or ((func.__doc__ or "").strip().splitlines() or [""])[0]
         _REGISTRY[name] = JobSpec(name, func, tuple(depends_on), doc)
         return func
@@ -139,7 +143,12 @@ def run_job(spec: JobSpec, spark: SparkSession, config: Config, run_date: date) 
         raise JobFailed(f"job {spec.name} failed: {reason}") from exc
     seconds = round(time.perf_counter() - started, 3)
     runlog.event(
-        "job_end", **common, status="ok", rows_in=result.rows_in, rows_out=result.rows_out,
-        seconds=seconds, **dict(result.details),
+        "job_end",
+        **common,
+        status="ok",
+        rows_in=result.rows_in,
+        rows_out=result.rows_out,
+        seconds=seconds,
+        **dict(result.details),
     )
     return result

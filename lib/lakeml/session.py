@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from pyspark import SparkConf, SparkContext
@@ -79,6 +80,9 @@ def build_spark(config: Config, app_name: str | None = None) -> SparkSession:
                 builder = builder.config(key, value)
     else:
         check_java()
+        # Python workers must run this interpreter (its venv has lakeml), not whatever python3 is on PATH.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
         builder = builder.master(config.spark.master)
         for key, value in defaults.items():
             builder = builder.config(key, value)

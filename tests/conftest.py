@@ -1,0 +1,51 @@
+"""Shared fixtures: one local SparkSession for the whole run, the test config, table factories."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from lakeml.config import Config, load_config
+from lakeml.session import build_spark, delta_connector_jars
+
+os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
+
+
+@pytest.fixture(scope="session")
+def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
+    root = tmp_path_factory.mktemp("lake")
+    return load_config("test", [f"lakehouse.root={root}"])
+
+
+@pytest.fixture(scope="session")
+def spark(config: Config) -> Iterator[SparkSession]:
+    """local[2], UI off, 2 shuffle partitions (conf/test.yaml); delta-spark jars when LAKEML_DELTA_JARS is set."""
+    session = build_spark(config, app_name="lakeml-tests")
+    yield session
+    session.stop()
+
+
+def delta_spark_skip_reason() -> str | None:
+    if not os.environ.get("LAKEML_DELTA_JARS"):
+        return "delta-spark engine: LAKEML_DELTA_JARS is not set (the connector jars come from Maven Central, unreachable here)"
+    return None
+
+
+@pytest.fixture(params=["delta-rs", "delta-spark"])
+def engine(request: pytest.FixtureRequest, spark: SparkSession) -> str:
+    """Each table test runs once per engine; delta-spark only when its jars are present."""
+    if request.param == "delta-spark":
+        reason = delta_spark_skip_reason()
+        if reason:
+            pytest.skip(reason)
+        assert delta_connector_jars(), "LAKEML_DELTA_JARS holds no jars"
+    return request.param
+
+
+@pytest.fixture
+def table_path(tmp_path: Path) -> str:
+    return str(tmp_path / "table")
