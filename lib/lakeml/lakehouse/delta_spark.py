@@ -1,0 +1,207 @@
+"""The delta-spark engine: the native io.delta connector (Databricks, EMR, or $LAKEML_DELTA_JARS).
+
+Same operations and semantics as the delta-rs engine; Delta's own optimistic concurrency decides
+conflicts, and its exceptions are translated to ConcurrentModificationError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from deltalake import DeltaTable as RsTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+
+from lakeml.config import LakehouseConfig
+from lakeml.errors import ConcurrentModificationError, TableError
+from lakeml.lakehouse import predicates
+from lakeml.lakehouse.delta_rs import CommitOutcome
+
+_TXN_APP = "spark.databricks.delta.write.txnAppId"
+_TXN_VERSION = "spark.databricks.delta.write.txnVersion"
+_MAX_FILE_SIZE = "spark.databricks.delta.optimize.maxFileSize"
+
+
+class DeltaSparkEngine:
+    """Table operations through ``format("delta")`` and ``delta.tables.DeltaTable``."""
+
+    name = "delta-spark"
+
+    def __init__(self, spark: SparkSession, uri: str, settings: LakehouseConfig) -> None:
+        self.spark = spark
+        self.uri = uri.rstrip("/")
+        self.settings = settings
+
+    def _delta(self) -> Any:
+        from delta.tables import DeltaTable
+
+        if not DeltaTable.isDeltaTable(self.spark, self.uri):
+            raise TableError(f"no Delta table at {self.uri}")
+        return DeltaTable.forPath(self.spark, self.uri)
+
+    def exists(self) -> bool:
+        from delta.tables import DeltaTable
+
+        return bool(DeltaTable.isDeltaTable(self.spark, self.uri))
+
+    def create(self, schema: T.StructType, partition_by: Sequence[str], properties: dict[str, str]) -> None:
+        from delta.tables import DeltaTable
+
+        builder = DeltaTable.create(self.spark).location(self.uri).addColumns(schema)
+        if partition_by:
+            builder = builder.partitionedBy(*partition_by)
+        for key, value in properties.items():
+            builder = builder.property(key, value)
+        builder.execute()
+
+    def version(self) -> int:
+        return int(self._delta().history(1).select("version").first()[0])
+
+    def schema(self) -> T.StructType:
+        return self._delta().toDF().schema
+
+    def partition_columns(self) -> list[str]:
+        return list(self._delta().detail().select("partitionColumns").first()[0])
+
+    def history(self, limit: int | None = None) -> list[dict[str, Any]]:
+        delta = self._delta()
+        rows = (delta.history(limit) if limit else delta.history()).collect()  # one row per commit
+        out = []
+        for r in rows:
+            item = r.asDict(recursive=True)
+            stamp = item.get("timestamp")
+            if isinstance(stamp, dt.datetime):
+                item["timestamp"] = int(stamp.replace(tzinfo=stamp.tzinfo or dt.UTC).timestamp() * 1000)
+            out.append(item)
+        return out
+
+    def transaction_version(self, app_id: str) -> int | None:
+        # Delta-spark has no public reader for txn actions; the log is plain Delta, which deltalake reads.
+        return RsTable(self.uri).transaction_version(app_id)
+
+    def read(
+        self, version: int | None = None, timestamp: dt.datetime | None = None, filters: predicates.Filters = ()
+    ) -> DataFrame:
+        reader = self.spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        if timestamp is not None:
+            stamp = timestamp if timestamp.tzinfo else timestamp.replace(tzinfo=dt.UTC)
+            reader = reader.option("timestampAsOf", stamp.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f"))
+        try:
+            df = reader.load(self.uri)
+        except Exception as exc:
+            raise TableError(f"cannot read {self.uri}: {str(exc).splitlines()[0]}") from None
+        return df.where(predicates.to_column(filters)) if filters else df
+
+    def _already_committed(self, txn: tuple[str, int] | None) -> bool:
+        return txn is not None and (self.transaction_version(txn[0]) or -1) >= txn[1]
+
+    def _outcome(self, before: int) -> CommitOutcome:
+        after = self.version()
+        return CommitOutcome(after if after > before else None)
+
+    def append(
+        self, df: DataFrame, txn: tuple[str, int] | None, added: Sequence[T.StructField]
+    ) -> CommitOutcome:
+        if self._already_committed(txn):
+            return CommitOutcome(None)
+        before = self.version()
+        writer = df.write.format("delta").mode("append")
+        if added:
+            writer = writer.option("mergeSchema", "true")  # atomic with the data commit
+        if txn:
+            writer = writer.option("txnAppId", txn[0]).option("txnVersion", txn[1])
+        with _translated("append", self.uri):
+            writer.save(self.uri)
+        return self._outcome(before)
+
+    def overwrite_where(
+        self, df: DataFrame, filters: predicates.Filters, txn: tuple[str, int] | None
+    ) -> CommitOutcome:
+        if self._already_committed(txn):
+            return CommitOutcome(None)
+        before = self.version()
+        writer = df.write.format("delta").mode("overwrite").option("replaceWhere", predicates.to_sql(filters))
+        if txn:
+            writer = writer.option("txnAppId", txn[0]).option("txnVersion", txn[1])
+        with _translated("overwrite_where", self.uri):
+            writer.save(self.uri)
+        return self._outcome(before)
+
+    def merge(
+        self,
+        source: DataFrame,
+        keys: Sequence[str],
+        when_matched: str,
+        when_not_matched: str,
+        txn: tuple[str, int] | None,
+    ) -> CommitOutcome:
+        if self._already_committed(txn):
+            return CommitOutcome(None)
+        before = self.version()
+        condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+        builder = self._delta().alias("t").merge(source.alias("s"), condition)
+        if when_matched == "update":
+            builder = builder.whenMatchedUpdateAll()
+        elif when_matched == "delete":
+            builder = builder.whenMatchedDelete()
+        if when_not_matched == "insert":
+            builder = builder.whenNotMatchedInsertAll()
+        with _session_conf(self.spark, {_TXN_APP: txn[0], _TXN_VERSION: str(txn[1])} if txn else {}):
+            with _translated("merge", self.uri):
+                builder.execute()
+        return self._outcome(before)
+
+    def optimize(self, target_file_size_mb: int, filters: predicates.Filters) -> CommitOutcome:
+        before = self.version()
+        with _session_conf(self.spark, {_MAX_FILE_SIZE: str(target_file_size_mb * 1024 * 1024)}):
+            builder = self._delta().optimize()
+            if filters:
+                builder = builder.where(predicates.to_sql(filters))
+            with _translated("optimize", self.uri):
+                builder.executeCompaction()
+        return self._outcome(before)
+
+    def vacuum(self, retention_hours: int, dry_run: bool, enforce_retention: bool, keep_versions: list[int]) -> list[str]:
+        # deltalake's vacuum honours protected versions file by file; the table is a plain Delta table.
+        try:
+            table = RsTable(self.uri)
+        except Exception as exc:
+            raise TableError(f"vacuum of {self.uri} needs a log deltalake can read: {exc}") from None
+        return table.vacuum(
+            retention_hours=retention_hours,
+            dry_run=dry_run,
+            enforce_retention_duration=enforce_retention,
+            full=True,
+            keep_versions=keep_versions or None,
+        )
+
+
+@contextlib.contextmanager
+def _session_conf(spark: SparkSession, settings: dict[str, str]) -> Iterator[None]:
+    previous = {k: spark.conf.get(k, None) for k in settings}
+    for k, v in settings.items():
+        spark.conf.set(k, v)
+    try:
+        yield
+    finally:
+        for k, v in previous.items():
+            if v is None:
+                spark.conf.unset(k)
+            else:
+                spark.conf.set(k, v)
+
+
+@contextlib.contextmanager
+def _translated(operation: str, uri: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        text = f"{type(exc).__name__}: {exc}"
+        if "Concurrent" in text:
+            raise ConcurrentModificationError(f"{operation} on {uri}: {text.splitlines()[0]}") from None
+        raise

@@ -1,0 +1,173 @@
+"""Per-file metadata of a snapshot, and reading a set of data files back as one DataFrame."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from lakeml.errors import TableError
+from lakeml.lakehouse.log import parse_stats
+from lakeml.lakehouse.writer import partition_value_string
+
+FILE_COLUMN = "__lakeml_file"
+# Delta stats keep milliseconds; a max may be truncated below the true value by < 1 ms.
+_TIMESTAMP_SLACK_MICROS = 999
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One data file of a snapshot: where it is, its partition values and statistics (typed)."""
+
+    path: str  # relative to the table root, decoded
+    size: int
+    partition_values: Mapping[str, Any]
+    num_records: int | None
+    mins: Mapping[str, Any]
+    maxs: Mapping[str, Any]
+    null_counts: Mapping[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+    def partition_strings(self) -> dict[str, str | None]:
+        return {k: partition_value_string(v) for k, v in self.partition_values.items()}
+
+    def partition_key(self, partition_by: Sequence[str]) -> tuple[Any, ...]:
+        return tuple(comparable(self.partition_values.get(c)) for c in partition_by)
+
+
+def comparable(value: Any) -> Any:
+    """Timestamps as UTC microseconds so values from Arrow, JSON and Spark compare equal."""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        delta = value - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return value
+
+
+def entries_from_add_actions(actions: pa.Table, schema: T.StructType, partition_by: Sequence[str]) -> list[FileEntry]:
+    """FileEntries from deltalake's ``get_add_actions(flatten=True)`` table (typed values)."""
+    from urllib.parse import unquote
+
+    timestamp_cols = {f.name for f in schema.fields if isinstance(f.dataType, T.TimestampType | T.TimestampNTZType)}
+    names = actions.column_names
+    stat_cols = [f.name for f in schema.fields if f.name not in partition_by]
+    out = []
+    for row in actions.to_pylist():
+        mins = {c: row.get(f"min.{c}") for c in stat_cols if f"min.{c}" in names}
+        maxs = {c: row.get(f"max.{c}") for c in stat_cols if f"max.{c}" in names}
+        out.append(
+            FileEntry(
+                path=unquote(row["path"]),
+                size=int(row["size_bytes"]),
+                partition_values={c: row.get(f"partition.{c}") for c in partition_by},
+                num_records=row.get("num_records"),
+                mins=_bounds(mins, timestamp_cols, upper=False),
+                maxs=_bounds(maxs, timestamp_cols, upper=True),
+                null_counts={c: row.get(f"null_count.{c}") for c in stat_cols if f"null_count.{c}" in names},
+            )
+        )
+    return out
+
+
+def entry_from_log_add(add: Mapping[str, Any], schema: T.StructType, partition_by: Sequence[str]) -> FileEntry:
+    """A FileEntry from an ``add`` action read from a commit file (string partition values, JSON stats)."""
+    types = {f.name: f.dataType for f in schema.fields}
+    stats = parse_stats(add.get("stats"))
+    timestamp_cols = {n for n, t in types.items() if isinstance(t, T.TimestampType | T.TimestampNTZType)}
+    parts = add.get("partitionValues") or {}
+    mins = {k: parse_value(v, types[k]) for k, v in (stats.get("minValues") or {}).items() if k in types}
+    maxs = {k: parse_value(v, types[k]) for k, v in (stats.get("maxValues") or {}).items() if k in types}
+    return FileEntry(
+        path=add["path"],
+        size=int(add.get("size") or 0),
+        partition_values={c: parse_value(parts.get(c), types[c]) for c in partition_by},
+        num_records=stats.get("numRecords"),
+        mins=_bounds(mins, timestamp_cols, upper=False),
+        maxs=_bounds(maxs, timestamp_cols, upper=True),
+        null_counts=stats.get("nullCount") or {},
+    )
+
+
+def parse_value(text: Any, dtype: T.DataType) -> Any:
+    """A partition value or JSON statistic in the column's Python type (None stays None)."""
+    if text is None or (isinstance(text, str) and text == "" and not isinstance(dtype, T.StringType)):
+        return None
+    if not isinstance(text, str):
+        return Decimal(str(text)) if isinstance(dtype, T.DecimalType) else text
+    if isinstance(dtype, T.DateType):
+        return dt.date.fromisoformat(text[:10])
+    if isinstance(dtype, T.TimestampType | T.TimestampNTZType):
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    if isinstance(dtype, T.LongType | T.IntegerType | T.ShortType | T.ByteType):
+        return int(text)
+    if isinstance(dtype, T.DoubleType | T.FloatType):
+        return float(text)
+    if isinstance(dtype, T.DecimalType):
+        return Decimal(text)
+    if isinstance(dtype, T.BooleanType):
+        return text.lower() == "true"
+    return text
+
+
+def _bounds(values: Mapping[str, Any], timestamp_cols: set[str], upper: bool) -> dict[str, Any]:
+    out = {}
+    for k, v in values.items():
+        if v is None:
+            continue
+        if k in timestamp_cols:
+            v = comparable(v) + (_TIMESTAMP_SLACK_MICROS if upper else 0)
+        out[k] = v
+    return out
+
+
+def scan_files(
+    spark: SparkSession,
+    root: str,
+    entries: Sequence[FileEntry],
+    schema: T.StructType,
+    partition_by: Sequence[str],
+    keep_file_name: bool = False,
+) -> DataFrame:
+    """Spark reads ``entries`` in parallel; partition values come from the log, joined on file name."""
+    columns = [F.col(f"`{c}`") for c in schema.fieldNames()] + ([F.col(FILE_COLUMN)] if keep_file_name else [])
+    if not entries:
+        empty_schema = schema if not keep_file_name else schema.add(FILE_COLUMN, T.StringType())
+        return spark.createDataFrame([], empty_schema)
+    names = [e.name for e in entries]
+    if len(set(names)) != len(names):
+        raise TableError("the snapshot holds two data files with the same name; lakeml's reader needs unique names")
+    data_schema = T.StructType([f for f in schema.fields if f.name not in partition_by])
+    paths = [join_path(root, e.path) for e in entries]
+    data = spark.read.schema(data_schema).parquet(*paths).withColumn(FILE_COLUMN, F.col("_metadata.file_name"))
+    if partition_by:
+        types = {f.name: f.dataType for f in schema.fields}
+        meta_schema = T.StructType(
+            [T.StructField(FILE_COLUMN, T.StringType(), False)]
+            + [T.StructField(f"__p{i}", T.StringType(), True) for i in range(len(partition_by))]
+        )
+        rows = [(e.name, *[e.partition_strings()[c] for c in partition_by]) for e in entries]
+        meta = spark.createDataFrame(rows, meta_schema).select(
+            FILE_COLUMN, *[F.col(f"__p{i}").cast(types[c]).alias(c) for i, c in enumerate(partition_by)]
+        )
+        data = data.join(F.broadcast(meta), FILE_COLUMN)
+    return data.select(*columns)
+
+
+def join_path(root: str, relative: str) -> str:
+    return f"{root.rstrip('/')}/{relative}"
+
+
+def total_size(entries: Iterable[FileEntry]) -> int:
+    return sum(e.size for e in entries)
