@@ -1,0 +1,308 @@
+"""The table layer, once per engine: every operation's semantics on real Delta tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from decimal import Decimal
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from chispa import assert_df_equality
+from deltalake import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from lakeml.config import Config
+from lakeml.errors import TableError
+from lakeml.lakehouse import DeltaTableRef
+
+EVENTS = T.StructType(
+    [
+        T.StructField("id", T.LongType(), False),
+        T.StructField("event_date", T.DateType(), True),
+        T.StructField("amount", T.DecimalType(12, 2), True),
+        T.StructField("name", T.StringType(), True),
+    ]
+)
+DAY = dt.date(2026, 11, 1)
+
+
+def events(spark: SparkSession, start: int, stop: int, days: int = 4, name: str = "v1") -> DataFrame:
+    """Rows id in [start, stop), spread over ``days`` dates, in EVENTS' schema."""
+    df = spark.range(start, stop).select(
+        F.col("id"),
+        F.date_add(F.lit(DAY), (F.col("id") % days).cast("int")).alias("event_date"),
+        (F.col("id") * 1.25).cast("decimal(12,2)").alias("amount"),
+        F.lit(name).alias("name"),
+    )
+    return spark.createDataFrame(df.rdd, EVENTS)
+
+
+def make_table(spark: SparkSession, config: Config, path: str, engine: str) -> DeltaTableRef:
+    return DeltaTableRef(spark, path, config.lakehouse, engine).create(EVENTS, ["event_date"])
+
+
+def same_rows(actual: DataFrame, expected: DataFrame) -> None:
+    assert_df_equality(
+        actual.select(*expected.columns),
+        expected,
+        ignore_row_order=True,
+        ignore_nullable=True,
+        allow_nan_equality=True,
+    )
+
+
+def log_adds(path: str, version: int) -> list[dict]:
+    lines = Path(path, "_delta_log", f"{version:020d}.json").read_text().splitlines()
+    return [json.loads(line)["add"] for line in lines if '"add"' in line]
+
+
+# ---------------------------------------------------------------------------- create / append
+
+
+def test_create_is_idempotent_and_refuses_a_different_schema(spark, config, table_path, engine):
+    t = make_table(spark, config, table_path, engine)
+    assert t.version() == 0
+    assert t.partition_columns() == ["event_date"]
+    assert [f.name for f in t.schema().fields] == EVENTS.fieldNames()
+    make_table(spark, config, table_path, engine)  # same schema: fine
+    other = T.StructType([*EVENTS.fields, T.StructField("extra", T.StringType())])
+    with pytest.raises(TableError, match="exists with schema"):
+        DeltaTableRef(spark, table_path, config.lakehouse, engine).create(other, ["event_date"])
+    assert t.version() == 0
+
+
+def test_append_reads_back_and_txn_makes_it_idempotent(spark, config, table_path, engine):
+    t = make_table(spark, config, table_path, engine)
+    data = events(spark, 0, 500)
+    first = t.append(data, txn=("ingest", 1))
+    assert first.version == 1 and not first.noop
+    again = t.append(data, txn=("ingest", 1))
+    assert again.noop
+    assert t.version() == 1
+    same_rows(t.read(), data)
+    t.append(events(spark, 500, 600), txn=("ingest", 2))
+    assert t.read().count() == 600
+    assert DeltaTable(table_path).transaction_version("ingest") == 2
+
+
+def test_not_null_violation_commits_nothing(spark, config, table_path, engine):
+    t = make_table(spark, config, table_path, engine)
+    bad = events(spark, 0, 10).withColumn("id", F.when(F.col("id") == 3, None).otherwise(F.col("id")))
+    with pytest.raises(Exception, match="(?i)null"):
+        t.append(bad)
+    assert t.version() == 0
+    assert t.read().count() == 0
+
+
+def test_schema_mismatch_names_the_columns(spark, config, table_path, engine):
+    t = make_table(spark, config, table_path, engine)
+    with pytest.raises(TableError, match="column extra .*merge_schema"):
+        t.append(events(spark, 0, 5).withColumn("extra", F.lit("x")))
+    with pytest.raises(TableError, match=r"column amount is decimal\(12,2\) in the table but string"):
+        t.append(events(spark, 0, 5).withColumn("amount", F.lit("12.5")))
+    assert t.version() == 0
+
+
+def test_merge_schema_adds_nullable_columns_and_widens_safely(spark, config, table_path, engine):
+    t = make_table(spark, config, table_path, engine)
+    t.append(events(spark, 0, 5))
+    narrow_ids = events(spark, 5, 10).withColumn("id", F.col("id").cast("int"))
+    t.append(narrow_ids.withColumn("channel", F.lit("web")), merge_schema=True)
+    assert t.schema()["channel"].dataType == T.StringType()
+    got = t.read().groupBy(F.col("channel").isNull().alias("old")).count().orderBy("old").collect()
+    assert [(r.old, r["count"]) for r in got] == [(False, 5), (True, 5)]
+    # a later write without the new column fills it with null
+    t.append(events(spark, 10, 12))
+    assert t.read().where("channel IS NULL").count() == 7
+
+
+# ---------------------------------------------------------------------------- overwrite_where
+
+
+def test_overwrite_where_replaces_one_partition_atomically(spark, config, table_path, engine):
+    t = make_table(spark, config, table_path, engine)
+    t.append(events(spark, 0, 400))
+    day = DAY + dt.timedelta(days=1)
+    replacement = events(spark, 1000, 1040, days=1, name="rerun").withColumn("event_date", F.lit(day))
+    t.overwrite_where(replacement, [("event_date", "=", day)])
+    expected = events(spark, 0, 400).where(F.col("event_date") != F.lit(day)).unionByName(replacement)
+    same_rows(t.read(), expected)
+    # the same rerun again gives the same table
+    t.overwrite_where(replacement, [("event_date", "=", day.isoformat())])
+    same_rows(t.read(), expected)
+
+
+def test_overwrite_where_refuses_rows_outside_the_predicate(spark, config, table_path, engine):
+    t = make_table(spark, config, table_path, engine)
+    t.append(events(spark, 0, 100))
+    before = t.version()
+    with pytest.raises(TableError, match="outside"):
+        t.overwrite_where(events(spark, 0, 100), [("event_date", "=", DAY)])
+    with pytest.raises(TableError, match="partition columns"):
+        t.overwrite_where(events(spark, 0, 10), [("id", "<", 5)])
+    assert t.version() == before
+    assert t.read().count() == 100
+
+
+# ---------------------------------------------------------------------------- merge
+
+
+def test_merge_upserts_and_rewrites_only_files_that_hold_keys(spark, config, table_path, engine):
+    t = make_table(spark, config, table_path, engine)
+    t.append(events(spark, 0, 400))
+    before = {a["path"] for a in _live_files(table_path)}
+    last_day = DAY + dt.timedelta(days=3)
+    # updates of existing ids (all on the last day) + new ids on the last day
+    updates = events(spark, 0, 400).where(F.col("event_date") == F.lit(last_day)).limit(10)
+    updates = updates.withColumn("name", F.lit("updated"))
+    new = events(spark, 5000, 5010, days=1).withColumn("event_date", F.lit(last_day))
+    outcome = t.merge(updates.unionByName(new), ["id"])
+    assert not outcome.noop
+    table = t.read()
+    assert table.count() == 410
+    assert table.where("name = 'updated'").count() == 10
+    assert table.where("id >= 5000").count() == 10
+    after = {a["path"] for a in _live_files(table_path)}
+    untouched_partitions = {p for p in before if f"event_date={last_day}" not in p}
+    assert untouched_partitions <= after, "files outside the merged partition must not be rewritten"
+
+
+def test_merge_rejects_duplicate_source_keys_or_deduplicates_deterministically(
+    spark, config, table_path, engine
+):
+    t = make_table(spark, config, table_path, engine)
+    t.append(events(spark, 0, 10))
+    dup = events(spark, 3, 4, name="a").unionByName(events(spark, 3, 4, name="b"))
+    with pytest.raises(TableError, match="duplicate keys.*id=3"):
+        t.merge(dup, ["id"])
+    assert t.version() == 1
+    t.merge(dup, ["id"], deduplicate_by=["name"])
+    assert [r.name for r in t.read().where("id = 3").collect()] == ["b"]
+
+
+def test_merge_insert_only_and_delete(spark, config, table_path, engine):
+    t = make_table(spark, config, table_path, engine)
+    t.append(events(spark, 0, 20))
+    t.merge(events(spark, 10, 30, name="new"), ["id"], when_matched="ignore")
+    table = t.read()
+    assert table.count() == 30
+    assert table.where("name = 'new'").count() == 10  # only ids 20..29 inserted
+    t.merge(events(spark, 0, 5), ["id"], when_matched="delete", when_not_matched="ignore")
+    assert sorted(r.id for r in t.read().where("id < 10").collect()) == [5, 6, 7, 8, 9]
+
+
+def test_merge_with_txn_is_idempotent(spark, config, table_path, engine):
+    t = make_table(spark, config, table_path, engine)
+    t.append(events(spark, 0, 20))
+    upd = events(spark, 15, 25, name="u")
+    assert not t.merge(upd, ["id"], txn=("upsert", 1)).noop
+    v = t.version()
+    assert t.merge(upd, ["id"], txn=("upsert", 1)).noop
+    assert t.version() == v
+    assert t.read().count() == 25
+
+
+# ---------------------------------------------------------------------------- time travel, changes, history
+
+
+def test_time_travel_by_version_and_timestamp(spark, config, table_path, engine):
+    t = make_table(spark, config, table_path, engine)
+    t.append(events(spark, 0, 50))
+    stamp = dt.datetime.now(dt.UTC)
+    t.overwrite_where(events(spark, 0, 10, days=1, name="v2"), [("event_date", "=", DAY)])
+    same_rows(t.read(version=1), events(spark, 0, 50))
+    assert t.read(timestamp=stamp).count() == 50
+    assert t.read(version=2).where("name = 'v2'").count() == 10
+    with pytest.raises(TableError):
+        t.read(version=1, timestamp=stamp)
+
+
+def test_changes_since_returns_only_appended_rows(spark, config, table_path, engine):
+    t = make_table(spark, config, table_path, engine)
+    t.append(events(spark, 0, 30))
+    v1 = t.version()
+    t.append(events(spark, 30, 45))
+    t.append(events(spark, 45, 50))
+    same_rows(t.changes_since(v1), events(spark, 30, 50))
+    same_rows(t.changes_since(v1, until=v1 + 1), events(spark, 30, 45))
+    assert t.changes_since(t.version()).count() == 0
+    t.overwrite_where(events(spark, 0, 5, days=1), [("event_date", "=", DAY)])
+    with pytest.raises(TableError, match="append-only"):
+        t.changes_since(v1)
+
+
+def test_history_lists_every_commit_newest_first(spark, config, table_path, engine):
+    t = make_table(spark, config, table_path, engine)
+    t.append(events(spark, 0, 10))
+    t.merge(events(spark, 5, 15), ["id"])
+    history = t.history()
+    assert [h["version"] for h in history] == [2, 1, 0]
+    assert all(isinstance(h["timestamp"], int) for h in history)
+
+
+# ---------------------------------------------------------------------------- optimize, vacuum
+
+
+def test_optimize_compacts_small_files_without_changing_data(spark, config, table_path, engine):
+    t = make_table(spark, config, table_path, engine)
+    for i in range(4):
+        t.append(events(spark, i * 100, (i + 1) * 100))
+    before = len(_live_files(table_path))
+    snapshot = t.read()
+    expected = spark.createDataFrame(snapshot.collect(), EVENTS)
+    t.optimize()
+    after = len(_live_files(table_path))
+    assert after < before
+    assert after >= 4  # one per date partition at least
+    same_rows(t.read(), expected)
+    assert t.changes_since(t.version() - 1).count() == 0  # compaction is not new data
+
+
+def test_vacuum_removes_unreferenced_files_but_keeps_protected_versions(spark, config, table_path, engine):
+    t = make_table(spark, config, table_path, engine)
+    t.append(events(spark, 0, 100))
+    t.protect(1, "model fraud v1")
+    t.overwrite_where(events(spark, 0, 5, days=1, name="v2"), [("event_date", "=", DAY)])
+    t.append(events(spark, 100, 110))
+    t.overwrite_where(events(spark, 200, 205, days=1, name="v4"), [("event_date", "=", DAY)])
+    assert t.protected_versions() == {1: ["model_fraud_v1"]}
+    deleted = t.vacuum(retention_hours=0, enforce_retention=False)
+    # version 2's files for DAY were replaced at version 4 and nobody protects them
+    assert deleted, "the files replaced at version 4 must be vacuumed"
+    assert not any(_exists(table_path, p) for p in deleted)
+    same_rows(t.read(version=1), events(spark, 0, 100))  # protected version still readable
+    t.unprotect(1, "model fraud v1")
+    assert t.vacuum(retention_hours=0, enforce_retention=False), "unprotected files go on the next vacuum"
+    # 75 rows off DAY from v1, 7 off DAY from v3, and v4's 5 rows on DAY
+    assert t.read().count() == 87
+
+
+def test_vacuum_refuses_short_retention_by_default(spark, config, table_path, engine):
+    t = make_table(spark, config, table_path, engine)
+    t.append(events(spark, 0, 10))
+    with pytest.raises(Exception, match="(?i)retention"):
+        t.vacuum(retention_hours=0)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _live_files(path: str) -> list[dict]:
+    return pa.table(DeltaTable(path).get_add_actions(flatten=True)).select(["path"]).to_pylist()
+
+
+def _exists(root: str, relative: str) -> bool:
+    from urllib.parse import unquote
+
+    return os.path.exists(os.path.join(root, unquote(relative)))
+
+
+def test_decimal_amounts_survive_exactly(spark, config, table_path, engine):
+    t = make_table(spark, config, table_path, engine)
+    t.append(events(spark, 7, 8))
+    assert t.read().collect()[0].amount == Decimal("8.75")
