@@ -69,7 +69,9 @@ class ConflictRule:
     may_touch: Callable[[FileEntry], bool] | None = None
     schema_sensitive: bool = True
 
-    def violation(self, commits: Sequence[Commit], schema: T.StructType, partition_by: Sequence[str]) -> str | None:
+    def violation(
+        self, commits: Sequence[Commit], schema: T.StructType, partition_by: Sequence[str]
+    ) -> str | None:
         for commit in commits:
             if commit.protocol_changed:
                 return f"version {commit.version} changed the table protocol"
@@ -82,7 +84,9 @@ class ConflictRule:
                     return f"version {commit.version} deleted data this operation read ({rm['path']})"
             if self.may_touch is not None:
                 for add in commit.adds:
-                    if add.get("dataChange", True) and self.may_touch(entry_from_log_add(add, schema, partition_by)):
+                    if add.get("dataChange", True) and self.may_touch(
+                        entry_from_log_add(add, schema, partition_by)
+                    ):
                         return f"version {commit.version} added {add['path']}, which this operation should have read"
         return None
 
@@ -112,7 +116,9 @@ class DeltaRsEngine:
             try:
                 table.load_as_version(timestamp)
             except (DeltaError, ValueError) as exc:
-                raise TableError(f"no version of {self.uri} at or before {timestamp.isoformat()}: {exc}") from None
+                raise TableError(
+                    f"no version of {self.uri} at or before {timestamp.isoformat()}: {exc}"
+                ) from None
         return table
 
     def create(self, schema: T.StructType, partition_by: Sequence[str], properties: dict[str, str]) -> None:
@@ -151,7 +157,9 @@ class DeltaRsEngine:
                 "use lakehouse.engine=delta-spark for this table"
             )
 
-    def scan(self, entries: Sequence[FileEntry], table: DeltaTable, keep_file_name: bool = False) -> DataFrame:
+    def scan(
+        self, entries: Sequence[FileEntry], table: DeltaTable, keep_file_name: bool = False
+    ) -> DataFrame:
         return scan_files(
             self.spark, self.uri, entries, self.schema(table), self.partition_columns(table), keep_file_name
         )
@@ -167,8 +175,11 @@ class DeltaRsEngine:
         entries = self.entries(table)
         if filters:
             entries = [
-                e for e in entries
-                if predicates.file_may_match(filters, e.partition_values, e.mins, e.maxs, e.null_counts, e.num_records)
+                e
+                for e in entries
+                if predicates.file_may_match(
+                    filters, e.partition_values, e.mins, e.maxs, e.null_counts, e.num_records
+                )
             ]
         df = self.scan(entries, table)
         return df.where(predicates.to_column(filters)) if filters else df
@@ -177,8 +188,11 @@ class DeltaRsEngine:
         """The files a read with ``filters`` would scan (after partition and statistics pruning)."""
         entries = self.entries(self._table(version))
         return [
-            e for e in entries
-            if predicates.file_may_match(filters, e.partition_values, e.mins, e.maxs, e.null_counts, e.num_records)
+            e
+            for e in entries
+            if predicates.file_may_match(
+                filters, e.partition_values, e.mins, e.maxs, e.null_counts, e.num_records
+            )
         ]
 
     def history(self, limit: int | None = None) -> list[dict[str, Any]]:
@@ -188,7 +202,9 @@ class DeltaRsEngine:
         return self._table().transaction_version(app_id)
 
     # ------------------------------------------------------------------ writes
-    def _write(self, df: DataFrame, table: DeltaTable, schema: T.StructType | None = None) -> list[WrittenFile]:
+    def _write(
+        self, df: DataFrame, table: DeltaTable, schema: T.StructType | None = None
+    ) -> list[WrittenFile]:
         schema = schema or self.schema(table)
         spec = WriteSpec(
             root_uri=self.uri,
@@ -244,9 +260,13 @@ class DeltaRsEngine:
             RemoveAction(e.path, data_change, now, e.size, e.partition_strings()) for e in removes
         ]
         actions += [
-            AddAction(f.path, f.size, f.partition_values, f.modification_time, data_change, f.stats) for f in adds
+            AddAction(f.path, f.size, f.partition_values, f.modification_time, data_change, f.stats)
+            for f in adds
         ]
-        metadata = {"lakeml.operation": operation, **{f"lakeml.{k}": str(v) for k, v in (parameters or {}).items()}}
+        metadata = {
+            "lakeml.operation": operation,
+            **{f"lakeml.{k}": str(v) for k, v in (parameters or {}).items()},
+        }
         props = CommitProperties(
             custom_metadata=metadata,
             max_commit_retries=0,
@@ -259,7 +279,9 @@ class DeltaRsEngine:
                 table.create_write_transaction(
                     actions, "append", table.schema(), self.partition_columns(table), commit_properties=props
                 )
-                return CommitOutcome(read_version + 1, len(adds), len(removes), sum(f.num_records for f in adds))
+                return CommitOutcome(
+                    read_version + 1, len(adds), len(removes), sum(f.num_records for f in adds)
+                )
             except CommitFailedError as exc:
                 if "concurrent" in str(exc).lower() and "failed: 0" not in str(exc):
                     self._delete(adds)
@@ -315,7 +337,11 @@ class DeltaRsEngine:
         if self._already_committed(table, txn):
             return CommitOutcome(None)
         partition_by = self.partition_columns(table)
-        replaced = [e for e in self.entries(table) if predicates.file_may_match(filters, e.partition_values, {}, {}, {}, None)]
+        replaced = [
+            e
+            for e in self.entries(table)
+            if predicates.file_may_match(filters, e.partition_values, {}, {}, {}, None)
+        ]
         files = self._write(df, table)
 
         def may_touch(entry: FileEntry) -> bool:
@@ -368,19 +394,33 @@ class DeltaRsEngine:
                     inserts = source.join(self.scan(candidates, table).select(*keys), list(keys), "left_anti")
                 parts.append(inserts.select(*columns))
             if not parts:
-                return self._commit(table, [], [], "MERGE", ConflictRule(), txn) if txn else CommitOutcome(None)
+                return (
+                    self._commit(table, [], [], "MERGE", ConflictRule(), txn) if txn else CommitOutcome(None)
+                )
             new_rows = reduce(lambda a, b: a.unionByName(b), parts)
             target_bytes = self.settings.target_file_size_mb * 1024 * 1024
-            tasks = max(1, min(self.spark.sparkContext.defaultParallelism * 4, math.ceil(total_size(touched) / target_bytes)))
-            new_rows = new_rows.repartition(tasks, *partition_by) if partition_by else new_rows.repartition(tasks)
+            tasks = max(
+                1,
+                min(
+                    self.spark.sparkContext.defaultParallelism * 4,
+                    math.ceil(total_size(touched) / target_bytes),
+                ),
+            )
+            new_rows = (
+                new_rows.repartition(tasks, *partition_by) if partition_by else new_rows.repartition(tasks)
+            )
             files = self._write(new_rows, table)
             rule = ConflictRule(
                 removed_by_us=frozenset(e.path for e in touched),
                 read_by_us=frozenset(e.path for e in candidates),
                 may_touch=scope.may_contain,
             )
-            params = {"keys": ",".join(keys), "matched": when_matched, "notMatched": when_not_matched,
-                      "filesRead": len(candidates)}
+            params = {
+                "keys": ",".join(keys),
+                "matched": when_matched,
+                "notMatched": when_not_matched,
+                "filesRead": len(candidates),
+            }
             return self._commit(table, files, touched, "MERGE", rule, txn, parameters=params)
         finally:
             source.unpersist()
@@ -401,10 +441,13 @@ class DeltaRsEngine:
         df = df.repartition(tasks, *partition_by) if partition_by else df.repartition(tasks)
         files = self._write(df, table)
         rule = ConflictRule(removed_by_us=frozenset(e.path for e in chosen), schema_sensitive=False)
-        return self._commit(table, files, chosen, "OPTIMIZE", rule, data_change=False,
-                            parameters={"targetSize": target})
+        return self._commit(
+            table, files, chosen, "OPTIMIZE", rule, data_change=False, parameters={"targetSize": target}
+        )
 
-    def vacuum(self, retention_hours: int, dry_run: bool, enforce_retention: bool, keep_versions: list[int]) -> list[str]:
+    def vacuum(
+        self, retention_hours: int, dry_run: bool, enforce_retention: bool, keep_versions: list[int]
+    ) -> list[str]:
         return self._table().vacuum(
             retention_hours=retention_hours,
             dry_run=dry_run,
@@ -418,7 +461,9 @@ def _rewrite_touched(
     target: DataFrame, source: DataFrame, keys: Sequence[str], columns: Sequence[str], when_matched: str
 ) -> DataFrame:
     """Rows of the touched files after the merge: matched rows updated from ``source`` or deleted."""
-    src = source.select(*[F.col(f"`{c}`").alias(f"__src_{c}") for c in columns]).withColumn("__src_hit", F.lit(True))
+    src = source.select(*[F.col(f"`{c}`").alias(f"__src_{c}") for c in columns]).withColumn(
+        "__src_hit", F.lit(True)
+    )
     joined = target.join(src, on=[target[f"`{k}`"] == src[f"__src_{k}"] for k in keys], how="left")
     if when_matched == "delete":
         return joined.where(F.col("__src_hit").isNull()).select(*[target[f"`{c}`"] for c in columns])
@@ -439,7 +484,9 @@ class _MergeScope:
     ranges: dict[tuple[Any, ...], dict[str, tuple[Any, Any]]]
 
     @classmethod
-    def of(cls, source: DataFrame, keys: Sequence[str], partition_by: Sequence[str], schema: T.StructType) -> _MergeScope:
+    def of(
+        cls, source: DataFrame, keys: Sequence[str], partition_by: Sequence[str], schema: T.StructType
+    ) -> _MergeScope:
         types = {f.name: f.dataType for f in schema.fields}
 
         def bound(fn: Callable[[Any], Any], k: str) -> Any:

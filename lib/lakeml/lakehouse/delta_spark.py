@@ -83,7 +83,10 @@ class DeltaSparkEngine:
         return RsTable(self.uri).transaction_version(app_id)
 
     def read(
-        self, version: int | None = None, timestamp: dt.datetime | None = None, filters: predicates.Filters = ()
+        self,
+        version: int | None = None,
+        timestamp: dt.datetime | None = None,
+        filters: predicates.Filters = (),
     ) -> DataFrame:
         reader = self.spark.read.format("delta")
         if version is not None:
@@ -166,7 +169,9 @@ class DeltaSparkEngine:
                 builder.executeCompaction()
         return self._outcome(before)
 
-    def vacuum(self, retention_hours: int, dry_run: bool, enforce_retention: bool, keep_versions: list[int]) -> list[str]:
+    def vacuum(
+        self, retention_hours: int, dry_run: bool, enforce_retention: bool, keep_versions: list[int]
+    ) -> list[str]:
         # deltalake's vacuum honours protected versions file by file; the table is a plain Delta table.
         try:
             table = RsTable(self.uri)

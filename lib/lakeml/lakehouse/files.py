@@ -55,11 +55,15 @@ def comparable(value: Any) -> Any:
     return value
 
 
-def entries_from_add_actions(actions: pa.Table, schema: T.StructType, partition_by: Sequence[str]) -> list[FileEntry]:
+def entries_from_add_actions(
+    actions: pa.Table, schema: T.StructType, partition_by: Sequence[str]
+) -> list[FileEntry]:
     """FileEntries from deltalake's ``get_add_actions(flatten=True)`` table (typed values)."""
     from urllib.parse import unquote
 
-    timestamp_cols = {f.name for f in schema.fields if isinstance(f.dataType, T.TimestampType | T.TimestampNTZType)}
+    timestamp_cols = {
+        f.name for f in schema.fields if isinstance(f.dataType, T.TimestampType | T.TimestampNTZType)
+    }
     names = actions.column_names
     stat_cols = [f.name for f in schema.fields if f.name not in partition_by]
     out = []
@@ -80,7 +84,9 @@ def entries_from_add_actions(actions: pa.Table, schema: T.StructType, partition_
     return out
 
 
-def entry_from_log_add(add: Mapping[str, Any], schema: T.StructType, partition_by: Sequence[str]) -> FileEntry:
+def entry_from_log_add(
+    add: Mapping[str, Any], schema: T.StructType, partition_by: Sequence[str]
+) -> FileEntry:
     """A FileEntry from an ``add`` action read from a commit file (string partition values, JSON stats)."""
     types = {f.name: f.dataType for f in schema.fields}
     stats = parse_stats(add.get("stats"))
@@ -141,16 +147,22 @@ def scan_files(
     keep_file_name: bool = False,
 ) -> DataFrame:
     """Spark reads ``entries`` in parallel; partition values come from the log, joined on file name."""
-    columns = [F.col(f"`{c}`") for c in schema.fieldNames()] + ([F.col(FILE_COLUMN)] if keep_file_name else [])
+    columns = [F.col(f"`{c}`") for c in schema.fieldNames()] + (
+        [F.col(FILE_COLUMN)] if keep_file_name else []
+    )
     if not entries:
         empty_schema = schema if not keep_file_name else schema.add(FILE_COLUMN, T.StringType())
         return spark.createDataFrame([], empty_schema)
     names = [e.name for e in entries]
     if len(set(names)) != len(names):
-        raise TableError("the snapshot holds two data files with the same name; lakeml's reader needs unique names")
+        raise TableError(
+            "the snapshot holds two data files with the same name; lakeml's reader needs unique names"
+        )
     data_schema = T.StructType([f for f in schema.fields if f.name not in partition_by])
     paths = [join_path(root, e.path) for e in entries]
-    data = spark.read.schema(data_schema).parquet(*paths).withColumn(FILE_COLUMN, F.col("_metadata.file_name"))
+    data = (
+        spark.read.schema(data_schema).parquet(*paths).withColumn(FILE_COLUMN, F.col("_metadata.file_name"))
+    )
     if partition_by:
         types = {f.name: f.dataType for f in schema.fields}
         meta_schema = T.StructType(

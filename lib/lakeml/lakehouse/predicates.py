@@ -66,7 +66,9 @@ def coerce_value(value: Any, dtype: T.DataType, column: str) -> Any:
         if isinstance(dtype, T.DecimalType) and not isinstance(value, Decimal):
             return Decimal(str(value))
     except (TypeError, ValueError) as exc:
-        raise TableError(f"filter value {value!r} does not fit column {column} ({dtype.simpleString()})") from exc
+        raise TableError(
+            f"filter value {value!r} does not fit column {column} ({dtype.simpleString()})"
+        ) from exc
     return value
 
 

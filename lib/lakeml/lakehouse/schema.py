@@ -69,7 +69,9 @@ class WritePlan:
     added_fields: list[T.StructField]
 
 
-def plan_write(table: T.StructType, df_schema: T.StructType, partition_by: list[str], merge_schema: bool) -> WritePlan:
+def plan_write(
+    table: T.StructType, df_schema: T.StructType, partition_by: list[str], merge_schema: bool
+) -> WritePlan:
     """Check ``df_schema`` against ``table``; widen safe types, fill missing nullable columns with null."""
     incoming = {f.name: f for f in df_schema.fields}
     by_lower = {f.name.lower(): f.name for f in table.fields}
@@ -95,7 +97,9 @@ def plan_write(table: T.StructType, df_schema: T.StructType, partition_by: list[
     added: list[T.StructField] = []
     for f in extra:
         if f.name.lower() in by_lower:
-            problems.append(f"column {f.name} differs only in case from table column {by_lower[f.name.lower()]}")
+            problems.append(
+                f"column {f.name} differs only in case from table column {by_lower[f.name.lower()]}"
+            )
         elif not merge_schema:
             problems.append(
                 f"column {f.name} ({f.dataType.simpleString()}) is not in the table (pass merge_schema=True to add it)"
@@ -117,7 +121,9 @@ def _can_widen(target: T.DataType, source: T.DataType) -> bool:
     return isinstance(source, allowed)
 
 
-def conform(df: DataFrame, table: T.StructType, partition_by: list[str], merge_schema: bool) -> tuple[DataFrame, list[T.StructField]]:
+def conform(
+    df: DataFrame, table: T.StructType, partition_by: list[str], merge_schema: bool
+) -> tuple[DataFrame, list[T.StructField]]:
     """``df`` with the table's columns in table order (plus new nullable columns when evolving)."""
     plan = plan_write(table, df.schema, partition_by, merge_schema)
     return df.select(*plan.columns), plan.added_fields

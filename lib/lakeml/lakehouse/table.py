@@ -21,7 +21,7 @@ from lakeml.config import LakehouseConfig
 from lakeml.errors import ConcurrentModificationError, TableError
 from lakeml.lakehouse import predicates
 from lakeml.lakehouse.delta_rs import CommitOutcome, DeltaRsEngine
-from lakeml.lakehouse.files import entry_from_log_add, scan_files
+from lakeml.lakehouse.files import FileEntry, entry_from_log_add, scan_files
 from lakeml.lakehouse.log import read_commits
 from lakeml.lakehouse.schema import conform
 
@@ -34,7 +34,9 @@ PROTECTION_DIR = "_lakeml/protected"
 class DeltaTableRef:
     """A Delta table at ``uri`` and the operations jobs may run on it."""
 
-    def __init__(self, spark: SparkSession, uri: str, settings: LakehouseConfig, engine: str = "delta-rs") -> None:
+    def __init__(
+        self, spark: SparkSession, uri: str, settings: LakehouseConfig, engine: str = "delta-rs"
+    ) -> None:
         self.spark = spark
         self.uri = uri.rstrip("/")
         self.settings = settings
@@ -105,6 +107,11 @@ class DeltaTableRef:
         filters = predicates.validate(where, self.schema())
         return self._engine.read(version=version, timestamp=timestamp, filters=filters)
 
+    def files(self, where: predicates.Filters = (), version: int | None = None) -> list[FileEntry]:
+        """The data files a read with ``where`` scans, after partition and statistics pruning (from the log)."""
+        filters = predicates.validate(where, self.schema())
+        return DeltaRsEngine(self.spark, self.uri, self.settings).files_for(filters, version)
+
     def changes_since(self, version: int, until: int | None = None) -> DataFrame:
         """Rows appended after ``version`` up to ``until`` (default: now); the table must be append-only there."""
         _check_plain_parquet(self.uri)
@@ -131,7 +138,9 @@ class DeltaTableRef:
         conformed, added = conform(df, self.schema(), self.partition_columns(), merge_schema)
         return self._engine.append(conformed, txn, added)
 
-    def overwrite_where(self, df: DataFrame, where: predicates.Filters, txn: Txn | None = None) -> CommitOutcome:
+    def overwrite_where(
+        self, df: DataFrame, where: predicates.Filters, txn: Txn | None = None
+    ) -> CommitOutcome:
         """Atomically replace the rows matching a partition predicate with ``df`` (e.g. rerun one date)."""
         _check_txn(txn)
         partition_by = self.partition_columns()
@@ -140,14 +149,18 @@ class DeltaTableRef:
             raise TableError("overwrite_where needs a predicate; refusing to replace the whole table")
         outside = [c for c, _, _ in filters if c not in partition_by]
         if outside:
-            raise TableError(f"overwrite_where predicates may use partition columns {partition_by} only, not {outside}")
+            raise TableError(
+                f"overwrite_where predicates may use partition columns {partition_by} only, not {outside}"
+            )
         conformed, _ = conform(df, self.schema(), partition_by, merge_schema=False)
         stray = conformed.where(~F.coalesce(predicates.to_column(filters), F.lit(False))).limit(1).count()
         if stray:
             raise TableError(
                 f"overwrite_where: data has rows outside {predicates.to_sql(filters)}; nothing was written"
             )
-        return self._retrying("overwrite_where", lambda: self._engine.overwrite_where(conformed, filters, txn))
+        return self._retrying(
+            "overwrite_where", lambda: self._engine.overwrite_where(conformed, filters, txn)
+        )
 
     def merge(
         self,
@@ -165,7 +178,9 @@ class DeltaTableRef:
         """
         _check_txn(txn)
         if when_matched not in ("update", "ignore", "delete") or when_not_matched not in ("insert", "ignore"):
-            raise TableError(f"merge: unsupported clauses when_matched={when_matched!r} when_not_matched={when_not_matched!r}")
+            raise TableError(
+                f"merge: unsupported clauses when_matched={when_matched!r} when_not_matched={when_not_matched!r}"
+            )
         keys = list(keys)
         schema = self.schema()
         missing = [k for k in keys if k not in schema.fieldNames() or k not in source.columns]
@@ -178,13 +193,19 @@ class DeltaTableRef:
         source = deduplicate(source, keys, deduplicate_by) if deduplicate_by else source
         duplicates = source.groupBy(*keys).count().where(F.col("count") > 1).limit(5).collect()
         if duplicates:
-            examples = "; ".join(", ".join(f"{k}={r[k]!r}" for k in keys) + f" ({r['count']}x)" for r in duplicates)
-            raise TableError(f"merge source has duplicate keys, e.g. {examples}; pass deduplicate_by=[...] or fix the source")
+            examples = "; ".join(
+                ", ".join(f"{k}={r[k]!r}" for k in keys) + f" ({r['count']}x)" for r in duplicates
+            )
+            raise TableError(
+                f"merge source has duplicate keys, e.g. {examples}; pass deduplicate_by=[...] or fix the source"
+            )
         return self._retrying(
             "merge", lambda: self._engine.merge(source, keys, when_matched, when_not_matched, txn)
         )
 
-    def optimize(self, target_file_size_mb: int | None = None, where: predicates.Filters = ()) -> CommitOutcome:
+    def optimize(
+        self, target_file_size_mb: int | None = None, where: predicates.Filters = ()
+    ) -> CommitOutcome:
         """Compact small files (per partition) into files of about the target size; data is unchanged."""
         filters = predicates.validate(where, self.schema())
         outside = [c for c, _, _ in filters if c not in self.partition_columns()]
@@ -244,7 +265,9 @@ def deduplicate(df: DataFrame, keys: Sequence[str], order_by: Sequence[str]) -> 
     from pyspark.sql import Window
 
     tie_breakers = [c for c in df.columns if c not in keys and c not in order_by]
-    order = [F.col(f"`{c}`").desc_nulls_last() for c in order_by] + [F.col(f"`{c}`").asc_nulls_last() for c in tie_breakers]
+    order = [F.col(f"`{c}`").desc_nulls_last() for c in order_by] + [
+        F.col(f"`{c}`").asc_nulls_last() for c in tie_breakers
+    ]
     window = Window.partitionBy(*[F.col(f"`{k}`") for k in keys]).orderBy(*order)
     return df.withColumn("__rank", F.row_number().over(window)).where("__rank = 1").drop("__rank")
 

@@ -80,7 +80,9 @@ def write_files(df: DataFrame, spec: WriteSpec) -> list[WrittenFile]:
         df = df.sortWithinPartitions(*spec.partition_by)
     rows = df.mapInArrow(_task_writer(spec), FILE_META_SCHEMA).collect()
     return [
-        WrittenFile(r.path, r.size, json.loads(r.partition_values), r.num_records, r.stats, r.modification_time)
+        WrittenFile(
+            r.path, r.size, json.loads(r.partition_values), r.num_records, r.stats, r.modification_time
+        )
         for r in rows
     ]
 
@@ -296,7 +298,10 @@ class _StatsAccumulator:
             bounds = pc.min_max(column)
             lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
             if pa.types.is_timestamp(kind):
-                lo, hi = pc.cast(bounds["min"], pa.int64()).as_py(), pc.cast(bounds["max"], pa.int64()).as_py()
+                lo, hi = (
+                    pc.cast(bounds["min"], pa.int64()).as_py(),
+                    pc.cast(bounds["max"], pa.int64()).as_py(),
+                )
             self.min[name] = lo if name not in self.min else min(self.min[name], lo)
             self.max[name] = hi if name not in self.max else max(self.max[name], hi)
 
@@ -307,11 +312,19 @@ class _StatsAccumulator:
             if name in self.unbounded or name not in self.min:
                 continue
             kind = kinds[name]
-            lo, hi = _stat_value(self.min[name], kind, upper=False), _stat_value(self.max[name], kind, upper=True)
+            lo, hi = (
+                _stat_value(self.min[name], kind, upper=False),
+                _stat_value(self.max[name], kind, upper=True),
+            )
             if lo is not None and hi is not None:
                 mins[name], maxs[name] = lo, hi
         return _render_json(
-            {"numRecords": self.num_records, "minValues": mins, "maxValues": maxs, "nullCount": self.null_count}
+            {
+                "numRecords": self.num_records,
+                "minValues": mins,
+                "maxValues": maxs,
+                "nullCount": self.null_count,
+            }
         )
 
 
