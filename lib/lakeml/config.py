@@ -51,6 +51,8 @@ class LakehouseConfig:
     stats_indexed_columns: int
     # Commit attempts when other writers commit in between (non-conflicting commits are rebased).
     max_commit_attempts: int
+    # A merge source up to this many rows is broadcast, so the table side of the join is not shuffled.
+    merge_broadcast_rows: int
     # Full-operation retries of merge/overwrite after a real conflict.
     max_operation_retries: int
     vacuum_retention_hours: int

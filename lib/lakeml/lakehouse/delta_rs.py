@@ -370,59 +370,50 @@ class DeltaRsEngine:
         partition_by = self.partition_columns(table)
         columns = schema.fieldNames()
         source = source.persist(StorageLevel.MEMORY_AND_DISK)
+        matches: DataFrame | None = None
         try:
             scope = _MergeScope.of(source, keys, partition_by, schema)
+            # A source that fits in memory is broadcast, so the table side is never shuffled.
+            small = scope.rows <= self.settings.merge_broadcast_rows
+            hint = F.broadcast if small else (lambda df: df)
             candidates = [e for e in self.entries(table) if scope.may_contain(e)]
             parts: list[DataFrame] = []
             touched: list[FileEntry] = []
-            if candidates and when_matched in ("update", "delete"):
-                hits = (
+            inserts = source
+            if candidates:
+                # One pass over the candidates' key columns finds the matched keys and the files holding them.
+                matches = (
                     self.scan(candidates, table, keep_file_name=True)
                     .select(*keys, FILE_COLUMN)
-                    .join(source.select(*keys), list(keys), "left_semi")
-                    .select(FILE_COLUMN)
-                    .distinct()
-                    .collect()  # one row per touched file: metadata, bounded by the file count
+                    .join(hint(source.select(*keys)), list(keys), "inner")
+                    .persist(StorageLevel.MEMORY_AND_DISK)
                 )
-                touched_names = {r[0] for r in hits}
-                touched = [e for e in candidates if e.name in touched_names]
+                if when_matched in ("update", "delete"):
+                    # one row per touched file: metadata, bounded by the file count
+                    names = {r[0] for r in matches.select(FILE_COLUMN).distinct().collect()}
+                    touched = [e for e in candidates if e.name in names]
+                inserts = source.join(matches.select(*keys).distinct(), list(keys), "left_anti")
             if touched:
-                parts.append(_rewrite_touched(self.scan(touched, table), source, keys, columns, when_matched))
+                # Rewritten rows keep the scan's layout (one task per file): no shuffle of the table.
+                parts.append(_rewrite_touched(self.scan(touched, table), hint(source), keys, columns, when_matched))
             if when_not_matched == "insert":
-                inserts = source
-                if candidates:
-                    inserts = source.join(self.scan(candidates, table).select(*keys), list(keys), "left_anti")
-                parts.append(inserts.select(*columns))
+                tasks = max(1, min(self.spark.sparkContext.defaultParallelism, len(scope.ranges)))
+                inserts = inserts.select(*columns)
+                parts.append(inserts.repartition(tasks, *partition_by) if partition_by else inserts.repartition(tasks))
             if not parts:
-                return (
-                    self._commit(table, [], [], "MERGE", ConflictRule(), txn) if txn else CommitOutcome(None)
-                )
-            new_rows = reduce(lambda a, b: a.unionByName(b), parts)
-            target_bytes = self.settings.target_file_size_mb * 1024 * 1024
-            tasks = max(
-                1,
-                min(
-                    self.spark.sparkContext.defaultParallelism * 4,
-                    math.ceil(total_size(touched) / target_bytes),
-                ),
-            )
-            new_rows = (
-                new_rows.repartition(tasks, *partition_by) if partition_by else new_rows.repartition(tasks)
-            )
-            files = self._write(new_rows, table)
+                return self._commit(table, [], [], "MERGE", ConflictRule(), txn) if txn else CommitOutcome(None)
+            files = self._write(reduce(lambda a, b: a.unionByName(b), parts), table)
             rule = ConflictRule(
                 removed_by_us=frozenset(e.path for e in touched),
                 read_by_us=frozenset(e.path for e in candidates),
                 may_touch=scope.may_contain,
             )
-            params = {
-                "keys": ",".join(keys),
-                "matched": when_matched,
-                "notMatched": when_not_matched,
-                "filesRead": len(candidates),
-            }
+            params = {"keys": ",".join(keys), "matched": when_matched, "notMatched": when_not_matched,
+                      "filesRead": len(candidates), "filesRewritten": len(touched)}
             return self._commit(table, files, touched, "MERGE", rule, txn, parameters=params)
         finally:
+            if matches is not None:
+                matches.unpersist()
             source.unpersist()
 
     def optimize(self, target_file_size_mb: int, filters: predicates.Filters) -> CommitOutcome:
@@ -482,6 +473,7 @@ class _MergeScope:
     partition_by: tuple[str, ...]
     keys: tuple[str, ...]
     ranges: dict[tuple[Any, ...], dict[str, tuple[Any, Any]]]
+    rows: int
 
     @classmethod
     def of(
@@ -495,14 +487,15 @@ class _MergeScope:
                 col = F.unix_micros(col.cast(T.TimestampType()))
             return fn(col).alias(f"{fn.__name__}_{k}")
 
-        aggs = [bound(F.min, k) for k in keys] + [bound(F.max, k) for k in keys]
+        aggs = [bound(F.min, k) for k in keys] + [bound(F.max, k) for k in keys] + [F.count(F.lit(1)).alias("__rows")]
         grouped = source.groupBy(*partition_by).agg(*aggs) if partition_by else source.agg(*aggs)
-        ranges = {}
+        ranges, rows = {}, 0
         # One row per source partition value: metadata-sized, not data-sized.
         for row in grouped.collect():
             key = tuple(comparable(row[c]) for c in partition_by)
             ranges[key] = {k: (row[f"min_{k}"], row[f"max_{k}"]) for k in keys}
-        return cls(tuple(partition_by), tuple(keys), ranges)
+            rows += row["__rows"]
+        return cls(tuple(partition_by), tuple(keys), ranges, rows)
 
     def may_contain(self, entry: FileEntry) -> bool:
         bounds = self.ranges.get(entry.partition_key(self.partition_by))
