@@ -1,0 +1,1 @@
+"""Banking domain: card transactions and chargebacks (generator, ingest, features, fraud classifier)."""

@@ -1,0 +1,1 @@
+"""Commerce domain: shop clickstream (generator, ingest, features, ALS recommender)."""

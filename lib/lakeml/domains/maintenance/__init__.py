@@ -1,0 +1,1 @@
+"""Maintenance domain: machine telemetry and maintenance logs (generator, ingest, features, failure predictor)."""

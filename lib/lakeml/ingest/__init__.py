@@ -1,0 +1,1 @@
+"""Landing → bronze: raw files loaded as-is into append-only Delta tables, exactly once."""
