@@ -306,3 +306,11 @@ def test_decimal_amounts_survive_exactly(spark, config, table_path, engine):
     t = make_table(spark, config, table_path, engine)
     t.append(events(spark, 7, 8))
     assert t.read().collect()[0].amount == Decimal("8.75")
+
+
+def test_txn_version_zero_counts_as_committed(spark, config, table_path, engine):
+    t = make_table(spark, config, table_path, engine)
+    assert not t.append(events(spark, 0, 5), txn=("stream", 0)).noop
+    assert t.append(events(spark, 0, 5), txn=("stream", 0)).noop
+    assert t.merge(events(spark, 0, 5), ["id"], txn=("stream", 0)).noop
+    assert t.read().count() == 5

@@ -46,6 +46,11 @@ from lakeml.lakehouse.writer import WriteSpec, WrittenFile, write_files
 _UNSUPPORTED_READER_FEATURES = {"deletionVectors", "columnMapping"}
 
 
+def _committed(recorded: int | None, version: int) -> bool:
+    """Whether a txn version recorded in the log covers ``version`` (None: the app never committed)."""
+    return recorded is not None and recorded >= version
+
+
 @dataclass(frozen=True)
 class CommitOutcome:
     """What a write did: the version it committed (None for an idempotent no-op) and file counts."""
@@ -290,7 +295,7 @@ class DeltaRsEngine:
                 if latest.version() <= read_version:
                     self._delete(adds)
                     raise TableError(f"{operation} on {self.uri} could not commit: {exc}") from None
-                if txn is not None and (latest.transaction_version(txn[0]) or -1) >= txn[1]:
+                if txn is not None and _committed(latest.transaction_version(txn[0]), txn[1]):
                     self._delete(adds)  # another writer committed this very transaction meanwhile
                     return CommitOutcome(None)
                 winners = read_commits(self.uri, read_version + 1, latest.version())
@@ -305,7 +310,7 @@ class DeltaRsEngine:
         )
 
     def _already_committed(self, table: DeltaTable, txn: tuple[str, int] | None) -> bool:
-        return txn is not None and (table.transaction_version(txn[0]) or -1) >= txn[1]
+        return txn is not None and _committed(table.transaction_version(txn[0]), txn[1])
 
     def evolve_schema(self, added: Sequence[T.StructField]) -> None:
         """Add nullable columns (a metadata-only commit made before the data commit)."""
@@ -395,21 +400,32 @@ class DeltaRsEngine:
                 inserts = source.join(matches.select(*keys).distinct(), list(keys), "left_anti")
             if touched:
                 # Rewritten rows keep the scan's layout (one task per file): no shuffle of the table.
-                parts.append(_rewrite_touched(self.scan(touched, table), hint(source), keys, columns, when_matched))
+                parts.append(
+                    _rewrite_touched(self.scan(touched, table), hint(source), keys, columns, when_matched)
+                )
             if when_not_matched == "insert":
                 tasks = max(1, min(self.spark.sparkContext.defaultParallelism, len(scope.ranges)))
                 inserts = inserts.select(*columns)
-                parts.append(inserts.repartition(tasks, *partition_by) if partition_by else inserts.repartition(tasks))
+                parts.append(
+                    inserts.repartition(tasks, *partition_by) if partition_by else inserts.repartition(tasks)
+                )
             if not parts:
-                return self._commit(table, [], [], "MERGE", ConflictRule(), txn) if txn else CommitOutcome(None)
+                return (
+                    self._commit(table, [], [], "MERGE", ConflictRule(), txn) if txn else CommitOutcome(None)
+                )
             files = self._write(reduce(lambda a, b: a.unionByName(b), parts), table)
             rule = ConflictRule(
                 removed_by_us=frozenset(e.path for e in touched),
                 read_by_us=frozenset(e.path for e in candidates),
                 may_touch=scope.may_contain,
             )
-            params = {"keys": ",".join(keys), "matched": when_matched, "notMatched": when_not_matched,
-                      "filesRead": len(candidates), "filesRewritten": len(touched)}
+            params = {
+                "keys": ",".join(keys),
+                "matched": when_matched,
+                "notMatched": when_not_matched,
+                "filesRead": len(candidates),
+                "filesRewritten": len(touched),
+            }
             return self._commit(table, files, touched, "MERGE", rule, txn, parameters=params)
         finally:
             if matches is not None:
@@ -487,7 +503,11 @@ class _MergeScope:
                 col = F.unix_micros(col.cast(T.TimestampType()))
             return fn(col).alias(f"{fn.__name__}_{k}")
 
-        aggs = [bound(F.min, k) for k in keys] + [bound(F.max, k) for k in keys] + [F.count(F.lit(1)).alias("__rows")]
+        aggs = (
+            [bound(F.min, k) for k in keys]
+            + [bound(F.max, k) for k in keys]
+            + [F.count(F.lit(1)).alias("__rows")]
+        )
         grouped = source.groupBy(*partition_by).agg(*aggs) if partition_by else source.agg(*aggs)
         ranges, rows = {}, 0
         # One row per source partition value: metadata-sized, not data-sized.

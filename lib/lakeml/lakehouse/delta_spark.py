@@ -18,7 +18,7 @@ from pyspark.sql import types as T
 from lakeml.config import LakehouseConfig
 from lakeml.errors import ConcurrentModificationError, TableError
 from lakeml.lakehouse import predicates
-from lakeml.lakehouse.delta_rs import CommitOutcome
+from lakeml.lakehouse.delta_rs import CommitOutcome, _committed
 
 _TXN_APP = "spark.databricks.delta.write.txnAppId"
 _TXN_VERSION = "spark.databricks.delta.write.txnVersion"
@@ -101,7 +101,7 @@ class DeltaSparkEngine:
         return df.where(predicates.to_column(filters)) if filters else df
 
     def _already_committed(self, txn: tuple[str, int] | None) -> bool:
-        return txn is not None and (self.transaction_version(txn[0]) or -1) >= txn[1]
+        return txn is not None and _committed(self.transaction_version(txn[0]), txn[1])
 
     def _outcome(self, before: int) -> CommitOutcome:
         after = self.version()

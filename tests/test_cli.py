@@ -1,0 +1,109 @@
+"""The lakeml command: DAG listing and selection, exit codes, one-line errors that write nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lakeml.cli import main, parse_run_date
+from lakeml.errors import UsageError
+from lakeml.pipeline import JobSpec, registry, select_jobs, topological_order
+
+LAKEML = [sys.executable, "-m", "lakeml.cli"]
+
+
+def run_cli(*args: str, root: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LAKEML_LAKEHOUSE": str(root)}
+    return subprocess.run([*LAKEML, *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "no.such_job", "--env", "test"], "unknown job 'no.such_job'"),
+        (["run", "commerce.ingest_bronze", "--env", "nowhere"], "unknown env 'nowhere'"),
+        (["run", "commerce.ingest_bronze", "--env", "test", "--run-date", "2026-13-01"], "bad --run-date"),
+        (["run", "commerce.ingest_bronze", "--env", "test", "--conf", "justakey"], "malformed --conf"),
+        (["pipeline", "--env", "test", "--from", "nope"], "unknown job 'nope'"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line_and_write_nothing(tmp_path, args, message):
+    result = run_cli(*args, root=tmp_path / "lake")
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not (tmp_path / "lake").exists()
+
+
+def test_missing_landing_folder_fails_the_job_with_exit_1(tmp_path):
+    result = run_cli("run", "commerce.ingest_bronze", "--env", "test", root=tmp_path / "lake")
+    assert result.returncode == 1, result.stderr
+    end = [json.loads(line) for line in result.stderr.splitlines() if line.startswith('{"event": "job_end"')]
+    assert end and end[0]["status"] == "failed" and "landing folder" in end[0]["error"]
+    assert "does not exist" in result.stderr.splitlines()[-1]
+
+
+def test_list_shows_every_job_with_dependencies(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in registry():
+        assert name in out
+
+
+def test_dag_order_and_selection():
+    def noop(ctx):  # pragma: no cover - never run
+        raise AssertionError
+
+    jobs = {
+        "a.ingest": JobSpec("a.ingest", noop, (), ""),
+        "a.silver": JobSpec("a.silver", noop, ("a.ingest",), ""),
+        "a.features": JobSpec("a.features", noop, ("a.silver",), ""),
+        "b.ingest": JobSpec("b.ingest", noop, (), ""),
+        "ab.train": JobSpec("ab.train", noop, ("a.features", "b.ingest"), ""),
+    }
+    order = topological_order(jobs)
+    assert (
+        order.index("a.ingest")
+        < order.index("a.silver")
+        < order.index("a.features")
+        < order.index("ab.train")
+    )
+    assert select_jobs(jobs, "a.silver", None) == ["a.silver", "a.features", "ab.train"]
+    assert select_jobs(jobs, None, "a.silver") == ["a.ingest", "a.silver"]
+    assert select_jobs(jobs, "a.silver", "a.features") == ["a.silver", "a.features"]
+    cyclic = {**jobs, "a.ingest": JobSpec("a.ingest", noop, ("ab.train",), "")}
+    with pytest.raises(Exception, match="cycle"):
+        topological_order(cyclic)
+
+
+def test_run_date_parsing():
+    assert str(parse_run_date("2026-11-20")) == "2026-11-20"
+    with pytest.raises(UsageError):
+        parse_run_date("20-11-2026")
+
+
+@pytest.mark.parametrize("version", [None, "1.8.0_292", "11.0.2"])
+def test_missing_or_old_java_is_one_sentence(tmp_path, version):
+    java_home = tmp_path / "jdk"
+    if version:
+        (java_home / "bin").mkdir(parents=True)
+        fake = java_home / "bin" / "java"
+        fake.write_text(f"#!/bin/sh\necho 'openjdk version \"{version}\" 2020-01-01' >&2\n")
+        fake.chmod(0o755)
+    env = {**os.environ, "JAVA_HOME": str(java_home), "LAKEML_LAKEHOUSE": str(tmp_path / "lake")}
+    result = subprocess.run(
+        [*LAKEML, "run", "commerce.ingest_bronze", "--env", "test"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert "needs Java 17 or newer" in last and "Traceback" not in result.stderr
