@@ -7,6 +7,7 @@ ones raise ConcurrentModificationError, and no data file is ever committed twice
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 import time
@@ -244,10 +245,8 @@ class DeltaRsEngine:
         """Best-effort removal of files this operation wrote but will not commit."""
         filesystem, root = pafs.FileSystem.from_uri(self.uri)
         for f in files:
-            try:
+            with contextlib.suppress(OSError):  # vacuum removes what is left
                 filesystem.delete_file(f"{root}/{f.path}")
-            except OSError:
-                pass  # vacuum removes what is left
 
     def _commit(
         self,
@@ -302,7 +301,7 @@ class DeltaRsEngine:
                 reason = rule.violation(winners, self.schema(table), self.partition_columns(table))
                 if reason:
                     self._delete(adds)
-                    raise ConcurrentModificationError(f"{operation} on {self.uri} conflicts: {reason}")
+                    raise ConcurrentModificationError(f"{operation} on {self.uri} conflicts: {reason}") from None
                 table = latest
         self._delete(adds)
         raise ConcurrentModificationError(

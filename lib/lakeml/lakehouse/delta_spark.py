@@ -154,9 +154,9 @@ class DeltaSparkEngine:
             builder = builder.whenMatchedDelete()
         if when_not_matched == "insert":
             builder = builder.whenNotMatchedInsertAll()
-        with _session_conf(self.spark, {_TXN_APP: txn[0], _TXN_VERSION: str(txn[1])} if txn else {}):
-            with _translated("merge", self.uri):
-                builder.execute()
+        txn_conf = {_TXN_APP: txn[0], _TXN_VERSION: str(txn[1])} if txn else {}
+        with _session_conf(self.spark, txn_conf), _translated("merge", self.uri):
+            builder.execute()
         return self._outcome(before)
 
     def optimize(self, target_file_size_mb: int, filters: predicates.Filters) -> CommitOutcome:

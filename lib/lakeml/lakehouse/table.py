@@ -6,6 +6,7 @@ incremental reads from the log); the engines do the reading, writing and committ
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import time
@@ -233,10 +234,8 @@ class DeltaTableRef:
 
     def unprotect(self, version: int, reason: str) -> None:
         filesystem, root = pafs.FileSystem.from_uri(self.uri)
-        try:
+        with contextlib.suppress(FileNotFoundError):
             filesystem.delete_file(f"{root}/{PROTECTION_DIR}/{version:020d}--{_slug(reason)}.json")
-        except FileNotFoundError:
-            pass
 
     def protected_versions(self) -> dict[int, list[str]]:
         filesystem, root = pafs.FileSystem.from_uri(self.uri)

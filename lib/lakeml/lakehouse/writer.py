@@ -8,6 +8,7 @@ values, and Delta statistics. Only those rows travel to the driver, which commit
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import math
 import time
@@ -160,7 +161,7 @@ def _runs(batch: pa.RecordBatch, columns: list[str]) -> list[tuple[int, int]]:
         null_flip = pc.not_equal(pc.is_null(after), pc.is_null(before))
         changed = pc.or_(changed, pc.or_(differs, null_flip))
     cuts = [0, *(pc.indices_nonzero(changed).to_numpy() + 1).tolist(), n]
-    return list(zip(cuts[:-1], cuts[1:], strict=True))
+    return list(itertools.pairwise(cuts))
 
 
 class _FileRoller:
