@@ -17,6 +17,7 @@ from pyspark.sql import types as T
 from lakeml.config import Config, join_location
 from lakeml.errors import JobFailed
 from lakeml.lakehouse import Lakehouse
+from lakeml.pipeline import JobContext, JobResult
 
 BRONZE_SCHEMA = T.StructType(
     [
@@ -100,3 +101,13 @@ def load_feed_to_bronze(
     if query.exception() is not None:
         raise JobFailed(f"bronze load of {feed} failed: {query.exception()}")
     return load
+
+
+def bronze_job(ctx: JobContext, feeds: tuple[str, ...]) -> JobResult:
+    """Run ``load_feed_to_bronze`` for each feed; rows in = rows out (bronze drops nothing)."""
+    loads = [load_feed_to_bronze(ctx.spark, ctx.config, feed) for feed in feeds]
+    rows = sum(load.rows for load in loads)
+    details: dict[str, int] = {f"{load.feed}_rows": load.rows for load in loads}
+    details["batches"] = sum(load.batches for load in loads)
+    details["replayed_batches"] = sum(load.skipped_batches for load in loads)
+    return JobResult(rows_in=rows, rows_out=rows, details=details)
