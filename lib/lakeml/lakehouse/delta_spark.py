@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -23,6 +24,7 @@ from lakeml.lakehouse.delta_rs import CommitOutcome, _committed
 _TXN_APP = "spark.databricks.delta.write.txnAppId"
 _TXN_VERSION = "spark.databricks.delta.write.txnVersion"
 _MAX_FILE_SIZE = "spark.databricks.delta.optimize.maxFileSize"
+_USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
 
 
 class DeltaSparkEngine:
@@ -103,37 +105,40 @@ class DeltaSparkEngine:
     def _already_committed(self, txn: tuple[str, int] | None) -> bool:
         return txn is not None and _committed(self.transaction_version(txn[0]), txn[1])
 
-    def _outcome(self, before: int) -> CommitOutcome:
-        after = self.version()
-        return CommitOutcome(after if after > before else None)
+    def _outcome(self, before: int, tag: str) -> CommitOutcome:
+        """The version this write committed: the one whose commitInfo carries ``tag`` (None: Delta skipped it)."""
+        newer = self._delta().history().where(f"version > {before}").select("version", "userMetadata").collect()
+        ours = [int(r.version) for r in newer if r.userMetadata == tag]
+        return CommitOutcome(ours[0] if ours else None)
 
     def append(
         self, df: DataFrame, txn: tuple[str, int] | None, added: Sequence[T.StructField]
     ) -> CommitOutcome:
         if self._already_committed(txn):
             return CommitOutcome(None)
-        before = self.version()
-        writer = df.write.format("delta").mode("append")
+        before, tag = self.version(), _tag()
+        writer = df.write.format("delta").mode("append").option("userMetadata", tag)
         if added:
             writer = writer.option("mergeSchema", "true")  # atomic with the data commit
         if txn:
             writer = writer.option("txnAppId", txn[0]).option("txnVersion", txn[1])
         with _translated("append", self.uri):
             writer.save(self.uri)
-        return self._outcome(before)
+        return self._outcome(before, tag)
 
     def overwrite_where(
         self, df: DataFrame, filters: predicates.Filters, txn: tuple[str, int] | None
     ) -> CommitOutcome:
         if self._already_committed(txn):
             return CommitOutcome(None)
-        before = self.version()
+        before, tag = self.version(), _tag()
         writer = df.write.format("delta").mode("overwrite").option("replaceWhere", predicates.to_sql(filters))
+        writer = writer.option("userMetadata", tag)
         if txn:
             writer = writer.option("txnAppId", txn[0]).option("txnVersion", txn[1])
         with _translated("overwrite_where", self.uri):
             writer.save(self.uri)
-        return self._outcome(before)
+        return self._outcome(before, tag)
 
     def merge(
         self,
@@ -145,7 +150,7 @@ class DeltaSparkEngine:
     ) -> CommitOutcome:
         if self._already_committed(txn):
             return CommitOutcome(None)
-        before = self.version()
+        before, tag = self.version(), _tag()
         condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
         builder = self._delta().alias("t").merge(source.alias("s"), condition)
         if when_matched == "update":
@@ -154,20 +159,21 @@ class DeltaSparkEngine:
             builder = builder.whenMatchedDelete()
         if when_not_matched == "insert":
             builder = builder.whenNotMatchedInsertAll()
-        txn_conf = {_TXN_APP: txn[0], _TXN_VERSION: str(txn[1])} if txn else {}
-        with _session_conf(self.spark, txn_conf), _translated("merge", self.uri):
+        settings = {_USER_METADATA: tag, **({_TXN_APP: txn[0], _TXN_VERSION: str(txn[1])} if txn else {})}
+        with _session_conf(self.spark, settings), _translated("merge", self.uri):
             builder.execute()
-        return self._outcome(before)
+        return self._outcome(before, tag)
 
     def optimize(self, target_file_size_mb: int, filters: predicates.Filters) -> CommitOutcome:
-        before = self.version()
-        with _session_conf(self.spark, {_MAX_FILE_SIZE: str(target_file_size_mb * 1024 * 1024)}):
+        before, tag = self.version(), _tag()
+        settings = {_MAX_FILE_SIZE: str(target_file_size_mb * 1024 * 1024), _USER_METADATA: tag}
+        with _session_conf(self.spark, settings):
             builder = self._delta().optimize()
             if filters:
                 builder = builder.where(predicates.to_sql(filters))
             with _translated("optimize", self.uri):
                 builder.executeCompaction()
-        return self._outcome(before)
+        return self._outcome(before, tag)
 
     def vacuum(
         self, retention_hours: int, dry_run: bool, enforce_retention: bool, keep_versions: list[int]
@@ -184,6 +190,10 @@ class DeltaSparkEngine:
             full=True,
             keep_versions=keep_versions or None,
         )
+
+
+def _tag() -> str:
+    return f"lakeml:{uuid.uuid4().hex}"
 
 
 @contextlib.contextmanager
