@@ -90,8 +90,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     from lakeml.session import build_spark
 
     spark = build_spark(config)
-    for name in names:
-        run_job(jobs[name], spark, config, run_date)
+    try:
+        for name in names:
+            run_job(jobs[name], spark, config, run_date)
+    finally:
+        spark.stop()  # under spark-submit, a shutdown hook would otherwise race the temp-dir cleanup
     return 0
 
 

@@ -116,9 +116,16 @@ def _is_uri(value: str) -> bool:
 # loading
 
 
-def available_envs(conf_dir: Path = DEFAULT_CONF_DIR) -> list[str]:
+def default_conf_dir() -> Path:
+    """$LAKEML_CONF_DIR, else the checkout's conf/ (else ./conf, e.g. when lakeml runs from a wheel)."""
+    if os.environ.get("LAKEML_CONF_DIR"):
+        return Path(os.environ["LAKEML_CONF_DIR"])
+    return DEFAULT_CONF_DIR if DEFAULT_CONF_DIR.is_dir() else Path.cwd() / "conf"
+
+
+def available_envs(conf_dir: Path | None = None) -> list[str]:
     """Environments that have a conf/<env>.yaml next to base.yaml."""
-    return sorted(p.stem for p in conf_dir.glob("*.yaml") if p.stem != "base")
+    return sorted(p.stem for p in (conf_dir or default_conf_dir()).glob("*.yaml") if p.stem != "base")
 
 
 def load_config(
@@ -127,7 +134,7 @@ def load_config(
     conf_dir: Path | str | None = None,
 ) -> Config:
     """Merge base.yaml, <env>.yaml and ``key=value`` overrides; validate into a frozen Config."""
-    conf_dir = Path(conf_dir) if conf_dir else Path(os.environ.get("LAKEML_CONF_DIR", DEFAULT_CONF_DIR))
+    conf_dir = Path(conf_dir) if conf_dir else default_conf_dir()
     base_file = conf_dir / "base.yaml"
     env_file = conf_dir / f"{env}.yaml"
     if env == "base" or not env_file.is_file():
