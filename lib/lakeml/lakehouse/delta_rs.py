@@ -40,7 +40,7 @@ from lakeml.lakehouse.files import (
     total_size,
 )
 from lakeml.lakehouse.log import Commit, read_commits
-from lakeml.lakehouse.schema import spark_schema_from_delta_json
+from lakeml.lakehouse.schema import duplicate_key_error, spark_schema_from_delta_json
 from lakeml.lakehouse.writer import WriteSpec, WrittenFile, write_files
 
 # Reader features whose data files a plain Parquet scan would misread.
@@ -101,6 +101,7 @@ class DeltaRsEngine:
     """Table operations on one Delta table path through Spark (data) and delta-rs (log)."""
 
     name = "delta-rs"
+    checks_duplicate_keys = True
 
     def __init__(self, spark: SparkSession, uri: str, settings: LakehouseConfig) -> None:
         self.spark = spark
@@ -396,7 +397,7 @@ class DeltaRsEngine:
                     # one row per touched file: metadata, bounded by the file count
                     names = {r[0] for r in matches.select(FILE_COLUMN).distinct().collect()}
                     touched = [e for e in candidates if e.name in names]
-                inserts = source.join(matches.select(*keys).distinct(), list(keys), "left_anti")
+                inserts = source.join(hint(matches.select(*keys)), list(keys), "left_anti")
             if touched:
                 # Rewritten rows keep the scan's layout (one task per file): no shuffle of the table.
                 parts.append(
@@ -502,18 +503,29 @@ class _MergeScope:
                 col = F.unix_micros(col.cast(T.TimestampType()))
             return fn(col).alias(f"{fn.__name__}_{k}")
 
+        # One job: rows per key (duplicates are an error) rolled up to key ranges per partition.
+        per_key = source.groupBy(*[F.col(f"`{k}`") for k in keys]).agg(
+            F.count(F.lit(1)).alias("__n"), *[F.first(F.col(f"`{p}`")).alias(p) for p in partition_by if p not in keys]
+        )
         aggs = (
             [bound(F.min, k) for k in keys]
             + [bound(F.max, k) for k in keys]
-            + [F.count(F.lit(1)).alias("__rows")]
+            + [F.sum("__n").alias("__rows"), F.max("__n").alias("__most")]
         )
-        grouped = source.groupBy(*partition_by).agg(*aggs) if partition_by else source.agg(*aggs)
-        ranges, rows = {}, 0
+        grouped = per_key.groupBy(*partition_by).agg(*aggs) if partition_by else per_key.agg(*aggs)
+        ranges, rows, most = {}, 0, 0
         # One row per source partition value: metadata-sized, not data-sized.
         for row in grouped.collect():
+            if row["__rows"] is None:
+                continue  # empty source
             key = tuple(comparable(row[c]) for c in partition_by)
             ranges[key] = {k: (row[f"min_{k}"], row[f"max_{k}"]) for k in keys}
             rows += row["__rows"]
+            most = max(most, row["__most"])
+        if most > 1:
+            error = duplicate_key_error(source, list(keys))
+            if error is not None:
+                raise error
         return cls(tuple(partition_by), tuple(keys), ranges, rows)
 
     def may_contain(self, entry: FileEntry) -> bool:

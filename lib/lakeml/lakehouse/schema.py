@@ -127,3 +127,14 @@ def conform(
     """``df`` with the table's columns in table order (plus new nullable columns when evolving)."""
     plan = plan_write(table, df.schema, partition_by, merge_schema)
     return df.select(*plan.columns), plan.added_fields
+
+
+def duplicate_key_error(source: DataFrame, keys: list[str]) -> TableError | None:
+    """A TableError naming up to five duplicated keys of ``source`` (None when keys are unique)."""
+    duplicates = source.groupBy(*keys).count().where(F.col("count") > 1).limit(5).collect()
+    if not duplicates:
+        return None
+    examples = "; ".join(", ".join(f"{k}={r[k]!r}" for k in keys) + f" ({r['count']}x)" for r in duplicates)
+    return TableError(
+        f"merge source has duplicate keys, e.g. {examples}; pass deduplicate_by=[...] or fix the source"
+    )

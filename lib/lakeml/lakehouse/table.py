@@ -24,7 +24,7 @@ from lakeml.lakehouse import predicates
 from lakeml.lakehouse.delta_rs import CommitOutcome, DeltaRsEngine
 from lakeml.lakehouse.files import FileEntry, entry_from_log_add, scan_files
 from lakeml.lakehouse.log import read_commits
-from lakeml.lakehouse.schema import conform
+from lakeml.lakehouse.schema import conform, duplicate_key_error
 
 Txn = tuple[str, int]
 WhenMatched = Literal["update", "ignore", "delete"]
@@ -192,14 +192,11 @@ class DeltaTableRef:
             raise TableError(f"merge source lacks table columns {absent} (a merge replaces whole rows)")
         source, _ = conform(source, schema, self.partition_columns(), merge_schema=False)
         source = deduplicate(source, keys, deduplicate_by) if deduplicate_by else source
-        duplicates = source.groupBy(*keys).count().where(F.col("count") > 1).limit(5).collect()
-        if duplicates:
-            examples = "; ".join(
-                ", ".join(f"{k}={r[k]!r}" for k in keys) + f" ({r['count']}x)" for r in duplicates
-            )
-            raise TableError(
-                f"merge source has duplicate keys, e.g. {examples}; pass deduplicate_by=[...] or fix the source"
-            )
+        # The delta-rs engine finds duplicates in the same pass that scopes the merge.
+        if not getattr(self._engine, "checks_duplicate_keys", False):
+            error = duplicate_key_error(source, keys)
+            if error is not None:
+                raise error
         return self._retrying(
             "merge", lambda: self._engine.merge(source, keys, when_matched, when_not_matched, txn)
         )
