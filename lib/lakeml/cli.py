@@ -1,4 +1,4 @@
-"""The ``lakeml`` command: list, run JOB, pipeline. Exit codes: 0 ok, 1 job failed, 2 usage/config error."""
+"""The ``lakeml`` command: list, run JOB, pipeline, generate. Exit codes: 0 ok, 1 job failed, 2 usage/config error."""
 
 from __future__ import annotations
 
@@ -46,7 +46,22 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--from", dest="start", help="start at this job (and run what depends on it)")
     pipe.add_argument("--to", dest="stop", help="stop after this job (running what it needs)")
     _add_common(pipe)
+    _add_generate(sub)
     return parser
+
+
+def _add_generate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    gen = sub.add_parser("generate", help="write deterministic raw landing files for every feed")
+    gen.add_argument("--env", default="local", help="config environment: conf/<env>.yaml (default local)")
+    gen.add_argument(
+        "--conf", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable"
+    )
+    gen.add_argument("--scale", type=int, help="data volume multiplier (default: generate.scale)")
+    gen.add_argument("--days", type=int, help="number of delivery days (default: generate.days)")
+    gen.add_argument("--seed", type=int, help="random seed (default: generate.seed)")
+    gen.add_argument(
+        "--end-date", help="last delivery day, YYYY-MM-DD (default: generate.end_date, else today UTC)"
+    )
 
 
 def _load(args: argparse.Namespace) -> tuple[Config, date]:
@@ -69,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "generate":
+        return _generate(args)
     from lakeml.pipeline import registry, run_job, select_jobs, topological_order
 
     jobs = registry()
@@ -95,6 +112,66 @@ def _dispatch(args: argparse.Namespace) -> int:
             run_job(jobs[name], spark, config, run_date)
     finally:
         spark.stop()  # under spark-submit, a shutdown hook would otherwise race the temp-dir cleanup
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    """``lakeml generate``: landing files for all feeds, then one ``generate_end`` log line."""
+    import time
+
+    from lakeml.generate import make_window, run_generation
+
+    started = time.perf_counter()
+    if args.env not in available_envs():
+        raise UsageError(f"unknown env '{args.env}' (known: {', '.join(available_envs())})")
+    config = load_config(args.env, args.conf)
+    runlog.configure(config.run.log_format)
+    defaults = config.generate
+    end_text = args.end_date if args.end_date is not None else defaults.end_date
+    try:
+        end_date = date.fromisoformat(end_text) if end_text else datetime.now(UTC).date()
+    except ValueError:
+        source = "--end-date" if args.end_date is not None else "generate.end_date"
+        raise UsageError(f"bad {source} '{end_text}': expected YYYY-MM-DD") from None
+    window = make_window(  # validates before Spark starts
+        scale=defaults.scale if args.scale is None else args.scale,
+        days=defaults.days if args.days is None else args.days,
+        seed=defaults.seed if args.seed is None else args.seed,
+        end_date=end_date,
+    )
+    from pyspark.sql import SparkSession
+
+    from lakeml.session import build_spark
+
+    owned = SparkSession.getActiveSession() is None  # stop only a session this command started
+    spark = build_spark(config, app_name=f"{config.spark.app_name}-generate")
+    try:
+        report = run_generation(
+            spark,
+            config.landing_path(),
+            scale=window.scale,
+            days=window.days,
+            seed=window.seed,
+            end_date=window.end,
+        )
+    finally:
+        if owned:
+            spark.stop()
+    runlog.event(
+        "generate_end",
+        env=config.env,
+        landing=report.landing_dir,
+        scale=window.scale,
+        days=window.days,
+        seed=window.seed,
+        start_date=window.start.isoformat(),
+        end_date=window.end.isoformat(),
+        lines=report.lines,
+        files=report.files,
+        feed_seconds={r.feed: r.seconds for r in report.feeds},
+        generate_seconds=report.seconds,
+        seconds=round(time.perf_counter() - started, 3),
+    )
     return 0
 
 

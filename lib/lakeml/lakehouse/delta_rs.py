@@ -302,7 +302,9 @@ class DeltaRsEngine:
                 reason = rule.violation(winners, self.schema(table), self.partition_columns(table))
                 if reason:
                     self._delete(adds)
-                    raise ConcurrentModificationError(f"{operation} on {self.uri} conflicts: {reason}") from None
+                    raise ConcurrentModificationError(
+                        f"{operation} on {self.uri} conflicts: {reason}"
+                    ) from None
                 table = latest
         self._delete(adds)
         raise ConcurrentModificationError(
@@ -404,11 +406,9 @@ class DeltaRsEngine:
                     _rewrite_touched(self.scan(touched, table), hint(source), keys, columns, when_matched)
                 )
             if when_not_matched == "insert":
+                # A few tasks without a shuffle: few files per partition, the writer sorts locally.
                 tasks = max(1, min(self.spark.sparkContext.defaultParallelism, len(scope.ranges)))
-                inserts = inserts.select(*columns)
-                parts.append(
-                    inserts.repartition(tasks, *partition_by) if partition_by else inserts.repartition(tasks)
-                )
+                parts.append(inserts.select(*columns).coalesce(tasks))
             if not parts:
                 return (
                     self._commit(table, [], [], "MERGE", ConflictRule(), txn) if txn else CommitOutcome(None)
@@ -505,7 +505,8 @@ class _MergeScope:
 
         # One job: rows per key (duplicates are an error) rolled up to key ranges per partition.
         per_key = source.groupBy(*[F.col(f"`{k}`") for k in keys]).agg(
-            F.count(F.lit(1)).alias("__n"), *[F.first(F.col(f"`{p}`")).alias(p) for p in partition_by if p not in keys]
+            F.count(F.lit(1)).alias("__n"),
+            *[F.first(F.col(f"`{p}`")).alias(p) for p in partition_by if p not in keys],
         )
         aggs = (
             [bound(F.min, k) for k in keys]

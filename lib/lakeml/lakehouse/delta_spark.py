@@ -107,7 +107,9 @@ class DeltaSparkEngine:
 
     def _outcome(self, before: int, tag: str) -> CommitOutcome:
         """The version this write committed: the one whose commitInfo carries ``tag`` (None: Delta skipped it)."""
-        newer = self._delta().history().where(f"version > {before}").select("version", "userMetadata").collect()
+        newer = (
+            self._delta().history().where(f"version > {before}").select("version", "userMetadata").collect()
+        )
         ours = [int(r.version) for r in newer if r.userMetadata == tag]
         return CommitOutcome(ours[0] if ours else None)
 
