@@ -49,9 +49,9 @@ def generate(spark: SparkSession, rows: int, days: int, first_id: int = 0) -> Da
     per_day = max(rows // days, 1)
     df = spark.range(first_id, first_id + rows).select(
         F.col("id"),
-        F.date_add(F.lit(START), F.least(F.floor((F.col("id") - first_id) / per_day), F.lit(days - 1)).cast("int")).alias(
-            "event_date"
-        ),
+        F.date_add(
+            F.lit(START), F.least(F.floor((F.col("id") - first_id) / per_day), F.lit(days - 1)).cast("int")
+        ).alias("event_date"),
         (F.xxhash64("id") % 100_000).alias("user_id"),
         (F.abs(F.xxhash64("id", F.lit(1))) % 100_000 / 100.0).alias("amount"),
         F.concat(F.lit("cat-"), (F.abs(F.xxhash64("id", F.lit(2))) % 50).cast("string")).alias("category"),
@@ -74,7 +74,9 @@ def peak_rss_mb() -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--days", type=int, default=60)
     parser.add_argument("--engine", default="delta-rs", choices=["delta-rs", "delta-spark"])
@@ -84,11 +86,17 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-lakehouse-"))
     config = load_config(
         "local",
-        [f"lakehouse.root={work}", "spark.conf.spark.driver.memory=10g", "spark.conf.spark.sql.shuffle.partitions=8"],
+        [
+            f"lakehouse.root={work}",
+            "spark.conf.spark.driver.memory=10g",
+            "spark.conf.spark.sql.shuffle.partitions=8",
+        ],
     )
     spark = build_spark(config, app_name="bench-lakehouse")
     lake = config.lakehouse
-    print(f"rows={args.rows:,} days={args.days} engine={args.engine} cores={spark.sparkContext.defaultParallelism}")
+    print(
+        f"rows={args.rows:,} days={args.days} engine={args.engine} cores={spark.sparkContext.defaultParallelism}"
+    )
 
     small = generate(spark, max(args.rows // 10, 1000), args.days)
     DeltaTableRef(spark, str(work / "warm"), lake, args.engine).create(SCHEMA, ["event_date"]).append(small)
@@ -97,8 +105,10 @@ def main() -> None:
     source = generate(spark, args.rows, args.days).persist(StorageLevel.MEMORY_AND_DISK)
     source.count()
     print("write")
-    base = timed("plain Spark parquet write (partitioned)", lambda: source.write.mode("overwrite").partitionBy(
-        "event_date").parquet(str(work / "plain")))
+    base = timed(
+        "plain Spark parquet write (partitioned)",
+        lambda: source.write.mode("overwrite").partitionBy("event_date").parquet(str(work / "plain")),
+    )
     table = DeltaTableRef(spark, str(work / "table"), lake, args.engine).create(SCHEMA, ["event_date"])
     append = timed("lakeml append", lambda: table.append(source))
     rss_full = peak_rss_mb()
@@ -107,8 +117,10 @@ def main() -> None:
     print("merge")
     rewrite = timed(
         "full-table rewrite (read all + write all)",
-        lambda: DeltaTableRef(spark, str(work / "rewrite"), lake, args.engine).create(SCHEMA, ["event_date"]).append(
-            table.read()
+        lambda: (
+            DeltaTableRef(spark, str(work / "rewrite"), lake, args.engine)
+            .create(SCHEMA, ["event_date"])
+            .append(table.read())
         ),
     )
     n = args.rows
@@ -140,16 +152,25 @@ def main() -> None:
     day = START + dt.timedelta(days=args.days // 2)
     lo = (args.days // 2) * (n // args.days)
     where = [("event_date", "=", day), ("id", ">=", lo), ("id", "<", lo + 1000)]
-    pruned = timed("pruned: one date + id range, sum(amount)", lambda: table.read(where=where).agg(F.sum("amount")).collect())
+    pruned = timed(
+        "pruned: one date + id range, sum(amount)",
+        lambda: table.read(where=where).agg(F.sum("amount")).collect(),
+    )
     files_total, files_read = len(table.files()), len(table.files(where))
 
     print("results")
     print(f"  append / plain parquet write            {append / base:6.2f}   (target <= 1.15)")
     print(f"  clustered merge / full rewrite          {clustered / rewrite:6.2f}   (target <= 0.20)")
-    print(f"  random 1% merge / full rewrite          {random_merge / rewrite:6.2f}   (native connector ~3.0)")
-    print(f"  pruned read / full scan                 {pruned / full_scan:6.2f}   ({files_read} of {files_total} files)")
-    print(f"  driver peak RSS  {rss_small:7.0f} MB after {len(range(max(args.rows // 10, 1000))):,} rows, "
-          f"{rss_full:7.0f} MB after {args.rows:,} rows")
+    print(
+        f"  random 1% merge / full rewrite          {random_merge / rewrite:6.2f}   (native connector ~3.0)"
+    )
+    print(
+        f"  pruned read / full scan                 {pruned / full_scan:6.2f}   ({files_read} of {files_total} files)"
+    )
+    print(
+        f"  driver peak RSS  {rss_small:7.0f} MB after {len(range(max(args.rows // 10, 1000))):,} rows, "
+        f"{rss_full:7.0f} MB after {args.rows:,} rows"
+    )
     spark.stop()
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
