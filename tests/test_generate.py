@@ -282,9 +282,9 @@ def test_transactions_parse_with_valid_cards_and_dirt(
     header = (root / "transactions" / f"transactions-{END}-00000.csv").read_text().splitlines()[0]
     assert header == ",".join(banking.TXN_COLUMNS)
     df = read_strings(spark, root / "transactions", banking.TXN_COLUMNS)
-    ok = df.filter("_corrupt_record IS NULL AND txn_id LIKE 'tx%'").withColumn(
-        "pan", F.regexp_replace("card_number", " ", "")
-    )
+    # complete lines only: a truncated line can still parse, with its last fields missing
+    complete = "_corrupt_record IS NULL AND txn_id LIKE 'tx%' AND card_present IN ('true', 'false')"
+    ok = df.filter(complete).withColumn("pan", F.regexp_replace("card_number", " ", ""))
     got = shares(
         ok,
         {
@@ -339,8 +339,8 @@ def test_chargebacks_follow_their_transactions(
         F.count(F.when(F.col("reported") <= F.col("ts"), 1)).alias("too_early"),
     ).first()
     assert got["pairs"] > 0 and got["too_early"] == 0
-    codes = {r[0] for r in cbs.select("reason_code").distinct().collect()}
-    assert {"10.4", "REVERSED"} <= codes
+    codes = {r[0] for r in cbs.select("reason_code").distinct().collect()} - {None}
+    assert {"10.3", "10.4"} <= codes <= {"10.3", "10.4", "13.1", "13.3", "REVERSED"}
 
 
 def test_fraud_rate_patterns_and_chargeback_coverage(

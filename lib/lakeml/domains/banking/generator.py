@@ -104,11 +104,11 @@ from lakeml.generate import (
     between,
     block_of,
     coprime_stride,
-    csv_line,
     cumulative_offsets,
     day_index_rows,
     dirt_kind,
     draw,
+    draw_column,
     draw_normal,
     fixed,
     hex_id,
@@ -117,6 +117,7 @@ from lakeml.generate import (
     local_clock,
     lookup,
     malformed,
+    round_to,
     row_key,
     select_sql,
     shards_for,
@@ -125,6 +126,8 @@ from lakeml.generate import (
     uniform,
     weekday,
     weighted_choice,
+    with_csv_line,
+    with_draws,
     with_duplicates,
     with_sql,
     zipf_index,
@@ -453,11 +456,11 @@ def amount_eur(mcc: Sql, noise: Sql, rules: BankingRules = RULES) -> Sql:
     raw = f"({lookup([m.median_eur for m in MCCS], mcc)} * exp({sql_lit(rules.amount_sigma)} * {noise}))"
     step = sql_lit(rules.atm_step_eur)
     atm = f"greatest(round({raw} / {step}), 1.0D) * {step}"
-    return f"round(CASE WHEN {mcc} = {mcc_index(ATM_MCC)} THEN {atm} ELSE {raw} END, 2)"
+    return round_to(f"CASE WHEN {mcc} = {mcc_index(ATM_MCC)} THEN {atm} ELSE {raw} END", 2)
 
 
 def uniform_amount(lo_hi: tuple[float, float], u: Sql) -> Sql:
-    return f"round({between(lo_hi[0], lo_hi[1], u)}, 2)"
+    return round_to(between(lo_hi[0], lo_hi[1], u), 2)
 
 
 def local_day_time(day: Sql, local_us: Sql, country: Sql) -> Sql:
@@ -481,6 +484,7 @@ def kept_legit(seed: int, rules: BankingRules = RULES) -> Sql:
 def legit_details(df: DataFrame, seed: int, layout: BankLayout, rules: BankingRules = RULES) -> DataFrame:
     """The legitimate transaction of slot ``(day, idx)``: a pure function of the slot."""
     df = with_sql(df, {"slot_rk": row_key(seed, "txn", "day", "idx")})
+    df = with_draws(df, "slot_rk", "channel", "mcc-pos", "mcc-ecom")
 
     def u(salt: str) -> Sql:
         return draw("slot_rk", salt)
@@ -499,11 +503,11 @@ def legit_details(df: DataFrame, seed: int, layout: BankLayout, rules: BankingRu
         {
             "txn_id": f"concat('tx', {hex_id(seed, 'txn/id', 'day', 'idx')})",
             "account": f"pmod({below(n, activity)} * {layout.account_stride}L, {n}L)",
-            "channel": weighted_choice(dict(rules.channel_mix), u("channel")),
+            "channel": weighted_choice(dict(rules.channel_mix), draw_column("channel")),
             "ecom_country": f"CASE WHEN {u('ecom-home')} < {sql_lit(rules.ecom_home_share)} THEN -1 "
             f"ELSE {below(len(COUNTRIES), u('ecom-country'))} END",
-            "mcc_pos": weighted_choice(pos_weights, u("mcc-pos")),
-            "mcc_ecom": weighted_choice(ecom_weights, u("mcc-ecom")),
+            "mcc_pos": weighted_choice(pos_weights, draw_column("mcc-pos")),
+            "mcc_ecom": weighted_choice(ecom_weights, draw_column("mcc-ecom")),
             "local_us": hours_us(local_hours),
             "merchant_u": u("merchant"),
             "amount_noise": draw_normal("slot_rk", "amount"),
@@ -890,7 +894,7 @@ def transaction_lines(df: DataFrame, seed: int, rules: BankingRules = RULES) -> 
     def u(salt: str) -> Sql:
         return draw("dirt_rk", salt)
 
-    df = with_sql(df, {"dirt": dirt_kind(rules.txn_dirt, u("kind"))})
+    df = with_sql(with_draws(df, "dirt_rk", "kind"), {"dirt": dirt_kind(rules.txn_dirt, draw_column("kind"))})
     df = with_sql(
         df,
         {
@@ -914,22 +918,25 @@ def transaction_lines(df: DataFrame, seed: int, rules: BankingRules = RULES) -> 
         "substring(card_number, 9, 4), substring(card_number, 13, 4)) ELSE card_number END"
     )
     located = "missing_field != 'location'"
-    csv = csv_line(
-        "txn_id",
-        ts,
-        card,
-        "account_id",
-        "CASE WHEN missing_field != 'merchant_id' THEN merchant_id END",
-        "mcc_code",
-        amount,
-        "currency",
-        "channel",
-        "country",
-        f"CASE WHEN {located} THEN {fixed('lat', 4)} END",
-        f"CASE WHEN {located} THEN {fixed('lon', 4)} END",
-        "CASE WHEN card_present THEN 'true' ELSE 'false' END",
+    df = with_csv_line(
+        df,
+        "csv",
+        [
+            "txn_id",
+            ts,
+            card,
+            "account_id",
+            "CASE WHEN missing_field != 'merchant_id' THEN merchant_id END",
+            "mcc_code",
+            amount,
+            "currency",
+            "channel",
+            "country",
+            f"CASE WHEN {located} THEN {fixed('lat', 4)} END",
+            f"CASE WHEN {located} THEN {fixed('lon', 4)} END",
+            "CASE WHEN card_present THEN 'true' ELSE 'false' END",
+        ],
     )
-    df = with_sql(df, {"csv": csv})
     return with_sql(
         df,
         {
@@ -1073,9 +1080,7 @@ def chargeback_lines(df: DataFrame, seed: int, rules: BankingRules = RULES) -> D
         f"CASE WHEN dirt = 'wrong_type' THEN {local_clock('reported_us', 'dd/MM/yyyy HH:mm')} "
         f"ELSE {iso_timestamp('reported_us', 0, zulu=True, fraction=0)} END"
     )
-    df = with_sql(
-        df, {"csv": csv_line("txn_id", reported, "CASE WHEN dirt != 'missing' THEN reason_code END")}
-    )
+    df = with_csv_line(df, "csv", ["txn_id", reported, "CASE WHEN dirt != 'missing' THEN reason_code END"])
     return with_sql(
         df,
         {

@@ -80,11 +80,13 @@ from lakeml.generate import (
     day_of,
     dirt_kind,
     draw,
+    draw_column,
     draw_normal,
     epoch_millis,
     iso_timestamp,
     lookup,
     malformed,
+    round_to,
     row_key,
     select_sql,
     shards_for,
@@ -92,6 +94,7 @@ from lakeml.generate import (
     uuid_like,
     weekday,
     weighted_choice,
+    with_draws,
     with_duplicates,
     with_sql,
     zipf_index,
@@ -227,7 +230,7 @@ def item_id(item: Sql) -> Sql:
 
 def with_user_profile(df: DataFrame, seed: int, rules: ClickstreamRules = RULES) -> DataFrame:
     """Add the fixed attributes of the user in column ``user``: favourites, device, ip, offset, skew."""
-    df = with_sql(df, {"user_rk": row_key(seed, "user", "user")})
+    df = with_draws(with_sql(df, {"user_rk": row_key(seed, "user", "user")}), "user_rk", "device", "tz")
 
     def u(salt: str) -> Sql:
         return draw("user_rk", salt)
@@ -236,7 +239,7 @@ def with_user_profile(df: DataFrame, seed: int, rules: ClickstreamRules = RULES)
     fav1 = below(c, u("fav1"))
     devices = [name for name, _ in rules.devices]
     agents_per_device = len(rules.user_agents) // len(devices)
-    device_no = weighted_choice({i: w for i, (_, w) in enumerate(rules.devices)}, u("device"))
+    device_no = weighted_choice({i: w for i, (_, w) in enumerate(rules.devices)}, draw_column("device"))
     octets = ", ".join(f"{below(254, u(f'ip{i}'))} + 1" for i in range(4))
     sign = f"CASE WHEN {u('skew-sign')} < 0.5D THEN -1 ELSE 1 END"
     skew_minutes = f"({below(rules.max_skew_minutes, u('skew'))} + 1) * {sign}"
@@ -248,7 +251,7 @@ def with_user_profile(df: DataFrame, seed: int, rules: ClickstreamRules = RULES)
             "device_no": device_no,
             "agent_no": below(agents_per_device, u("agent")),
             "ip": f"format_string('%d.%d.%d.%d', {octets})",
-            "utc_offset_min": weighted_choice(dict(rules.utc_offsets), u("tz")),
+            "utc_offset_min": weighted_choice(dict(rules.utc_offsets), draw_column("tz")),
             "skew_us": f"CASE WHEN {u('skewed')} < {sql_lit(rules.skewed_user_rate)} "
             f"THEN {as_us(skew_minutes, MINUTE_US)} ELSE 0L END",
             "app_version": f"format_string('7.%d.%d', {below(12, u('app-minor'))}, {below(5, u('app-patch'))})",
@@ -261,7 +264,7 @@ def with_user_profile(df: DataFrame, seed: int, rules: ClickstreamRules = RULES)
             "device": lookup(devices, "device_no"),
             "user_agent": lookup(rules.user_agents, f"device_no * {agents_per_device} + agent_no"),
         },
-    ).drop("fav_step", "device_no", "agent_no", "user_rk")
+    ).drop("fav_step", "device_no", "agent_no", "user_rk", draw_column("device"), draw_column("tz"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -302,6 +305,7 @@ def sessions(spark: SparkSession, window: Window, rules: ClickstreamRules = RULE
         f"CASE WHEN late THEN {as_us(late_days, DAY_US)} "
         f"+ CAST(floor({u('late-time')} * {sql_lit(float(DAY_US))}) AS BIGINT) ELSE 0L END"
     )
+    rows = with_draws(rows, "session_rk", "referrer")
     return with_sql(
         rows,
         {
@@ -310,7 +314,7 @@ def sessions(spark: SparkSession, window: Window, rules: ClickstreamRules = RULE
             f"- {as_us('utc_offset_min', MINUTE_US)}",
             "n_events": f"CAST(least({extra}, {rules.max_events - 1}) + 1 AS INT)",
             "gap_us": f"CAST(floor({between(lo_gap, hi_gap, u('gap'))} * {SECOND_US}) AS BIGINT)",
-            "referrer": weighted_choice(dict(rules.referrers), u("referrer")),
+            "referrer": weighted_choice(dict(rules.referrers), draw_column("referrer")),
             "late_delay_us": late_delay,
         },
     )
@@ -320,7 +324,9 @@ def events(sessions_df: DataFrame, window: Window, rules: ClickstreamRules = RUL
     """Explode sessions into typed events (true time ``ts_us``, device time ``device_ts_us``, delivery)."""
     seed = window.seed
     df = sessions_df.withColumn("k", F.explode(F.sequence(F.lit(0), F.col("n_events") - 1)))
-    df = with_sql(df, {"event_rk": row_key(seed, "event", "day", "session", "k")})
+    df = with_draws(
+        with_sql(df, {"event_rk": row_key(seed, "event", "day", "session", "k")}), "event_rk", "type"
+    )
 
     def u(salt: str) -> Sql:
         return draw("event_rk", salt)
@@ -341,7 +347,7 @@ def events(sessions_df: DataFrame, window: Window, rules: ClickstreamRules = RUL
             "latency_us": f"CAST(floor({between(lo_lat, hi_lat, u('latency'))} * {SECOND_US}) AS BIGINT)",
             "category_no": category,
             "rank": rank,
-            "event_type": weighted_choice(dict(rules.event_mix), u("type")),
+            "event_type": weighted_choice(dict(rules.event_mix), draw_column("type")),
             "quantity_draw": quantity,
             "rating_noise": draw_normal("event_rk", "rating"),
         },
@@ -366,7 +372,10 @@ def events(sessions_df: DataFrame, window: Window, rules: ClickstreamRules = RUL
             "schema_v2": f"{day_of('ts_us')} >= {window.schema_change_day}",
         },
     )
-    price = f"round({lookup(medians, 'category_no')} * exp({sql_lit(rules.price_sigma)} * {draw_normal('item_rk', 'price')}), 2)"
+    price = round_to(
+        f"{lookup(medians, 'category_no')} * exp({sql_lit(rules.price_sigma)} * {draw_normal('item_rk', 'price')})",
+        2,
+    )
     df = with_sql(df, {"item_rk": row_key(seed, "item", "item")})
     return with_sql(df, {"price": price}).drop("quantity_draw", "rating_noise", "item_rk", "latency_us")
 
@@ -389,7 +398,7 @@ def json_lines(df: DataFrame, seed: int, rules: ClickstreamRules = RULES) -> Dat
     def u(salt: str) -> Sql:
         return draw("event_rk", salt)
 
-    df = with_sql(df, {"dirt": dirt_kind(rules.dirt, u("dirt"))})
+    df = with_sql(with_draws(df, "event_rk", "dirt"), {"dirt": dirt_kind(rules.dirt, draw_column("dirt"))})
     df = with_sql(
         df,
         {

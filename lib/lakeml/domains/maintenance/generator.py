@@ -96,9 +96,9 @@ from lakeml.generate import (
     below,
     between,
     choice,
-    csv_line,
     dirt_kind,
     draw,
+    draw_column,
     draw_normal,
     idiv,
     int_between,
@@ -107,12 +107,15 @@ from lakeml.generate import (
     lookup,
     malformed,
     partitions_for,
+    round_to,
     row_key,
     select_sql,
     shards_for,
     sql_lit,
     uniform,
     weighted_choice,
+    with_csv_line,
+    with_draws,
     with_duplicates,
     with_sql,
 )
@@ -267,6 +270,11 @@ def machines(spark: SparkSession, window: Window, rules: FleetRules = RULES) -> 
             "phase_us": as_us(below(rules.slot_days * 24 * 60, u("phase")), MINUTE_US),
             "site_offset_min": weighted_choice(dict(rules.site_offsets), u("site")),
             "skew_us": f"CASE WHEN {u('skewed')} < {sql_lit(rules.skewed_machine_rate)} THEN {skew} ELSE 0L END",
+            # calibration offset of each sensor, fixed per machine
+            **{
+                f"bias_{s.name}": f"{draw_normal('machine_rk', f'bias/{s.name}')} * {sql_lit(rules.machine_bias_sd * s.noise)}"
+                for s in SENSORS
+            },
         },
     )
 
@@ -358,9 +366,15 @@ def readings(lives_df: DataFrame, window: Window, rules: FleetRules = RULES) -> 
         },
     )
     settings = {
-        f"setting_{i + 1}": f"round({lookup([r[i] for r in REGIMES], 'regime')}"
-        + (f" + {draw_normal('reading_rk', f'setting{i}')} * {sql_lit(rules.setting_noise)}" if i < 2 else "")
-        + ", 4)"
+        f"setting_{i + 1}": round_to(
+            lookup([r[i] for r in REGIMES], "regime")
+            + (
+                f" + {draw_normal('reading_rk', f'setting{i}')} * {sql_lit(rules.setting_noise)}"
+                if i < 2
+                else ""
+            ),
+            4,
+        )
         for i in range(3)
     }
     load = lookup([r[0] for r in REGIMES], "regime")
@@ -369,12 +383,11 @@ def readings(lives_df: DataFrame, window: Window, rules: FleetRules = RULES) -> 
         multiplier = lookup(
             [rules.signature_multiplier if s.name in c.signature else 1.0 for c in COMPONENTS], "component_no"
         )
-        bias = f"{draw_normal('machine_rk', f'bias/{s.name}')} * {sql_lit(rules.machine_bias_sd * s.noise)}"
         value = (
             f"{sql_lit(s.idle)} + {load} * {sql_lit(s.span)} + {sql_lit(s.drift)} * {multiplier} * health "
-            f"+ {bias} + {draw_normal('reading_rk', s.name)} * {sql_lit(s.noise)}"
+            f"+ bias_{s.name} + {draw_normal('reading_rk', s.name)} * {sql_lit(s.noise)}"
         )
-        sensors[s.name] = f"round({value}, {s.decimals})"
+        sensors[s.name] = round_to(value, s.decimals)
     return with_sql(df, {**settings, **sensors})
 
 
@@ -390,9 +403,9 @@ def telemetry_lines(df: DataFrame, window: Window, rules: FleetRules = RULES) ->
         return draw("reading_rk", salt)
 
     df = with_sql(
-        df,
+        with_draws(df, "reading_rk", "dirt"),
         {
-            "dirt": dirt_kind(rules.telemetry_dirt, u("dirt")),
+            "dirt": dirt_kind(rules.telemetry_dirt, draw_column("dirt")),
             "dirt_sensor": choice([s.name for s in SENSORS], u("dirt-sensor")),
             "wrong_value": choice(rules.wrong_values, u("dirt-wrong")),
             "schema_v2": f"ts_us >= {window.schema_change_day * DAY_US}L",
@@ -524,8 +537,9 @@ def maintenance_lines(df: DataFrame, seed: int, rules: FleetRules = RULES) -> Da
         f"CASE WHEN dirt = 'wrong_type' THEN {local_clock(local, 'yyyy-MM-dd HH:mm')} "
         f"ELSE {iso_timestamp('ts_us', 'site_offset_min', fraction=0)} END"
     )
-    csv = csv_line(machine_id("machine"), ts, kind_text, "CASE WHEN dirt != 'missing' THEN component END")
-    df = with_sql(df, {"csv": csv})
+    df = with_csv_line(
+        df, "csv", [machine_id("machine"), ts, kind_text, "CASE WHEN dirt != 'missing' THEN component END"]
+    )
     return with_sql(
         df,
         {"line": f"CASE WHEN dirt = 'malformed' THEN {malformed('csv', 'log_rk', 'malformed')} ELSE csv END"},
