@@ -350,9 +350,8 @@ def test_fraud_rate_patterns_and_chargeback_coverage(
     rate = shares(banking.transactions_frame(spark, WINDOW).filter(in_window), {"fraud": "is_fraud"})["fraud"]
     assert 0.001 <= rate <= 0.01, rate
     # over a longer span every pattern shows up, and most (not all) fraud is charged back
-    fraud = banking.fraud_transactions(spark, SEED, 1, WINDOW.first_day - 20, WINDOW.last_day).filter(
-        "is_fraud"
-    )
+    first = banking.fraud_first_day(WINDOW)
+    fraud = banking.fraud_transactions(spark, SEED, 1, first, WINDOW.last_day).filter("is_fraud")
     charged = chargeback_truth.filter("kind = 'chargeback'").select("txn_id", F.lit(True).alias("charged"))
     got = (
         fraud.join(charged, "txn_id", "left")

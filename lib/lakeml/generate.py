@@ -20,6 +20,10 @@ files. Because draws are keyed by absolute day, the content of the file for a da
 ``seed``, ``scale``, that day and the schema-change day (``start + days // 2``, see the domain
 generators): overlapping windows agree on the files they share, except around the schema change.
 
+Execution. While generating, whole-stage codegen is switched off for the session (and restored
+afterwards): the generators' wide projections after an ``explode`` would otherwise compile into one
+method too large for the JVM's JIT (see ``GENERATION_SQL_CONF``).
+
 Writing. Each feed is one Spark job: lines are repartitioned by file name, sorted within the
 partition, written with ``DataFrame.write.partitionBy("file_name").text`` into a hidden temporary
 folder under the landing folder (``_tmp-generate-<uuid>``, ignored by Spark's file sources), then
@@ -65,8 +69,8 @@ class GenerateLimits:
 
     max_scale: int = 10_000
     max_days: int = 3_660
-    earliest_end_date: date = date(1971, 1, 1)
-    latest_end_date: date = date(9999, 1, 1)
+    earliest_date: date = date(1971, 1, 1)
+    latest_date: date = date(9999, 1, 1)
     seed_bits: int = 63
 
 
@@ -124,9 +128,9 @@ def make_window(*, scale: int, days: int, seed: int, end_date: date) -> Window:
     if not isinstance(end_date, date):
         raise UsageError(f"end_date must be a date, got {end_date!r}")
     start = end_date - timedelta(days=days - 1)
-    if start < LIMITS.earliest_end_date or end_date > LIMITS.latest_end_date:
+    if start < LIMITS.earliest_date or end_date > LIMITS.latest_date:
         raise UsageError(
-            f"the window {start}..{end_date} must lie between {LIMITS.earliest_end_date} and {LIMITS.latest_end_date}"
+            f"the window {start}..{end_date} must lie between {LIMITS.earliest_date} and {LIMITS.latest_date}"
         )
     return Window(
         seed=seed, scale=scale, start=start, end=end_date, schema_change=start + timedelta(days=days // 2)
@@ -634,6 +638,8 @@ def write_feed(
         .sortWithinPartitions("file_name", "_order", "_key")
         .select("file_name", "line")
         .write.partitionBy("file_name")
+        .option("maxRecordsPerFile", 0)  # one part file per landing file, whatever the session says
+        .option("lineSep", "\n")
         .text(tmp)
     )
     counts = observation.get
@@ -746,17 +752,14 @@ FeedBuilder = Callable[[SparkSession, Window], FeedLines]
 
 # Whole-stage codegen fuses everything after an ``explode`` into one consume method; with the
 # generators' wide projections it far exceeds HotSpot's 8000-byte JIT limit and runs interpreted
-# (measured at scale 10: 2-3x slower). Per-operator codegen splits expressions into small compiled
-# methods, but compiles more classes, which costs more than it saves on small outputs.
+# (measured at scale 10: 2-3x slower). Per-operator codegen splits expressions into small methods.
 GENERATION_SQL_CONF = {"spark.sql.codegen.wholeStage": "false"}
-PER_OPERATOR_CODEGEN_FROM_SCALE = 5
 
 
-def _generation_settings(spark: SparkSession, scale: int) -> Callable[[], None]:
-    """Apply ``GENERATION_SQL_CONF`` for big scales; return a function that restores the old values."""
-    settings = GENERATION_SQL_CONF if scale >= PER_OPERATOR_CODEGEN_FROM_SCALE else {}
-    previous = {key: spark.conf.get(key, None) for key in settings}
-    for key, value in settings.items():
+def _generation_settings(spark: SparkSession) -> Callable[[], None]:
+    """Apply ``GENERATION_SQL_CONF`` to the session; return a function that restores the old values."""
+    previous = {key: spark.conf.get(key, None) for key in GENERATION_SQL_CONF}
+    for key, value in GENERATION_SQL_CONF.items():
         spark.conf.set(key, value)
 
     def restore() -> None:
@@ -797,7 +800,7 @@ def run_generation(
     files.makedirs(landing)
     tmp_root = f"{landing.rstrip('/')}/_tmp-generate-{uuid.uuid4().hex}"
     results = []
-    restore = _generation_settings(spark, window.scale)
+    restore = _generation_settings(spark)
     try:
         for feed, build in feed_builders().items():
             feed_started = time.perf_counter()

@@ -30,12 +30,14 @@ a quote; an empty field is a missing value.
 | reported_at | string | when the dispute (or its reversal) was filed, ISO-8601 UTC (``2026-12-03T09:12:44Z``) |
 | reason_code | string | Visa-style dispute reason: ``10.3`` fraud, card present; ``10.4`` fraud, card absent; ``13.1`` merchandise not received; ``13.3`` not as described; ``REVERSED`` = the earlier chargeback of this txn_id was withdrawn/lost (the transaction is then not disputed) |
 
-Volume: 2,400 × scale legitimate transactions per day before weekday thinning (Mon–Wed 90 %,
-Thu 95 %, Fri–Sat 100 %, Sun 80 %), plus fraud; chargebacks are ~0.5 % of transactions.
+Volume: 4,000 × scale legitimate transaction slots per day, thinned by weekday (Mon–Wed 90 %,
+Thu 95 %, Fri–Sat 100 %, Sun 80 %): about 3,700 × scale transactions a day plus fraud; about
+18 × scale chargeback rows a day. The processor exports a transaction 1–30 min after ``ts``.
 
-Entities: ``2000 × scale`` accounts in blocks by home country (weights in ``COUNTRIES``), one card
-each; ``24 × scale`` merchants per country *per MCC share*, i.e. every country has the same set of
-merchants by MCC (at least one per MCC), located around the country centre.
+Entities: ``3000 × scale`` accounts in blocks by home country (weights in ``COUNTRIES``), one card
+each; in every country ``24 × scale`` merchants split over the MCCs by ``merchant_share`` (at least
+one per MCC), located around the country centre (within ``radius_deg``); popular merchants are
+chosen more often (Zipf 1.2 within an MCC).
 
 Legitimate behaviour: an account is drawn with ``⌊n · u^1.3⌋`` permuted (some cards are used much
 more); on 2 % of account-days the cardholder is travelling in another country (all that day's
@@ -45,15 +47,15 @@ the current country, online spend at a home-country merchant (80 %) or anywhere 
 (ATM: multiples of 20); local time 00:00–06:00 for 4 % of transactions, else 06:00–24:00 peaking
 ~15:00, in the cardholder's current time zone.
 
-Fraud (0.3–0.8 % of transactions; exact generating rules, per scale unit and day, counts drawn as
-``⌊rate + u⌋``):
+Fraud (about 0.5 % of transactions in the long run, 0.3–0.7 % over a few days at scale 1; exact
+generating rules; cases per scale unit and day, the day's count drawn as ``⌊rate·scale + u⌋``):
 
 | pattern | rate/day | rule |
 |---------|----------|------|
-| card_testing | 0.3 cases | a card gets 6–14 small ecom payments (0.50–5.00 EUR) 20–150 s apart at digital-goods/direct-marketing merchants (5816, 5967) in random countries, then 1–2 large ecom buys (150–1,500 EUR, electronics 5732 / jewellery 5944) 1–6 h later; IP location in a country >5,000 km from home |
-| impossible_travel | 1.5 cases | a normal card-present buy at home (legitimate), then 20–180 min later a card-present buy (100–900 EUR; 5732, 5944, 5311) in a country >5,000 km away (the fraud) |
-| night_risky_mcc | 1.2 cases | 1–3 ecom payments (150–2,000 EUR) at risky MCCs (7995 gambling, 6051 quasi-cash, 4829 money transfer, 5967) between 00:30 and 05:00 in the cardholder's home time, 2–20 min apart, IP location far from home |
-| compromised_merchant | 0.25 waves | a fuel/restaurant/grocery merchant (5541, 5812, 5411) skims 5–12 local cards on one day (those visits are legitimate); each card then has 1–2 fraudulent buys 1–10 days later (200–2,500 EUR), half online far from home, half card-present in a far country |
+| card_testing | 0.5 cases | a card gets 6–14 small ecom payments (0.50–5.00 EUR) 20–150 s apart at digital-goods/direct-marketing merchants (5816, 5967) in random countries, then 1–2 large ecom buys (150–1,500 EUR, electronics 5732 / jewellery 5944) 1–6 h later; IP location in a country >5,000 km from home |
+| impossible_travel | 2.0 cases | a normal card-present buy at home (legitimate), then 20–180 min later a card-present buy (100–900 EUR; 5732, 5944, 5311) in a country >5,000 km away (the fraud) |
+| night_risky_mcc | 2.0 cases | 1–3 ecom payments (150–2,000 EUR) at risky MCCs (7995 gambling, 6051 quasi-cash, 4829 money transfer, 5967) between 00:30 and 05:00 in the cardholder's home time, 2–20 min apart, IP location far from home |
+| compromised_merchant | 0.4 waves | a fuel/restaurant/grocery merchant (5541, 5812, 5411) skims 5–12 local cards on one day (those visits are legitimate); each card then has 1–2 fraudulent buys 1–10 days later (200–2,500 EUR), half online far from home, half card-present in a far country |
 
 ``is_fraud`` is not in the landing file: the label comes from chargebacks.
 
@@ -75,7 +77,7 @@ Dirt (rates per row; malformed/missing/wrong type are exclusive):
 | late delivery | 0.2 % | – | delivered 1–2 days (+ up to 1 day) after ``ts`` |
 | clock skew | 1 % of merchants | – | the terminal clock of pos/atm transactions is off by ±1–30 min |
 | format variation | 1 % | – | card_number written in groups of four (``4532 0112 3456 7890``) |
-| reversed chargebacks | see above | | |
+| reversed chargebacks | – | see above | a later ``REVERSED`` row for the same txn_id |
 """
 
 from __future__ import annotations
@@ -828,9 +830,16 @@ def transactions_frame(spark: SparkSession, window: Window, rules: BankingRules 
     """Typed ground truth (incl. ``is_fraud``, ``pattern``) of every transaction that can reach the window."""
     first = window.first_day - rules.txn_lookback_days
     legit = legit_transactions(spark, window.seed, window.scale, first, window.last_day, rules)
-    return legit.unionByName(
-        fraud_transactions(spark, window.seed, window.scale, first, window.last_day, rules)
+    # the day range the chargebacks feed uses too: identical plans, so compiled code is reused
+    fraud = fraud_transactions(
+        spark, window.seed, window.scale, fraud_first_day(window, rules), window.last_day, rules
     )
+    return legit.unionByName(fraud.filter(F.expr(f"ts_us >= {first * DAY_US}L")))
+
+
+def fraud_first_day(window: Window, rules: BankingRules = RULES) -> int:
+    """First case day of the fraud frame both banking feeds build (the chargebacks' lookback)."""
+    return window.first_day - rules.chargeback_lookback_days
 
 
 def card_body(account: Sql, rules: BankingRules = RULES) -> Sql:
@@ -1015,7 +1024,7 @@ def chargebacks_frame(spark: SparkSession, window: Window, rules: BankingRules =
     """Typed chargeback rows: ``txn_id``, ``txn_ts_us``, ``reported_us``, ``reason_code``, ``is_fraud``, ``kind``."""
     seed = window.seed
     layout = layout_for(window.scale, rules)
-    first = window.first_day - rules.chargeback_lookback_days
+    first = fraud_first_day(window, rules)
     fraud = fraud_transactions(spark, seed, window.scale, first, window.last_day, rules).filter("is_fraud")
     legit = legit_details(
         false_chargeback_slots(spark, seed, window.scale, first, window.last_day, rules), seed, layout, rules

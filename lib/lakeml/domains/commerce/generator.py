@@ -23,12 +23,12 @@ Fields (a key whose value would be null is left out of the object):
 | referrer     | string    | URL the session came from; empty string for direct traffic |
 | app_version  | string    | **schema v2 only**: client version, present on events whose UTC event day is on or after the schema-change day (``start + days // 2``) |
 
-Volume: 800 × scale sessions per day before weekday thinning (Mon–Thu keep 80 %, Fri 85 %, Sat–Sun
-100 %), 1 + ⌊Exp(mean 5)⌋ events per session (at most 40): about 4,100 × scale events per day.
+Volume: 1,200 × scale sessions per day before weekday thinning (Mon–Thu keep 80 %, Fri 85 %,
+Sat–Sun 100 %), 1 + ⌊Exp(mean 5)⌋ events per session (at most 40): about 5,800 × scale events per day.
 
 Learnable signal (exact generating rules):
 
-- Users: ``1000 × scale``; a session's user is ``⌊n_users · u²⌋`` (low user numbers are much more
+- Users: ``1500 × scale``; a session's user is ``⌊n_users · u²⌋`` (low user numbers are much more
   active). Each user has two favourite categories, ``f1 = ⌊12·u⌋`` and ``f2 = (f1 + 1 + ⌊11·u'⌋) mod 12``.
 - Items: ``40 × scale`` per category; item number ``category + 12 · rank``. An event's category is
   one of the user's favourites (each with probability 0.375, together 0.75), else drawn from the global
@@ -52,7 +52,7 @@ Dirt (rates per event; the first three are exclusive):
 | late session   | 1 % of sessions | the whole session is delivered 1–3 days (+ up to 1 day) late: event ts days before the file date |
 | clock skew     | 2 % of users | the device clock is off by ±1–180 min on all their events |
 | out of order   | all | lines are in delivery order; delivery latency is 1–300 s per event |
-| various offsets | all | ts carries the user's UTC offset (+01:00, Z-less +00:00, -05:00, -08:00, +05:30, +09:00, +02:00, -03:00) |
+| various offsets | all | ts carries the user's UTC offset (+01:00, +00:00, -05:00, -08:00, +05:30, +09:00, +02:00, -03:00; never ``Z``) |
 | schema change  | from the schema-change day | new field ``app_version`` |
 """
 

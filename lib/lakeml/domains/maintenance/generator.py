@@ -38,7 +38,9 @@ null is left out)
 | kind      | string | ``failure`` (the machine broke down), ``repair`` (back in service after a failure; health reset) or ``preventive`` (scheduled overhaul; health reset) |
 | component | string | ``bearing``, ``pump``, ``motor``, ``seal`` (failure, repair) or ``all`` (overhaul) |
 
-Volume: ``20 × scale`` machines; about 2,600 × scale readings and 7 × scale maintenance rows per day.
+Volume: ``30 × scale`` machines; about 3,800 × scale readings and 10 × scale maintenance rows per
+day. A reading is taken 0–20 s into its cycle and delivered 5–60 s later; maintenance rows are
+logged 0.5–8 h after the work.
 
 Learnable signal (C-MAPSS-like run-to-failure; exact generating rules):
 
