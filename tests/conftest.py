@@ -13,6 +13,9 @@ from lakeml.config import Config, load_config
 from lakeml.session import build_spark, delta_connector_jars
 
 os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
+# The suite's own PII key (silver tokenizes with it); production keys come from the environment only.
+TEST_PII_KEY = "lakeml-tests-only-pii-key-0123456789"
+os.environ["LAKEML_PII_KEY"] = TEST_PII_KEY
 
 
 @pytest.fixture(scope="session")

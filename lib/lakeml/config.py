@@ -7,6 +7,7 @@ Every key must be declared in the dataclasses below; an unknown key, a wrong typ
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import os
 import re
 import types
@@ -88,6 +89,40 @@ class SubmitConfig:
 
 
 @dataclass(frozen=True)
+class CheckConfig:
+    """One data-quality check on a silver table (see lakeml.quality.expectations for each kind)."""
+
+    check: Literal["not_null", "range", "accepted_values", "unique", "freshness", "quarantine_rate"]
+    # error: a failure stops the job before the batch reaches the table; warn: recorded only.
+    level: Literal["error", "warn"]
+    column: str = ""
+    columns: tuple[str, ...] = ()
+    min_value: float | None = None
+    max_value: float | None = None
+    values: tuple[str, ...] = ()
+    max_age_hours: float | None = None
+
+
+@dataclass(frozen=True)
+class SilverConfig:
+    """Rules of the bronze → silver step (parsing limits, PII key, reference data, quality checks)."""
+
+    # Name of the environment variable holding the HMAC key for PII tokens (never a default key).
+    pii_key_env: str
+    # An event stamped later than its ingestion time plus this is quarantined as "in the future".
+    max_future_skew_hours: float
+    # An event before this date (YYYY-MM-DD) is quarantined (e.g. a device clock reset to 1970).
+    min_event_date: str
+    # Amounts above this (in EUR) are quarantined as implausible rather than loaded.
+    max_amount_eur: float
+    max_price_eur: float
+    # Units of each currency per EUR (reference rates for amount_eur).
+    eur_rates: Mapping[str, float]
+    # Quality checks per silver table, run on every batch before it is committed.
+    checks: Mapping[str, tuple[CheckConfig, ...]]
+
+
+@dataclass(frozen=True)
 class Config:
     env: str
     spark: SparkConfig
@@ -95,6 +130,7 @@ class Config:
     run: RunConfig
     submit: SubmitConfig
     generate: GenerateConfig
+    silver: SilverConfig
 
     def landing_path(self) -> str:
         """Absolute landing folder (``lakehouse.landing_dir`` under the root when relative)."""
@@ -335,6 +371,9 @@ def _coerce(hint: Any, value: Any, origin: dict[str, str], dotted: str) -> Any:
             raise fail("a number")
         return float(value)
     if hint is str:
+        # YAML reads 2026-01-31 as a date; a date where text is declared means the same text.
+        if isinstance(value, datetime.date) and not isinstance(value, datetime.datetime):
+            return value.isoformat()
         if not isinstance(value, str):
             raise fail("a string")
         return value

@@ -21,7 +21,9 @@ from lakeml.pipeline import JobContext, JobResult
 
 BRONZE_SCHEMA = T.StructType(
     [
-        T.StructField("value", T.StringType(), True),  # the raw line, byte for byte (decoded as UTF-8)
+        # The line as UTF-8 text; bytes that are not UTF-8 become U+FFFD here and are kept in raw_bytes.
+        T.StructField("value", T.StringType(), True),
+        T.StructField("raw_bytes", T.BinaryType(), True),  # the line's bytes, only when not valid UTF-8
         T.StructField("_source_file", T.StringType(), False),
         T.StructField("_ingested_at", T.TimestampType(), False),
         T.StructField("_batch_id", T.StringType(), False),
@@ -43,10 +45,12 @@ class BronzeLoad:
 
 
 def with_bronze_columns(raw: DataFrame, feed: str, batch_id: int) -> DataFrame:
-    """Reads ``value`` and the file source's ``_metadata``; adds _source_file, _ingested_at, _batch_id, _ingest_date."""
+    """Reads ``value`` and the file source's ``_metadata``; adds raw_bytes, _source_file, _ingested_at, _batch_id, _ingest_date."""
     now = F.current_timestamp()
+    valid = F.is_valid_utf8(F.col("value"))
     return raw.select(
-        F.col("value"),
+        F.make_valid_utf8(F.col("value")).alias("value"),
+        F.when(~valid, F.col("value").cast("binary")).alias("raw_bytes"),
         F.col("_metadata.file_path").alias("_source_file"),
         now.alias("_ingested_at"),
         F.lit(f"{feed}-{batch_id:08d}").alias("_batch_id"),

@@ -113,24 +113,33 @@ class DeltaTableRef:
         filters = predicates.validate(where, self.schema())
         return DeltaRsEngine(self.spark, self.uri, self.settings).files_for(filters, version)
 
-    def changes_since(self, version: int, until: int | None = None) -> DataFrame:
-        """Rows appended after ``version`` up to ``until`` (default: now); the table must be append-only there."""
+    def appended_files(self, version: int, until: int | None = None) -> list[FileEntry]:
+        """Data files added after ``version`` up to ``until`` (default: now); the range must be append-only."""
         _check_plain_parquet(self.uri)
         latest = self.version() if until is None else until
         if version > latest:
-            raise TableError(f"changes_since({version}) is ahead of {self.uri} version {latest}")
-        commits = read_commits(self.uri, version + 1, latest)
+            raise TableError(
+                f"changes since version {version} requested, but {self.uri} is at version {latest}"
+            )
         schema, partition_by = self.schema(), self.partition_columns()
         adds = []
-        for commit in commits:
+        for commit in read_commits(self.uri, version + 1, latest):
             if any(r.get("dataChange", True) for r in commit.removes):
                 raise TableError(
                     f"version {commit.version} of {self.uri} deleted or rewrote rows; changes_since reads "
                     "append-only history (use read(version=...) and compare instead)"
                 )
             adds += [a for a in commit.adds if a.get("dataChange", True)]
-        entries = [entry_from_log_add(a, schema, partition_by) for a in adds]
-        return scan_files(self.spark, self.uri, entries, schema, partition_by)
+        return [entry_from_log_add(a, schema, partition_by) for a in adds]
+
+    def changes_since(self, version: int, until: int | None = None) -> DataFrame:
+        """Rows appended after ``version`` up to ``until`` (default: now); the table must be append-only there."""
+        entries = self.appended_files(version, until)
+        return scan_files(self.spark, self.uri, entries, self.schema(), self.partition_columns())
+
+    def transaction_version(self, app_id: str) -> int | None:
+        """The last txn version committed by ``app_id`` (e.g. the source version a job processed up to)."""
+        return self._engine.transaction_version(app_id)
 
     # ------------------------------------------------------------------ writes
     def append(self, df: DataFrame, txn: Txn | None = None, merge_schema: bool = False) -> CommitOutcome:

@@ -297,7 +297,12 @@ class _StatsAccumulator:
             if column.null_count == len(column):
                 continue
             bounds = pc.min_max(column)
-            lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
+            try:
+                lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
+            except UnicodeDecodeError:
+                # Spark strings can hold bytes that are not UTF-8; such a column gets no bounds.
+                self.unbounded.add(name)
+                continue
             if pa.types.is_timestamp(kind):
                 lo, hi = (
                     pc.cast(bounds["min"], pa.int64()).as_py(),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from lakeml.domains.banking.silver import CHARGEBACKS, TRANSACTIONS
 from lakeml.ingest.bronze import bronze_job
+from lakeml.ingest.silver import silver_job
 from lakeml.pipeline import JobContext, JobResult, job
 
 
@@ -15,4 +17,17 @@ def ingest_bronze(ctx: JobContext) -> JobResult:
             "transactions",
             "chargebacks",
         ),
+    )
+
+
+@job("banking.build_silver", depends_on=["banking.ingest_bronze"])
+def build_silver(ctx: JobContext) -> JobResult:
+    """bronze/{transactions, chargebacks} → silver: parsed, standardized, deduplicated; rejects to ops/quarantine."""
+    return silver_job(
+        ctx,
+        (
+            TRANSACTIONS,
+            CHARGEBACKS,
+        ),
+        "banking.build_silver",
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from lakeml.domains.commerce.silver import CLICKSTREAM
 from lakeml.ingest.bronze import bronze_job
+from lakeml.ingest.silver import silver_job
 from lakeml.pipeline import JobContext, JobResult, job
 
 
@@ -10,3 +12,9 @@ from lakeml.pipeline import JobContext, JobResult, job
 def ingest_bronze(ctx: JobContext) -> JobResult:
     """landing/{clickstream} → bronze: new raw files, every line once."""
     return bronze_job(ctx, ("clickstream",))
+
+
+@job("commerce.build_silver", depends_on=["commerce.ingest_bronze"])
+def build_silver(ctx: JobContext) -> JobResult:
+    """bronze/{clickstream} → silver: parsed, standardized, deduplicated; rejects to ops/quarantine."""
+    return silver_job(ctx, (CLICKSTREAM,), "commerce.build_silver")

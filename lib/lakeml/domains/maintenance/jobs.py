@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from lakeml.domains.maintenance.silver import MAINTENANCE, TELEMETRY
 from lakeml.ingest.bronze import bronze_job
+from lakeml.ingest.silver import silver_job
 from lakeml.pipeline import JobContext, JobResult, job
 
 
@@ -15,4 +17,17 @@ def ingest_bronze(ctx: JobContext) -> JobResult:
             "telemetry",
             "maintenance",
         ),
+    )
+
+
+@job("maintenance.build_silver", depends_on=["maintenance.ingest_bronze"])
+def build_silver(ctx: JobContext) -> JobResult:
+    """bronze/{telemetry, maintenance} → silver: parsed, standardized, deduplicated; rejects to ops/quarantine."""
+    return silver_job(
+        ctx,
+        (
+            TELEMETRY,
+            MAINTENANCE,
+        ),
+        "maintenance.build_silver",
     )

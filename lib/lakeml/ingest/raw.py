@@ -1,0 +1,119 @@
+"""Raw-line parsing shared by the silver parsers: JSON lines and CSV lines into text fields.
+
+Every field is first read as text (``r.<field>``), so a parser can tell a missing field (NULL) from
+one that does not parse (text present, typed value NULL) and give each its own quarantine reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from lakeml.ingest.silver import BRONZE_LINEAGE, IS_HEADER, ParseRules
+from lakeml.transforms.standardize import (
+    first_reject_reason,
+    is_blank,
+    parse_utc_timestamp,
+    strip_bom,
+)
+
+RAW = "r"
+# Columns every parser passes through untouched, for classification and quarantine rows.
+PASS_THROUGH = (IS_HEADER, "value", "raw_bytes", "_batch_id")
+FORMAT_ERROR = "_format_error"
+_CORRUPT = "_corrupt_record"
+
+
+def _text_struct(fields: Sequence[str]) -> T.StructType:
+    return T.StructType([T.StructField(f, T.StringType()) for f in (*fields, _CORRUPT)])
+
+
+def with_json_fields(bronze: DataFrame, fields: Sequence[str]) -> DataFrame:
+    """Reads bronze ``value`` (a JSON object per line); adds ``r`` (fields as text), _format_error, _is_header."""
+    line = strip_bom(F.col("value"))
+    # A JSON number or boolean is kept as its literal text in a string field, so 42 reads as "42".
+    parsed = F.from_json(
+        line, _text_struct(fields), {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT}
+    )
+    error = first_reject_reason(
+        [
+            (is_blank(F.col("value")), "empty line"),
+            (F.col("raw_bytes").isNotNull(), "line is not valid UTF-8"),
+            (parsed.isNull() | parsed[_CORRUPT].isNotNull(), "malformed JSON (not one complete object)"),
+        ]
+    )
+    return bronze.select(
+        *BRONZE_LINEAGE, parsed.alias(RAW), error.alias(FORMAT_ERROR), F.lit(False).alias(IS_HEADER)
+    )
+
+
+def with_csv_fields(bronze: DataFrame, fields: Sequence[str]) -> DataFrame:
+    """Reads bronze ``value`` (an RFC 4180 line, header ``fields``); adds ``r``, _format_error, _is_header."""
+    line = strip_bom(F.col("value"))
+    header = ",".join(fields)
+    parsed = F.from_csv(
+        line,
+        ", ".join(f"`{f}` STRING" for f in (*fields, _CORRUPT)),
+        {
+            "mode": "PERMISSIVE",
+            "columnNameOfCorruptRecord": _CORRUPT,
+            "escape": '"',
+            "ignoreLeadingWhiteSpace": "false",
+        },
+    )
+    error = first_reject_reason(
+        [
+            (is_blank(F.col("value")), "empty line"),
+            (F.col("raw_bytes").isNotNull(), "line is not valid UTF-8"),
+            (line.startswith(fields[0] + ","), f"unexpected CSV header (expected {header})"),
+            (
+                parsed.isNull() | parsed[_CORRUPT].isNotNull(),
+                f"malformed CSV (expected {len(fields)} fields)",
+            ),
+        ]
+    )
+    return bronze.select(
+        *BRONZE_LINEAGE,
+        parsed.alias(RAW),
+        F.when(line == header, None).otherwise(error).alias(FORMAT_ERROR),
+        F.coalesce(line == header, F.lit(False)).alias(IS_HEADER),
+    )
+
+
+def raw(field: str) -> Column:
+    """The text of ``field`` as delivered (NULL when absent or empty)."""
+    value = F.col(f"{RAW}.{field}")
+    return F.when(~is_blank(value), value)
+
+
+def missing_rules(fields: Sequence[str]) -> list[tuple[Column, str]]:
+    """One rule per required field: absent or empty → ``missing <field>``."""
+    return [(raw(f).isNull(), f"missing {f}") for f in fields]
+
+
+def timestamp_rules(field: str, parsed: Column, rules: ParseRules) -> list[tuple[Column, str]]:
+    """Rules for an event timestamp: ISO-8601 with a zone, not before min_event_date, not in the future."""
+    skew = F.make_dt_interval(secs=F.lit(rules.silver.max_future_skew_hours * 3600))
+    return [
+        (parsed.isNull(), f"invalid {field}: not ISO-8601 with a zone offset"),
+        (
+            parsed < F.to_timestamp(F.lit(rules.silver.min_event_date)),
+            f"invalid {field}: before {rules.silver.min_event_date}",
+        ),
+        (
+            parsed > F.col("_ingested_at") + skew,
+            f"invalid {field}: more than {rules.silver.max_future_skew_hours:g} h after ingestion",
+        ),
+    ]
+
+
+def reject_reason(rules: Sequence[tuple[Column, str | Column]]) -> Column:
+    """The format error if any, else the first failing rule's reason; NULL for a clean row."""
+    return F.coalesce(F.col(FORMAT_ERROR), first_reject_reason(rules))
+
+
+def parse_timestamp(field: str) -> Column:
+    return parse_utc_timestamp(raw(field))

@@ -1,0 +1,282 @@
+"""Bronze → silver: parse, standardize, quarantine, deduplicate and quality-check one feed, incrementally.
+
+One batch = the bronze versions after the one silver last processed, up to a target version. Steps,
+each idempotent under the batch's Delta txn ``(app, target bronze version)``:
+
+1. parse the feed's raw lines (``SilverFeed.parse``): typed silver columns plus a reject reason;
+2. classify every bronze row exactly once: ``header`` (a CSV header line), ``quarantined``,
+   ``duplicate`` (its business key is already in silver, or an earlier delivery in the batch has
+   it) or ``loaded``; the counts must add up to the bronze rows of the range (from the log);
+3. append quarantined rows to ``ops/quarantine``;
+4. run the table's quality checks on the rows about to be loaded → ``ops/dq_results``; an
+   error-level failure fails the job here, before silver changes;
+5. record the accounting in ``ops/job_runs``, then append the loaded rows to silver with the txn
+   that says which bronze version silver now covers.
+
+A run that died after step 3 is replayed with the same target (the quarantine txn says how far it
+got), so reruns neither skip nor double any row. Dedup rule: the business key is unique within its
+event date (the date is derived from the record's own timestamp, so a re-delivered record has the
+same one); the first delivery wins, by bronze ``_ingested_at``, then ``_source_file``, then line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from lakeml import runlog
+from lakeml.config import Config, SilverConfig
+from lakeml.errors import JobFailed
+from lakeml.lakehouse import Lakehouse
+from lakeml.pipeline import JobContext, JobResult
+from lakeml.quality.expectations import CheckResult, evaluate_checks, validate_checks
+from lakeml.quality.ops import (
+    DQ_RESULTS_SCHEMA,
+    JOB_RUNS_SCHEMA,
+    QUARANTINE_PARTITIONS,
+    QUARANTINE_SCHEMA,
+)
+from lakeml.transforms.pii import pii_key_from_env
+
+EVENT_DATE = "event_date"
+REJECT_REASON = "_reject_reason"
+IS_HEADER = "_is_header"
+STATUS = "_status"
+STATUSES = ("header", "quarantined", "duplicate", "loaded")
+# Bronze columns every parse result carries through, for quarantine rows and lineage.
+BRONZE_LINEAGE = ("value", "raw_bytes", "_source_file", "_batch_id", "_ingested_at")
+
+
+@dataclass(frozen=True)
+class ParseRules:
+    """What a feed's parser needs besides the rows: limits and reference data, and the PII key."""
+
+    silver: SilverConfig
+    pii_key: bytes | None = None
+
+
+@dataclass(frozen=True)
+class SilverFeed:
+    """One feed's bronze → silver contract."""
+
+    name: str
+    schema: T.StructType  # the silver table; partitioned by event_date
+    keys: tuple[str, ...]  # business key, unique within an event date
+    # bronze rows → every silver column + _reject_reason + _is_header + BRONZE_LINEAGE
+    parse: Callable[[DataFrame, ParseRules], DataFrame]
+    needs_pii_key: bool = False
+
+
+@dataclass
+class SilverLoad:
+    """What one run did for one feed (all zeros when silver was already up to date)."""
+
+    feed: str
+    bronze_from: int = -1
+    bronze_to: int = -1
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
+    checks: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def rows_in(self) -> int:
+        return sum(self.counts.values())
+
+
+def classify_rows(parsed: DataFrame, keys: Sequence[str], existing_keys: DataFrame) -> DataFrame:
+    """Reads _reject_reason, _is_header, the keys, event_date and lineage; adds _status (one of STATUSES)."""
+    valid = F.col(REJECT_REASON).isNull() & ~F.col(IS_HEADER)
+    partition = [*keys, EVENT_DATE]
+    # Valid rows first, so an invalid copy of a key never pushes its valid twin into "duplicate".
+    first_delivery = Window.partitionBy(*partition).orderBy(
+        valid.desc(), "_ingested_at", "_source_file", "value"
+    )
+    seen = existing_keys.select(*partition).distinct().withColumn("_in_silver", F.lit(True))
+    return (
+        parsed.withColumn("_delivery", F.row_number().over(first_delivery))
+        .join(seen, on=partition, how="left")
+        .withColumn(
+            STATUS,
+            F.when(F.col(IS_HEADER), "header")
+            .when(F.col(REJECT_REASON).isNotNull(), "quarantined")
+            .when(F.col("_in_silver") | (F.col("_delivery") > 1), "duplicate")
+            .otherwise("loaded"),
+        )
+        .drop("_delivery", "_in_silver")
+    )
+
+
+def quarantine_rows(classified: DataFrame, feed: str, bronze_version: int, run_id: str) -> DataFrame:
+    """Reads classified rows; keeps the quarantined ones shaped as QUARANTINE_SCHEMA rows."""
+    return classified.where(F.col(STATUS) == "quarantined").select(
+        F.lit(feed).alias("feed"),
+        F.col("value").alias("raw_record"),
+        F.col("raw_bytes"),
+        F.col(REJECT_REASON).alias("reason"),
+        F.col("_batch_id").alias("batch_id"),
+        F.col("_source_file").alias("source_file"),
+        F.lit(bronze_version).cast("long").alias("bronze_version"),
+        F.lit(run_id).alias("run_id"),
+        F.current_timestamp().alias("quarantined_at"),
+    )
+
+
+class SilverStep:
+    """The tables one feed's silver step reads and writes, and the batch it is due to process."""
+
+    def __init__(self, spark: SparkSession, config: Config, feed: SilverFeed) -> None:
+        self.spark, self.config, self.feed = spark, config, feed
+        lake = Lakehouse(spark, config)
+        self.bronze = lake.table("bronze", feed.name)
+        self.silver = lake.table("silver", feed.name)
+        self.quarantine = lake.table("ops", "quarantine")
+        self.job_runs = lake.table("ops", "job_runs")
+        self.dq_results = lake.table("ops", "dq_results")
+        self.checks = config.silver.checks.get(feed.name, ())
+        validate_checks(feed.name, self.checks, feed.schema.fieldNames())
+
+    def app_id(self, kind: str) -> str:
+        return f"lakeml.{kind}.{self.feed.name}"
+
+    def create_tables(self) -> None:
+        if not self.bronze.exists():
+            raise JobFailed(
+                f"bronze/{self.feed.name} does not exist at {self.bronze.uri}: run the ingest_bronze job first"
+            )
+        self.silver.create(self.feed.schema, [EVENT_DATE])
+        self.quarantine.create(QUARANTINE_SCHEMA, QUARANTINE_PARTITIONS)
+        self.job_runs.create(JOB_RUNS_SCHEMA)
+        self.dq_results.create(DQ_RESULTS_SCHEMA)
+
+    def pending_range(self) -> tuple[int, int]:
+        """(last bronze version in silver, bronze version to process up to); equal when up to date."""
+        done = self.silver.transaction_version(self.app_id("silver"))
+        done = -1 if done is None else done
+        quarantined = self.quarantine.transaction_version(self.app_id("quarantine"))
+        if quarantined is not None and quarantined > done:
+            return done, quarantined  # an interrupted batch: replay exactly its range
+        return done, self.bronze.version()
+
+
+def load_bronze_to_silver(ctx: JobContext, feed: SilverFeed, job_name: str) -> SilverLoad:
+    """Process every bronze row of ``feed`` not yet in silver; returns the batch's accounting."""
+    # The key first: without it nothing may be written, not even empty tables.
+    rules = ParseRules(
+        ctx.config.silver, pii_key_from_env(ctx.config.silver.pii_key_env) if feed.needs_pii_key else None
+    )
+    step = SilverStep(ctx.spark, ctx.config, feed)
+    step.create_tables()
+    done, target = step.pending_range()
+    load = SilverLoad(feed.name, done, target)
+    if target <= done:
+        return load
+
+    started = _utc_now()
+    rows_in = sum(e.num_records or 0 for e in step.bronze.appended_files(done, target))
+    parsed = feed.parse(step.bronze.changes_since(done, until=target), rules).persist(
+        StorageLevel.MEMORY_AND_DISK
+    )
+    try:
+        valid = parsed.where(F.col(REJECT_REASON).isNull() & ~F.col(IS_HEADER))
+        # Per-batch metadata: the event dates this batch touches (days, not rows).
+        dates = [r[0] for r in valid.select(EVENT_DATE).distinct().collect()]
+        existing = (
+            step.silver.read(where=[(EVENT_DATE, "in", dates)])
+            if dates
+            else ctx.spark.createDataFrame([], feed.schema)
+        )
+        classified = classify_rows(parsed, feed.keys, existing).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            return _commit_batch(ctx, step, load, classified, rows_in, started, job_name)
+        finally:
+            classified.unpersist()
+    finally:
+        parsed.unpersist()
+
+
+def _commit_batch(
+    ctx: JobContext,
+    step: SilverStep,
+    load: SilverLoad,
+    classified: DataFrame,
+    rows_in: int,
+    started: dt.datetime,
+    job_name: str,
+) -> SilverLoad:
+    feed, target = step.feed.name, load.bronze_to
+    for row in classified.groupBy(STATUS).count().collect():
+        load.counts[row[STATUS]] = int(row["count"])
+
+    def record_run(status: str, message: str | None, txn: tuple[str, int] | None) -> None:
+        c = load.counts
+        row = (
+            ctx.run_id, job_name, f"silver/{feed}", ctx.run_date, load.bronze_from, target, rows_in,
+            c["loaded"], c["duplicate"], c["quarantined"], c["header"], status, message, started, _utc_now(),
+        )  # fmt: skip
+        step.job_runs.append(ctx.spark.createDataFrame([row], JOB_RUNS_SCHEMA), txn=txn)
+
+    if load.rows_in != rows_in:
+        message = f"row accounting mismatch: bronze has {rows_in} rows in versions ({load.bronze_from}, {target}], classified {load.counts}"
+        record_run("failed", message, None)
+        raise JobFailed(f"silver/{feed}: {message}")
+
+    step.quarantine.append(
+        quarantine_rows(classified, feed, target, ctx.run_id), txn=(step.app_id("quarantine"), target)
+    )
+    loaded = classified.where(F.col(STATUS) == "loaded").select(*step.feed.schema.fieldNames())
+    records = rows_in - load.counts["header"]
+    run_end = dt.datetime.combine(ctx.run_date + dt.timedelta(days=1), dt.time())
+    load.checks = evaluate_checks(loaded, step.checks, records, load.counts["quarantined"], run_end)
+    failed = [c for c in load.checks if not c.passed and c.level == "error"]
+    _record_checks(ctx, step, load, txn=None if failed else (step.app_id("dq"), target))
+    for check in load.checks:
+        if not check.passed:
+            runlog.event("dq_check_failed", table=f"silver/{feed}", level=check.level, check=check.describe())
+    if failed:
+        message = "data-quality checks failed: " + "; ".join(c.describe() for c in failed)
+        record_run("failed", message, None)
+        raise JobFailed(f"silver/{feed}: {message}; the batch was not committed")
+
+    record_run("ok", None, (step.app_id("job_runs"), target))
+    outcome = step.silver.append(loaded, txn=(step.app_id("silver"), target))
+    if not outcome.noop and outcome.rows_added != load.counts["loaded"]:
+        message = f"silver committed {outcome.rows_added} rows, expected {load.counts['loaded']}"
+        record_run("failed", message, None)
+        raise JobFailed(f"silver/{feed}: {message}")
+    return load
+
+
+def _record_checks(ctx: JobContext, step: SilverStep, load: SilverLoad, txn: tuple[str, int] | None) -> None:
+    if not load.checks:
+        return
+    now = _utc_now()
+    rows = [
+        (ctx.run_id, f"silver/{step.feed.name}", load.bronze_to, c.check, c.target, c.level, c.passed,
+         c.failed_rows, c.rows_checked, c.observed, now)
+        for c in load.checks
+    ]  # fmt: skip
+    step.dq_results.append(ctx.spark.createDataFrame(rows, DQ_RESULTS_SCHEMA), txn=txn)
+
+
+def _utc_now() -> dt.datetime:
+    # Zone-aware: PySpark would read a naive datetime in the driver process's local zone.
+    return dt.datetime.now(dt.UTC)
+
+
+def silver_job(ctx: JobContext, feeds: Sequence[SilverFeed], job_name: str) -> JobResult:
+    """Run the silver step for each feed; rows in = bronze rows taken, rows out = rows loaded."""
+    loads = [load_bronze_to_silver(ctx, feed, job_name) for feed in feeds]
+    details: dict[str, int] = {}
+    for load in loads:
+        for status, count in load.counts.items():
+            details[f"{load.feed}_{status}"] = count
+    return JobResult(
+        rows_in=sum(load.rows_in for load in loads),
+        rows_out=sum(load.counts["loaded"] for load in loads),
+        details=details,
+    )

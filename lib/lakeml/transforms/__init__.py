@@ -1,0 +1,1 @@
+"""Shared pure transforms: column builders and ``DataFrame -> DataFrame`` functions, no I/O."""

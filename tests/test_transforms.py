@@ -1,0 +1,149 @@
+"""Shared column transforms: PII tokens, timestamp/decimal/number parsing, reject reasons."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+from decimal import Decimal
+
+import pytest
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from lakeml.errors import ConfigError
+from lakeml.transforms.pii import hmac_sha256_hex, last_digits, pii_key_from_env
+from lakeml.transforms.standardize import (
+    first_reject_reason,
+    parse_boolean,
+    parse_decimal,
+    parse_finite_double,
+    parse_int,
+    parse_utc_timestamp,
+    strip_bom,
+    utc_offset_minutes,
+)
+
+
+@pytest.mark.parametrize("key", [b"k" * 16, b"a-much-longer-key-than-one-sha256-block-" * 3])
+def test_hmac_matches_python_hmac_for_short_and_long_keys(spark, key):
+    messages = ["4532011234567890", "10.0.0.1", "ünïcödé", ""]
+    df = spark.createDataFrame([(m,) for m in [*messages, None]], "m string")
+    got = df.select("m", hmac_sha256_hex(F.col("m"), key).alias("token"))
+    expected = spark.createDataFrame(
+        [(m, hmac.new(key, m.encode(), hashlib.sha256).hexdigest()) for m in messages] + [(None, None)],
+        "m string, token string",
+    )
+    assertDataFrameEqual(got, expected, checkRowOrder=False)
+
+
+def test_pii_key_must_come_from_the_environment(monkeypatch):
+    monkeypatch.delenv("LAKEML_TEST_KEY", raising=False)
+    with pytest.raises(ConfigError, match="LAKEML_TEST_KEY .* not set.*no default"):
+        pii_key_from_env("LAKEML_TEST_KEY")
+    monkeypatch.setenv("LAKEML_TEST_KEY", "short")
+    with pytest.raises(ConfigError, match="at least 16"):
+        pii_key_from_env("LAKEML_TEST_KEY")
+    monkeypatch.setenv("LAKEML_TEST_KEY", "0123456789abcdef")
+    assert pii_key_from_env("LAKEML_TEST_KEY") == b"0123456789abcdef"
+
+
+def test_timestamps_need_a_zone_and_become_utc(spark):
+    rows = [
+        ("2026-11-20T14:03:07.123+01:00", dt.datetime(2026, 11, 20, 13, 3, 7, 123000), 60),
+        ("2026-11-20T13:45:12.123Z", dt.datetime(2026, 11, 20, 13, 45, 12, 123000), 0),
+        ("2026-11-20T14:00:00-05:30", dt.datetime(2026, 11, 20, 19, 30), -330),
+        ("2026-11-20 14:00", None, None),  # local time without a zone is ambiguous
+        ("1763647387123", None, None),  # epoch milliseconds
+        ("20/11/2026 13:45:12", None, None),
+        ("2026-13-40T00:00:00Z", None, None),  # matches the shape, not a date
+    ]
+    df = spark.createDataFrame([(r[0],) for r in rows], "t string")
+    got = df.select(
+        "t", parse_utc_timestamp(F.col("t")).alias("utc"), utc_offset_minutes(F.col("t")).alias("offset")
+    )
+    expected = spark.createDataFrame(
+        [(t, u, o if u is not None or o is None else None) for t, u, o in rows],
+        "t string, utc timestamp_ntz, offset int",
+    ).select("t", F.col("utc").cast("timestamp").alias("utc"), "offset")
+    got = got.withColumn("offset", F.when(F.col("utc").isNotNull(), F.col("offset")))
+    assertDataFrameEqual(got, expected, checkRowOrder=False)
+
+
+def test_numbers_decimals_and_booleans(spark):
+    df = spark.createDataFrame(
+        [
+            ("12.50",),
+            ("12,50",),
+            ("-3",),
+            ("N/A",),
+            ("1e400",),
+            ("NaN",),
+            ("Infinity",),
+            ("99999999999999999999",),
+            (" 7 ",),
+        ],
+        "x string",
+    )
+    got = df.select(
+        "x",
+        parse_decimal(F.col("x"), 18, 2).alias("dec"),
+        parse_finite_double(F.col("x")).alias("dbl"),
+        parse_int(F.col("x")).alias("int"),
+    )
+    expected = spark.createDataFrame(
+        [
+            ("12.50", Decimal("12.50"), 12.5, None),
+            ("12,50", Decimal("12.50"), None, None),
+            ("-3", Decimal("-3.00"), -3.0, -3),
+            ("N/A", None, None, None),
+            ("1e400", None, None, None),
+            ("NaN", None, None, None),
+            ("Infinity", None, None, None),
+            ("99999999999999999999", None, 1e20, None),  # overflows DECIMAL(18,2) and int
+            (" 7 ", Decimal("7.00"), 7.0, 7),
+        ],
+        "x string, dec decimal(18,2), dbl double, int int",
+    )
+    assertDataFrameEqual(got, expected, checkRowOrder=False)
+    flags = spark.createDataFrame([("TRUE",), ("false",), ("yes",)], "b string").select(
+        "b", parse_boolean(F.col("b")).alias("v")
+    )
+    assertDataFrameEqual(
+        flags,
+        spark.createDataFrame([("TRUE", True), ("false", False), ("yes", None)], "b string, v boolean"),
+        checkRowOrder=False,
+    )
+
+
+def test_first_reject_reason_takes_the_first_failing_rule_and_ignores_nulls(spark):
+    df = spark.createDataFrame([(1, None), (5, 2), (50, 50), (-1, 1)], "a int, b int")
+    reason = first_reject_reason(
+        [
+            (F.col("a") < 0, "negative"),
+            (F.col("b") > 10, F.concat(F.lit("big b "), F.col("b").cast("string"))),
+            (F.col("a") > 10, "big a"),
+        ]
+    )
+    got = df.select("a", reason.alias("reason"))
+    expected = spark.createDataFrame(
+        [(1, None), (5, None), (50, "big b 50"), (-1, "negative")], "a int, reason string"
+    )
+    assertDataFrameEqual(got, expected, checkRowOrder=False)
+
+
+def test_bom_and_last_digits(spark):
+    df = spark.createDataFrame([("\ufeff{}",), ("ok\ufffdx",), ("4532011234567890",)], "s string")
+    got = df.select(
+        strip_bom(F.col("s")).alias("stripped"),
+        last_digits(F.col("s")).alias("last4"),
+    )
+    expected = spark.createDataFrame(
+        [
+            ("{}", "\ufeff{}"),  # shorter than 4: the whole text
+            ("ok\ufffdx", "ok\ufffdx"),
+            ("4532011234567890", "7890"),
+        ],
+        "stripped string, last4 string",
+    )
+    assertDataFrameEqual(got, expected, checkRowOrder=False)
