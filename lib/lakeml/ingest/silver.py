@@ -35,7 +35,7 @@ from lakeml.config import Config, SilverConfig
 from lakeml.errors import JobFailed
 from lakeml.lakehouse import Lakehouse
 from lakeml.pipeline import JobContext, JobResult
-from lakeml.quality.expectations import CheckResult, evaluate_checks, validate_checks
+from lakeml.quality.expectations import CheckResult, check_aggregates, check_results, validate_checks
 from lakeml.quality.ops import (
     DQ_RESULTS_SCHEMA,
     JOB_RUNS_SCHEMA,
@@ -89,22 +89,30 @@ class SilverLoad:
 
 
 def classify_rows(parsed: DataFrame, keys: Sequence[str], existing_keys: DataFrame) -> DataFrame:
-    """Reads _reject_reason, _is_header, the keys, event_date and lineage; adds _status (one of STATUSES)."""
-    valid = F.col(REJECT_REASON).isNull() & ~F.col(IS_HEADER)
+    """Reads _reject_reason, _is_header, the keys, event_date and lineage; adds _status (one of STATUSES).
+
+    The silver keys of the touched dates are unioned in and ranked first, so one window over
+    (keys, event_date) finds both kinds of duplicate; the rows leave clustered by event date, which
+    is also the layout the silver writer wants (one file per date and task).
+    """
     partition = [*keys, EVENT_DATE]
-    # Valid rows first, so an invalid copy of a key never pushes its valid twin into "duplicate".
+    valid = F.col(REJECT_REASON).isNull() & ~F.col(IS_HEADER)
+    known = existing_keys.select(*partition).withColumn("_in_silver", F.lit(True))
+    # Silver's rows first, then valid rows, so an invalid copy never makes its valid twin a duplicate.
     first_delivery = Window.partitionBy(*partition).orderBy(
-        valid.desc(), "_ingested_at", "_source_file", "value"
+        F.col("_in_silver").desc(), valid.desc(), "_ingested_at", "_source_file", "value"
     )
-    seen = existing_keys.select(*partition).distinct().withColumn("_in_silver", F.lit(True))
     return (
-        parsed.withColumn("_delivery", F.row_number().over(first_delivery))
-        .join(seen, on=partition, how="left")
+        parsed.withColumn("_in_silver", F.lit(False))
+        .unionByName(known, allowMissingColumns=True)
+        .repartition(EVENT_DATE)
+        .withColumn("_delivery", F.row_number().over(first_delivery))
+        .where(~F.col("_in_silver"))
         .withColumn(
             STATUS,
             F.when(F.col(IS_HEADER), "header")
             .when(F.col(REJECT_REASON).isNotNull(), "quarantined")
-            .when(F.col("_in_silver") | (F.col("_delivery") > 1), "duplicate")
+            .when(F.col("_delivery") > 1, "duplicate")
             .otherwise("loaded"),
         )
         .drop("_delivery", "_in_silver")
@@ -209,8 +217,14 @@ def _commit_batch(
     job_name: str,
 ) -> SilverLoad:
     feed, target = step.feed.name, load.bronze_to
-    for row in classified.groupBy(STATUS).count().collect():
-        load.counts[row[STATUS]] = int(row["count"])
+    run_end = dt.datetime.combine(ctx.run_date + dt.timedelta(days=1), dt.time())
+    is_loaded = F.col(STATUS) == "loaded"
+    # One pass over the batch: the accounting and every quality check on the rows to be loaded.
+    aggregates = {f"__n_{s}": F.count_if(F.col(STATUS) == s) for s in STATUSES}
+    aggregates.update(check_aggregates(step.checks, run_end, checked=is_loaded))
+    values = classified.agg(*[expr.alias(name) for name, expr in aggregates.items()]).first()
+    assert values is not None
+    load.counts = {s: int(values[f"__n_{s}"]) for s in STATUSES}
 
     def record_run(status: str, message: str | None, txn: tuple[str, int] | None) -> None:
         c = load.counts
@@ -228,10 +242,9 @@ def _commit_batch(
     step.quarantine.append(
         quarantine_rows(classified, feed, target, ctx.run_id), txn=(step.app_id("quarantine"), target)
     )
-    loaded = classified.where(F.col(STATUS) == "loaded").select(*step.feed.schema.fieldNames())
+    loaded = classified.where(is_loaded).select(*step.feed.schema.fieldNames())
     records = rows_in - load.counts["header"]
-    run_end = dt.datetime.combine(ctx.run_date + dt.timedelta(days=1), dt.time())
-    load.checks = evaluate_checks(loaded, step.checks, records, load.counts["quarantined"], run_end)
+    load.checks = check_results(values, step.checks, records, load.counts["quarantined"])
     failed = [c for c in load.checks if not c.passed and c.level == "error"]
     _record_checks(ctx, step, load, txn=None if failed else (step.app_id("dq"), target))
     for check in load.checks:

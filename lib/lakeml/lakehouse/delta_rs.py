@@ -379,7 +379,9 @@ class DeltaRsEngine:
         source = source.persist(StorageLevel.MEMORY_AND_DISK)
         matches: DataFrame | None = None
         try:
+            _t0 = time.perf_counter()
             scope = _MergeScope.of(source, keys, partition_by, schema)
+            print(f"PROF scope {time.perf_counter() - _t0:.2f}", flush=True)
             # A source that fits in memory is broadcast, so the table side is never shuffled.
             small = scope.rows <= self.settings.merge_broadcast_rows
             hint = F.broadcast if small else (lambda df: df)
@@ -387,7 +389,15 @@ class DeltaRsEngine:
             parts: list[DataFrame] = []
             touched: list[FileEntry] = []
             inserts = source
-            if candidates:
+            if candidates and self._few_rows(candidates):
+                # Few candidate rows: no separate pass to find the touched files. Every candidate is
+                # rewritten (the source scoped them: its rows lie in their partitions and key ranges),
+                # and their keys, broadcast, tell the inserts apart: one job writes everything.
+                if when_matched in ("update", "delete"):
+                    touched = candidates
+                keys_df = self.scan(candidates, table).select(*keys)
+                inserts = source.join(F.broadcast(keys_df), list(keys), "left_anti")
+            elif candidates:
                 # One pass over the candidates' key columns finds the matched keys and the files holding them.
                 matches = (
                     self.scan(candidates, table, keep_file_name=True)
@@ -400,6 +410,10 @@ class DeltaRsEngine:
                     names = {r[0] for r in matches.select(FILE_COLUMN).distinct().collect()}
                     touched = [e for e in candidates if e.name in names]
                 inserts = source.join(hint(matches.select(*keys)), list(keys), "left_anti")
+                print(
+                    f"PROF matches {time.perf_counter() - _t0:.2f} cand={len(candidates)} touched={len(touched)}",
+                    flush=True,
+                )
             if touched:
                 # Rewritten rows keep the scan's layout (one task per file): no shuffle of the table.
                 parts.append(
@@ -414,6 +428,7 @@ class DeltaRsEngine:
                     self._commit(table, [], [], "MERGE", ConflictRule(), txn) if txn else CommitOutcome(None)
                 )
             files = self._write(reduce(lambda a, b: a.unionByName(b), parts), table)
+            print(f"PROF write {time.perf_counter() - _t0:.2f} files={len(files)}", flush=True)
             rule = ConflictRule(
                 removed_by_us=frozenset(e.path for e in touched),
                 read_by_us=frozenset(e.path for e in candidates),
@@ -431,6 +446,11 @@ class DeltaRsEngine:
             if matches is not None:
                 matches.unpersist()
             source.unpersist()
+
+    def _few_rows(self, entries: Sequence[FileEntry]) -> bool:
+        """Whether ``entries`` hold few enough rows (by their statistics) to broadcast their keys."""
+        rows = [e.num_records for e in entries]
+        return all(r is not None for r in rows) and sum(rows) <= self.settings.merge_broadcast_rows
 
     def optimize(self, target_file_size_mb: int, filters: predicates.Filters) -> CommitOutcome:
         table = self._table()

@@ -13,7 +13,7 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Row
 from pyspark.sql import functions as F
 
 from lakeml.config import CheckConfig
@@ -64,20 +64,72 @@ def validate_checks(table: str, checks: Sequence[CheckConfig], columns: Sequence
             raise ConfigError(f"silver.checks.{table}: check {check.check} " + "; ".join(problems))
 
 
-def _failing_rows(check: CheckConfig) -> Column | None:
-    """An aggregate counting the rows that fail a row-level check (None for table-level checks)."""
+def _failing_rows(check: CheckConfig, checked: Column) -> Column | None:
+    """An aggregate counting the checked rows that fail a row-level check (None for table-level checks)."""
     if check.check == "not_null":
-        return F.count_if(F.col(check.column).isNull())
+        return F.count_if(checked & F.col(check.column).isNull())
     if check.check == "range":
         value = F.col(check.column)
         low = value < F.lit(check.min_value) if check.min_value is not None else F.lit(False)
         high = value > F.lit(check.max_value) if check.max_value is not None else F.lit(False)
-        return F.count_if(F.coalesce(low | high, F.lit(False)))
+        return F.count_if(checked & F.coalesce(low | high, F.lit(False)))
     if check.check == "accepted_values":
-        return F.count_if(F.col(check.column).isNotNull() & ~F.col(check.column).isin(list(check.values)))
+        column = F.col(check.column)
+        return F.count_if(checked & column.isNotNull() & ~column.isin(list(check.values)))
     if check.check == "unique":
-        return F.count(F.lit(1)) - F.count_distinct(*[F.col(c) for c in check.columns])
+        # count_distinct skips rows with a NULL, which is what unchecked rows become here.
+        distinct = F.count_distinct(*[F.when(checked, F.col(c)) for c in check.columns])
+        return F.count_if(checked) - distinct
     return None
+
+
+def check_aggregates(
+    checks: Sequence[CheckConfig], run_end: dt.datetime, checked: Column | None = None
+) -> dict[str, Column]:
+    """Aggregate columns computing every check over the rows where ``checked`` holds (all rows if None).
+
+    Returned separately so a caller can fold them into an aggregation it runs anyway.
+    """
+    checked = F.lit(True) if checked is None else F.coalesce(checked, F.lit(False))
+    aggregates: dict[str, Column] = {"__rows": F.count_if(checked)}
+    for i, check in enumerate(checks):
+        failing = _failing_rows(check, checked)
+        if failing is not None:
+            aggregates[f"__c{i}"] = failing
+        elif check.check == "freshness":
+            # Compared in Spark (session time zone UTC): collected timestamps would be in the driver's zone.
+            assert check.max_age_hours is not None
+            oldest = (run_end - dt.timedelta(hours=check.max_age_hours)).strftime("%Y-%m-%d %H:%M:%S")
+            newest = F.max(F.when(checked, F.col(check.column)))
+            aggregates[f"__c{i}"] = F.date_format(newest, "yyyy-MM-dd'T'HH:mm:ss'Z'")
+            aggregates[f"__p{i}"] = F.coalesce(newest >= F.to_timestamp(F.lit(oldest)), F.lit(False))
+    return aggregates
+
+
+def check_results(
+    values: Row, checks: Sequence[CheckConfig], records_in: int, records_quarantined: int
+) -> list[CheckResult]:
+    """One result per check from the row the ``check_aggregates`` columns produced."""
+    rows = int(values["__rows"])
+    results = []
+    for i, check in enumerate(checks):
+        target = check.column or ",".join(check.columns) or "batch"
+        if check.check == "quarantine_rate":
+            rate = records_quarantined / records_in if records_in else 0.0
+            assert check.max_value is not None
+            passed = rate <= check.max_value
+            results.append(
+                CheckResult(check.check, target, check.level, passed, None, records_in, f"{rate:.6f}")
+            )
+        elif check.check == "freshness":
+            passed = bool(values[f"__p{i}"])
+            results.append(
+                CheckResult(check.check, target, check.level, passed, None, rows, values[f"__c{i}"])
+            )
+        else:
+            failed = int(values[f"__c{i}"])
+            results.append(CheckResult(check.check, target, check.level, failed == 0, failed, rows, None))
+    return results
 
 
 def evaluate_checks(
@@ -88,36 +140,7 @@ def evaluate_checks(
     run_end: dt.datetime,  # naive UTC
 ) -> list[CheckResult]:
     """Run ``checks`` on ``batch`` (the rows about to be committed) in one pass; one result per check."""
-    aggregates: dict[str, Column] = {"__rows": F.count(F.lit(1))}
-    for i, check in enumerate(checks):
-        failing = _failing_rows(check)
-        if failing is not None:
-            aggregates[f"c{i}"] = failing
-        elif check.check == "freshness":
-            # Compared in Spark (session time zone UTC): collected timestamps would be in the driver's zone.
-            assert check.max_age_hours is not None
-            oldest = (run_end - dt.timedelta(hours=check.max_age_hours)).strftime("%Y-%m-%d %H:%M:%S")
-            newest = F.max(check.column)
-            aggregates[f"c{i}"] = F.date_format(newest, "yyyy-MM-dd'T'HH:mm:ss'Z'")
-            aggregates[f"p{i}"] = F.coalesce(newest >= F.to_timestamp(F.lit(oldest)), F.lit(False))
+    aggregates = check_aggregates(checks, run_end)
     values = batch.agg(*[expr.alias(name) for name, expr in aggregates.items()]).first()
     assert values is not None
-    rows = int(values["__rows"])
-    results = []
-    for i, check in enumerate(checks):
-        target = check.column or ",".join(check.columns) or "batch"
-        if check.check == "quarantine_rate":
-            rate = records_quarantined / records_in if records_in else 0.0
-            assert check.max_value is not None
-            results.append(
-                CheckResult(
-                    check.check, target, check.level, rate <= check.max_value, None, records_in, f"{rate:.6f}"
-                )
-            )
-        elif check.check == "freshness":
-            passed = bool(values[f"p{i}"])
-            results.append(CheckResult(check.check, target, check.level, passed, None, rows, values[f"c{i}"]))
-        else:
-            failed = int(values[f"c{i}"])
-            results.append(CheckResult(check.check, target, check.level, failed == 0, failed, rows, None))
-    return results
+    return check_results(values, checks, records_in, records_quarantined)

@@ -1,0 +1,116 @@
+"""Benchmark landing → bronze → silver against a plain Spark copy of the same files, in one run.
+
+    .venv/bin/python scripts/bench_ingest.py [--scale 100] [--days 3] [--seed 7]
+
+Generates landing files (not timed), then per feed measures:
+  copy      spark.read.json/csv (all columns as text) → write.parquet of the landing folder;
+  lakeml    bronze load (streaming availableNow + Delta commit) + silver step (parse, standardize,
+            PII tokens, dedup, quarantine, quality checks, accounting, Delta commits).
+Prints rows, seconds, rows/s and the throughput ratio lakeml ÷ copy (target ≥ 0.5).
+Needs LAKEML_PII_KEY (a throwaway key is set for the run if it is missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import secrets
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+from pyspark.sql import types as T
+
+from lakeml.config import Config, load_config
+from lakeml.domains.banking.silver import CHARGEBACK_FIELDS, CHARGEBACKS, TRANSACTION_FIELDS, TRANSACTIONS
+from lakeml.domains.commerce.silver import CLICKSTREAM, CLICKSTREAM_FIELDS
+from lakeml.domains.maintenance.silver import MAINTENANCE, MAINTENANCE_FIELDS, TELEMETRY, TELEMETRY_FIELDS
+from lakeml.generate import run_generation
+from lakeml.ingest.bronze import load_feed_to_bronze
+from lakeml.ingest.silver import SilverFeed, load_bronze_to_silver
+from lakeml.pipeline import JobContext
+from lakeml.session import build_spark
+
+FEEDS: dict[str, tuple[SilverFeed, str, tuple[str, ...]]] = {
+    "clickstream": (CLICKSTREAM, "json", CLICKSTREAM_FIELDS),
+    "transactions": (TRANSACTIONS, "csv", TRANSACTION_FIELDS),
+    "chargebacks": (CHARGEBACKS, "csv", CHARGEBACK_FIELDS),
+    "telemetry": (TELEMETRY, "json", TELEMETRY_FIELDS),
+    "maintenance": (MAINTENANCE, "csv", MAINTENANCE_FIELDS),
+}
+
+
+def plain_copy(spark: SparkSession, landing: str, fmt: str, fields: tuple[str, ...], out: str) -> int:
+    """The baseline: read the feed's files with Spark's own reader and write them as Parquet."""
+    schema = T.StructType([T.StructField(f, T.StringType()) for f in fields])
+    reader = spark.read.schema(schema)
+    df = reader.json(landing) if fmt == "json" else reader.option("header", True).csv(landing)
+    df.write.mode("overwrite").parquet(out)
+    return spark.read.parquet(out).count()
+
+
+def timed(action):  # type: ignore[no-untyped-def]
+    started = time.perf_counter()
+    result = action()
+    return result, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=int, default=100)
+    parser.add_argument("--days", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--feeds", default=",".join(FEEDS))
+    args = parser.parse_args()
+    os.environ.setdefault("LAKEML_PII_KEY", secrets.token_hex(32))
+
+    work = Path(tempfile.mkdtemp(prefix="lakeml-bench-ingest-"))
+    try:
+        config: Config = load_config(
+            "local", [f"lakehouse.root={work / 'lake'}", "spark.conf.spark.ui.enabled=false"]
+        )
+        spark = build_spark(config, app_name="lakeml-bench-ingest")
+        # Yesterday: events must not look "in the future" next to their ingestion time.
+        end = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+        _, seconds = timed(
+            lambda: run_generation(
+                spark, config.landing_path(), scale=args.scale, days=args.days, seed=args.seed, end_date=end
+            )
+        )
+        print(f"generated scale {args.scale} × {args.days} days in {seconds:.1f} s (not timed below)")
+        print(
+            f"{'feed':<13}{'rows':>11}{'copy s':>9}{'bronze s':>10}{'silver s':>10}{'rows/s':>10}{'ratio':>8}"
+        )
+        total_rows = total_copy = total_lakeml = 0.0
+        for name in args.feeds.split(","):
+            feed, fmt, fields = FEEDS[name]
+            landing = str(Path(config.landing_path()) / name)
+            rows, copy_s = timed(lambda: plain_copy(spark, landing, fmt, fields, str(work / "copy" / name)))  # noqa: B023
+            _, bronze_s = timed(lambda: load_feed_to_bronze(spark, config, name))  # noqa: B023
+            ctx = JobContext(spark, config, end, uuid.uuid4().hex)
+            load, silver_s = timed(lambda: load_bronze_to_silver(ctx, feed, "bench.build_silver"))  # noqa: B023
+            lakeml_s = bronze_s + silver_s
+            bronze_rows = load.rows_in
+            ratio = (bronze_rows / lakeml_s) / (rows / copy_s) if rows else float("nan")
+            print(
+                f"{name:<13}{bronze_rows:>11,}{copy_s:>9.1f}{bronze_s:>10.1f}{silver_s:>10.1f}"
+                f"{bronze_rows / lakeml_s:>10,.0f}{ratio:>8.2f}"
+            )
+            total_rows += bronze_rows
+            total_copy += copy_s * bronze_rows / max(rows, 1)
+            total_lakeml += lakeml_s
+        print(
+            f"{'all':<13}{int(total_rows):>11,}{total_copy:>9.1f}{'':>20}{total_rows / total_lakeml:>10,.0f}"
+            f"{total_copy / total_lakeml:>8.2f}   (ratio = lakeml rows/s ÷ plain copy rows/s; target ≥ 0.5)"
+        )
+        spark.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
