@@ -49,6 +49,21 @@ def test_missing_landing_folder_fails_the_job_with_exit_1(tmp_path):
     assert "does not exist" in result.stderr.splitlines()[-1]
 
 
+def test_missing_pii_key_exits_2_naming_the_variable(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "LAKEML_PII_KEY"}
+    env["LAKEML_LAKEHOUSE"] = str(tmp_path)
+    result = subprocess.run(
+        [*LAKEML, "run", "banking.build_silver", "--env", "test"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert "LAKEML_PII_KEY (silver.pii_key_env) is not set" in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "silver").exists()
+
+
 def test_list_shows_every_job_with_dependencies(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out

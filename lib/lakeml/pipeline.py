@@ -16,7 +16,7 @@ from pyspark.sql import SparkSession
 
 from lakeml import runlog
 from lakeml.config import Config
-from lakeml.errors import JobFailed, LakemlError, UsageError
+from lakeml.errors import ConfigError, JobFailed, LakemlError, UsageError
 
 
 @dataclass(frozen=True)
@@ -138,6 +138,8 @@ def run_job(spec: JobSpec, spark: SparkSession, config: Config, run_date: date) 
         seconds = round(time.perf_counter() - started, 3)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         runlog.event("job_end", **common, status="failed", seconds=seconds, error=reason)
+        if isinstance(exc, ConfigError):
+            raise  # a configuration problem (e.g. a missing secret) is exit 2, not a failed job
         if not isinstance(exc, LakemlError):
             traceback.print_exc()
         raise JobFailed(f"job {spec.name} failed: {reason}") from exc
