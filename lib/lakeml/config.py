@@ -123,6 +123,52 @@ class SilverConfig:
 
 
 @dataclass(frozen=True)
+class CommerceFeaturesConfig:
+    """gold/user_item_interactions and gold/item_stats (commerce.build_features)."""
+
+    # Interaction weight per event type (remove_from_cart negative).
+    event_weights: Mapping[str, float]
+    half_life_days: float
+
+
+@dataclass(frozen=True)
+class BankingFeaturesConfig:
+    """gold/transaction_features (banking.build_features)."""
+
+    # Velocity windows: name -> length in hours (strictly before each transaction).
+    velocity_windows_hours: Mapping[str, float]
+    # Reason codes that mean fraud; a REVERSED row withdraws an earlier chargeback.
+    fraud_reason_codes: tuple[str, ...]
+    # A chargeback counts as the label only if reported within this many days of the transaction.
+    label_window_days: int
+    # Merchant-category risk: fraud chargebacks reported in the last N days ÷ transactions in them.
+    mcc_risk_days: int
+    # Pseudo-counts pulling a category's fraud rate toward the overall prior when it has few transactions.
+    mcc_risk_prior_rate: float
+    mcc_risk_prior_weight: float
+    # Local hours [start, end) that count as night-time.
+    night_start_hour: int
+    night_end_hour: int
+    # Merchant country -> UTC offset in minutes, for the local time of a transaction.
+    country_utc_offset_minutes: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class MaintenanceFeaturesConfig:
+    """gold/machine_features (maintenance.build_features)."""
+
+    rul_cap_cycles: int
+    fails_within_cycles: int
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    commerce: CommerceFeaturesConfig
+    banking: BankingFeaturesConfig
+    maintenance: MaintenanceFeaturesConfig
+
+
+@dataclass(frozen=True)
 class Config:
     env: str
     spark: SparkConfig
@@ -131,6 +177,7 @@ class Config:
     submit: SubmitConfig
     generate: GenerateConfig
     silver: SilverConfig
+    features: FeaturesConfig
 
     def landing_path(self) -> str:
         """Absolute landing folder (``lakehouse.landing_dir`` under the root when relative)."""
