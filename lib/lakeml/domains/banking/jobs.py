@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from lakeml.domains.banking.features import build_transaction_features
 from lakeml.domains.banking.silver import CHARGEBACKS, TRANSACTIONS
 from lakeml.ingest.bronze import bronze_job
 from lakeml.ingest.silver import silver_job
@@ -30,4 +31,13 @@ def build_silver(ctx: JobContext) -> JobResult:
             CHARGEBACKS,
         ),
         "banking.build_silver",
+    )
+
+
+@job("banking.build_features", depends_on=["banking.build_silver"])
+def build_features(ctx: JobContext) -> JobResult:
+    """silver/{transactions, chargebacks} → gold/transaction_features for the run date (labels as of it)."""
+    counts = build_transaction_features(ctx.spark, ctx.config, ctx.run_date, ctx.run_date)
+    return JobResult(
+        rows_in=counts["transaction_features"], rows_out=counts["transaction_features"], details=counts
     )

@@ -1,0 +1,390 @@
+"""gold/transaction_features: card velocity, travel, amount and merchant-risk features per transaction.
+
+Every feature of a transaction at time t uses only what was known before t:
+
+- velocity over [t - w, t) for each window of ``features.banking.velocity_windows_hours``: count
+  and sum of ``amount_eur``; distinct merchants and countries over the 24 h window; an event at the
+  same instant as t (a tie) is not before it;
+- the previous transaction of the card within the longest window: seconds since it, great-circle
+  distance and implied speed;
+- the amount's z-score against the card's own amounts in the longest window;
+- local hour (merchant country's offset) and a night-time flag;
+- the merchant category's fraud rate: of the category's transactions in the ``mcc_risk_days``
+  days before the transaction's date, the share with a fraud chargeback reported before that date
+  and not reversed before it, smoothed toward ``mcc_risk_prior_rate``.
+
+Labels (not features) are as of ``label_cutoff`` (end of that day): ``label_fraud`` is 1 when a
+chargeback with a fraud reason code was reported within ``label_window_days`` of the transaction,
+by the cut-off, and not reversed by then; 0 when the window has closed without one; NULL
+(``label_status`` = ``immature``) when the window is still open: too recent is unlabeled, not negative.
+
+Incremental by design. Windows longer than a day must be whole days. To compute day D the job reads
+at row level only the days a window can cut through (D, D-1 and D-k for each k-day window) and
+per-card daily aggregates (count, Σ, Σ², last transaction) of the other days in the lookback; a
+range of days reads every day at row level. Both give the same rows (tests compare them).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Mapping, Sequence
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from lakeml.config import BankingFeaturesConfig, Config
+from lakeml.errors import ConfigError
+from lakeml.lakehouse import Lakehouse
+from lakeml.transforms.windows import (
+    MICROS_PER_HOUR,
+    MICROS_PER_SECOND,
+    epoch_micros,
+    haversine_km,
+    sample_std,
+    window_before,
+)
+
+# Fixed window names (their lengths come from conf); they are part of the table's schema.
+VELOCITY_WINDOWS = ("1h", "24h", "7d", "30d")
+DISTINCT_WINDOW = "24h"
+CARD = "card_token"
+TS_US = "_ts_us"
+DAY_MICROS = 24 * MICROS_PER_HOUR
+
+TRANSACTION_FEATURES_SCHEMA = T.StructType(
+    [
+        T.StructField("txn_id", T.StringType(), False),
+        T.StructField(CARD, T.StringType(), False),
+        T.StructField("ts", T.TimestampType(), False),  # as_of: features use only what came before
+        T.StructField("amount_eur", T.DecimalType(18, 2), False),
+        T.StructField("mcc", T.StringType(), False),
+        T.StructField("country", T.StringType(), False),
+        T.StructField("channel", T.StringType(), False),
+        T.StructField("card_present", T.BooleanType(), False),
+        *[
+            field
+            for w in VELOCITY_WINDOWS
+            for field in (
+                T.StructField(f"txn_count_{w}", T.LongType(), False),
+                T.StructField(f"amount_sum_{w}", T.DoubleType(), False),
+            )
+        ],
+        T.StructField(f"distinct_merchants_{DISTINCT_WINDOW}", T.IntegerType(), False),
+        T.StructField(f"distinct_countries_{DISTINCT_WINDOW}", T.IntegerType(), False),
+        T.StructField("seconds_since_prev", T.DoubleType(), True),  # NULL: none in the longest window
+        T.StructField("km_from_prev", T.DoubleType(), True),
+        T.StructField("speed_kmh_from_prev", T.DoubleType(), True),
+        T.StructField("amount_mean_30d", T.DoubleType(), True),
+        T.StructField("amount_std_30d", T.DoubleType(), True),
+        T.StructField("amount_zscore_30d", T.DoubleType(), True),
+        T.StructField("local_hour", T.IntegerType(), True),
+        T.StructField("is_night", T.BooleanType(), True),
+        T.StructField("mcc_risk_rate", T.DoubleType(), False),
+        T.StructField("label_fraud", T.IntegerType(), True),  # NULL while the label window is open
+        T.StructField("label_status", T.StringType(), False),  # fraud | legit | immature
+        T.StructField("label_cutoff_date", T.DateType(), False),
+        T.StructField("as_of_date", T.DateType(), False),  # partition: UTC date of ts
+    ]
+)
+_ROW_COLUMNS = [
+    "txn_id",
+    CARD,
+    "ts",
+    "amount_eur",
+    "mcc",
+    "country",
+    "channel",
+    "card_present",
+    "merchant_id",
+    "lat",
+    "lon",
+]
+
+
+def window_hours(settings: BankingFeaturesConfig) -> dict[str, float]:
+    """The velocity window lengths, checked: every fixed window named, ≤ 24 h or whole days."""
+    hours = dict(settings.velocity_windows_hours)
+    if sorted(hours) != sorted(VELOCITY_WINDOWS):
+        raise ConfigError(
+            f"features.banking.velocity_windows_hours must name exactly {list(VELOCITY_WINDOWS)}"
+        )
+    for name, h in hours.items():
+        if h <= 0 or (h > 24 and h % 24):
+            raise ConfigError(
+                f"features.banking.velocity_windows_hours.{name}: {h} h is not ≤ 24 h or whole days"
+            )
+    if hours[DISTINCT_WINDOW] > 24:
+        raise ConfigError(f"features.banking.velocity_windows_hours.{DISTINCT_WINDOW} must be at most 24 h")
+    return hours
+
+
+def row_level_days(targets: Sequence[dt.date], hours: Mapping[str, float]) -> list[dt.date]:
+    """Days read row by row: the targets, the day before each, and each day a k-day window starts in."""
+    if len(targets) > 1:  # a range: every day of the lookback, so windows need no daily aggregates
+        lookback = math.ceil(max(hours.values()) / 24)
+        first, last = min(targets), max(targets)
+        return [first + dt.timedelta(days=i) for i in range(-lookback, (last - first).days + 1)]
+    (day,) = targets
+    offsets = {0, 1} | {int(h // 24) for h in hours.values() if h >= 24}
+    return sorted(day - dt.timedelta(days=k) for k in offsets)
+
+
+def aggregate_days(
+    targets: Sequence[dt.date], row_days: Sequence[dt.date], hours: Mapping[str, float]
+) -> list[dt.date]:
+    """Days of the lookback not read row by row: they enter as per-card daily aggregates."""
+    lookback = math.ceil(max(hours.values()) / 24)
+    wanted = {d - dt.timedelta(days=k) for d in targets for k in range(1, lookback)}
+    return sorted(wanted - set(row_days))
+
+
+def with_velocity_features(rows: DataFrame, hours: Mapping[str, float]) -> DataFrame:
+    """Reads card_token, ts, amount_eur, merchant_id, country, lat, lon; adds per-window velocity over the rows given."""
+    longest = int(max(hours.values()) * MICROS_PER_HOUR)
+    df = rows.withColumn(TS_US, epoch_micros(F.col("ts"))).withColumn(
+        "_amount", F.col("amount_eur").cast("double")
+    )
+    for name, h in hours.items():
+        w = window_before([CARD], TS_US, int(h * MICROS_PER_HOUR))
+        df = df.withColumn(f"_n_{name}", F.count(F.lit(1)).over(w)).withColumn(
+            f"_s_{name}", F.coalesce(F.sum("_amount").over(w), F.lit(0.0))
+        )
+    distinct = window_before([CARD], TS_US, int(hours[DISTINCT_WINDOW] * MICROS_PER_HOUR))
+    longest_w = window_before([CARD], TS_US, longest)
+    previous = F.struct(
+        F.col(TS_US).alias("t"),
+        F.col("txn_id").alias("id"),
+        F.col("lat").alias("lat"),
+        F.col("lon").alias("lon"),
+    )
+    return (
+        df.withColumn(
+            f"distinct_merchants_{DISTINCT_WINDOW}", F.size(F.collect_set("merchant_id").over(distinct))
+        )
+        .withColumn(f"distinct_countries_{DISTINCT_WINDOW}", F.size(F.collect_set("country").over(distinct)))
+        .withColumn(
+            "_ss_30d", F.coalesce(F.sum(F.col("_amount") * F.col("_amount")).over(longest_w), F.lit(0.0))
+        )
+        .withColumn("_prev", F.max(previous).over(longest_w))
+    )
+
+
+def daily_card_aggregates(rows: DataFrame) -> DataFrame:
+    """Reads card_token, event_date, ts, txn_id, amount_eur, lat, lon; one row per card and day with n, Σ, Σ², last."""
+    amount = F.col("amount_eur").cast("double")
+    last = F.struct(
+        epoch_micros(F.col("ts")).alias("t"),
+        F.col("txn_id").alias("id"),
+        F.col("lat").alias("lat"),
+        F.col("lon").alias("lon"),
+    )
+    return rows.groupBy(CARD, F.col("event_date").alias("day")).agg(
+        F.count(F.lit(1)).alias("n"),
+        F.sum(amount).alias("s"),
+        F.sum(amount * amount).alias("ss"),
+        F.max(last).alias("last"),
+    )
+
+
+def with_aggregate_contributions(
+    targets: DataFrame, daily: DataFrame | None, hours: Mapping[str, float]
+) -> DataFrame:
+    """Reads card_token, as_of_date and the row-level window columns; adds the daily aggregates' share."""
+    windows = {name: int(h // 24) for name, h in hours.items() if h >= 24}
+    longest = max(windows.values(), default=0)
+    if daily is None:
+        return targets
+    keys = targets.select(CARD, "as_of_date").distinct()
+    joined = keys.join(daily, CARD).where(
+        (F.col("day") < F.col("as_of_date")) & (F.col("day") > F.date_sub("as_of_date", longest))
+    )
+    inside = {name: F.col("day") > F.date_sub("as_of_date", k) for name, k in windows.items()}
+    sums = joined.groupBy(CARD, "as_of_date").agg(
+        *[F.sum(F.when(cond, F.col("n")).otherwise(0)).alias(f"_an_{n}") for n, cond in inside.items()],
+        *[F.sum(F.when(cond, F.col("s")).otherwise(0.0)).alias(f"_as_{n}") for n, cond in inside.items()],
+        F.sum("ss").alias("_ass"),
+        F.max("last").alias("_alast"),
+    )
+    out = targets.join(sums, [CARD, "as_of_date"], "left")
+    for name in windows:
+        out = out.withColumn(f"_n_{name}", F.col(f"_n_{name}") + F.coalesce(F.col(f"_an_{name}"), F.lit(0)))
+        out = out.withColumn(f"_s_{name}", F.col(f"_s_{name}") + F.coalesce(F.col(f"_as_{name}"), F.lit(0.0)))
+    out = out.withColumn("_ss_30d", F.col("_ss_30d") + F.coalesce(F.col("_ass"), F.lit(0.0)))
+    out = out.withColumn("_prev", F.greatest(F.col("_prev"), F.col("_alast")))
+    return out.drop(*[c for c in out.columns if c.startswith(("_an_", "_as_"))], "_ass", "_alast")
+
+
+def with_derived_features(df: DataFrame, settings: BankingFeaturesConfig, longest: str) -> DataFrame:
+    """Reads the window sums and _prev; adds counts/sums, previous-transaction, z-score and local-time features."""
+    offsets = F.create_map(
+        *[x for k, v in sorted(settings.country_utc_offset_minutes.items()) for x in (F.lit(k), F.lit(v))]
+    )
+    seconds = (F.col(TS_US) - F.col("_prev.t")) / MICROS_PER_SECOND
+    km = haversine_km(F.col("_prev.lat"), F.col("_prev.lon"), F.col("lat"), F.col("lon"))
+    n, s, ss = F.col(f"_n_{longest}"), F.col(f"_s_{longest}"), F.col("_ss_30d")
+    mean = F.when(n > 0, s / n)
+    std = sample_std(n.cast("double"), s, ss)
+    offset = F.element_at(offsets, F.col("country"))
+    local_hour = F.hour(F.col("ts") + F.make_dt_interval(mins=offset))
+    night = (local_hour >= settings.night_start_hour) & (local_hour < settings.night_end_hour)
+    out = df
+    for name in VELOCITY_WINDOWS:
+        out = out.withColumn(f"txn_count_{name}", F.col(f"_n_{name}").cast("long")).withColumn(
+            f"amount_sum_{name}", F.round(F.col(f"_s_{name}"), 6)
+        )
+    return (
+        out.withColumn("seconds_since_prev", seconds)
+        .withColumn("km_from_prev", km)
+        .withColumn("speed_kmh_from_prev", F.when(seconds > 0, km / (seconds / 3600)))
+        .withColumn("amount_mean_30d", mean)
+        .withColumn("amount_std_30d", std)
+        .withColumn("amount_zscore_30d", F.when(std > 0, (F.col("_amount") - mean) / std))
+        .withColumn("local_hour", local_hour)
+        .withColumn("is_night", night)
+    )
+
+
+def mcc_risk_rates(
+    transactions: DataFrame, chargebacks: DataFrame, target_days: DataFrame, settings: BankingFeaturesConfig
+) -> DataFrame:
+    """Reads transactions (txn_id, mcc, ts, event_date), silver chargebacks and target days; (mcc, as_of_date, mcc_risk_rate)."""
+    fraud = fraud_chargebacks(chargebacks, transactions.select("txn_id", "ts"), settings)
+    daily = transactions.groupBy("mcc", F.col("event_date").alias("day")).agg(F.count(F.lit(1)).alias("txns"))
+    events = transactions.select("txn_id", "mcc", F.col("event_date").alias("day")).join(fraud, "txn_id")
+    in_window = (F.col("day") < F.col("as_of_date")) & (
+        F.col("day") >= F.date_sub("as_of_date", settings.mcc_risk_days)
+    )
+    totals = (
+        target_days.crossJoin(daily)
+        .where(in_window)
+        .groupBy("mcc", "as_of_date")
+        .agg(F.sum("txns").alias("txns"))
+    )
+    known = (F.to_date("reported_at") < F.col("as_of_date")) & (
+        F.col("reversed_at").isNull() | (F.to_date("reversed_at") >= F.col("as_of_date"))
+    )
+    frauds = (
+        target_days.crossJoin(events)
+        .where(in_window & known)
+        .groupBy("mcc", "as_of_date")
+        .agg(F.count(F.lit(1)).alias("frauds"))
+    )
+    prior_w, prior = settings.mcc_risk_prior_weight, settings.mcc_risk_prior_rate
+    return totals.join(frauds, ["mcc", "as_of_date"], "left").select(
+        "mcc",
+        "as_of_date",
+        ((F.coalesce(F.col("frauds"), F.lit(0)) + prior * prior_w) / (F.col("txns") + prior_w)).alias(
+            "mcc_risk_rate"
+        ),
+    )
+
+
+def fraud_chargebacks(
+    chargebacks: DataFrame, transactions: DataFrame, settings: BankingFeaturesConfig
+) -> DataFrame:
+    """Reads silver chargebacks and (txn_id, ts); per txn_id its first fraud chargeback in the label window and its reversal."""
+    reported = chargebacks.join(transactions, "txn_id").where(
+        F.col("reported_at") <= F.col("ts") + F.make_dt_interval(days=F.lit(settings.label_window_days))
+    )
+    first = (
+        reported.where(F.col("reason_code").isin(*settings.fraud_reason_codes))
+        .groupBy("txn_id")
+        .agg(F.min("reported_at").alias("reported_at"))
+    )
+    reversals = chargebacks.where(F.col("is_reversal")).select("txn_id", F.col("reported_at").alias("rev"))
+    return (
+        first.join(reversals, "txn_id", "left")
+        .where(F.col("rev").isNull() | (F.col("rev") > F.col("reported_at")))
+        .groupBy("txn_id", "reported_at")
+        .agg(F.min("rev").alias("reversed_at"))
+    )
+
+
+def with_labels(
+    df: DataFrame, fraud: DataFrame, settings: BankingFeaturesConfig, cutoff: dt.date
+) -> DataFrame:
+    """Reads txn_id, ts and fraud chargebacks; adds label_fraud, label_status and label_cutoff_date as of the cut-off."""
+    end = F.lit(dt.datetime.combine(cutoff + dt.timedelta(days=1), dt.time()).isoformat(sep=" ")).cast(
+        "timestamp"
+    )
+    known = fraud.where(F.col("reported_at") < end).select(
+        "txn_id", (F.col("reversed_at").isNull() | (F.col("reversed_at") >= end)).alias("_fraud")
+    )
+    matured = F.col("ts") + F.make_dt_interval(days=F.lit(settings.label_window_days)) < end
+    labelled = df.join(F.broadcast(known), "txn_id", "left")
+    status = (
+        F.when(F.coalesce(F.col("_fraud"), F.lit(False)), "fraud")
+        .when(matured, "legit")
+        .otherwise("immature")
+    )
+    return (
+        labelled.withColumn("label_status", status)
+        .withColumn("label_fraud", F.when(status == "fraud", 1).when(status == "legit", 0).cast("int"))
+        .withColumn("label_cutoff_date", F.lit(cutoff))
+        .drop("_fraud")
+    )
+
+
+def compute_transaction_features(
+    row_level: DataFrame,
+    daily: DataFrame | None,
+    mcc_rates: DataFrame,
+    fraud: DataFrame,
+    targets: Sequence[dt.date],
+    settings: BankingFeaturesConfig,
+    label_cutoff: dt.date,
+) -> DataFrame:
+    """Reads silver transaction rows (+ daily aggregates of other days); the feature rows of the target days."""
+    hours = window_hours(settings)
+    longest = max(hours, key=lambda k: hours[k])
+    velocity = with_velocity_features(row_level.select(*_ROW_COLUMNS, "event_date"), hours)
+    on_targets = velocity.where(F.col("event_date").isin(list(targets))).withColumnRenamed(
+        "event_date", "as_of_date"
+    )
+    combined = with_aggregate_contributions(on_targets, daily, hours)
+    features = with_derived_features(combined, settings, longest).join(
+        F.broadcast(mcc_rates), ["mcc", "as_of_date"], "left"
+    )
+    features = features.withColumn(
+        "mcc_risk_rate", F.coalesce(F.col("mcc_risk_rate"), F.lit(settings.mcc_risk_prior_rate))
+    )
+    labelled = with_labels(features, fraud, settings, label_cutoff)
+    return labelled.select(*TRANSACTION_FEATURES_SCHEMA.fieldNames())
+
+
+def build_transaction_features(
+    spark: SparkSession,
+    config: Config,
+    first_date: dt.date,
+    last_date: dt.date,
+    label_cutoff: dt.date | None = None,
+) -> dict[str, int]:
+    """Compute and write gold/transaction_features for every as_of_date in [first_date, last_date]."""
+    settings = config.features.banking
+    hours = window_hours(settings)
+    targets = [first_date + dt.timedelta(days=i) for i in range((last_date - first_date).days + 1)]
+    lake = Lakehouse(spark, config)
+    silver = lake.table("silver", "transactions")
+    row_days = row_level_days(targets, hours)
+    agg_days = aggregate_days(targets, row_days, hours)
+    row_level = silver.read(where=[("event_date", "in", row_days)])
+    daily = daily_card_aggregates(silver.read(where=[("event_date", "in", agg_days)])) if agg_days else None
+    # Merchant-category risk and labels need the transactions of their own windows (narrow columns).
+    first_needed = first_date - dt.timedelta(days=max(settings.mcc_risk_days, settings.label_window_days))
+    narrow = silver.read(where=[("event_date", ">=", first_needed), ("event_date", "<=", last_date)]).select(
+        "txn_id", "mcc", "ts", "event_date"
+    )
+    chargebacks = lake.table("silver", "chargebacks").read()
+    target_days = spark.createDataFrame([(d,) for d in targets], "as_of_date date")
+    rates = mcc_risk_rates(narrow, chargebacks, target_days, settings)
+    fraud = fraud_chargebacks(chargebacks, narrow.select("txn_id", "ts"), settings)
+    features = compute_transaction_features(
+        row_level, daily, rates, fraud, targets, settings, label_cutoff or last_date
+    )
+    gold = lake.table("gold", "transaction_features").create(TRANSACTION_FEATURES_SCHEMA, ["as_of_date"])
+    outcome = gold.overwrite_where(
+        features, [("as_of_date", ">=", first_date), ("as_of_date", "<=", last_date)]
+    )
+    return {"transaction_features": outcome.rows_added, "days": len(targets)}
