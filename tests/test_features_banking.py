@@ -87,6 +87,7 @@ def test_windows_are_strictly_before_with_inclusive_start_and_ties_excluded(spar
     assert a5.amount_std_30d == pytest.approx(statistics.stdev([1, 10, 20]))
     assert a5.amount_zscore_30d == pytest.approx((50 - 31 / 3) / statistics.stdev([1, 10, 20]))
     assert (a5.local_hour, a5.is_night) == (13, False)
+    assert lake.table("gold", "transaction_features").schema() == TRANSACTION_FEATURES_SCHEMA
     b1 = features(lake, D).where(F.col("txn_id") == "b1").first()
     assert (b1.km_from_prev, b1.amount_mean_30d, b1.amount_zscore_30d) == (None, None, None)
 
@@ -180,9 +181,3 @@ def test_later_events_do_not_change_earlier_features(spark, tmp_path):
         .count()
         > 0
     )
-
-
-def test_schema_is_the_declared_one(spark, tmp_path):
-    config, lake = make_lake(spark, tmp_path, [txn("x", "A", T0, 1)])
-    build_transaction_features(spark, config, D, D)
-    assert lake.table("gold", "transaction_features").schema() == TRANSACTION_FEATURES_SCHEMA

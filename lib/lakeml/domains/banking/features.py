@@ -30,6 +30,7 @@ import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -384,7 +385,11 @@ def build_transaction_features(
         row_level, daily, rates, fraud, targets, settings, label_cutoff or last_date
     )
     gold = lake.table("gold", "transaction_features").create(TRANSACTION_FEATURES_SCHEMA, ["as_of_date"])
-    outcome = gold.overwrite_where(
-        features, [("as_of_date", ">=", first_date), ("as_of_date", "<=", last_date)]
-    )
+    # Persisted: overwrite_where checks the rows before writing them, which would compute them twice.
+    features = features.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        where = [("as_of_date", ">=", first_date), ("as_of_date", "<=", last_date)]
+        outcome = gold.overwrite_where(features, where)
+    finally:
+        features.unpersist()
     return {"transaction_features": outcome.rows_added, "days": len(targets)}
