@@ -129,6 +129,19 @@ class CommerceFeaturesConfig:
     # Interaction weight per event type (remove_from_cart negative).
     event_weights: Mapping[str, float]
     half_life_days: float
+    # Trailing window of as_of_date D: event days [D - lookback_days + 1, D]; strength sums only these.
+    lookback_days: int
+    # item_stats counts events of days [D - item_window_days + 1, D].
+    item_window_days: int
+    # A user's next event starts a new session when it comes more than this after the previous one.
+    session_gap_minutes: float
+    # Bot/abuse: a user's UTC day is excluded when it has more than N events within 60 s, or more than M.
+    bot_max_events_per_minute: int
+    bot_max_events_per_day: int
+    # Minimum activity in the lookback window for a (user, item) row: counted events of the user,
+    # distinct users of the item.
+    min_user_events: int
+    min_item_users: int
 
 
 @dataclass(frozen=True)
@@ -157,8 +170,22 @@ class BankingFeaturesConfig:
 class MaintenanceFeaturesConfig:
     """gold/machine_features (maintenance.build_features)."""
 
+    # Labels: remaining useful life is capped at this many cycles; fails_within = RUL <= this horizon.
     rul_cap_cycles: int
     fails_within_cycles: int
+    # Length of one operating cycle (one reading per machine per cycle); converts time to cycles.
+    cycle_minutes: float
+    # Rolling windows: the last N readings of the machine, ending at (and including) the current one.
+    short_window_readings: int
+    long_window_readings: int
+    # Rolling windows never reach back further than the start of as_of_date minus this many days.
+    lookback_days: int
+    # Operating regime = (setting_1, setting_2, setting_3), each rounded to a multiple of this step.
+    regime_round_step: float
+    # Per-regime mean/std for normalization: all machines' readings in the N days before as_of_date.
+    regime_stats_days: int
+    # cycles_since_maintenance: the last repair/overhaul at most this many days before as_of_date.
+    maintenance_lookback_days: int
 
 
 @dataclass(frozen=True)

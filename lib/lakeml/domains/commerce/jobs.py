@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from lakeml.domains.commerce.features import build_commerce_features
 from lakeml.domains.commerce.silver import CLICKSTREAM
 from lakeml.ingest.bronze import bronze_job
 from lakeml.ingest.silver import silver_job
@@ -18,3 +19,11 @@ def ingest_bronze(ctx: JobContext) -> JobResult:
 def build_silver(ctx: JobContext) -> JobResult:
     """bronze/{clickstream} → silver: parsed, standardized, deduplicated; rejects to ops/quarantine."""
     return silver_job(ctx, (CLICKSTREAM,), "commerce.build_silver")
+
+
+@job("commerce.build_features", depends_on=["commerce.build_silver"])
+def build_features(ctx: JobContext) -> JobResult:
+    """silver/clickstream → gold/user_item_interactions, gold/item_stats for the run date."""
+    counts = build_commerce_features(ctx.spark, ctx.config, ctx.run_date, ctx.run_date)
+    rows_out = sum(n for name, n in counts.items() if name != "events")
+    return JobResult(rows_in=counts["events"], rows_out=rows_out, details=counts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from lakeml.domains.maintenance.features import build_machine_features
 from lakeml.domains.maintenance.silver import MAINTENANCE, TELEMETRY
 from lakeml.ingest.bronze import bronze_job
 from lakeml.ingest.silver import silver_job
@@ -30,4 +31,15 @@ def build_silver(ctx: JobContext) -> JobResult:
             MAINTENANCE,
         ),
         "maintenance.build_silver",
+    )
+
+
+@job("maintenance.build_features", depends_on=["maintenance.build_silver"])
+def build_features(ctx: JobContext) -> JobResult:
+    """silver/{telemetry, maintenance} → gold/machine_features for the run date (rolling, regime-normalized, RUL labels)."""
+    counts = build_machine_features(ctx.spark, ctx.config, ctx.run_date, ctx.run_date)
+    return JobResult(
+        rows_in=counts["telemetry_rows"] + counts["maintenance_rows"],
+        rows_out=counts["machine_features_rows"],
+        details=counts,
     )
