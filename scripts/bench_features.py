@@ -24,11 +24,16 @@ from pyspark.sql import functions as F
 
 from lakeml.config import Config, load_config
 from lakeml.domains.banking.silver import CHARGEBACKS_SILVER_SCHEMA, TRANSACTIONS_SILVER_SCHEMA
+from lakeml.domains.commerce.silver import CLICKSTREAM_SILVER_SCHEMA
+from lakeml.domains.maintenance.silver import MAINTENANCE_SILVER_SCHEMA, SENSORS, TELEMETRY_SILVER_SCHEMA
 from lakeml.lakehouse import Lakehouse
 from lakeml.session import build_spark
 
 END = dt.date(2026, 3, 31)
 TXNS_PER_SCALE_DAY = 3_700
+CLICKS_PER_SCALE_DAY = 5_800
+MACHINES_PER_SCALE = 30
+READINGS_PER_DAY = 144
 
 
 def _conform(df: DataFrame, schema) -> DataFrame:  # type: ignore[no-untyped-def]
@@ -129,6 +134,125 @@ def prepare_banking(spark: SparkSession, config: Config, scale: int, days: int) 
     )
 
 
+def _u(column: str, salt: int) -> F.Column:
+    return F.abs(F.xxhash64(column, F.lit(salt)) % 1_000_003) / 1_000_003.0
+
+
+def prepare_commerce(spark: SparkSession, config: Config, scale: int, days: int, lookback: int) -> int:
+    """Silver clickstream: users with skewed activity, Zipf-like items, the generator's event mix."""
+    per_day = CLICKS_PER_SCALE_DAY * scale
+    first = END - dt.timedelta(days=days + lookback)
+    start = int(dt.datetime.combine(first, dt.time(), dt.UTC).timestamp())
+    n_days = days + lookback + 1
+    rows = spark.range(per_day * n_days).withColumn("day", F.floor(F.col("id") / per_day))
+    ts = F.timestamp_seconds(F.lit(start) + F.col("day") * 86_400 + F.floor(_u("id", 1) * 86_400))
+    kinds = (
+        F.when(_u("id", 3) < 0.70, "view")
+        .when(_u("id", 3) < 0.82, "add_to_cart")
+        .when(_u("id", 3) < 0.85, "remove_from_cart")
+        .when(_u("id", 3) < 0.95, "purchase")
+        .otherwise("rating")
+    )
+    user = F.floor(F.pow(_u("id", 2), 2) * 1_500 * scale)
+    clicks = rows.select(
+        F.concat(F.lit("e"), F.col("id").cast("string")).alias("event_id"),
+        ts.alias("ts"),
+        F.lit(0).alias("utc_offset_minutes"),
+        F.concat(F.lit("u-"), user.cast("string")).alias("user_id"),
+        F.concat(F.lit("s-"), user.cast("string"), F.lit("-"), F.hour(ts).cast("string")).alias("session_id"),
+        kinds.alias("event_type"),
+        F.concat(F.lit("i-"), F.floor(F.pow(_u("id", 4), 3) * 480 * scale).cast("string")).alias("item_id"),
+        F.element_at(
+            F.array(*[F.lit(c) for c in ("books", "music", "toys", "home")]),
+            (F.floor(_u("id", 5) * 4) + 1).cast("int"),
+        ).alias("category"),
+        F.round(_u("id", 6) * 100 + 1, 2).alias("price"),
+        F.when(kinds.isin("add_to_cart", "remove_from_cart", "purchase"), F.lit(1)).alias("quantity"),
+        F.when(kinds == "rating", F.floor(_u("id", 7) * 5) + 1).alias("rating"),
+        F.lit("mobile").alias("device"),
+        F.lit(None).cast("string").alias("ip_token"),
+        F.lit("ua").alias("user_agent"),
+        F.lit("").alias("referrer"),
+        F.lit(None).cast("string").alias("app_version"),
+        F.to_date(ts).alias("event_date"),
+        F.lit("synthetic").alias("_source_file"),
+        ts.alias("_ingested_at"),
+    )
+    lake = Lakehouse(spark, config)
+    silver = lake.table("silver", "clickstream").create(CLICKSTREAM_SILVER_SCHEMA, ["event_date"])
+    silver.append(_conform(clicks, CLICKSTREAM_SILVER_SCHEMA))
+    return silver.read(where=[("event_date", ">", END - dt.timedelta(days=days))]).count()
+
+
+def prepare_maintenance(spark: SparkSession, config: Config, scale: int, days: int, lookback: int) -> int:
+    """Silver telemetry (one reading per machine and 10 minutes, 6 regimes) and a failure every ~4 days."""
+    machines = MACHINES_PER_SCALE * scale
+    first = END - dt.timedelta(days=days + lookback)
+    start = int(dt.datetime.combine(first, dt.time(), dt.UTC).timestamp())
+    n_days = days + lookback + 3
+    slots = spark.range(machines * READINGS_PER_DAY * n_days).select(
+        (F.col("id") % machines).alias("m"), F.floor(F.col("id") / machines).alias("slot")
+    )
+    life = 576  # readings per life: a failure then a new life
+    ts = F.timestamp_seconds(F.lit(start) + F.col("slot") * 600 + F.col("m") % 60)
+    regime = F.abs(F.xxhash64("m", F.floor(F.col("slot") / 6))) % 6
+    health = F.pow(((F.col("slot") + F.col("m") * 37) % life) / life, 2)
+    readings = slots.select(
+        F.format_string("MCH-%05d", F.col("m")).alias("machine_id"),
+        ts.alias("ts"),
+        F.lit(0).alias("utc_offset_minutes"),
+        ((F.col("slot") + F.col("m") * 37) % life + 1).cast("int").alias("cycle"),
+        (0.25 + regime * 0.15).alias("setting_1"),
+        (0.5 + regime * 0.1).alias("setting_2"),
+        F.when(regime % 2 == 0, 60.0).otherwise(100.0).alias("setting_3"),
+        *[
+            (F.lit(10.0 * (i + 1)) + regime * 3 + health * 5 + _u("slot", i)).alias(s)
+            for i, s in enumerate(SENSORS)
+        ],
+        F.lit("4.0.1").alias("firmware"),
+        F.to_date(ts).alias("event_date"),
+        F.lit("synthetic").alias("_source_file"),
+        ts.alias("_ingested_at"),
+    )
+    events = (
+        readings.where(F.col("cycle") == life)
+        .select(
+            "machine_id",
+            "ts",
+            "utc_offset_minutes",
+            F.lit("failure").alias("kind"),
+            F.lit("pump").alias("component"),
+            "event_date",
+            "_source_file",
+            "_ingested_at",
+        )
+        .unionByName(
+            readings.where(F.col("cycle") == 1).select(
+                "machine_id",
+                "ts",
+                "utc_offset_minutes",
+                F.lit("repair").alias("kind"),
+                F.lit("pump").alias("component"),
+                "event_date",
+                "_source_file",
+                "_ingested_at",
+            )
+        )
+    )
+    lake = Lakehouse(spark, config)
+    lake.table("silver", "telemetry").create(TELEMETRY_SILVER_SCHEMA, ["event_date"]).append(
+        _conform(readings, TELEMETRY_SILVER_SCHEMA)
+    )
+    lake.table("silver", "maintenance").create(MAINTENANCE_SILVER_SCHEMA, ["event_date"]).append(
+        _conform(events, MAINTENANCE_SILVER_SCHEMA)
+    )
+    return (
+        lake.table("silver", "telemetry")
+        .read(where=[("event_date", ">", END - dt.timedelta(days=days))])
+        .count()
+    )
+
+
 def bench_table(
     name: str, build: Callable[[dt.date, dt.date], dict[str, int]], days: int, rows_in_table: int
 ) -> None:
@@ -149,7 +273,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=int, default=100)
     parser.add_argument("--days", type=int, default=30)
-    parser.add_argument("--tables", default="transaction_features")
+    parser.add_argument("--tables", default="transaction_features,user_item_interactions,machine_features")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="lakeml-bench-features-"))
     try:
@@ -165,6 +289,18 @@ def main() -> None:
                 bench_table(
                     table, lambda a, b: build_transaction_features(spark, config, a, b), args.days, rows
                 )
+            elif table == "user_item_interactions":
+                from lakeml.domains.commerce.features import build_commerce_features
+
+                lookback = config.features.commerce.lookback_days
+                rows = prepare_commerce(spark, config, args.scale, args.days, lookback)
+                bench_table(table, lambda a, b: build_commerce_features(spark, config, a, b), args.days, rows)
+            elif table == "machine_features":
+                from lakeml.domains.maintenance.features import build_machine_features
+
+                lookback = config.features.maintenance.regime_stats_days + 1
+                rows = prepare_maintenance(spark, config, args.scale, args.days, lookback)
+                bench_table(table, lambda a, b: build_machine_features(spark, config, a, b), args.days, rows)
             else:
                 raise SystemExit(f"unknown table {table}")
         print("(target: 1 day ÷ full ≤ 0.2)")

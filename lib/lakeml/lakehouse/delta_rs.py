@@ -11,7 +11,7 @@ import contextlib
 import datetime as dt
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import reduce
 from typing import Any
@@ -23,7 +23,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 from deltalake.transaction import AddAction, CommitProperties, RemoveAction, Transaction
 from pyarrow import fs as pafs
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -379,9 +379,7 @@ class DeltaRsEngine:
         source = source.persist(StorageLevel.MEMORY_AND_DISK)
         matches: DataFrame | None = None
         try:
-            _t0 = time.perf_counter()
             scope = _MergeScope.of(source, keys, partition_by, schema)
-            print(f"PROF scope {time.perf_counter() - _t0:.2f}", flush=True)
             # A source that fits in memory is broadcast, so the table side is never shuffled.
             small = scope.rows <= self.settings.merge_broadcast_rows
             hint = F.broadcast if small else (lambda df: df)
@@ -410,10 +408,6 @@ class DeltaRsEngine:
                     names = {r[0] for r in matches.select(FILE_COLUMN).distinct().collect()}
                     touched = [e for e in candidates if e.name in names]
                 inserts = source.join(hint(matches.select(*keys)), list(keys), "left_anti")
-                print(
-                    f"PROF matches {time.perf_counter() - _t0:.2f} cand={len(candidates)} touched={len(touched)}",
-                    flush=True,
-                )
             if touched:
                 # Rewritten rows keep the scan's layout (one task per file): no shuffle of the table.
                 parts.append(
@@ -428,7 +422,6 @@ class DeltaRsEngine:
                     self._commit(table, [], [], "MERGE", ConflictRule(), txn) if txn else CommitOutcome(None)
                 )
             files = self._write(reduce(lambda a, b: a.unionByName(b), parts), table)
-            print(f"PROF write {time.perf_counter() - _t0:.2f} files={len(files)}", flush=True)
             rule = ConflictRule(
                 removed_by_us=frozenset(e.path for e in touched),
                 read_by_us=frozenset(e.path for e in candidates),
@@ -502,6 +495,22 @@ def _rewrite_touched(
     )
 
 
+def _fold_scope(
+    groups: list[str], bounds: list[str]
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """Executor side of the merge scope: a task's per-key rows folded into one row per partition."""
+    aggs = [(b, "min") for b in bounds] + [(b, "max") for b in bounds] + [("__n", "sum"), ("__n", "max")]
+    names = groups + [f"{b}_{fn}" for fn in ("min", "max") for b in bounds] + ["__n_sum", "__n_max"]
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        tables = [pa.Table.from_batches([b]) for b in batches if b.num_rows]
+        if tables:
+            folded = pa.concat_tables(tables).group_by(groups).aggregate(aggs)
+            yield from folded.select(names).to_batches()
+
+    return run
+
+
 @dataclass(frozen=True)
 class _MergeScope:
     """Per source partition, the key range of the source: which files a merge must read."""
@@ -517,32 +526,49 @@ class _MergeScope:
     ) -> _MergeScope:
         types = {f.name: f.dataType for f in schema.fields}
 
-        def bound(fn: Callable[[Any], Any], k: str) -> Any:
+        def bound(k: str) -> Column:
             col = F.col(f"`{k}`")
             if isinstance(types[k], T.TimestampType | T.TimestampNTZType):
                 col = F.unix_micros(col.cast(T.TimestampType()))
-            return fn(col).alias(f"{fn.__name__}_{k}")
+            return col
 
-        # One job: rows per key (duplicates are an error) rolled up to key ranges per partition.
+        # One shuffle: rows per key (duplicates are an error); each task folds its keys into key
+        # ranges per partition, so only a few rows per task and partition reach the driver.
         per_key = source.groupBy(*[F.col(f"`{k}`") for k in keys]).agg(
             F.count(F.lit(1)).alias("__n"),
             *[F.first(F.col(f"`{p}`")).alias(p) for p in partition_by if p not in keys],
         )
-        aggs = (
-            [bound(F.min, k) for k in keys]
-            + [bound(F.max, k) for k in keys]
-            + [F.sum("__n").alias("__rows"), F.max("__n").alias("__most")]
+        groups = [f"__p{i}" for i in range(len(partition_by))] or ["__g"]
+        bounds = [f"__k{i}" for i in range(len(keys))]
+        per_key = per_key.select(
+            *(
+                [F.col(f"`{p}`").alias(f"__p{i}") for i, p in enumerate(partition_by)]
+                or [F.lit(0).alias("__g")]
+            ),
+            *[bound(k).alias(b) for k, b in zip(keys, bounds, strict=True)],
+            F.col("__n"),
         )
-        grouped = per_key.groupBy(*partition_by).agg(*aggs) if partition_by else per_key.agg(*aggs)
-        ranges, rows, most = {}, 0, 0
-        # One row per source partition value: metadata-sized, not data-sized.
-        for row in grouped.collect():
-            if row["__rows"] is None:
-                continue  # empty source
-            key = tuple(comparable(row[c]) for c in partition_by)
-            ranges[key] = {k: (row[f"min_{k}"], row[f"max_{k}"]) for k in keys}
-            rows += row["__rows"]
-            most = max(most, row["__most"])
+        fields = {f.name: f for f in per_key.schema.fields}
+        folded_schema = T.StructType(
+            [fields[g] for g in groups]
+            + [T.StructField(f"{b}_{fn}", fields[b].dataType, True) for fn in ("min", "max") for b in bounds]
+            + [T.StructField("__n_sum", T.LongType(), True), T.StructField("__n_max", T.LongType(), True)]
+        )
+        ranges: dict[tuple[Any, ...], dict[str, tuple[Any, Any]]] = {}
+        rows, most = 0, 0
+        # At most one row per task and source partition value: metadata-sized, not data-sized.
+        for row in per_key.mapInArrow(_fold_scope(groups, bounds), folded_schema).collect():
+            key = tuple(comparable(row[g]) for g in groups) if partition_by else ()
+            merged = ranges.setdefault(key, {})
+            for k, b in zip(keys, bounds, strict=True):
+                lo, hi = row[f"{b}_min"], row[f"{b}_max"]
+                old_lo, old_hi = merged.get(k, (None, None))
+                merged[k] = (
+                    lo if old_lo is None else old_lo if lo is None else min(lo, old_lo),
+                    hi if old_hi is None else old_hi if hi is None else max(hi, old_hi),
+                )
+            rows += row["__n_sum"]
+            most = max(most, row["__n_max"])
         if most > 1:
             error = duplicate_key_error(source, list(keys))
             if error is not None:

@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -18,6 +18,8 @@ from lakeml.lakehouse.log import parse_stats
 from lakeml.lakehouse.writer import partition_value_string
 
 FILE_COLUMN = "__lakeml_file"
+# Up to this many distinct partitions, a scan derives partition values from file names inline.
+_INLINE_PARTITIONS = 8
 # Delta stats keep milliseconds; a max may be truncated below the true value by < 1 ms.
 _TIMESTAMP_SLACK_MICROS = 999
 
@@ -165,16 +167,42 @@ def scan_files(
     )
     if partition_by:
         types = {f.name: f.dataType for f in schema.fields}
-        meta_schema = T.StructType(
-            [T.StructField(FILE_COLUMN, T.StringType(), False)]
-            + [T.StructField(f"__p{i}", T.StringType(), True) for i in range(len(partition_by))]
-        )
-        rows = [(e.name, *[e.partition_strings()[c] for c in partition_by]) for e in entries]
-        meta = spark.createDataFrame(rows, meta_schema).select(
-            FILE_COLUMN, *[F.col(f"__p{i}").cast(types[c]).alias(c) for i, c in enumerate(partition_by)]
-        )
-        data = data.join(F.broadcast(meta), FILE_COLUMN)
+        groups: dict[tuple[str | None, ...], list[str]] = {}
+        for e in entries:
+            strings = e.partition_strings()
+            groups.setdefault(tuple(strings[c] for c in partition_by), []).append(e.name)
+        if len(groups) <= _INLINE_PARTITIONS:
+            # Few partitions: their values as expressions on the file name, no join (and no job
+            # to broadcast the file list).
+            data = data.select(
+                "*", *[_partition_value(groups, i, types[c]).alias(c) for i, c in enumerate(partition_by)]
+            )
+        else:
+            meta_schema = T.StructType(
+                [T.StructField(FILE_COLUMN, T.StringType(), False)]
+                + [T.StructField(f"__p{i}", T.StringType(), True) for i in range(len(partition_by))]
+            )
+            rows = [(e.name, *[e.partition_strings()[c] for c in partition_by]) for e in entries]
+            meta = spark.createDataFrame(rows, meta_schema).select(
+                FILE_COLUMN, *[F.col(f"__p{i}").cast(types[c]).alias(c) for i, c in enumerate(partition_by)]
+            )
+            data = data.join(F.broadcast(meta), FILE_COLUMN)
     return data.select(*columns)
+
+
+def _partition_value(
+    groups: Mapping[tuple[str | None, ...], list[str]], index: int, dtype: T.DataType
+) -> Column:
+    """The value of partition column ``index`` of each row, chosen by the row's file name."""
+    values = [(names, F.lit(strings[index]).cast(T.StringType())) for strings, names in groups.items()]
+    if len({strings[index] for strings in groups}) == 1:
+        return values[0][1].cast(dtype)
+    expr = None
+    for names, value in values[:-1]:
+        cond = F.col(FILE_COLUMN).isin(names)
+        expr = F.when(cond, value) if expr is None else expr.when(cond, value)
+    assert expr is not None
+    return expr.otherwise(values[-1][1]).cast(dtype)
 
 
 def join_path(root: str, relative: str) -> str:
