@@ -11,7 +11,7 @@ import contextlib
 import datetime as dt
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import reduce
 from typing import Any
@@ -495,22 +495,6 @@ def _rewrite_touched(
     )
 
 
-def _fold_scope(
-    groups: list[str], bounds: list[str]
-) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """Executor side of the merge scope: a task's per-key rows folded into one row per partition."""
-    aggs = [(b, "min") for b in bounds] + [(b, "max") for b in bounds] + [("__n", "sum"), ("__n", "max")]
-    names = groups + [f"{b}_{fn}" for fn in ("min", "max") for b in bounds] + ["__n_sum", "__n_max"]
-
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        tables = [pa.Table.from_batches([b]) for b in batches if b.num_rows]
-        if tables:
-            folded = pa.concat_tables(tables).group_by(groups).aggregate(aggs)
-            yield from folded.select(names).to_batches()
-
-    return run
-
-
 @dataclass(frozen=True)
 class _MergeScope:
     """Per source partition, the key range of the source: which files a merge must read."""
@@ -532,43 +516,41 @@ class _MergeScope:
                 col = F.unix_micros(col.cast(T.TimestampType()))
             return col
 
-        # One shuffle: rows per key (duplicates are an error); each task folds its keys into key
-        # ranges per partition, so only a few rows per task and partition reach the driver.
-        per_key = source.groupBy(*[F.col(f"`{k}`") for k in keys]).agg(
-            F.count(F.lit(1)).alias("__n"),
-            *[F.first(F.col(f"`{p}`")).alias(p) for p in partition_by if p not in keys],
-        )
-        groups = [f"__p{i}" for i in range(len(partition_by))] or ["__g"]
+        # One JVM aggregation with two grouping sets: the key range of every source partition,
+        # and over the whole source rows vs distinct keys (a difference means duplicate keys).
+        groups = [f"__p{i}" for i in range(len(partition_by))]
         bounds = [f"__k{i}" for i in range(len(keys))]
-        per_key = per_key.select(
-            *(
-                [F.col(f"`{p}`").alias(f"__p{i}") for i, p in enumerate(partition_by)]
-                or [F.lit(0).alias("__g")]
-            ),
+        projected = source.select(
+            *[F.col(f"`{p}`").alias(g) for p, g in zip(partition_by, groups, strict=True)],
             *[bound(k).alias(b) for k, b in zip(keys, bounds, strict=True)],
-            F.col("__n"),
         )
-        fields = {f.name: f for f in per_key.schema.fields}
-        folded_schema = T.StructType(
-            [fields[g] for g in groups]
-            + [T.StructField(f"{b}_{fn}", fields[b].dataType, True) for fn in ("min", "max") for b in bounds]
-            + [T.StructField("__n_sum", T.LongType(), True), T.StructField("__n_max", T.LongType(), True)]
-        )
+        aggregates = [
+            *[F.min(b).alias(f"{b}_min") for b in bounds],
+            *[F.max(b).alias(f"{b}_max") for b in bounds],
+            F.count(F.lit(1)).alias("__n"),
+            F.count_distinct(*[F.col(b) for b in bounds]).alias("__distinct"),
+            F.grouping_id().alias("__gid"),
+        ]
+        if groups:
+            summary = projected.groupingSets([groups, []], *groups).agg(*aggregates)
+        else:
+            summary = projected.groupBy().agg(*aggregates[:-1], F.lit(0).alias("__gid"))
         ranges: dict[tuple[Any, ...], dict[str, tuple[Any, Any]]] = {}
-        rows, most = 0, 0
-        # At most one row per task and source partition value: metadata-sized, not data-sized.
-        for row in per_key.mapInArrow(_fold_scope(groups, bounds), folded_schema).collect():
-            key = tuple(comparable(row[g]) for g in groups) if partition_by else ()
-            merged = ranges.setdefault(key, {})
-            for k, b in zip(keys, bounds, strict=True):
-                lo, hi = row[f"{b}_min"], row[f"{b}_max"]
-                old_lo, old_hi = merged.get(k, (None, None))
-                merged[k] = (
-                    lo if old_lo is None else old_lo if lo is None else min(lo, old_lo),
-                    hi if old_hi is None else old_hi if hi is None else max(hi, old_hi),
-                )
-            rows += row["__n_sum"]
-            most = max(most, row["__n_max"])
+        rows, most = 0, 1
+        # One row per source partition value plus a total: metadata-sized, not data-sized.
+        for row in summary.collect():
+            if groups and row["__gid"] == 0:
+                key = tuple(comparable(row[g]) for g in groups)
+                ranges[key] = {
+                    k: (row[f"{b}_min"], row[f"{b}_max"]) for k, b in zip(keys, bounds, strict=True)
+                }
+                continue
+            rows = int(row["__n"])
+            if not groups:
+                ranges[()] = {
+                    k: (row[f"{b}_min"], row[f"{b}_max"]) for k, b in zip(keys, bounds, strict=True)
+                }
+            most = 2 if row["__n"] != row["__distinct"] else 1
         if most > 1:
             error = duplicate_key_error(source, list(keys))
             if error is not None:
