@@ -12,7 +12,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from lakeml.ingest.silver import BRONZE_LINEAGE, IS_HEADER, ParseRules
+from lakeml.ingest.silver import BRONZE_LINEAGE, EVENT_DATE, IS_HEADER, REJECT_REASON, ParseRules
 from lakeml.transforms.standardize import (
     first_reject_reason,
     is_blank,
@@ -113,6 +113,17 @@ def timestamp_rules(field: str, parsed: Column, rules: ParseRules) -> list[tuple
 def reject_reason(rules: Sequence[tuple[Column, str | Column]]) -> Column:
     """The format error if any, else the first failing rule's reason; NULL for a clean row."""
     return F.coalesce(F.col(FORMAT_ERROR), first_reject_reason(rules))
+
+
+def silver_tail(event_ts: Column, reason: Column) -> list[Column | str]:
+    """The columns every parser ends with: event_date from ``event_ts``, lineage, reason, pass-through."""
+    return [
+        F.to_date(event_ts).alias(EVENT_DATE),
+        "_source_file",
+        "_ingested_at",
+        reason.alias(REJECT_REASON),
+        *PASS_THROUGH,
+    ]
 
 
 def parse_timestamp(field: str) -> Column:

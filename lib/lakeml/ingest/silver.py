@@ -51,6 +51,12 @@ STATUS = "_status"
 STATUSES = ("header", "quarantined", "duplicate", "loaded")
 # Bronze columns every parse result carries through, for quarantine rows and lineage.
 BRONZE_LINEAGE = ("value", "raw_bytes", "_source_file", "_batch_id", "_ingested_at")
+# The last columns of every silver table: the partition, and where and when each row came in.
+SILVER_LINEAGE_FIELDS = (
+    T.StructField(EVENT_DATE, T.DateType(), False),  # partition: UTC date of the event
+    T.StructField("_source_file", T.StringType(), False),
+    T.StructField("_ingested_at", T.TimestampType(), False),
+)
 
 
 @dataclass(frozen=True)

@@ -9,15 +9,15 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from lakeml.ingest.raw import (
-    PASS_THROUGH,
     missing_rules,
     parse_timestamp,
     raw,
     reject_reason,
+    silver_tail,
     timestamp_rules,
     with_csv_fields,
 )
-from lakeml.ingest.silver import EVENT_DATE, REJECT_REASON, ParseRules, SilverFeed
+from lakeml.ingest.silver import SILVER_LINEAGE_FIELDS, ParseRules, SilverFeed
 from lakeml.transforms.pii import hmac_sha256_hex, last_digits
 from lakeml.transforms.standardize import normalize_code, parse_boolean, parse_decimal, parse_finite_double
 
@@ -49,9 +49,7 @@ TRANSACTIONS_SILVER_SCHEMA = T.StructType(
         T.StructField("lat", T.DoubleType(), True),  # NULL when the source had no location
         T.StructField("lon", T.DoubleType(), True),
         T.StructField("card_present", T.BooleanType(), False),
-        T.StructField(EVENT_DATE, T.DateType(), False),  # partition: UTC date of ts
-        T.StructField("_source_file", T.StringType(), False),
-        T.StructField("_ingested_at", T.TimestampType(), False),
+        *SILVER_LINEAGE_FIELDS,
     ]
 )
 
@@ -61,9 +59,7 @@ CHARGEBACKS_SILVER_SCHEMA = T.StructType(
         T.StructField("reported_at", T.TimestampType(), False),  # UTC
         T.StructField("reason_code", T.StringType(), False),  # upper case; REVERSED withdraws the dispute
         T.StructField("is_reversal", T.BooleanType(), False),
-        T.StructField(EVENT_DATE, T.DateType(), False),  # partition: UTC date of reported_at
-        T.StructField("_source_file", T.StringType(), False),
-        T.StructField("_ingested_at", T.TimestampType(), False),
+        *SILVER_LINEAGE_FIELDS,
     ]
 )
 
@@ -129,11 +125,7 @@ def parse_transactions(bronze: DataFrame, rules: ParseRules) -> DataFrame:
         lat.alias("lat"),
         lon.alias("lon"),
         card_present.alias("card_present"),
-        F.to_date(ts).alias(EVENT_DATE),
-        "_source_file",
-        "_ingested_at",
-        reason.alias(REJECT_REASON),
-        *PASS_THROUGH,
+        *silver_tail(ts, reason),
     )
 
 
@@ -154,11 +146,7 @@ def parse_chargebacks(bronze: DataFrame, rules: ParseRules) -> DataFrame:
         reported_at.alias("reported_at"),
         code.alias("reason_code"),
         (code == REVERSAL_CODE).alias("is_reversal"),
-        F.to_date(reported_at).alias(EVENT_DATE),
-        "_source_file",
-        "_ingested_at",
-        reason.alias(REJECT_REASON),
-        *PASS_THROUGH,
+        *silver_tail(reported_at, reason),
     )
 
 

@@ -7,15 +7,15 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from lakeml.ingest.raw import (
-    PASS_THROUGH,
     missing_rules,
     parse_timestamp,
     raw,
     reject_reason,
+    silver_tail,
     timestamp_rules,
     with_json_fields,
 )
-from lakeml.ingest.silver import EVENT_DATE, REJECT_REASON, ParseRules, SilverFeed
+from lakeml.ingest.silver import SILVER_LINEAGE_FIELDS, ParseRules, SilverFeed
 from lakeml.transforms.pii import hmac_sha256_hex
 from lakeml.transforms.standardize import normalize_code, parse_decimal, parse_int, utc_offset_minutes
 
@@ -48,9 +48,7 @@ CLICKSTREAM_SILVER_SCHEMA = T.StructType(
         T.StructField("user_agent", T.StringType(), True),
         T.StructField("referrer", T.StringType(), True),
         T.StructField("app_version", T.StringType(), True),  # schema v2 field; NULL before it existed
-        T.StructField(EVENT_DATE, T.DateType(), False),  # partition: UTC date of ts
-        T.StructField("_source_file", T.StringType(), False),
-        T.StructField("_ingested_at", T.TimestampType(), False),
+        *SILVER_LINEAGE_FIELDS,
     ]
 )
 
@@ -101,11 +99,7 @@ def parse_clickstream(bronze: DataFrame, rules: ParseRules) -> DataFrame:
         F.col("r.user_agent").alias("user_agent"),
         F.col("r.referrer").alias("referrer"),
         raw("app_version").alias("app_version"),
-        F.to_date(ts).alias(EVENT_DATE),
-        "_source_file",
-        "_ingested_at",
-        reason.alias(REJECT_REASON),
-        *PASS_THROUGH,
+        *silver_tail(ts, reason),
     )
 
 

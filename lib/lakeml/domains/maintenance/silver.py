@@ -7,16 +7,16 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from lakeml.ingest.raw import (
-    PASS_THROUGH,
     missing_rules,
     parse_timestamp,
     raw,
     reject_reason,
+    silver_tail,
     timestamp_rules,
     with_csv_fields,
     with_json_fields,
 )
-from lakeml.ingest.silver import EVENT_DATE, REJECT_REASON, ParseRules, SilverFeed
+from lakeml.ingest.silver import SILVER_LINEAGE_FIELDS, ParseRules, SilverFeed
 from lakeml.transforms.standardize import normalize_code, parse_finite_double, parse_int, utc_offset_minutes
 
 SETTINGS = ("setting_1", "setting_2", "setting_3")
@@ -41,9 +41,7 @@ TELEMETRY_SILVER_SCHEMA = T.StructType(
         # NULL = the reading was absent; a present but non-finite reading quarantines the row.
         *[T.StructField(s, T.DoubleType(), True) for s in SENSORS],
         T.StructField("firmware", T.StringType(), True),
-        T.StructField(EVENT_DATE, T.DateType(), False),  # partition: UTC date of ts
-        T.StructField("_source_file", T.StringType(), False),
-        T.StructField("_ingested_at", T.TimestampType(), False),
+        *SILVER_LINEAGE_FIELDS,
     ]
 )
 
@@ -54,9 +52,7 @@ MAINTENANCE_SILVER_SCHEMA = T.StructType(
         T.StructField("utc_offset_minutes", T.IntegerType(), True),
         T.StructField("kind", T.StringType(), False),  # failure | repair | preventive (lower case)
         T.StructField("component", T.StringType(), True),  # NULL when the technician left it empty
-        T.StructField(EVENT_DATE, T.DateType(), False),
-        T.StructField("_source_file", T.StringType(), False),
-        T.StructField("_ingested_at", T.TimestampType(), False),
+        *SILVER_LINEAGE_FIELDS,
     ]
 )
 
@@ -92,11 +88,7 @@ def parse_telemetry(bronze: DataFrame, rules: ParseRules) -> DataFrame:
         cycle.alias("cycle"),
         *[numbers[s].alias(s) for s in (*SETTINGS, *SENSORS)],
         raw("firmware").alias("firmware"),
-        F.to_date(ts).alias(EVENT_DATE),
-        "_source_file",
-        "_ingested_at",
-        reason.alias(REJECT_REASON),
-        *PASS_THROUGH,
+        *silver_tail(ts, reason),
     )
 
 
@@ -118,11 +110,7 @@ def parse_maintenance(bronze: DataFrame, rules: ParseRules) -> DataFrame:
         utc_offset_minutes(raw("ts")).alias("utc_offset_minutes"),
         kind.alias("kind"),
         normalize_code(raw("component")).alias("component"),
-        F.to_date(ts).alias(EVENT_DATE),
-        "_source_file",
-        "_ingested_at",
-        reason.alias(REJECT_REASON),
-        *PASS_THROUGH,
+        *silver_tail(ts, reason),
     )
 
 
