@@ -6,7 +6,7 @@ one that does not parse (text present, typed value NULL) and give each its own q
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -21,8 +21,6 @@ from lakeml.transforms.standardize import (
 )
 
 RAW = "r"
-# Columns every parser passes through untouched, for classification and quarantine rows.
-PASS_THROUGH = (IS_HEADER, "value", "raw_bytes", "_batch_id")
 FORMAT_ERROR = "_format_error"
 _CORRUPT = "_corrupt_record"
 
@@ -45,9 +43,10 @@ def with_json_fields(bronze: DataFrame, fields: Sequence[str]) -> DataFrame:
             (parsed.isNull() | parsed[_CORRUPT].isNotNull(), "malformed JSON (not one complete object)"),
         ]
     )
-    return bronze.select(
+    parsed_rows = bronze.select(
         *BRONZE_LINEAGE, parsed.alias(RAW), error.alias(FORMAT_ERROR), F.lit(False).alias(IS_HEADER)
     )
+    return with_field_texts(parsed_rows, fields)
 
 
 def with_csv_fields(bronze: DataFrame, fields: Sequence[str]) -> DataFrame:
@@ -75,18 +74,33 @@ def with_csv_fields(bronze: DataFrame, fields: Sequence[str]) -> DataFrame:
             ),
         ]
     )
-    return bronze.select(
+    parsed_rows = bronze.select(
         *BRONZE_LINEAGE,
         parsed.alias(RAW),
         F.when(line == header, None).otherwise(error).alias(FORMAT_ERROR),
         F.coalesce(line == header, F.lit(False)).alias(IS_HEADER),
     )
+    return with_field_texts(parsed_rows, fields)
+
+
+def with_field_texts(parsed: DataFrame, fields: Sequence[str]) -> DataFrame:
+    """Reads ``r``; adds ``_raw_<field>`` (the text, NULL when absent or blank) for every field.
+
+    A projection of its own: the parsers test these texts in many rules, and Spark does not share
+    an expression between the branches of a CASE/COALESCE, so each would re-read the struct.
+    """
+    texts = {f"_raw_{f}": F.when(~is_blank(F.col(f"{RAW}.{f}")), F.col(f"{RAW}.{f}")) for f in fields}
+    return parsed.withColumns(texts)
+
+
+def with_values(df: DataFrame, values: Mapping[str, Column]) -> tuple[DataFrame, dict[str, Column]]:
+    """Adds each parsed value once as column ``_v_<name>``; returns references for the rules to reuse."""
+    return df.withColumns({f"_v_{k}": v for k, v in values.items()}), {k: F.col(f"_v_{k}") for k in values}
 
 
 def raw(field: str) -> Column:
     """The text of ``field`` as delivered (NULL when absent or empty)."""
-    value = F.col(f"{RAW}.{field}")
-    return F.when(~is_blank(value), value)
+    return F.col(f"_raw_{field}")
 
 
 def missing_rules(fields: Sequence[str]) -> list[tuple[Column, str]]:
@@ -116,13 +130,21 @@ def reject_reason(rules: Sequence[tuple[Column, str | Column]]) -> Column:
 
 
 def silver_tail(event_ts: Column, reason: Column) -> list[Column | str]:
-    """The columns every parser ends with: event_date from ``event_ts``, lineage, reason, pass-through."""
+    """The columns every parser ends with: event_date from ``event_ts``, lineage, reason, pass-through.
+
+    The raw line is kept only for rejected rows (the quarantine needs it); dropping it from the
+    others keeps the batch small while it is cached.
+    """
+    rejected = reason.isNotNull()
     return [
         F.to_date(event_ts).alias(EVENT_DATE),
         "_source_file",
         "_ingested_at",
         reason.alias(REJECT_REASON),
-        *PASS_THROUGH,
+        IS_HEADER,
+        F.when(rejected, F.col("value")).alias("value"),
+        F.when(rejected, F.col("raw_bytes")).alias("raw_bytes"),
+        "_batch_id",
     ]
 
 

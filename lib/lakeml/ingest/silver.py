@@ -16,7 +16,8 @@ each idempotent under the batch's Delta txn ``(app, target bronze version)``:
 A run that died after step 3 is replayed with the same target (the quarantine txn says how far it
 got), so reruns neither skip nor double any row. Dedup rule: the business key is unique within its
 event date (the date is derived from the record's own timestamp, so a re-delivered record has the
-same one); the first delivery wins, by bronze ``_ingested_at``, then ``_source_file``, then line.
+same one); the first delivery wins, by bronze ``_ingested_at``, then ``_source_file``, then a hash
+of the parsed values (copies that are equal give the same silver row whichever is picked).
 """
 
 from __future__ import annotations
@@ -98,20 +99,21 @@ def classify_rows(parsed: DataFrame, keys: Sequence[str], existing_keys: DataFra
     """Reads _reject_reason, _is_header, the keys, event_date and lineage; adds _status (one of STATUSES).
 
     The silver keys of the touched dates are unioned in and ranked first, so one window over
-    (keys, event_date) finds both kinds of duplicate; the rows leave clustered by event date, which
-    is also the layout the silver writer wants (one file per date and task).
+    (keys, event_date) finds both kinds of duplicate with one shuffle, spread over every task.
     """
     partition = [*keys, EVENT_DATE]
     valid = F.col(REJECT_REASON).isNull() & ~F.col(IS_HEADER)
     known = existing_keys.select(*partition).withColumn("_in_silver", F.lit(True))
     # Silver's rows first, then valid rows, so an invalid copy never makes its valid twin a duplicate.
+    # Last tie-breaker: a hash of the row's values, so the pick does not depend on task order.
+    content = F.xxhash64(*[F.col(c) for c in parsed.columns if c not in ("value", "raw_bytes")])
     first_delivery = Window.partitionBy(*partition).orderBy(
-        F.col("_in_silver").desc(), valid.desc(), "_ingested_at", "_source_file", "value"
+        F.col("_in_silver").desc(), valid.desc(), "_ingested_at", "_source_file", content
     )
     return (
         parsed.withColumn("_in_silver", F.lit(False))
         .unionByName(known, allowMissingColumns=True)
-        .repartition(EVENT_DATE)
+        .repartition(*partition)
         .withColumn("_delivery", F.row_number().over(first_delivery))
         .where(~F.col("_in_silver"))
         .withColumn(

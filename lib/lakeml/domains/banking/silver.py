@@ -16,6 +16,7 @@ from lakeml.ingest.raw import (
     silver_tail,
     timestamp_rules,
     with_csv_fields,
+    with_values,
 )
 from lakeml.ingest.silver import SILVER_LINEAGE_FIELDS, ParseRules, SilverFeed
 from lakeml.transforms.pii import hmac_sha256_hex, last_digits
@@ -73,15 +74,24 @@ def parse_transactions(bronze: DataFrame, rules: ParseRules) -> DataFrame:
     """Reads bronze transaction CSV lines; adds the silver columns, _reject_reason and _is_header."""
     assert rules.pii_key is not None
     fields = with_csv_fields(bronze, TRANSACTION_FIELDS)
-    ts = parse_timestamp("ts")
-    pan = F.regexp_replace(raw("card_number"), r"[ -]", "")  # "4532 0112 ..." is the same card
-    amount = parse_decimal(raw("amount"), 38, 2)  # wide, so a huge amount fails the range rule
-    currency = normalize_code(raw("currency"), upper=True)
-    rate = _eur_rate(currency, dict(rules.silver.eur_rates))
+    fields, v = with_values(
+        fields,
+        {
+            "ts": parse_timestamp("ts"),
+            "pan": F.regexp_replace(raw("card_number"), r"[ -]", ""),  # "4532 0112 ..." is the same card
+            "amount": parse_decimal(raw("amount"), 38, 2),  # wide, so a huge amount fails the range rule
+            "currency": normalize_code(raw("currency"), upper=True),
+            "channel": normalize_code(raw("channel")),
+            "lat": parse_finite_double(raw("lat")),
+            "lon": parse_finite_double(raw("lon")),
+            "card_present": parse_boolean(raw("card_present")),
+        },
+    )
+    ts, pan, amount, currency, channel = v["ts"], v["pan"], v["amount"], v["currency"], v["channel"]
+    lat, lon, card_present = v["lat"], v["lon"], v["card_present"]
+    fields, v = with_values(fields, {"rate": _eur_rate(currency, dict(rules.silver.eur_rates))})
+    rate = v["rate"]
     amount_eur = F.round(amount / rate, 2).try_cast(MONEY)
-    channel = normalize_code(raw("channel"))
-    lat, lon = parse_finite_double(raw("lat")), parse_finite_double(raw("lon"))
-    card_present = parse_boolean(raw("card_present"))
     reason = reject_reason(
         [
             *missing_rules(TRANSACTION_REQUIRED),
@@ -132,8 +142,14 @@ def parse_transactions(bronze: DataFrame, rules: ParseRules) -> DataFrame:
 def parse_chargebacks(bronze: DataFrame, rules: ParseRules) -> DataFrame:
     """Reads bronze chargeback CSV lines; adds the silver columns, _reject_reason and _is_header."""
     fields = with_csv_fields(bronze, CHARGEBACK_FIELDS)
-    reported_at = parse_timestamp("reported_at")
-    code = normalize_code(raw("reason_code"), upper=True)
+    fields, v = with_values(
+        fields,
+        {
+            "reported_at": parse_timestamp("reported_at"),
+            "code": normalize_code(raw("reason_code"), upper=True),
+        },
+    )
+    reported_at, code = v["reported_at"], v["code"]
     reason = reject_reason(
         [
             *missing_rules(CHARGEBACK_FIELDS),

@@ -14,6 +14,7 @@ from lakeml.ingest.raw import (
     silver_tail,
     timestamp_rules,
     with_json_fields,
+    with_values,
 )
 from lakeml.ingest.silver import SILVER_LINEAGE_FIELDS, ParseRules, SilverFeed
 from lakeml.transforms.pii import hmac_sha256_hex
@@ -57,11 +58,18 @@ def parse_clickstream(bronze: DataFrame, rules: ParseRules) -> DataFrame:
     """Reads bronze clickstream lines; adds the silver columns, _reject_reason and _is_header."""
     assert rules.pii_key is not None
     fields = with_json_fields(bronze, CLICKSTREAM_FIELDS)
-    ts = parse_timestamp("ts")
-    event_type = normalize_code(raw("event_type"))
-    price = parse_decimal(raw("price"), 38, 2)  # wide, so a huge price fails the range rule, not parsing
-    quantity = parse_int(raw("quantity"))
-    rating = parse_int(raw("rating"))
+    fields, v = with_values(
+        fields,
+        {
+            "ts": parse_timestamp("ts"),
+            "event_type": normalize_code(raw("event_type")),
+            # wide, so a huge price fails the range rule, not parsing
+            "price": parse_decimal(raw("price"), 38, 2),
+            "quantity": parse_int(raw("quantity")),
+            "rating": parse_int(raw("rating")),
+        },
+    )
+    ts, event_type, price, quantity, rating = v["ts"], v["event_type"], v["price"], v["quantity"], v["rating"]
     reason = reject_reason(
         [
             *missing_rules(CLICKSTREAM_REQUIRED),

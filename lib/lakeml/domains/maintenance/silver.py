@@ -15,6 +15,7 @@ from lakeml.ingest.raw import (
     timestamp_rules,
     with_csv_fields,
     with_json_fields,
+    with_values,
 )
 from lakeml.ingest.silver import SILVER_LINEAGE_FIELDS, ParseRules, SilverFeed
 from lakeml.transforms.standardize import normalize_code, parse_finite_double, parse_int, utc_offset_minutes
@@ -60,16 +61,21 @@ MAINTENANCE_SILVER_SCHEMA = T.StructType(
 def parse_telemetry(bronze: DataFrame, rules: ParseRules) -> DataFrame:
     """Reads bronze telemetry lines; adds the silver columns, _reject_reason and _is_header."""
     fields = with_json_fields(bronze, TELEMETRY_FIELDS)
-    ts = parse_timestamp("ts")
-    cycle = parse_int(raw("cycle"))
     sensor_text = {
         s: F.coalesce(raw(s), raw(LEGACY_SENSOR_NAMES[s])) if s in LEGACY_SENSOR_NAMES else raw(s)
         for s in SENSORS
     }
-    numbers = {
-        name: parse_finite_double(text)
-        for name, text in {**{s: raw(s) for s in SETTINGS}, **sensor_text}.items()
-    }
+    texts = {**{s: raw(s) for s in SETTINGS}, **sensor_text}
+    fields, v = with_values(
+        fields,
+        {
+            "ts": parse_timestamp("ts"),
+            "cycle": parse_int(raw("cycle")),
+            **{name: parse_finite_double(text) for name, text in texts.items()},
+        },
+    )
+    ts, cycle = v["ts"], v["cycle"]
+    numbers = {name: v[name] for name in texts}
     reason = reject_reason(
         [
             *missing_rules(TELEMETRY_REQUIRED),
@@ -95,8 +101,8 @@ def parse_telemetry(bronze: DataFrame, rules: ParseRules) -> DataFrame:
 def parse_maintenance(bronze: DataFrame, rules: ParseRules) -> DataFrame:
     """Reads bronze maintenance CSV lines; adds the silver columns, _reject_reason and _is_header."""
     fields = with_csv_fields(bronze, MAINTENANCE_FIELDS)
-    ts = parse_timestamp("ts")
-    kind = normalize_code(raw("kind"))
+    fields, v = with_values(fields, {"ts": parse_timestamp("ts"), "kind": normalize_code(raw("kind"))})
+    ts, kind = v["ts"], v["kind"]
     reason = reject_reason(
         [
             *missing_rules(("machine_id", "ts", "kind")),
