@@ -13,7 +13,7 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pyspark.sql import Column, DataFrame, Row
+from pyspark.sql import Column, Row
 from pyspark.sql import functions as F
 
 from lakeml.config import CheckConfig
@@ -130,17 +130,3 @@ def check_results(
             failed = int(values[f"__c{i}"])
             results.append(CheckResult(check.check, target, check.level, failed == 0, failed, rows, None))
     return results
-
-
-def evaluate_checks(
-    batch: DataFrame,
-    checks: Sequence[CheckConfig],
-    records_in: int,
-    records_quarantined: int,
-    run_end: dt.datetime,  # naive UTC
-) -> list[CheckResult]:
-    """Run ``checks`` on ``batch`` (the rows about to be committed) in one pass; one result per check."""
-    aggregates = check_aggregates(checks, run_end)
-    values = batch.agg(*[expr.alias(name) for name, expr in aggregates.items()]).first()
-    assert values is not None
-    return check_results(values, checks, records_in, records_quarantined)

@@ -38,17 +38,13 @@ Both tables are keyed by (entity, ``as_of_date``) and partitioned by ``as_of_dat
   window.
 
 ``build_commerce_features`` writes every as_of_date of [first_date, last_date] with one atomic
-``overwrite_where`` per table (one date = the incremental run, a range = the full recompute). Its Delta
-txn is (range + settings fingerprint, silver version), so a rerun over an unchanged silver table with
-the same settings commits nothing. No Python UDFs; nothing proportional to the data reaches the driver.
+``overwrite_where`` per table (one date = the incremental run, a range = the full recompute), so a
+rerun replaces the same partitions with the same rows. No Python UDFs; nothing proportional to the
+data reaches the driver.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Mapping
-from dataclasses import fields
 from datetime import date, timedelta
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
@@ -64,8 +60,6 @@ from lakeml.transforms.sessions import events_within, sessionize
 USER_ITEM_INTERACTIONS = "user_item_interactions"
 ITEM_STATS = "item_stats"
 AS_OF_DATE = "as_of_date"
-# Bump when the feature logic changes, so reruns over an unchanged silver table recompute.
-FEATURES_LOGIC_VERSION = 1
 BURST_SECONDS = 60
 
 USER_ITEM_INTERACTIONS_SCHEMA = T.StructType(
@@ -252,20 +246,6 @@ def item_stats(days: DataFrame, cfg: CommerceFeaturesConfig, first: date, last: 
     )
 
 
-def settings_fingerprint(cfg: CommerceFeaturesConfig) -> str:
-    """A short stable hash of the settings and the logic version (part of the idempotency txn id)."""
-    values = {}
-    for f in fields(cfg):
-        value = getattr(cfg, f.name)
-        values[f.name] = dict(value) if isinstance(value, Mapping) else value
-    text = json.dumps({"logic": FEATURES_LOGIC_VERSION, "settings": values}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _covers(recorded: int | None, version: int) -> bool:
-    return recorded is not None and recorded >= version
-
-
 def _read_silver(spark: SparkSession, silver: DeltaTableRef, d0: date, d1: date) -> DataFrame:
     if not silver.exists():
         return spark.createDataFrame([], CLICKSTREAM_SILVER_SCHEMA)
@@ -277,8 +257,7 @@ def build_commerce_features(
 ) -> dict[str, int]:
     """Compute and write every as_of_date in [first_date, last_date] of both gold tables; row counts.
 
-    Returns rows written per table (rows present for the range when a rerun committed nothing) and
-    ``events``, the counted (non-bot) silver events read.
+    Returns rows written per table and ``events``, the counted (non-bot) silver events read.
     """
     if last_date < first_date:
         raise ValueError(f"last_date {last_date} is before first_date {first_date}")
@@ -292,11 +271,6 @@ def build_commerce_features(
         ITEM_STATS: lake.table("gold", ITEM_STATS).create(ITEM_STATS_SCHEMA, [AS_OF_DATE]),
     }
     where = [(AS_OF_DATE, ">=", first_date), (AS_OF_DATE, "<=", last_date)]
-    app_id = f"lakeml.gold.commerce.{first_date}.{last_date}.{settings_fingerprint(cfg)}"
-    txn = (app_id, silver.version()) if silver.exists() else None
-    if txn is not None and all(_covers(t.transaction_version(app_id), txn[1]) for t in targets.values()):
-        return {**{name: t.read(where=where).count() for name, t in targets.items()}, "events": 0}
-
     d0, d1 = read_range(cfg, first_date, last_date)
     days = pair_days(counted_events(_read_silver(spark, silver, d0, d1), cfg), cfg).persist()
     try:
@@ -307,8 +281,7 @@ def build_commerce_features(
         }
         counts = {}
         for name, df in outputs.items():
-            outcome = targets[name].overwrite_where(df, where, txn=txn)
-            counts[name] = targets[name].read(where=where).count() if outcome.noop else outcome.rows_added
+            counts[name] = targets[name].overwrite_where(df, where).rows_added
     finally:
         days.unpersist()
     return {**counts, "events": int(events)}
