@@ -31,6 +31,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", default="local", help="config environment: conf/<env>.yaml (default local)")
     p.add_argument("--run-date", help="date the job runs for, YYYY-MM-DD (default today, UTC)")
     p.add_argument(
+        "--since",
+        help="backfill: dated jobs (features, scoring) cover every date from this one to --run-date",
+    )
+    p.add_argument(
         "--conf", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable"
     )
 
@@ -64,11 +68,14 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     )
 
 
-def _load(args: argparse.Namespace) -> tuple[Config, date]:
+def _load(args: argparse.Namespace) -> tuple[Config, date, date]:
     run_date = parse_run_date(args.run_date)
+    first_date = run_date if args.since is None else parse_run_date(args.since)
+    if first_date > run_date:
+        raise UsageError(f"--since {first_date} is after the run date {run_date}")
     if args.env not in available_envs():
         raise UsageError(f"unknown env '{args.env}' (known: {', '.join(available_envs())})")
-    return load_config(args.env, args.conf), run_date
+    return load_config(args.env, args.conf), run_date, first_date
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -102,14 +109,14 @@ def _dispatch(args: argparse.Namespace) -> int:
     else:
         names = select_jobs(jobs, args.start, args.stop)
     # Everything that can be wrong with the command line is checked before Spark starts.
-    config, run_date = _load(args)
+    config, run_date, first_date = _load(args)
     runlog.configure(config.run.log_format)
     from lakeml.session import build_spark
 
     spark = build_spark(config)
     try:
         for name in names:
-            run_job(jobs[name], spark, config, run_date)
+            run_job(jobs[name], spark, config, run_date, first_date)
     finally:
         spark.stop()  # under spark-submit, a shutdown hook would otherwise race the temp-dir cleanup
     return 0
@@ -176,7 +183,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def submit_entry(job_name: str, argv: Sequence[str] | None = None) -> int:
-    """Entry for ``jobs/<domain>/<step>.py`` under spark-submit: ``[--env E] [--run-date D] [--conf K=V]``."""
+    """Entry for ``jobs/<domain>/<step>.py`` under spark-submit: ``[--env E] [--run-date D] [--since D0] [--conf K=V]``."""
     args = list(sys.argv[1:] if argv is None else argv)
     return main(["run", job_name, *args])
 

@@ -196,6 +196,135 @@ class FeaturesConfig:
 
 
 @dataclass(frozen=True)
+class PromotionConfig:
+    """When a newly trained model replaces the champion (issue: MLlib models)."""
+
+    # Compared on the same holdout for the candidate and the current champion.
+    primary_metric: str
+    # Absolute floors: metric -> minimum (higher-is-better metrics) or maximum (lower-is-better ones).
+    floors: Mapping[str, float]
+    # The candidate must beat the champion's primary metric by more than this (absolute).
+    min_improvement: float
+
+
+@dataclass(frozen=True)
+class FraudModelConfig:
+    """Fraud classifier (banking.train_fraud / banking.score_fraud)."""
+
+    model_name: str
+    # Any labelled feature table: "<layer>/<name>" under the lakehouse root, or an absolute URI.
+    input_table: str
+    id_column: str
+    entity_column: str
+    time_column: str
+    date_column: str
+    label_column: str
+    # Rows whose label column is NULL (label window still open) never train or test.
+    numeric_features: tuple[str, ...]
+    categorical_features: tuple[str, ...]
+    # A feature already in the table used as the score of the rule baseline.
+    baseline_score_column: str
+    # Time split (days of date_column, counted back from the newest labelled day):
+    # train ... | validation (validation_days) | gap (gap_days) | test (test_days)
+    test_days: int
+    gap_days: int
+    validation_days: int
+    # Negatives are weighted n_neg/n_pos ÷ this (1 = fully balanced); inside training only.
+    positive_weight_divisor: float
+    # Alert budget: the top fraction of transactions by score that get an alert.
+    alert_budget: float
+    # Model family -> parameter grid (param name -> values), tuned by TrainValidationSplit.
+    families: Mapping[str, Mapping[str, tuple[float, ...]]]
+    train_ratio: float
+    promotion: PromotionConfig
+    score_table: str
+    calibration_bins: int
+
+
+@dataclass(frozen=True)
+class RecommenderConfig:
+    """ALS recommender (commerce.train_recommender / commerce.score_recommendations)."""
+
+    model_name: str
+    input_table: str
+    user_column: str
+    item_column: str
+    # Implicit mode trains on strength_column, explicit mode on rating_column.
+    mode: Literal["implicit", "explicit"]
+    strength_column: str
+    rating_column: str
+    time_column: str
+    date_column: str
+    # Rows counted as already bought: excluded from a user's recommendations.
+    purchased_column: str
+    # Per-user time split: each user's latest test_items pairs go to test, the ones before to validation.
+    test_items: int
+    validation_items: int
+    # Users with fewer pairs than this stay entirely in training.
+    min_user_items: int
+    k: int
+    ks: tuple[int, ...]
+    max_iter: int
+    grid: Mapping[str, tuple[float, ...]]
+    promotion: PromotionConfig
+    score_table: str
+
+
+@dataclass(frozen=True)
+class FailureModelConfig:
+    """Failure / remaining-useful-life predictor (maintenance.train_failure / maintenance.score_failure)."""
+
+    rul_model_name: str
+    failure_model_name: str
+    input_table: str
+    group_column: str
+    time_column: str
+    date_column: str
+    rul_column: str
+    failure_column: str
+    # Age column of the baseline (mean RUL by age bucket) and the bucket width.
+    age_column: str
+    age_bucket: int
+    feature_columns: tuple[str, ...]
+    categorical_features: tuple[str, ...]
+    # Share of machines (hash of group_column) held out for test, then for validation.
+    test_fraction: float
+    validation_fraction: float
+    # Minutes per cycle, to turn RUL cycles into alert lead time.
+    cycle_minutes: float
+    rul_grid: Mapping[str, tuple[float, ...]]
+    failure_grid: Mapping[str, tuple[float, ...]]
+    train_ratio: float
+    alert_budget: float
+    rul_promotion: PromotionConfig
+    failure_promotion: PromotionConfig
+    score_table: str
+
+
+@dataclass(frozen=True)
+class MLConfig:
+    """Model lifecycle: MLflow tracking and registry, reports, shared training settings."""
+
+    # Empty = sqlite:///<lakehouse root>/_mlflow/mlflow.db (the local default).
+    tracking_uri: str
+    # Where run artifacts (models, reports) go; empty = <lakehouse root>/_mlflow/artifacts.
+    artifact_root: str
+    # HTML reports are also saved here (relative to the lakehouse root when relative).
+    reports_dir: str
+    experiment_prefix: str
+    seed: int
+    # Models fitted in parallel by TrainValidationSplit.
+    parallelism: int
+    # ALS checkpoints (relative to the lakehouse root when relative).
+    checkpoint_dir: str
+    # Points kept per curve in reports (PR/ROC thresholds, RUL scatter sample).
+    curve_points: int
+    fraud: FraudModelConfig
+    recommender: RecommenderConfig
+    failure: FailureModelConfig
+
+
+@dataclass(frozen=True)
 class Config:
     env: str
     spark: SparkConfig
@@ -205,6 +334,7 @@ class Config:
     generate: GenerateConfig
     silver: SilverConfig
     features: FeaturesConfig
+    ml: MLConfig
 
     def landing_path(self) -> str:
         """Absolute landing folder (``lakehouse.landing_dir`` under the root when relative)."""
@@ -330,6 +460,11 @@ def _set_dotted(merged: dict[str, Any], origin: dict[str, str], key: str, value:
             return
         if _origin_of(hint) in (Mapping, dict):
             sub = node.setdefault(head, {})
+            # A mapping of mappings (e.g. a model family's grid) takes one key per level.
+            while len(parts) > 1 and _origin_of(typing.get_args(hint)[1]) in (Mapping, dict):
+                hint = typing.get_args(hint)[1]
+                walked.append(parts.pop(0))
+                sub = sub.setdefault(walked[-1], {})
             rest = ".".join(parts)
             sub[rest] = value
             origin[f"{'.'.join(walked)}.{rest}"] = "--conf"

@@ -27,6 +27,12 @@ class JobContext:
     config: Config
     run_date: date
     run_id: str
+    # First date of a backfill: dated jobs cover [first_date, run_date] (None = the run date only).
+    first_date: date | None = None
+
+    @property
+    def start_date(self) -> date:
+        return self.first_date or self.run_date
 
 
 @dataclass(frozen=True)
@@ -126,14 +132,18 @@ def select_jobs(jobs: Mapping[str, JobSpec], start: str | None, stop: str | None
     return [n for n in order if n in chosen]
 
 
-def run_job(spec: JobSpec, spark: SparkSession, config: Config, run_date: date) -> JobResult:
+def run_job(
+    spec: JobSpec, spark: SparkSession, config: Config, run_date: date, first_date: date | None = None
+) -> JobResult:
     """Run one job with its start and end log lines; any failure becomes JobFailed."""
     run_id = uuid.uuid4().hex
     common = {"job": spec.name, "run_id": run_id, "run_date": run_date.isoformat(), "env": config.env}
+    if first_date is not None and first_date != run_date:
+        common["since"] = first_date.isoformat()
     runlog.event("job_start", **common)
     started = time.perf_counter()
     try:
-        result = spec.func(JobContext(spark, config, run_date, run_id))
+        result = spec.func(JobContext(spark, config, run_date, run_id, first_date))
     except Exception as exc:
         seconds = round(time.perf_counter() - started, 3)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from lakeml.domains.banking.features import build_transaction_features
+from lakeml.domains.banking.fraud_model import score_fraud, train_fraud_model
 from lakeml.domains.banking.silver import CHARGEBACKS, TRANSACTIONS
 from lakeml.ingest.bronze import bronze_job
 from lakeml.ingest.silver import silver_job
@@ -37,7 +38,21 @@ def build_silver(ctx: JobContext) -> JobResult:
 @job("banking.build_features", depends_on=["banking.build_silver"])
 def build_features(ctx: JobContext) -> JobResult:
     """silver/{transactions, chargebacks} → gold/transaction_features for the run date (labels as of it)."""
-    counts = build_transaction_features(ctx.spark, ctx.config, ctx.run_date, ctx.run_date)
+    counts = build_transaction_features(ctx.spark, ctx.config, ctx.start_date, ctx.run_date)
     return JobResult(
         rows_in=counts["transaction_features"], rows_out=counts["transaction_features"], details=counts
     )
+
+
+@job("banking.train_fraud", depends_on=["banking.build_features"])
+def train_fraud(ctx: JobContext) -> JobResult:
+    """gold/transaction_features (pinned) → fraud classifier in MLflow; champion if it beats the current one."""
+    summary = train_fraud_model(ctx.spark, ctx.config, ctx.run_date)
+    return JobResult(rows_in=summary["rows_train"] + summary["rows_test"], rows_out=0, details=summary)
+
+
+@job("banking.score_fraud", depends_on=["banking.train_fraud"])
+def score_fraud_job(ctx: JobContext) -> JobResult:
+    """gold/transaction_features of the run date(s) → gold/fraud_scores with the champion's alerts."""
+    summary = score_fraud(ctx.spark, ctx.config, ctx.start_date, ctx.run_date)
+    return JobResult(rows_in=summary["rows"], rows_out=summary["rows"], details=summary)

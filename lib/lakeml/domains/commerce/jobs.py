@@ -24,6 +24,6 @@ def build_silver(ctx: JobContext) -> JobResult:
 @job("commerce.build_features", depends_on=["commerce.build_silver"])
 def build_features(ctx: JobContext) -> JobResult:
     """silver/clickstream → gold/user_item_interactions, gold/item_stats for the run date."""
-    counts = build_commerce_features(ctx.spark, ctx.config, ctx.run_date, ctx.run_date)
+    counts = build_commerce_features(ctx.spark, ctx.config, ctx.start_date, ctx.run_date)
     rows_out = sum(n for name, n in counts.items() if name != "events")
     return JobResult(rows_in=counts["events"], rows_out=rows_out, details=counts)

@@ -37,7 +37,7 @@ def build_silver(ctx: JobContext) -> JobResult:
 @job("maintenance.build_features", depends_on=["maintenance.build_silver"])
 def build_features(ctx: JobContext) -> JobResult:
     """silver/{telemetry, maintenance} → gold/machine_features for the run date (rolling, regime-normalized, RUL labels)."""
-    counts = build_machine_features(ctx.spark, ctx.config, ctx.run_date, ctx.run_date)
+    counts = build_machine_features(ctx.spark, ctx.config, ctx.start_date, ctx.run_date)
     return JobResult(
         rows_in=counts["telemetry_rows"] + counts["maintenance_rows"],
         rows_out=counts["machine_features_rows"],

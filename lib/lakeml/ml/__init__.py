@@ -1,0 +1,1 @@
+"""Model lifecycle: splits, evaluation, MLflow tracking and registry, promotion, batch scoring, reports."""

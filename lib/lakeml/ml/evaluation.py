@@ -1,0 +1,207 @@
+"""Model metrics computed by Spark: binary scores, top-K rankings and regression; small curves for reports.
+
+Only aggregates reach the driver (a few hundred curve points, bins, per-bucket errors), never rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+from pyspark.ml.evaluation import BinaryClassificationEvaluator, RankingEvaluator
+from pyspark.ml.feature import Bucketizer
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+# Direction of every metric a promotion gate may use.
+HIGHER_IS_BETTER: Mapping[str, bool] = {
+    "auprc": True,
+    "roc_auc": True,
+    "precision_at_budget": True,
+    "recall_at_budget": True,
+    "precision_at_k": True,
+    "recall_at_k": True,
+    "ndcg_at_k": True,
+    "map_at_k": True,
+    "coverage": True,
+    "rmse": False,
+    "mae": False,
+    "cmapss_score": False,
+}
+
+
+def is_better(metric: str, value: float, other: float, margin: float = 0.0) -> bool:
+    """Whether ``value`` beats ``other`` on ``metric`` by more than ``margin``."""
+    if metric not in HIGHER_IS_BETTER:
+        raise ValueError(f"unknown metric '{metric}' (known: {', '.join(sorted(HIGHER_IS_BETTER))})")
+    return value - other > margin if HIGHER_IS_BETTER[metric] else other - value > margin
+
+
+# ---------------------------------------------------------------------------------------------- binary
+
+
+def binary_metrics(scored: DataFrame, label: str, score: str) -> dict[str, float]:
+    """Area under the PR and ROC curves of ``score`` (higher = more likely positive) against a 0/1 label."""
+    data = scored.select(F.col(label).cast("double").alias("label"), F.col(score).cast("double").alias("s"))
+    evaluator = BinaryClassificationEvaluator(rawPredictionCol="s", labelCol="label")
+    return {
+        "auprc": evaluator.setMetricName("areaUnderPR").evaluate(data),
+        "roc_auc": evaluator.setMetricName("areaUnderROC").evaluate(data),
+    }
+
+
+def alert_threshold(scored: DataFrame, score: str, budget: float) -> float:
+    """The score above which the top ``budget`` fraction of rows lies (chosen on validation, reused on test)."""
+    if not 0 < budget < 1:
+        raise ValueError(f"alert budget must be in (0, 1), got {budget}")
+    value = scored.agg(F.percentile_approx(F.col(score), 1.0 - budget, 100_000)).first()[0]
+    return float(value) if value is not None else math.inf
+
+
+def metrics_at_threshold(scored: DataFrame, label: str, score: str, threshold: float) -> dict[str, float]:
+    """Confusion counts and precision / recall / alert rate when ``score >= threshold`` raises an alert."""
+    alert = F.col(score) >= F.lit(threshold)
+    positive = F.col(label) == 1
+    row = scored.agg(
+        F.sum((alert & positive).cast("long")).alias("tp"),
+        F.sum((alert & ~positive).cast("long")).alias("fp"),
+        F.sum((~alert & positive).cast("long")).alias("fn"),
+        F.sum((~alert & ~positive).cast("long")).alias("tn"),
+    ).first()
+    tp, fp, fn, tn = (int(row[k] or 0) for k in ("tp", "fp", "fn", "tn"))
+    total = tp + fp + fn + tn
+    return {
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+        "precision_at_budget": tp / (tp + fp) if tp + fp else 0.0,
+        "recall_at_budget": tp / (tp + fn) if tp + fn else 0.0,
+        "alert_rate": (tp + fp) / total if total else 0.0,
+        "positive_rate": (tp + fn) / total if total else 0.0,
+    }
+
+
+def binary_curve(scored: DataFrame, label: str, score: str, points: int) -> pd.DataFrame:
+    """PR and ROC points (threshold, precision, recall, fpr) at up to ``points`` score quantiles."""
+    probs = [i / points for i in range(points)]
+    cuts = scored.agg(F.percentile_approx(F.col(score), probs, 10_000)).first()[0] or []
+    thresholds = sorted(set(float(c) for c in cuts))
+    if not thresholds:
+        return pd.DataFrame(columns=["threshold", "precision", "recall", "fpr"])
+    # Each row's bucket = index of the highest threshold <= its score (-1 below all); counts per bucket,
+    # then cumulated from the top threshold down on the driver (one row per threshold).
+    splits = [-math.inf, *thresholds, math.inf]
+    bucketed = Bucketizer(splits=splits, inputCol="_s", outputCol="_b", handleInvalid="skip").transform(
+        scored.select(F.col(score).cast("double").alias("_s"), F.col(label).alias("_y"))
+    )
+    counts = (
+        bucketed.groupBy((F.col("_b").cast("int") - 1).alias("b"))
+        .agg(F.sum((F.col("_y") == 1).cast("long")).alias("pos"), F.count(F.lit(1)).alias("n"))
+        .toPandas()
+        .set_index("b")
+        .reindex(range(-1, len(thresholds)), fill_value=0)
+    )
+    pos_total, neg_total = counts["pos"].sum(), (counts["n"] - counts["pos"]).sum()
+    rows = []
+    tp = fp = 0
+    for i in range(len(thresholds) - 1, -1, -1):
+        tp += int(counts.at[i, "pos"])
+        fp += int(counts.at[i, "n"] - counts.at[i, "pos"])
+        rows.append(
+            {
+                "threshold": thresholds[i],
+                "precision": tp / (tp + fp) if tp + fp else 1.0,
+                "recall": tp / pos_total if pos_total else 0.0,
+                "fpr": fp / neg_total if neg_total else 0.0,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def calibration_bins(scored: DataFrame, label: str, score: str, bins: int) -> pd.DataFrame:
+    """Reliability table: per equal-width score bin, mean predicted probability, observed rate and count."""
+    b = F.least(F.floor(F.col(score) * bins), F.lit(bins - 1))
+    return (
+        scored.groupBy(b.alias("bin"))
+        .agg(
+            F.avg(score).alias("mean_predicted"),
+            F.avg(F.col(label).cast("double")).alias("observed_rate"),
+            F.count(F.lit(1)).alias("count"),
+        )
+        .orderBy("bin")
+        .toPandas()  # ``bins`` rows
+    )
+
+
+# ---------------------------------------------------------------------------------------------- ranking
+
+
+def ranking_metrics(
+    recommended: DataFrame, relevant: DataFrame, user: str, ks: Sequence[int]
+) -> dict[int, dict[str, float]]:
+    """precision/recall/NDCG/MAP at each k; ``recommended`` and ``relevant`` hold (user, items array<double>).
+
+    Users with relevant items but no recommendations count with an empty list (a miss, not skipped).
+    """
+    joined = relevant.select(user, F.col("items").alias("label")).join(
+        recommended.select(user, F.col("items").alias("prediction")), user, "left"
+    )
+    data = joined.select(
+        F.coalesce("prediction", F.array().cast("array<double>")).alias("prediction"),
+        F.col("label").cast("array<double>").alias("label"),
+    ).cache()
+    try:
+        out: dict[int, dict[str, float]] = {}
+        for k in ks:
+            ev = RankingEvaluator(predictionCol="prediction", labelCol="label", k=k)
+            out[k] = {
+                "precision_at_k": ev.setMetricName("precisionAtK").evaluate(data),
+                "recall_at_k": ev.setMetricName("recallAtK").evaluate(data),
+                "ndcg_at_k": ev.setMetricName("ndcgAtK").evaluate(data),
+                "map_at_k": ev.setMetricName("meanAveragePrecisionAtK").evaluate(data),
+            }
+        return out
+    finally:
+        data.unpersist()
+
+
+# ---------------------------------------------------------------------------------------------- regression
+
+
+def cmapss_score_terms(error: str) -> F.Column:
+    """The C-MAPSS asymmetric penalty of ``predicted - true``: exp(-e/13)-1 early, exp(e/10)-1 late."""
+    e = F.col(error)
+    return F.when(e < 0, F.exp(-e / 13.0) - 1.0).otherwise(F.exp(e / 10.0) - 1.0)
+
+
+def regression_metrics(scored: DataFrame, label: str, prediction: str) -> dict[str, float]:
+    """RMSE, MAE, mean error and the C-MAPSS score (sum) of ``prediction`` against ``label``."""
+    data = scored.select((F.col(prediction) - F.col(label)).cast("double").alias("e"))
+    row = data.agg(
+        F.sqrt(F.avg(F.col("e") * F.col("e"))).alias("rmse"),
+        F.avg(F.abs("e")).alias("mae"),
+        F.avg("e").alias("mean_error"),
+        F.sum(cmapss_score_terms("e")).alias("cmapss_score"),
+        F.count(F.lit(1)).alias("rows"),
+    ).first()
+    return {k: float(row[k]) if row[k] is not None else math.nan for k in row.asDict()}
+
+
+def error_by_bucket(scored: DataFrame, label: str, prediction: str, width: int) -> pd.DataFrame:
+    """Per true-value bucket of ``width``: count, RMSE and mean error (predicted - true)."""
+    e = F.col(prediction) - F.col(label)
+    low = (F.floor(F.col(label) / width) * width).cast("long")
+    out = (
+        scored.groupBy(low.alias("low"))
+        .agg(
+            F.count(F.lit(1)).alias("count"),
+            F.sqrt(F.avg(e * e)).alias("rmse"),
+            F.avg(e).alias("mean_error"),
+        )
+        .orderBy("low")
+        .toPandas()  # one row per bucket
+    )
+    out.insert(0, "bucket", [f"{int(lo)}-{int(lo) + width - 1}" for lo in out["low"]])
+    return out.drop(columns=["low"])

@@ -1,0 +1,196 @@
+"""The training lifecycle shared by every model: pinned inputs, MLflow run, registry, promotion, report.
+
+A trainer reads its inputs with :func:`pin`, fits and evaluates, then hands each fitted model to
+:func:`finish_training` as a :class:`Candidate`. That one call logs the run (params, metrics,
+reproducibility facts, the model, the HTML report), evaluates the current champion on the same
+holdout, applies the promotion gate, and protects the input table versions from vacuum.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyspark.ml import PipelineModel
+from pyspark.sql import DataFrame, SparkSession
+
+from lakeml.config import Config, join_location
+from lakeml.errors import JobFailed
+from lakeml.lakehouse import DeltaTableRef, Lakehouse
+from lakeml.ml import registry, tracking
+from lakeml.ml.report import HtmlReport
+
+
+@dataclass(frozen=True)
+class PinnedTable:
+    """A table read at one Delta version, so the run can be repeated on exactly the same rows."""
+
+    name: str
+    table: DeltaTableRef
+    version: int
+    df: DataFrame
+
+
+@dataclass
+class Candidate:
+    """A fitted model ready for the registry, with its holdout metrics and how to score a rival on it."""
+
+    name: str
+    model: PipelineModel
+    metrics: dict[str, float]
+    evaluate: Callable[[PipelineModel], dict[str, float]]
+    promotion: Any  # PromotionConfig
+    params: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    name: str
+    version: str
+    run_id: str
+    promoted: bool
+    reason: str
+    metrics: Mapping[str, float]
+    champion_metrics: Mapping[str, float] | None
+    report_path: str
+
+
+def table_ref(lake: Lakehouse, spec: str) -> DeltaTableRef:
+    """``layer/name`` under the lakehouse root, or an absolute path / URI of any Delta table."""
+    if "://" in spec or spec.startswith("/"):
+        return lake.at(spec)
+    layer, _, name = spec.partition("/")
+    return lake.table(layer, name)
+
+
+def pin(lake: Lakehouse, spec: str) -> PinnedTable:
+    """Read ``spec`` at its current version; fails clearly when the table does not exist yet."""
+    table = table_ref(lake, spec)
+    if not table.exists():
+        raise JobFailed(f"training input {spec} ({table.uri}) does not exist: run its build job first")
+    version = table.version()
+    return PinnedTable(spec, table, version, table.read(version=version))
+
+
+def expand_columns(patterns: Sequence[str], columns: Sequence[str]) -> list[str]:
+    """Columns matching each fnmatch pattern, in pattern order then table order; a pattern matching
+    nothing is an error (a renamed column must not silently drop a feature)."""
+    out: list[str] = []
+    for pattern in patterns:
+        hits = [c for c in columns if fnmatch.fnmatchcase(c, pattern)]
+        if not hits:
+            raise JobFailed(f"feature pattern '{pattern}' matches no column of the input table")
+        out.extend(c for c in hits if c not in out)
+    return out
+
+
+def require_columns(df: DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise JobFailed(f"{what}: input has no column(s) {', '.join(missing)} (has: {', '.join(df.columns)})")
+
+
+def report_path(config: Config, experiment: str, run_date: dt.date, run_id: str) -> Path:
+    folder = Path(join_location(join_location(config.lakehouse.root, config.ml.reports_dir), experiment))
+    return folder / f"{run_date.isoformat()}-{run_id[:12]}.html"
+
+
+def _champion_metrics(client: Any, candidate: Candidate) -> tuple[Mapping[str, float] | None, str]:
+    """Metrics of the current champion on the candidate's holdout, or None with a note why not."""
+    import mlflow.spark
+
+    current = registry.champion_version(client, candidate.name)
+    if current is None:
+        return None, "no champion yet"
+    try:
+        model = mlflow.spark.load_model(f"models:/{candidate.name}/{current.version}")
+        return candidate.evaluate(model), f"champion v{current.version}"
+    except Exception as exc:  # an incompatible champion (e.g. other features) cannot be compared
+        return None, f"champion v{current.version} could not score this holdout: {type(exc).__name__}: {exc}"
+
+
+def finish_training(
+    spark: SparkSession,
+    config: Config,
+    lake: Lakehouse,
+    experiment: str,
+    run_date: dt.date,
+    inputs: Sequence[PinnedTable],
+    candidates: Sequence[Candidate],
+    report: HtmlReport,
+    run_params: Mapping[str, Any],
+    run_metrics: Mapping[str, float],
+) -> list[TrainingOutcome]:
+    """Log, register, gate and protect: one MLflow run holding every candidate of one training job."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+    import mlflow.spark
+
+    experiment_id = tracking.experiment_id(config, experiment)
+    client = mlflow.MlflowClient()
+    versions = {p.name: p.version for p in inputs}
+    outcomes: list[TrainingOutcome] = []
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{experiment}-{run_date}") as run:
+        run_id = run.info.run_id
+        params = tracking.reproducibility_params(spark, lake.engine, versions, config.ml.seed)
+        params.update({k: str(v) for k, v in run_params.items()})
+        params["run_date"] = run_date.isoformat()
+        for c in candidates:
+            params.update({f"{c.name}.{k}": str(v) for k, v in c.params.items()})
+        mlflow.log_params({k: v[:6000] for k, v in params.items()})
+        mlflow.log_metrics({k: float(v) for k, v in run_metrics.items()})
+        rows = []
+        decisions = []
+        for c in candidates:
+            mlflow.log_metrics({f"{c.name}.{k}": float(v) for k, v in c.metrics.items()})
+            champion, note = _champion_metrics(client, c)
+            decision = registry.decide_promotion(c.metrics, champion, c.promotion)
+            decisions.append((c, champion, decision))
+            metric = c.promotion.primary_metric
+            rows.append(
+                {
+                    "model": c.name,
+                    "metric": metric,
+                    "candidate": c.metrics.get(metric),
+                    "champion": None if champion is None else champion.get(metric),
+                    "compared with": note,
+                    "decision": "champion" if decision.promote else "challenger",
+                    "reason": decision.reason,
+                }
+            )
+        report.add_heading("Promotion")
+        report.add_table("Candidate vs current champion on the same holdout", rows)
+        report.add_table("Inputs (pinned Delta versions) and environment", [params])
+        path = report.write(report_path(config, experiment, run_date, run_id))
+        mlflow.log_artifact(str(path), artifact_path="report")
+        for c, champion, decision in decisions:
+            info = mlflow.spark.log_model(
+                c.model, artifact_path=c.name, pip_requirements=[f"pyspark=={spark.version}"]
+            )
+            registered = mlflow.register_model(
+                info.model_uri, c.name, tags={"run_date": run_date.isoformat()}
+            )
+            version = str(registered.version)
+            for key, value in {
+                **c.tags,
+                **{f"input.{k}.version": str(v) for k, v in versions.items()},
+            }.items():
+                client.set_model_version_tag(c.name, version, key, value)
+            registry.protect_inputs({p.name: (p.table, p.version) for p in inputs}, c.name, version)
+            registry.apply_decision(client, c.name, version, decision)
+            if champion is not None:
+                mlflow.log_metrics(
+                    {f"{c.name}.champion.{k}": float(v) for k, v in champion.items() if isinstance(v, float)}
+                )
+            outcomes.append(
+                TrainingOutcome(
+                    c.name, version, run_id, decision.promote, decision.reason, c.metrics, champion, str(path)
+                )
+            )
+    return outcomes

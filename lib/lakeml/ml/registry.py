@@ -1,0 +1,100 @@
+"""MLflow model registry: champion / challenger aliases, the promotion gate, and vacuum protection
+of the table versions a registered model was trained on."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from lakeml.config import PromotionConfig
+from lakeml.lakehouse import DeltaTableRef
+from lakeml.ml.evaluation import HIGHER_IS_BETTER, is_better
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+_PROTECTION = re.compile(r"^model-(?P<name>.+)-v(?P<version>\d+)$")
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    promote: bool
+    reason: str
+
+
+def decide_promotion(
+    candidate: Mapping[str, float], champion: Mapping[str, float] | None, rule: PromotionConfig
+) -> PromotionDecision:
+    """Champion only if every floor holds and the primary metric beats the champion's on the same holdout."""
+    metric = rule.primary_metric
+    if metric not in candidate:
+        raise ValueError(f"primary metric '{metric}' was not computed (have: {', '.join(sorted(candidate))})")
+    failed = []
+    for name, bound in rule.floors.items():
+        value = candidate.get(name, math.nan)
+        higher = HIGHER_IS_BETTER.get(name)
+        if higher is None:
+            raise ValueError(f"floor on unknown metric '{name}'")
+        if math.isnan(value) or (value < bound if higher else value > bound):
+            failed.append(f"{name}={value:.4g} {'<' if higher else '>'} floor {bound:g}")
+    if failed:
+        return PromotionDecision(False, "stays challenger: fails floor " + "; ".join(failed))
+    if champion is None:
+        return PromotionDecision(True, f"first model passing the floors ({metric}={candidate[metric]:.4g})")
+    if metric not in champion or math.isnan(champion[metric]):
+        return PromotionDecision(True, f"champion has no {metric} on this holdout; candidate passes floors")
+    if is_better(metric, candidate[metric], champion[metric], rule.min_improvement):
+        return PromotionDecision(
+            True,
+            f"{metric} {candidate[metric]:.4g} beats champion's {champion[metric]:.4g} on the same holdout",
+        )
+    return PromotionDecision(
+        False,
+        f"stays challenger: {metric} {candidate[metric]:.4g} does not beat champion's "
+        f"{champion[metric]:.4g} by more than {rule.min_improvement:g} on the same holdout",
+    )
+
+
+def champion_version(client: object, name: str) -> object | None:
+    """The registered version aliased ``champion``, or None (no model yet, or no champion)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)  # type: ignore[attr-defined]
+    except MlflowException:
+        return None
+
+
+def apply_decision(client: object, name: str, version: str, decision: PromotionDecision) -> None:
+    """Set the champion or challenger alias on ``version`` and record the reason as a version tag."""
+    client.set_model_version_tag(name, version, "promotion", decision.reason)  # type: ignore[attr-defined]
+    alias = CHAMPION if decision.promote else CHALLENGER
+    client.set_registered_model_alias(name, alias, version)  # type: ignore[attr-defined]
+
+
+def protection_reason(name: str, version: str | int) -> str:
+    return f"model-{name}-v{version}"
+
+
+def protect_inputs(tables: Mapping[str, tuple[DeltaTableRef, int]], name: str, version: str) -> None:
+    """Keep each training table version's files through vacuum while the model version is registered."""
+    for table, table_version in tables.values():
+        table.protect(table_version, protection_reason(name, version))
+
+
+def release_unregistered(client: object, table: DeltaTableRef) -> list[tuple[int, str]]:
+    """Drop protections of ``table`` whose model version no longer exists in the registry; returns them."""
+    from mlflow.exceptions import MlflowException
+
+    released = []
+    for table_version, reasons in table.protected_versions().items():
+        for reason in reasons:
+            m = _PROTECTION.match(reason)
+            if not m:
+                continue
+            try:
+                client.get_model_version(m["name"], m["version"])  # type: ignore[attr-defined]
+            except MlflowException:
+                table.unprotect(table_version, reason)
+                released.append((table_version, reason))
+    return released
