@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from lakeml.domains.commerce.features import build_commerce_features
+from lakeml.domains.commerce.recommender import score_recommendations, train_recommender
 from lakeml.domains.commerce.silver import CLICKSTREAM
 from lakeml.ingest.bronze import bronze_job
 from lakeml.ingest.silver import silver_job
@@ -27,3 +28,17 @@ def build_features(ctx: JobContext) -> JobResult:
     counts = build_commerce_features(ctx.spark, ctx.config, ctx.start_date, ctx.run_date)
     rows_out = sum(n for name, n in counts.items() if name != "events")
     return JobResult(rows_in=counts["events"], rows_out=rows_out, details=counts)
+
+
+@job("commerce.train_recommender", depends_on=["commerce.build_features"])
+def train_recommender_job(ctx: JobContext) -> JobResult:
+    """gold/user_item_interactions snapshot (pinned) → ALS in MLflow; champion if it beats the current one."""
+    summary = train_recommender(ctx.spark, ctx.config, ctx.run_date)
+    return JobResult(rows_in=summary["rows_train"] + summary["rows_test"], rows_out=0, details=summary)
+
+
+@job("commerce.score_recommendations", depends_on=["commerce.train_recommender"])
+def score_recommendations_job(ctx: JobContext) -> JobResult:
+    """gold/user_item_interactions snapshot(s) → gold/recommendations: top-k per user, purchased items excluded."""
+    summary = score_recommendations(ctx.spark, ctx.config, ctx.start_date, ctx.run_date)
+    return JobResult(rows_in=summary["rows"], rows_out=summary["rows"], details=summary)

@@ -1,0 +1,429 @@
+"""ALS recommender: train on one gold/user_item_interactions snapshot, register, gate, score top-K.
+
+- **Input**: the snapshot ``date_column = D``, D = the newest snapshot on or before the run date (each
+  snapshot already sums the trailing lookback window). Implicit mode learns from ``strength_column``
+  (decayed interaction strength), explicit mode from ``rating_column`` (rows without a rating skipped).
+- **Split** (per user, by time): each user's ``test_items`` most recent pairs (``time_column``) are
+  test, the ``validation_items`` before them validation, the rest train; users with fewer than
+  ``min_user_items`` pairs stay in train only.
+- **Tuning**: every grid point is fitted on train and ranked by precision@k on validation (pairs the
+  user already has in train are never recommended), ``ml.parallelism`` fits at a time. The random
+  split of TrainValidationSplit would put a user's later pairs into training, so it is used only for
+  explicit mode's RMSE tuning. The best point is refitted on train + validation and tested once.
+- **Metrics** on test users: precision/recall/NDCG/MAP@k (RankingEvaluator) for every k of ``ks``,
+  catalog coverage, and RMSE in explicit mode; a popularity baseline (items by distinct train users,
+  minus what the user has seen) is scored on the same users in the same run.
+- **Scoring**: top ``k`` per user of the snapshot, excluding items the user purchased
+  (``purchased_column > 0``), into gold/recommendations.
+
+User and item ids are indexed by StringIndexer inside the saved pipeline (its labels are the model's
+id vocabulary, held like any MLlib StringIndexer's); recommendations map back through those labels.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from pyspark import StorageLevel
+from pyspark.ml import Pipeline, PipelineModel
+from pyspark.ml.evaluation import RegressionEvaluator
+from pyspark.ml.feature import IndexToString, StringIndexer
+from pyspark.ml.recommendation import ALS, ALSModel
+from pyspark.ml.tuning import ParamGridBuilder, TrainValidationSplit
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from lakeml.config import Config, RecommenderConfig, join_location
+from lakeml.errors import JobFailed
+from lakeml.lakehouse import Lakehouse
+from lakeml.ml import evaluation as ev
+from lakeml.ml import lifecycle, scoring
+from lakeml.ml.report import HtmlReport, plot_ranking_curves
+from lakeml.ml.splits import SPLIT, TEST, TRAIN, VALIDATION, with_latest_per_user_split
+
+USER_IDX, ITEM_IDX, TARGET = "_user_idx", "_item_idx", "_target"
+ITEM_KEY_SPACE = 2**52  # item keys for RankingEvaluator: exact as doubles
+
+RECOMMENDATIONS_SCHEMA = T.StructType(
+    [
+        T.StructField("user_id", T.StringType(), False),
+        T.StructField("rank", T.IntegerType(), False),  # 1 = best
+        T.StructField("item_id", T.StringType(), False),
+        T.StructField("score", T.DoubleType(), False),  # ALS predicted preference
+        T.StructField("model_name", T.StringType(), False),
+        T.StructField("model_version", T.StringType(), False),
+        T.StructField("input_version", T.LongType(), False),
+        T.StructField("scored_at", T.TimestampType(), False),
+        T.StructField("as_of_date", T.DateType(), False),  # partition: the snapshot scored
+    ]
+)
+
+
+def snapshot_date(df: DataFrame, cfg: RecommenderConfig, run_date: dt.date) -> dt.date:
+    """The newest snapshot date on or before ``run_date`` (a clear error when there is none)."""
+    day = df.where(F.col(cfg.date_column) <= F.lit(run_date)).agg(F.max(cfg.date_column)).first()[0]
+    if day is None:
+        raise JobFailed(f"{cfg.input_table} has no snapshot on or before {run_date}")
+    return day
+
+
+def with_target(cfg: RecommenderConfig) -> Any:
+    """Reads the strength or rating column (by mode); adds ``_target`` (float) and drops rows without one."""
+    source = cfg.strength_column if cfg.mode == "implicit" else cfg.rating_column
+    return lambda df: df.withColumn(TARGET, F.col(source).cast("float")).where(F.col(TARGET).isNotNull())
+
+
+def item_key(column: str) -> F.Column:
+    """A numeric key per item id for RankingEvaluator (exact as a double)."""
+    return F.pmod(F.xxhash64(F.col(column)), F.lit(ITEM_KEY_SPACE)).cast("double")
+
+
+def als_pipeline(cfg: RecommenderConfig, params: dict[str, float], seed: int) -> Pipeline:
+    """StringIndexer for users and items, then ALS on the indexes (implicit or explicit by mode)."""
+    als = ALS(
+        userCol=USER_IDX,
+        itemCol=ITEM_IDX,
+        ratingCol=TARGET,
+        implicitPrefs=cfg.mode == "implicit",
+        coldStartStrategy="drop",
+        nonnegative=cfg.mode == "implicit",
+        maxIter=cfg.max_iter,
+        seed=seed,
+    )
+    for name, value in params.items():
+        als.set(als.getParam(name), als.getParam(name).typeConverter(value))
+    return Pipeline(
+        stages=[
+            StringIndexer(inputCol=cfg.user_column, outputCol=USER_IDX, handleInvalid="skip"),
+            StringIndexer(inputCol=cfg.item_column, outputCol=ITEM_IDX, handleInvalid="skip"),
+            als,
+        ]
+    )
+
+
+def recommend(
+    model: PipelineModel, users: DataFrame, exclude: DataFrame, k: int, cfg: RecommenderConfig
+) -> DataFrame:
+    """Top ``k`` (user, rank, item, score) for ``users``, never an item of ``exclude`` (user, item) pairs.
+
+    Users the model does not know get no rows. Asks ALS for k + the largest exclusion count per user,
+    so after removing excluded items every user still has k (catalog permitting).
+    """
+    user_indexer, item_indexer, als = model.stages[0], model.stages[1], model.stages[-1]
+    assert isinstance(als, ALSModel)
+    u, i = cfg.user_column, cfg.item_column
+    indexed = user_indexer.transform(users.select(u).distinct())
+    excluded = exclude.select(u, i).distinct()
+    widest = excluded.groupBy(u).count().agg(F.max("count")).first()[0] or 0  # one number
+    raw = als.recommendForUserSubset(indexed, k + int(widest))
+    pairs = raw.select(USER_IDX, F.posexplode("recommendations").alias("pos", "rec")).select(
+        USER_IDX,
+        F.col("rec")[als.getItemCol()].cast("double").alias(ITEM_IDX),
+        F.col("rec.rating").alias("score"),
+    )
+    labelled = IndexToString(inputCol=ITEM_IDX, outputCol=i, labels=item_indexer.labels).transform(pairs)
+    kept = labelled.join(indexed, USER_IDX).join(excluded, [u, i], "left_anti")
+    rank = F.row_number().over(Window.partitionBy(u).orderBy(F.col("score").desc(), F.col(i)))
+    return kept.withColumn("rank", rank).where(F.col("rank") <= k).select(u, "rank", i, "score")
+
+
+def popularity_baseline(
+    train: DataFrame, users: DataFrame, exclude: DataFrame, k: int, cfg: RecommenderConfig
+) -> DataFrame:
+    """Top ``k`` items by distinct train users for each of ``users``, minus the user's excluded items."""
+    u, i = cfg.user_column, cfg.item_column
+    excluded = exclude.select(u, i).distinct()
+    widest = excluded.groupBy(u).count().agg(F.max("count")).first()[0] or 0
+    popular = (
+        train.groupBy(i)
+        .agg(F.countDistinct(u).alias("score"))
+        .orderBy(F.col("score").desc(), F.col(i))
+        .limit(k + int(widest))
+    )
+    candidates = (
+        users.select(u).distinct().crossJoin(F.broadcast(popular)).join(excluded, [u, i], "left_anti")
+    )
+    rank = F.row_number().over(Window.partitionBy(u).orderBy(F.col("score").desc(), F.col(i)))
+    return (
+        candidates.withColumn("rank", rank)
+        .where(F.col("rank") <= k)
+        .select(u, "rank", i, F.col("score").cast("double"))
+    )
+
+
+def ranked_lists(recs: DataFrame, cfg: RecommenderConfig) -> DataFrame:
+    """(user, rank, item) rows → (user, items: array of item keys in rank order)."""
+    ordered = F.array_sort(F.collect_list(F.struct("rank", item_key(cfg.item_column).alias("key"))))
+    return (
+        recs.groupBy(cfg.user_column)
+        .agg(ordered.alias("l"))
+        .select(cfg.user_column, F.col("l.key").alias("items"))
+    )
+
+
+def relevant_lists(test: DataFrame, cfg: RecommenderConfig) -> DataFrame:
+    """Test pairs with a positive target → (user, items: array of item keys)."""
+    positive = test.where(F.col(TARGET) > 0) if cfg.mode == "implicit" else test.where(F.col(TARGET) >= 4)
+    return positive.groupBy(cfg.user_column).agg(F.collect_set(item_key(cfg.item_column)).alias("items"))
+
+
+def ranking_report(
+    recs: DataFrame, relevant: DataFrame, cfg: RecommenderConfig, catalog: int
+) -> dict[str, Any]:
+    """Metrics at every k of ``ks`` (dict by k) and catalog coverage of the top-k lists."""
+    by_k = ev.ranking_metrics(ranked_lists(recs, cfg), relevant, cfg.user_column, sorted({*cfg.ks, cfg.k}))
+    covered = recs.where(F.col("rank") <= cfg.k).select(cfg.item_column).distinct().count()
+    return {"by_k": by_k, "coverage": covered / catalog if catalog else 0.0}
+
+
+def _fit_and_score(
+    cfg: RecommenderConfig,
+    params: dict[str, float],
+    seed: int,
+    fit_on: DataFrame,
+    users: DataFrame,
+    seen: DataFrame,
+    relevant: DataFrame,
+) -> float:
+    model = als_pipeline(cfg, params, seed).fit(fit_on)
+    recs = recommend(model, users, seen, cfg.k, cfg)
+    return ev.ranking_metrics(ranked_lists(recs, cfg), relevant, cfg.user_column, [cfg.k])[cfg.k][
+        "precision_at_k"
+    ]
+
+
+def tune_implicit(
+    cfg: RecommenderConfig, config: Config, train: DataFrame, validation: DataFrame
+) -> tuple[dict[str, float], list[tuple[dict[str, float], float]]]:
+    """Grid points fitted on train, ranked by validation precision@k (``ml.parallelism`` at a time)."""
+    names = list(cfg.grid)
+    points = [dict(zip(names, values, strict=True)) for values in itertools.product(*cfg.grid.values())]
+    users = validation.select(cfg.user_column).distinct()
+    relevant = relevant_lists(validation, cfg)
+    with ThreadPoolExecutor(max_workers=max(1, config.ml.parallelism)) as pool:
+        scores = list(
+            pool.map(lambda p: _fit_and_score(cfg, p, config.ml.seed, train, users, train, relevant), points)
+        )
+    results = list(zip(points, scores, strict=True))
+    return max(results, key=lambda r: r[1])[0], results
+
+
+def tune_explicit(
+    cfg: RecommenderConfig, config: Config, train: DataFrame
+) -> tuple[dict[str, float], list[tuple[dict[str, float], float]]]:
+    """TrainValidationSplit over the grid by RMSE of held-out ratings (rating prediction is not sequential)."""
+    pipeline = als_pipeline(cfg, {}, config.ml.seed)
+    als = pipeline.getStages()[-1]
+    grid_builder = ParamGridBuilder()
+    for name, values in cfg.grid.items():
+        if name == "alpha":
+            continue  # alpha only matters with implicit preferences
+        grid_builder.addGrid(als.getParam(name), [als.getParam(name).typeConverter(v) for v in values])
+    grid = grid_builder.build()
+    tvs = TrainValidationSplit(
+        estimator=pipeline,
+        estimatorParamMaps=grid,
+        evaluator=RegressionEvaluator(labelCol=TARGET, metricName="rmse"),
+        trainRatio=0.8,
+        parallelism=config.ml.parallelism,
+        seed=config.ml.seed,
+    ).fit(train)
+    results = [
+        ({p.name: float(v) for p, v in pm.items()}, float(m))
+        for pm, m in zip(grid, tvs.validationMetrics, strict=True)
+    ]
+    return min(results, key=lambda r: r[1])[0], results
+
+
+def _flat(result: dict[str, Any], k: int) -> dict[str, float]:
+    return {**result["by_k"][k], "coverage": result["coverage"]}
+
+
+def train_recommender(spark: SparkSession, config: Config, run_date: dt.date) -> dict[str, Any]:
+    """gold interactions snapshot (pinned) → tuned ALS vs popularity → MLflow run, registry, promotion gate."""
+    cfg, seed = config.ml.recommender, config.ml.seed
+    lake = Lakehouse(spark, config)
+    spark.sparkContext.setCheckpointDir(join_location(config.lakehouse.root, config.ml.checkpoint_dir))
+    pinned = lifecycle.pin(lake, cfg.input_table)
+    u, i = cfg.user_column, cfg.item_column
+    lifecycle.require_columns(
+        pinned.df,
+        [u, i, cfg.time_column, cfg.date_column, cfg.strength_column, cfg.rating_column],
+        "recommender",
+    )
+    day = snapshot_date(pinned.df, cfg, run_date)
+    rows = pinned.df.where(F.col(cfg.date_column) == F.lit(day)).transform(with_target(cfg))
+    split = rows.transform(
+        with_latest_per_user_split(
+            u, cfg.time_column, i, cfg.test_items, cfg.validation_items, cfg.min_user_items
+        )
+    ).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        counts = {
+            r[SPLIT]: int(r["n"]) for r in split.groupBy(SPLIT).agg(F.count(F.lit(1)).alias("n")).collect()
+        }
+        if any(counts.get(s, 0) == 0 for s in (TRAIN, VALIDATION, TEST)):
+            raise JobFailed(
+                f"recommender split of snapshot {day} is {counts}: too few users with {cfg.min_user_items}+ items"
+            )
+        train = split.where(F.col(SPLIT) == TRAIN)
+        validation = split.where(F.col(SPLIT) == VALIDATION)
+        test = split.where(F.col(SPLIT) == TEST)
+        fit_on = split.where(F.col(SPLIT) != TEST)  # final fit: train + validation
+        if cfg.mode == "implicit":
+            best, tuning = tune_implicit(cfg, config, train, validation)
+        else:
+            best, tuning = tune_explicit(cfg, config, train)
+        model = als_pipeline(cfg, best, seed).fit(fit_on)
+        test_users = test.select(u).distinct()
+        relevant = relevant_lists(test, cfg).persist(StorageLevel.MEMORY_AND_DISK)
+        catalog = fit_on.select(i).distinct().count()
+        recs = recommend(model, test_users, fit_on, cfg.k, cfg).persist(StorageLevel.MEMORY_AND_DISK)
+        result = ranking_report(recs, relevant, cfg, catalog)
+        baseline_recs = popularity_baseline(fit_on, test_users, fit_on, cfg.k, cfg)
+        baseline = ranking_report(baseline_recs, relevant, cfg, catalog)
+        metrics = _flat(result, cfg.k)
+        if cfg.mode == "explicit":
+            predicted = model.transform(test)
+            metrics["rmse"] = RegressionEvaluator(labelCol=TARGET, metricName="rmse").evaluate(predicted)
+
+        def evaluate(other: PipelineModel) -> dict[str, float]:
+            out = _flat(
+                ranking_report(recommend(other, test_users, fit_on, cfg.k, cfg), relevant, cfg, catalog),
+                cfg.k,
+            )
+            if cfg.mode == "explicit":
+                out["rmse"] = RegressionEvaluator(labelCol=TARGET, metricName="rmse").evaluate(
+                    other.transform(test)
+                )
+            return out
+
+        report = recommender_report(
+            cfg, run_date, day, pinned, counts, best, tuning, result, baseline, metrics
+        )
+        candidate = lifecycle.Candidate(
+            name=cfg.model_name,
+            model=model,
+            metrics=metrics,
+            evaluate=evaluate,
+            promotion=cfg.promotion,
+            params={
+                "mode": cfg.mode,
+                "k": cfg.k,
+                "max_iter": cfg.max_iter,
+                **{f"tuned.{k}": v for k, v in best.items()},
+            },
+            tags={"mode": cfg.mode, "snapshot": day.isoformat()},
+        )
+        run_metrics = {f"baseline.{k}": float(v) for k, v in _flat(baseline, cfg.k).items()}
+        run_metrics.update({f"rows.{s}": float(n) for s, n in counts.items()})
+        (outcome,) = lifecycle.finish_training(
+            spark, config, lake, "recommender", run_date, [pinned], [candidate], report,
+            {"snapshot": day.isoformat(), "mode": cfg.mode}, run_metrics,
+        )  # fmt: skip
+        relevant.unpersist()
+        recs.unpersist()
+    finally:
+        split.unpersist()
+    return {
+        "model": outcome.name,
+        "version": outcome.version,
+        "promoted": outcome.promoted,
+        "reason": outcome.reason,
+        "mode": cfg.mode,
+        "snapshot": day.isoformat(),
+        "precision_at_k": round(metrics["precision_at_k"], 4),
+        "baseline_precision_at_k": round(_flat(baseline, cfg.k)["precision_at_k"], 4),
+        "rows_train": counts.get(TRAIN, 0) + counts.get(VALIDATION, 0),
+        "rows_test": counts[TEST],
+        "input_version": pinned.version,
+        "report": outcome.report_path,
+    }
+
+
+def recommender_report(
+    cfg: RecommenderConfig,
+    run_date: dt.date,
+    day: dt.date,
+    pinned: lifecycle.PinnedTable,
+    counts: dict[str, int],
+    best: dict[str, float],
+    tuning: list[tuple[dict[str, float], float]],
+    result: dict[str, Any],
+    baseline: dict[str, Any],
+    metrics: dict[str, float],
+) -> HtmlReport:
+    """Metric table vs popularity, precision/recall/NDCG@k curves, coverage, tuning grid."""
+    report = HtmlReport(
+        f"ALS recommender — {cfg.model_name} ({cfg.mode})",
+        f"run date {run_date}, snapshot {day} of {cfg.input_table} v{pinned.version}",
+    )
+    k = cfg.k
+    report.add_table(
+        f"Test users' held-out pairs, top-{k} (already-seen items excluded)",
+        [
+            {"model": "ALS (candidate)", **metrics},
+            {"model": "popularity baseline", **_flat(baseline, k)},
+        ],
+    )
+    rows = [
+        {
+            "k": kk,
+            "model": name,
+            "precision": m["precision_at_k"],
+            "recall": m["recall_at_k"],
+            "ndcg": m["ndcg_at_k"],
+        }
+        for name, res in (("ALS", result), ("popularity", baseline))
+        for kk, m in sorted(res["by_k"].items())
+    ]
+    import pandas as pd
+
+    report.add_figure("Precision, recall and NDCG at k", plot_ranking_curves(pd.DataFrame(rows)))
+    report.add_table("Splits (pairs)", [{"split": s, "pairs": n} for s, n in sorted(counts.items())])
+    metric = "validation precision@k" if cfg.mode == "implicit" else "validation RMSE (TrainValidationSplit)"
+    report.add_table(
+        f"Tuning grid ({metric}); best {best}", [{**params, metric: value} for params, value in tuning]
+    )
+    return report
+
+
+def score_recommendations(
+    spark: SparkSession, config: Config, first: dt.date, last: dt.date
+) -> dict[str, Any]:
+    """Top-k per user for each snapshot in [first, last], minus purchased items, into gold/recommendations."""
+    cfg = config.ml.recommender
+    lake = Lakehouse(spark, config)
+    champion = scoring.load_champion(config, cfg.model_name, "commerce.train_recommender")
+    source = lifecycle.table_ref(lake, cfg.input_table)
+    if not source.exists():
+        raise JobFailed(f"{cfg.input_table} does not exist: run commerce.build_features first")
+    version = source.version()
+    rows = source.read(version=version, where=[(cfg.date_column, ">=", first), (cfg.date_column, "<=", last)])
+    days = [r[0] for r in rows.select(cfg.date_column).distinct().collect()]  # one row per snapshot date
+    parts = []
+    for day in sorted(days):
+        snapshot = rows.where(F.col(cfg.date_column) == F.lit(day))
+        purchased = snapshot.where(F.col(cfg.purchased_column) > 0)
+        recs = recommend(champion.model, snapshot, purchased, cfg.k, cfg)
+        parts.append(
+            recs.select(
+                F.col(cfg.user_column).alias("user_id"),
+                F.col("rank").cast("int").alias("rank"),
+                F.col(cfg.item_column).alias("item_id"),
+                F.col("score").cast("double").alias("score"),
+                F.lit(day).alias("as_of_date"),
+            )
+        )
+    if not parts:
+        raise JobFailed(f"{cfg.input_table} has no snapshot in [{first}, {last}]")
+    scores = parts[0]
+    for part in parts[1:]:
+        scores = scores.unionByName(part)
+    return scoring.write_scores(
+        lake, cfg.score_table, RECOMMENDATIONS_SCHEMA, scores, (first, last), champion, version
+    )
