@@ -65,3 +65,135 @@ def transaction_features(
         else:
             out.append((F.col("_u2") * 10).cast(field.dataType).alias(field.name))
     return df.select(*out)
+
+
+def user_item_interactions(
+    spark: SparkSession,
+    users: int,
+    pairs_per_user: int,
+    day: dt.date,
+    categories: int = 8,
+    items_per_category: int = 30,
+    seed: int = 3,
+) -> DataFrame:
+    """One interactions snapshot where each user prefers one category (80 % of pairs), item popularity
+    is Zipf-like within a category, ratings are high in the favourite category and low elsewhere."""
+    from lakeml.domains.commerce.features import USER_ITEM_INTERACTIONS_SCHEMA
+
+    u = lambda k: F.rand(seed * 100 + k)  # noqa: E731
+    user = (F.col("id") / pairs_per_user).cast("long")
+    favourite = F.pmod(F.xxhash64(user, F.lit(seed)), F.lit(categories))
+    df = spark.range(users * pairs_per_user, numPartitions=2).select(
+        user.alias("_user"), favourite.alias("_fav"), u(1).alias("_u1"), u(2).alias("_u2"), u(3).alias("_u3")
+    )
+    is_fav = F.col("_u1") < 0.8
+    category = F.when(is_fav, F.col("_fav")).otherwise((F.col("_u3") * categories).cast("long"))
+    rank = (F.pow(F.col("_u2"), 2) * items_per_category).cast("long")
+    df = df.select(
+        F.format_string("u-%05d", F.col("_user")).alias("user_id"),
+        F.format_string("i-%04d", category * items_per_category + rank).alias("item_id"),
+        is_fav.alias("_is_fav"),
+        F.col("_u3").alias("_u3"),
+        F.col("_u2").alias("_u2"),
+    )
+    pairs = df.groupBy("user_id", "item_id").agg(
+        F.count(F.lit(1)).alias("events"),
+        F.max("_is_fav").alias("_is_fav"),
+        F.max("_u3").alias("_u3"),
+        F.min("_u2").alias("_u2"),
+    )
+    end = F.to_timestamp(F.lit(day + dt.timedelta(days=1)))
+    out = pairs.select(
+        "user_id",
+        "item_id",
+        (F.col("events") * (1.0 + F.col("_u3"))).alias("strength"),
+        F.col("events").alias("views"),
+        F.lit(0).cast("long").alias("carts"),
+        F.lit(0).cast("long").alias("removes"),
+        (F.col("_u3") < 0.2).cast("long").alias("purchases"),
+        (F.col("_u3") < 0.2).cast("long").alias("purchased_units"),
+        "events",
+        F.lit(1).cast("long").alias("sessions"),
+        (end - F.make_dt_interval(secs=F.col("_u3") * 86400 * 28 + 1)).alias("last_event_ts"),
+        F.when(F.col("_u2") < 0.4, F.when(F.col("_is_fav"), 5).otherwise(2)).alias("rating_last"),
+        F.when(F.col("_u2") < 0.4, end - F.make_dt_interval(secs=F.lit(3600))).alias("rating_ts"),
+        (F.col("_u2") < 0.4).cast("long").alias("rating_count"),
+        F.lit(day).alias("as_of_date"),
+    )
+    return out.select(*[F.col(f.name).cast(f.dataType) for f in USER_ITEM_INTERACTIONS_SCHEMA.fields])
+
+
+def machine_features(
+    spark: SparkSession,
+    machines: int,
+    readings_per_machine: int,
+    first_day: dt.date,
+    seed: int = 5,
+    fc: object | None = None,
+) -> DataFrame:
+    """Machine features (MACHINE_FEATURES_SCHEMA) of run-to-failure lives: each machine fails every
+    ``L`` cycles (90-329, per machine, at a per-machine phase), health ``1 - min(rul, cap) / cap`` drives
+    four sensors' ``_z``, ``_short_mean`` and ``_long_mean`` (plus noise), the other sensors are noise or
+    NULL; ``cycles_since_maintenance`` is the age in the life (NULL for every 9th machine), so the
+    age-bucket baseline knows the average life only. Labels follow ``fc`` (default: the test conf's
+    ``features.maintenance``): rul_cycles capped, NULL for ~3 % of rows (fails_within then FALSE when
+    the true RUL is far beyond the horizon, else NULL). Readings are ``cycle_minutes`` apart, machines
+    start on the first three days."""
+    from lakeml.config import load_config
+    from lakeml.domains.maintenance.features import MACHINE_FEATURES_SCHEMA
+    from lakeml.domains.maintenance.silver import SENSORS
+
+    fc = fc or load_config("test").features.maintenance
+    cap, horizon, minutes = fc.rul_cap_cycles, fc.fails_within_cycles, fc.cycle_minutes
+    u = lambda k: F.rand(seed * 100 + k)  # noqa: E731
+    noise = lambda k, sd: F.randn(seed * 100 + k) * sd  # noqa: E731
+    machine = (F.col("id") / readings_per_machine).cast("long")
+    k = F.col("id") % readings_per_machine
+    life = F.pmod(F.xxhash64(machine, F.lit(seed)), F.lit(240)) + 90
+    phase = F.pmod(F.xxhash64(machine, F.lit(seed + 1)), life)
+    df = spark.range(machines * readings_per_machine, numPartitions=2).select(
+        machine.alias("_m"),
+        k.alias("_k"),
+        life.alias("_life"),
+        F.pmod(k + phase, life).alias("_age"),
+        u(1).alias("_u1"),
+        u(2).alias("_u2"),
+        u(3).alias("_u3"),
+    )
+    true_rul = F.col("_life") - 1 - F.col("_age")
+    health = 1.0 - F.least(true_rul, F.lit(cap)) / float(cap)
+    start = F.to_timestamp(F.date_add(F.lit(first_day), (F.col("_m") % 3).cast("int")))
+    known = F.col("_u1") >= 0.03
+    rul = F.when(known, F.least(true_rul, F.lit(cap)))
+    columns = {
+        "machine_id": F.format_string("MCH-%05d", F.col("_m")),
+        "as_of": start + F.make_dt_interval(mins=(F.col("_k") * minutes).cast("int")),
+        "cycle": F.col("_age") + 1,
+        "regime": F.when(F.col("_u3") < 0.4, "0.25|0.5|60.0")
+        .when(F.col("_u3") < 0.7, "0.5|0.75|60.0")
+        .otherwise("1.0|1.0|100.0"),
+        "cycles_since_maintenance": F.when(F.col("_m") % 9 != 0, F.col("_age")),
+        "last_maintenance_kind": F.when(F.col("_m") % 9 != 0, F.lit("repair")),
+        "long_window_count": F.least(F.col("_k") + 1, F.lit(fc.long_window_readings)),
+        "rul_cycles": rul,
+        "fails_within": F.when(known, rul <= horizon).when(
+            (true_rul > 2 * horizon) & (F.col("_u2") < 0.5), F.lit(False)
+        ),
+    }
+    signal = ("temperature", "vibration_mm_s", "acoustic", "oil_temp")
+    for i, s in enumerate(SENSORS):
+        if s in signal:
+            columns[f"{s}_z"] = 2.5 * health + noise(10 + i, 0.35)
+            columns[f"{s}_short_mean"] = 2.5 * health + noise(30 + i, 0.2)
+            columns[f"{s}_long_mean"] = 2.2 * health + noise(50 + i, 0.15)
+        else:
+            columns[f"{s}_z"] = noise(10 + i, 1.0)
+    columns["temperature_z"] = F.when(F.col("_u2") >= 0.05, columns["temperature_z"])  # a few NULL sensors
+    df = df.select("*", *[expr.alias(name) for name, expr in columns.items()])
+    df = df.withColumn("as_of_date", F.to_date("as_of"))
+    return df.select(
+        *[
+            (F.col(f.name) if f.name in df.columns else F.lit(None)).cast(f.dataType).alias(f.name)
+            for f in MACHINE_FEATURES_SCHEMA.fields
+        ]
+    )

@@ -183,6 +183,8 @@ def finish_training(
             }.items():
                 client.set_model_version_tag(c.name, version, key, value)
             registry.protect_inputs({p.name: (p.table, p.version) for p in inputs}, c.name, version)
+            for p in inputs:  # lift protections of model versions deleted from the registry since
+                registry.release_unregistered(client, p.table)
             registry.apply_decision(client, c.name, version, decision)
             if champion is not None:
                 mlflow.log_metrics(

@@ -66,6 +66,30 @@ def feature_stages(
     return stages
 
 
+class _DropsTrainingSummary:
+    """Mixin: the fitted model forgets its training summary.
+
+    Spark 4.0's logistic-regression and random-forest models keep a training summary that references
+    the SparkSession; their probability UDF captures the model, so once the session has initialized
+    its (unserializable) ObservationManager — e.g. after a streaming query in the same pipeline run —
+    every transform fails with "Task not serializable". The summary is never used here.
+    """
+
+    def _fit(self, dataset: DataFrame) -> Any:
+        model = super()._fit(dataset)  # type: ignore[misc]
+        jvm = dataset.sparkSession._jvm
+        model._java_obj.setSummary(jvm.scala.Option.empty())
+        return model
+
+
+class SummaryFreeLogisticRegression(_DropsTrainingSummary, LogisticRegression):
+    """LogisticRegression whose fitted model holds no training summary (see _DropsTrainingSummary)."""
+
+
+class SummaryFreeRandomForestClassifier(_DropsTrainingSummary, RandomForestClassifier):
+    """RandomForestClassifier whose fitted model holds no training summary."""
+
+
 def classifier_stages(family: str, label: str, weight: str | None, seed: int) -> list[PipelineStage]:
     """The estimator (and any scaling it needs) of a classifier family: gbt, random_forest, logistic."""
     common: dict[str, Any] = {"labelCol": label, "featuresCol": FEATURES}
@@ -74,12 +98,12 @@ def classifier_stages(family: str, label: str, weight: str | None, seed: int) ->
     if family == "gbt":
         return [GBTClassifier(seed=seed, **common)]
     if family == "random_forest":
-        return [RandomForestClassifier(seed=seed, **common)]
+        return [SummaryFreeRandomForestClassifier(seed=seed, **common)]
     if family == "logistic":
         scaled = {**common, "featuresCol": FEATURES + "_scaled"}
         return [
             StandardScaler(inputCol=FEATURES, outputCol=FEATURES + "_scaled"),
-            LogisticRegression(maxIter=100, **scaled),
+            SummaryFreeLogisticRegression(maxIter=100, **scaled),
         ]
     raise ConfigError(f"unknown classifier family '{family}' (gbt, random_forest, logistic)")
 

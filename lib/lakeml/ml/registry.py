@@ -9,10 +9,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from lakeml.config import PromotionConfig
+from lakeml.errors import ConfigError
 from lakeml.lakehouse import DeltaTableRef
 from lakeml.ml.evaluation import HIGHER_IS_BETTER, is_better
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
 _PROTECTION = re.compile(r"^model-(?P<name>.+)-v(?P<version>\d+)$")
 
 
@@ -29,6 +31,9 @@ def decide_promotion(
     metric = rule.primary_metric
     if metric not in candidate:
         raise ValueError(f"primary metric '{metric}' was not computed (have: {', '.join(sorted(candidate))})")
+    if metric not in HIGHER_IS_BETTER:  # fail on the first model already, not once a champion exists
+        known = ", ".join(sorted(HIGHER_IS_BETTER))
+        raise ValueError(f"unknown metric '{metric}' as primary metric (known: {known})")
     failed = []
     for name, bound in rule.floors.items():
         value = candidate.get(name, math.nan)
@@ -78,6 +83,9 @@ def protection_reason(name: str, version: str | int) -> str:
 
 def protect_inputs(tables: Mapping[str, tuple[DeltaTableRef, int]], name: str, version: str) -> None:
     """Keep each training table version's files through vacuum while the model version is registered."""
+    if not _SAFE_NAME.fullmatch(name):
+        # The reason is stored as a file name: it must read back as exactly this model name.
+        raise ConfigError(f"model name '{name}' must match {_SAFE_NAME.pattern} (letters, digits, . _ -)")
     for table, table_version in tables.values():
         table.protect(table_version, protection_reason(name, version))
 
@@ -94,7 +102,9 @@ def release_unregistered(client: object, table: DeltaTableRef) -> list[tuple[int
                 continue
             try:
                 client.get_model_version(m["name"], m["version"])  # type: ignore[attr-defined]
-            except MlflowException:
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise  # an unreachable or refusing registry is not proof the version was deleted
                 table.unprotect(table_version, reason)
                 released.append((table_version, reason))
     return released

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,10 +25,17 @@ SCORE_DATE = "as_of_date"
 
 @dataclass(frozen=True)
 class Champion:
+    """The registered champion version; its model loads on first use (a no-op rerun never loads it)."""
+
     name: str
     version: str
-    model: PipelineModel
     tags: dict[str, str]
+
+    @functools.cached_property
+    def model(self) -> PipelineModel:
+        import mlflow.spark
+
+        return mlflow.spark.load_model(f"models:/{self.name}/{self.version}")
 
 
 def load_champion(config: Config, name: str, train_job: str) -> Champion:
@@ -40,8 +49,7 @@ def load_champion(config: Config, name: str, train_job: str) -> Champion:
     current = registry.champion_version(client, name)
     if current is None:
         raise JobFailed(f"model '{name}' has no champion in the registry: run {train_job} first")
-    model = mlflow.spark.load_model(f"models:/{name}/{current.version}")
-    return Champion(name, str(current.version), model, dict(current.tags))
+    return Champion(name, str(current.version), dict(current.tags))
 
 
 def already_scored(
@@ -51,8 +59,12 @@ def already_scored(
     champion: Champion,
     input_version: int,
     input_days: int,
+    stamps: Mapping[str, str] | None = None,
 ) -> bool:
-    """Whether every input day of ``dates`` was scored by this model version from this input version."""
+    """Whether every input day of ``dates`` was scored by this model version from this input version
+    (and with these extra ``stamps`` column values, e.g. the version of a second model)."""
+    columns = ["model_name", "model_version", "input_version", *(stamps or {})]
+    expected = (champion.name, champion.version, input_version, *(stamps or {}).values())
     ref = table_ref(lake, table)
     if not ref.exists():
         return False
@@ -60,39 +72,44 @@ def already_scored(
         ref.read(where=[(SCORE_DATE, ">=", dates[0]), (SCORE_DATE, "<=", dates[1])])
         .agg(
             F.countDistinct(SCORE_DATE).alias("days"),
-            F.count_distinct("model_name", "model_version", "input_version").alias("stamps"),
-            F.first(F.struct("model_name", "model_version", "input_version")).alias("stamp"),
+            F.count_distinct(*columns).alias("stamps"),
+            F.first(F.struct(*columns)).alias("stamp"),
         )
         .first()
     )
-    return (
-        row["days"] == input_days
-        and row["stamps"] == 1
-        and tuple(row["stamp"]) == (champion.name, champion.version, input_version)
-    )
+    return row["days"] == input_days and row["stamps"] == 1 and tuple(row["stamp"]) == expected
+
+
+def count_days(rows: DataFrame, date_column: str) -> int:
+    """Distinct dates among the input rows (one small aggregate over partition values)."""
+    return rows.select(date_column).distinct().count()
 
 
 def write_scores(
     lake: Lakehouse,
     table: str,
     schema: T.StructType,
-    scores: DataFrame,
+    scores: Callable[[], DataFrame],
     dates: tuple[dt.date, dt.date],
     champion: Champion,
     input_version: int,
+    input_days: int,
+    stamps: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Replace the partitions of ``dates`` (first, last) in ``table`` with ``scores`` stamped with the model;
-    a rerun with the same champion and input version changes nothing."""
+    """Replace the partitions of ``dates`` (first, last) in ``table`` with ``scores`` stamped with the model
+    (and the extra string columns ``stamps``); a rerun with the same champion, input version and
+    stamps changes nothing."""
     summary = {"model": champion.name, "version": champion.version, "input_version": input_version}
-    input_days = scores.select(SCORE_DATE).distinct().count()
-    if already_scored(lake, table, dates, champion, input_version, input_days):
+    if already_scored(lake, table, dates, champion, input_version, input_days, stamps):
         return {**summary, "rows": 0, "noop": True}
-    stamped = scores.select(
-        *scores.columns,
+    fresh = scores()  # built only when needed: building it loads the champion model
+    stamped = fresh.select(
+        *fresh.columns,
         F.lit(champion.name).alias("model_name"),
         F.lit(champion.version).alias("model_version"),
         F.lit(input_version).cast("long").alias("input_version"),
         F.current_timestamp().alias("scored_at"),
+        *[F.lit(value).alias(name) for name, value in (stamps or {}).items()],
     ).select(*schema.fieldNames())
     ref = table_ref(lake, table).create(schema, [SCORE_DATE])
     outcome = ref.overwrite_where(stamped, [(SCORE_DATE, ">=", dates[0]), (SCORE_DATE, "<=", dates[1])])

@@ -41,12 +41,12 @@ class TimeSplitBounds:
 
 
 def with_time_split(date_column: str, bounds: TimeSplitBounds) -> Transform:
-    """Reads ``date_column``; adds ``split``: train < validation < gap < test by whole days (NULL after last_day)."""
+    """Reads ``date_column``; adds ``split``: train < validation < gap < test by whole days (NULL after last_day or undated)."""
 
     def apply(df: DataFrame) -> DataFrame:
         day = F.col(date_column)
         split = (
-            F.when(day > F.lit(bounds.last_day), F.lit(None).cast("string"))
+            F.when(day.isNull() | (day > F.lit(bounds.last_day)), F.lit(None).cast("string"))
             .when(day >= F.lit(bounds.test_start), TEST)
             .when(day >= F.lit(bounds.gap_start), GAP)
             .when(day >= F.lit(bounds.validation_start), VALIDATION)

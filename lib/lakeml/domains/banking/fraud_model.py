@@ -121,6 +121,7 @@ def train_fraud_model(spark: SparkSession, config: Config, run_date: dt.date) ->
     train = train.persist(StorageLevel.MEMORY_AND_DISK)
     validation = split.where(F.col(SPLIT) == VALIDATION).persist(StorageLevel.MEMORY_AND_DISK)
     test = split.where(F.col(SPLIT) == TEST).persist(StorageLevel.MEMORY_AND_DISK)
+    test_scored: DataFrame | None = None
     try:
         prefix = models.feature_stages(pinned.df.schema, cfg.numeric_features, cfg.categorical_features)
         auprc = BinaryClassificationEvaluator(labelCol=LABEL, metricName="areaUnderPR")
@@ -194,10 +195,10 @@ def train_fraud_model(spark: SparkSession, config: Config, run_date: dt.date) ->
             {"split.bounds": str(bounds), "alert_budget": cfg.alert_budget},
             run_metrics,
         )
-        test_scored.unpersist()
     finally:
-        for df in (train, validation, test):
-            df.unpersist()
+        for df in (train, validation, test, test_scored):
+            if df is not None:
+                df.unpersist()
     return {
         "model": outcome.name,
         "version": outcome.version,
@@ -292,15 +293,19 @@ def score_fraud(spark: SparkSession, config: Config, first: dt.date, last: dt.da
         raise JobFailed(f"{cfg.input_table} does not exist: run banking.build_features first")
     version = source.version()
     rows = source.read(version=version, where=[(cfg.date_column, ">=", first), (cfg.date_column, "<=", last)])
-    scored = _scored(champion.model, rows).select(
-        F.col(cfg.id_column).alias("txn_id"),
-        F.col(cfg.entity_column).alias("card_token"),
-        F.col(cfg.time_column).alias("ts"),
-        F.col(models.SCORE).alias("score"),
-        (F.col(models.SCORE) >= F.lit(threshold)).alias("alert"),
-        F.lit(threshold).alias("threshold"),
-        F.col(cfg.date_column).alias("as_of_date"),
-    )
+
+    def scores() -> DataFrame:
+        return _scored(champion.model, rows).select(
+            F.col(cfg.id_column).alias("txn_id"),
+            F.col(cfg.entity_column).alias("card_token"),
+            F.col(cfg.time_column).alias("ts"),
+            F.col(models.SCORE).alias("score"),
+            (F.col(models.SCORE) >= F.lit(threshold)).alias("alert"),
+            F.lit(threshold).alias("threshold"),
+            F.col(cfg.date_column).alias("as_of_date"),
+        )
+
+    days = scoring.count_days(rows, cfg.date_column)
     return scoring.write_scores(
-        lake, cfg.score_table, FRAUD_SCORES_SCHEMA, scored, (first, last), champion, version
+        lake, cfg.score_table, FRAUD_SCORES_SCHEMA, scores, (first, last), champion, version, days
     )

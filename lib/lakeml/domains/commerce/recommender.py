@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -106,29 +107,37 @@ def als_pipeline(cfg: RecommenderConfig, params: dict[str, float], seed: int) ->
 
 
 def recommend(
-    model: PipelineModel, users: DataFrame, exclude: DataFrame, k: int, cfg: RecommenderConfig
+    model: PipelineModel,
+    users: DataFrame,
+    exclude: DataFrame,
+    k: int,
+    cfg: RecommenderConfig,
+    by: Sequence[str] = (),
 ) -> DataFrame:
-    """Top ``k`` (user, rank, item, score) for ``users``, never an item of ``exclude`` (user, item) pairs.
+    """Top ``k`` (user, *by, rank, item, score) for ``users``, never an item ``exclude`` holds for the
+    same (user, *by); ``by`` lets one call serve several snapshots (e.g. ``as_of_date``).
 
-    Users the model does not know get no rows. Asks ALS for k + the largest exclusion count per user,
-    so after removing excluded items every user still has k (catalog permitting).
+    Users the model does not know get no rows. ALS is asked once per user for k + the largest
+    exclusion count, so after removing excluded items every list still has k (catalog permitting).
     """
     user_indexer, item_indexer, als = model.stages[0], model.stages[1], model.stages[-1]
     assert isinstance(als, ALSModel)
     u, i = cfg.user_column, cfg.item_column
-    indexed = user_indexer.transform(users.select(u).distinct())
-    excluded = exclude.select(u, i).distinct()
-    widest = excluded.groupBy(u).count().agg(F.max("count")).first()[0] or 0  # one number
+    keys = [u, *by]
+    wanted = users.select(*keys).distinct()
+    indexed = user_indexer.transform(wanted.select(u).distinct())
+    excluded = exclude.select(*keys, i).distinct()
+    widest = excluded.groupBy(*keys).count().agg(F.max("count")).first()[0] or 0  # one number
     raw = als.recommendForUserSubset(indexed, k + int(widest))
-    pairs = raw.select(USER_IDX, F.posexplode("recommendations").alias("pos", "rec")).select(
+    pairs = raw.select(USER_IDX, F.explode("recommendations").alias("rec")).select(
         USER_IDX,
         F.col("rec")[als.getItemCol()].cast("double").alias(ITEM_IDX),
         F.col("rec.rating").alias("score"),
     )
     labelled = IndexToString(inputCol=ITEM_IDX, outputCol=i, labels=item_indexer.labels).transform(pairs)
-    kept = labelled.join(indexed, USER_IDX).join(excluded, [u, i], "left_anti")
-    rank = F.row_number().over(Window.partitionBy(u).orderBy(F.col("score").desc(), F.col(i)))
-    return kept.withColumn("rank", rank).where(F.col("rank") <= k).select(u, "rank", i, "score")
+    kept = labelled.join(indexed, USER_IDX).join(wanted, u).join(excluded, [*keys, i], "left_anti")
+    rank = F.row_number().over(Window.partitionBy(*keys).orderBy(F.col("score").desc(), F.col(i)))
+    return kept.withColumn("rank", rank).where(F.col("rank") <= k).select(*keys, "rank", i, "score")
 
 
 def popularity_baseline(
@@ -404,26 +413,28 @@ def score_recommendations(
         raise JobFailed(f"{cfg.input_table} does not exist: run commerce.build_features first")
     version = source.version()
     rows = source.read(version=version, where=[(cfg.date_column, ">=", first), (cfg.date_column, "<=", last)])
-    days = [r[0] for r in rows.select(cfg.date_column).distinct().collect()]  # one row per snapshot date
-    parts = []
-    for day in sorted(days):
-        snapshot = rows.where(F.col(cfg.date_column) == F.lit(day))
-        purchased = snapshot.where(F.col(cfg.purchased_column) > 0)
-        recs = recommend(champion.model, snapshot, purchased, cfg.k, cfg)
-        parts.append(
-            recs.select(
-                F.col(cfg.user_column).alias("user_id"),
-                F.col("rank").cast("int").alias("rank"),
-                F.col(cfg.item_column).alias("item_id"),
-                F.col("score").cast("double").alias("score"),
-                F.lit(day).alias("as_of_date"),
-            )
-        )
-    if not parts:
+    days = rows.select(cfg.date_column).distinct().count()
+    if days == 0:
         raise JobFailed(f"{cfg.input_table} has no snapshot in [{first}, {last}]")
-    scores = parts[0]
-    for part in parts[1:]:
-        scores = scores.unionByName(part)
+    purchased = rows.where(F.col(cfg.purchased_column) > 0)
+
+    def scores() -> DataFrame:
+        recs = recommend(champion.model, rows, purchased, cfg.k, cfg, by=[cfg.date_column])
+        return recs.select(
+            F.col(cfg.user_column).alias("user_id"),
+            F.col("rank").cast("int").alias("rank"),
+            F.col(cfg.item_column).alias("item_id"),
+            F.col("score").cast("double").alias("score"),
+            F.col(cfg.date_column).alias("as_of_date"),
+        )
+
     return scoring.write_scores(
-        lake, cfg.score_table, RECOMMENDATIONS_SCHEMA, scores, (first, last), champion, version
+        lake,
+        cfg.score_table,
+        RECOMMENDATIONS_SCHEMA,
+        scores,
+        (first, last),
+        champion,
+        version,
+        input_days=days,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from lakeml.domains.maintenance.failure_model import score_failure, train_failure_models
 from lakeml.domains.maintenance.features import build_machine_features
 from lakeml.domains.maintenance.silver import MAINTENANCE, TELEMETRY
 from lakeml.ingest.bronze import bronze_job
@@ -43,3 +44,17 @@ def build_features(ctx: JobContext) -> JobResult:
         rows_out=counts["machine_features_rows"],
         details=counts,
     )
+
+
+@job("maintenance.train_failure", depends_on=["maintenance.build_features"])
+def train_failure(ctx: JobContext) -> JobResult:
+    """gold/machine_features (pinned) → RUL regressor and failure classifier in MLflow; champions if they beat the current ones."""
+    summary = train_failure_models(ctx.spark, ctx.config, ctx.run_date)
+    return JobResult(rows_in=summary["rows_train"] + summary["rows_test"], rows_out=0, details=summary)
+
+
+@job("maintenance.score_failure", depends_on=["maintenance.train_failure"])
+def score_failure_job(ctx: JobContext) -> JobResult:
+    """gold/machine_features of the run date(s) → gold/failure_risk with both champions' RUL, risk and alerts."""
+    summary = score_failure(ctx.spark, ctx.config, ctx.start_date, ctx.run_date)
+    return JobResult(rows_in=summary["rows"], rows_out=summary["rows"], details=summary)

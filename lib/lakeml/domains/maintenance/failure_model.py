@@ -1,0 +1,560 @@
+"""Failure / remaining-useful-life predictor: train on gold/machine_features, register, gate, score risk.
+
+Two models share one pinned input, one split and one MLflow run:
+
+- RUL regression (``rul_model_name``): GBT on the capped ``rul_column`` label, beside a baseline that
+  predicts the mean train RUL of the row's age bucket (``floor(age_column / age_bucket)``, NULL age
+  its own bucket, an unseen bucket the overall train mean);
+- failure-within-horizon classification (``failure_model_name``): GBT on ``failure_column``,
+  positives weighted in training only; the alert threshold alerts ``alert_budget`` of the
+  validation rows; test adds the alert lead time per failure.
+
+Split: rows with ``date_column <= run_date``, by a hash of ``group_column`` (machine), so no machine
+is in two splits; each task uses the rows whose own label is known (NULL = unknown, never used).
+Each model is tuned by TrainValidationSplit inside train and scored once on test.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+from pyspark import StorageLevel
+from pyspark.ml import PipelineModel
+from pyspark.ml.evaluation import BinaryClassificationEvaluator, RegressionEvaluator
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from lakeml.config import Config, FailureModelConfig
+from lakeml.errors import ConfigError, JobFailed
+from lakeml.lakehouse import Lakehouse
+from lakeml.ml import evaluation as ev
+from lakeml.ml import lifecycle, models, scoring
+from lakeml.ml.report import (
+    HtmlReport,
+    plot_confusion,
+    plot_error_by_bucket,
+    plot_feature_importance,
+    plot_pr_roc,
+    plot_rul_scatter,
+)
+from lakeml.ml.splits import SPLIT, TEST, TRAIN, VALIDATION, Transform, with_group_split
+
+TRAIN_JOB = "maintenance.train_failure"
+RUL_LABEL = "_rul"
+FAILURE_LABEL = "_fails"
+WEIGHT = "_weight"
+PREDICTION = "prediction"
+BASELINE = "_baseline"
+SPLITS = (TRAIN, VALIDATION, TEST)
+
+FAILURE_RISK_SCHEMA = T.StructType(
+    [
+        T.StructField("machine_id", T.StringType(), False),
+        T.StructField("as_of", T.TimestampType(), False),
+        T.StructField("predicted_rul", T.DoubleType(), False),  # cycles, from the RUL champion
+        T.StructField("failure_probability", T.DoubleType(), False),  # P(fails within the horizon)
+        T.StructField("alert", T.BooleanType(), False),  # failure_probability >= threshold
+        T.StructField("threshold", T.DoubleType(), False),  # alert budget on validation
+        T.StructField("model_name", T.StringType(), False),  # the failure classifier
+        T.StructField("model_version", T.StringType(), False),
+        T.StructField("rul_model_version", T.StringType(), False),
+        T.StructField("input_version", T.LongType(), False),  # version of the feature table scored
+        T.StructField("scored_at", T.TimestampType(), False),
+        T.StructField("as_of_date", T.DateType(), False),  # partition
+    ]
+)
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+
+
+def feature_columns(cfg: FailureModelConfig, schema: T.StructType) -> tuple[list[str], list[str]]:
+    """Numeric features (the conf patterns expanded over the table) and categorical features; never a label."""
+    expanded = lifecycle.expand_columns(cfg.feature_columns, schema.fieldNames())
+    leaks = [c for c in (cfg.rul_column, cfg.failure_column) if c in expanded]
+    if leaks:
+        raise ConfigError(f"ml.failure.feature_columns match the label column(s) {', '.join(leaks)}")
+    numeric = [c for c in expanded if c not in cfg.categorical_features]
+    return numeric, list(cfg.categorical_features)
+
+
+def with_training_columns(cfg: FailureModelConfig) -> Transform:
+    """Reads the RUL and failure labels; adds ``_rul`` (double) and ``_fails`` (double 0/1), NULL when unknown."""
+    return lambda df: df.withColumn(RUL_LABEL, F.col(cfg.rul_column).cast("double")).withColumn(
+        FAILURE_LABEL, F.col(cfg.failure_column).cast("double")
+    )
+
+
+def with_class_weight(positive_weight: float) -> Transform:
+    """Reads ``_fails``; adds ``_weight``: ``positive_weight`` for failing rows, 1 for the rest."""
+    return lambda df: df.withColumn(WEIGHT, F.when(F.col(FAILURE_LABEL) == 1, positive_weight).otherwise(1.0))
+
+
+def split_counts(split: DataFrame, cfg: FailureModelConfig) -> dict[str, dict[str, int]]:
+    """Per split: machines, labelled rows, RUL rows, failure rows and failing rows (three rows to the driver)."""
+    rows = split.groupBy(SPLIT).agg(
+        F.countDistinct(cfg.group_column).alias("machines"),
+        F.count(F.lit(1)).alias("labelled"),
+        F.count(RUL_LABEL).alias("rul_rows"),
+        F.count(FAILURE_LABEL).alias("failure_rows"),
+        F.coalesce(F.sum(FAILURE_LABEL), F.lit(0.0)).cast("long").alias("failing"),
+    )
+    counts = {r[SPLIT]: {k: int(v) for k, v in r.asDict().items() if k != SPLIT} for r in rows.collect()}
+    empty = {"machines": 0, "labelled": 0, "rul_rows": 0, "failure_rows": 0, "failing": 0}
+    return {s: counts.get(s, empty) for s in SPLITS}
+
+
+def check_splits(counts: Mapping[str, Mapping[str, int]], cfg: FailureModelConfig, run_date: dt.date) -> None:
+    """JobFailed when a split has no RUL rows, or its failure rows lack one of the classes."""
+    for name in SPLITS:
+        c = counts[name]
+        where = (
+            f"{cfg.input_table} rows on or before {run_date}, {c['machines']} machines in split '{name}' "
+            f"(test_fraction {cfg.test_fraction}, validation_fraction {cfg.validation_fraction})"
+        )
+        if c["rul_rows"] == 0:
+            raise JobFailed(
+                f"failure model: split '{name}' has no rows with a known {cfg.rul_column} ({where})"
+            )
+        if c["failing"] == 0 or c["failing"] == c["failure_rows"]:
+            raise JobFailed(
+                f"failure model: split '{name}' has {c['failure_rows']} rows with a known "
+                f"{cfg.failure_column} of which {c['failing']} fail; need both classes ({where}): "
+                "build features over more machines or history"
+            )
+
+
+# ---------------------------------------------------------------------------------------------- RUL
+
+
+def age_bucket(cfg: FailureModelConfig) -> Column:
+    """The baseline's bucket of a row: ``floor(age_column / age_bucket)`` (NULL age = the NULL bucket)."""
+    return F.floor(F.col(cfg.age_column) / F.lit(cfg.age_bucket))
+
+
+def age_baseline(train: DataFrame, cfg: FailureModelConfig) -> tuple[DataFrame, float]:
+    """Reads train's age column and ``_rul``; the mean RUL per age bucket (small) and overall."""
+    per_bucket = train.groupBy(age_bucket(cfg).alias("_bucket")).agg(F.avg(RUL_LABEL).alias(BASELINE))
+    overall = train.agg(F.avg(RUL_LABEL)).first()[0]
+    return per_bucket, float(overall)
+
+
+def with_age_baseline(per_bucket: DataFrame, overall: float, cfg: FailureModelConfig) -> Transform:
+    """Reads the age column; adds ``_baseline``: its bucket's train mean RUL, else the overall train mean."""
+
+    def apply(df: DataFrame) -> DataFrame:
+        keyed = df.withColumn("_row_bucket", age_bucket(cfg))
+        joined = keyed.join(
+            F.broadcast(per_bucket), keyed["_row_bucket"].eqNullSafe(per_bucket["_bucket"]), "left"
+        )
+        return joined.select(*df.columns, F.coalesce(F.col(BASELINE), F.lit(overall)).alias(BASELINE))
+
+    return apply
+
+
+# ---------------------------------------------------------------------------------------------- failure
+
+
+def _scored(model: PipelineModel, df: DataFrame) -> DataFrame:
+    """Reads the model's features; adds its outputs and ``score`` = P(fails within the horizon)."""
+    return models.with_positive_score(model.transform(df))
+
+
+def alert_lead_times(scored: DataFrame, cfg: FailureModelConfig, threshold: float) -> dict[str, float]:
+    """Reads time, RUL label, ``_fails`` and ``score`` of test rows; per failure, whether an alert came
+    and how early (largest RUL among alerted rows): the detected share and the median lead in cycles.
+
+    A failing row's failure time is ``as_of + rul * cycle_minutes``; the rows of one failure estimate it
+    within a cycle (RUL is whole cycles, readings jitter), so within a machine a failure starts where
+    consecutive estimates are more than one cycle apart (lives are far longer than a cycle).
+    """
+    minute = F.unix_micros(F.col(cfg.time_column)) / 60_000_000.0 + F.col(RUL_LABEL) * cfg.cycle_minutes
+    failing = scored.where((F.col(FAILURE_LABEL) == 1) & F.col(RUL_LABEL).isNotNull()).select(
+        cfg.group_column,
+        minute.alias("_failure_minute"),
+        F.col(RUL_LABEL),
+        (F.col(models.SCORE) >= F.lit(threshold)).alias("_alert"),
+    )
+    order = Window.partitionBy(cfg.group_column).orderBy("_failure_minute")
+    gap = F.col("_failure_minute") - F.lag("_failure_minute").over(order)
+    starts = F.coalesce(gap > F.lit(float(cfg.cycle_minutes)), F.lit(True)).cast("int")
+    numbered = failing.withColumn(
+        "_failure",
+        F.sum(starts).over(order.rowsBetween(Window.unboundedPreceding, Window.currentRow)),
+    )
+    per_failure = numbered.groupBy(cfg.group_column, "_failure").agg(
+        F.max(F.col("_alert").cast("int")).alias("_detected"),
+        F.max(F.when(F.col("_alert"), F.col(RUL_LABEL))).alias("_lead"),
+    )
+    row = per_failure.agg(
+        F.count(F.lit(1)).alias("failures"),
+        F.coalesce(F.sum("_detected"), F.lit(0)).alias("detected"),
+        F.percentile_approx("_lead", 0.5, 10_000).alias("median"),
+    ).first()
+    failures, detected = int(row["failures"]), int(row["detected"])
+    return {
+        "failures": float(failures),
+        "failures_detected_rate": detected / failures if failures else math.nan,
+        "median_lead_cycles": float(row["median"]) if row["median"] is not None else math.nan,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+def _best_params(tuning: list[tuple[dict[str, float], float]], higher_is_better: bool) -> dict[str, float]:
+    """The grid point with the best validation metric (empty without tuning)."""
+    if not tuning:
+        return {}
+    pick = max if higher_is_better else min
+    return pick(tuning, key=lambda t: t[1])[0]
+
+
+def _floats(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Metrics as floats, as MLflow and the promotion gate take them."""
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def train_failure_models(spark: SparkSession, config: Config, run_date: dt.date) -> dict[str, Any]:
+    """gold/machine_features (pinned) → RUL regressor and failure classifier → one MLflow run, registry, gates."""
+    cfg, seed = config.ml.failure, config.ml.seed
+    lake = Lakehouse(spark, config)
+    pinned = lifecycle.pin(lake, cfg.input_table)
+    keys = [cfg.group_column, cfg.time_column, cfg.date_column, cfg.rul_column, cfg.failure_column]
+    lifecycle.require_columns(pinned.df, [*keys, cfg.age_column, *cfg.categorical_features], "failure model")
+    numeric, categorical = feature_columns(cfg, pinned.df.schema)
+    prefix = models.feature_stages(pinned.df.schema, numeric, categorical)
+    labelled = (
+        pinned.df.where(F.col(cfg.date_column) <= F.lit(run_date))
+        .where(F.col(cfg.rul_column).isNotNull() | F.col(cfg.failure_column).isNotNull())
+        .transform(with_training_columns(cfg))
+        .transform(with_group_split(cfg.group_column, cfg.test_fraction, cfg.validation_fraction, seed))
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
+    frames: list[DataFrame] = [labelled]
+    try:
+        counts = split_counts(labelled, cfg)
+        check_splits(counts, cfg, run_date)
+
+        def part(label: str, split: str) -> DataFrame:
+            return labelled.where(F.col(label).isNotNull() & (F.col(SPLIT) == split))
+
+        # ---- RUL regression
+        rul_train = part(RUL_LABEL, TRAIN)
+        rul_test = part(RUL_LABEL, TEST)
+        rmse = RegressionEvaluator(labelCol=RUL_LABEL, predictionCol=PREDICTION, metricName="rmse")
+        rul_model, rul_tuning = models.fit_tuned(
+            prefix,
+            models.regressor_stages("gbt", RUL_LABEL, seed),
+            cfg.rul_grid,
+            rmse,
+            rul_train,
+            cfg.train_ratio,
+            config.ml.parallelism,
+            seed,
+        )
+        per_bucket, overall = age_baseline(rul_train, cfg)
+        rul_scored = (
+            rul_model.transform(rul_test)
+            .transform(with_age_baseline(per_bucket, overall, cfg))
+            .persist(StorageLevel.MEMORY_AND_DISK)
+        )
+        frames.append(rul_scored)
+        rul_metrics = ev.regression_metrics(rul_scored, RUL_LABEL, PREDICTION)
+        baseline_metrics = ev.regression_metrics(rul_scored, RUL_LABEL, BASELINE)
+
+        def evaluate_rul(other: PipelineModel) -> dict[str, float]:
+            return ev.regression_metrics(other.transform(rul_test), RUL_LABEL, PREDICTION)
+
+        # ---- failure-within-horizon classification
+        train_counts = counts[TRAIN]
+        positive_weight = max(
+            1.0, (train_counts["failure_rows"] - train_counts["failing"]) / train_counts["failing"]
+        )
+        fail_train = part(FAILURE_LABEL, TRAIN).transform(with_class_weight(positive_weight))
+        fail_validation = part(FAILURE_LABEL, VALIDATION)
+        fail_test = part(FAILURE_LABEL, TEST)
+        auprc = BinaryClassificationEvaluator(labelCol=FAILURE_LABEL, metricName="areaUnderPR")
+        fail_model, fail_tuning = models.fit_tuned(
+            prefix,
+            models.classifier_stages("gbt", FAILURE_LABEL, WEIGHT, seed),
+            cfg.failure_grid,
+            auprc,
+            fail_train,
+            cfg.train_ratio,
+            config.ml.parallelism,
+            seed,
+        )
+        threshold = ev.alert_threshold(_scored(fail_model, fail_validation), models.SCORE, cfg.alert_budget)
+        fail_scored = _scored(fail_model, fail_test).persist(StorageLevel.MEMORY_AND_DISK)
+        frames.append(fail_scored)
+        fail_metrics = {
+            **ev.binary_metrics(fail_scored, FAILURE_LABEL, models.SCORE),
+            **ev.metrics_at_threshold(fail_scored, FAILURE_LABEL, models.SCORE, threshold),
+            **alert_lead_times(fail_scored, cfg, threshold),
+        }
+
+        def evaluate_failure(other: PipelineModel) -> dict[str, float]:
+            return ev.binary_metrics(_scored(other, fail_test), FAILURE_LABEL, models.SCORE)
+
+        report = failure_report(
+            cfg,
+            config,
+            run_date,
+            pinned,
+            counts,
+            rul_model,
+            rul_tuning,
+            rul_metrics,
+            baseline_metrics,
+            rul_scored,
+            fail_model,
+            fail_tuning,
+            fail_metrics,
+            fail_scored,
+            threshold,
+        )
+        features = ",".join([*numeric, *categorical])
+        candidates = [
+            lifecycle.Candidate(
+                name=cfg.rul_model_name,
+                model=rul_model,
+                metrics=_floats(rul_metrics),
+                evaluate=evaluate_rul,
+                promotion=cfg.rul_promotion,
+                params={
+                    "family": "gbt",
+                    "features": features,
+                    **{f"tuned.{k}": v for k, v in _best_params(rul_tuning, False).items()},
+                },
+                tags={"family": "gbt", "task": "rul"},
+            ),
+            lifecycle.Candidate(
+                name=cfg.failure_model_name,
+                model=fail_model,
+                metrics=_floats(fail_metrics),
+                evaluate=evaluate_failure,
+                promotion=cfg.failure_promotion,
+                params={
+                    "family": "gbt",
+                    "threshold": threshold,
+                    "positive_weight": positive_weight,
+                    "features": features,
+                    **{f"tuned.{k}": v for k, v in _best_params(fail_tuning, True).items()},
+                },
+                tags={"threshold": repr(threshold), "family": "gbt", "task": "failure"},
+            ),
+        ]
+        run_metrics = {f"baseline.{k}": float(v) for k, v in baseline_metrics.items()}
+        run_metrics.update(
+            {f"rows.{s}.{k}": float(n) for s, c in counts.items() for k, n in c.items() if k != "machines"}
+        )
+        run_metrics.update({f"machines.{s}": float(c["machines"]) for s, c in counts.items()})
+        rul_outcome, fail_outcome = lifecycle.finish_training(
+            spark,
+            config,
+            lake,
+            "failure",
+            run_date,
+            [pinned],
+            candidates,
+            report,
+            {
+                "split": f"group {cfg.group_column}, test {cfg.test_fraction}, "
+                f"validation {cfg.validation_fraction}",
+                "alert_budget": cfg.alert_budget,
+                "age_bucket": cfg.age_bucket,
+            },
+            run_metrics,
+        )
+    finally:
+        for df in frames:
+            df.unpersist()
+    return {
+        "rul_model": rul_outcome.name,
+        "rul_version": rul_outcome.version,
+        "rul_promoted": rul_outcome.promoted,
+        "rul_reason": rul_outcome.reason,
+        "failure_model": fail_outcome.name,
+        "failure_version": fail_outcome.version,
+        "failure_promoted": fail_outcome.promoted,
+        "failure_reason": fail_outcome.reason,
+        "rmse": round(rul_metrics["rmse"], 4),
+        "baseline_rmse": round(baseline_metrics["rmse"], 4),
+        "auprc": round(fail_metrics["auprc"], 4),
+        "threshold": threshold,
+        "failures_detected_rate": round(fail_metrics["failures_detected_rate"], 4),
+        "median_lead_cycles": fail_metrics["median_lead_cycles"],
+        "rows_train": counts[TRAIN]["labelled"],
+        "rows_test": counts[TEST]["labelled"],
+        "input_version": pinned.version,
+        "report": rul_outcome.report_path,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def rul_sample(scored: DataFrame, rows: int, points: int, seed: int) -> pd.DataFrame:
+    """At most ``points`` (true, predicted) RUL pairs of the test predictions, as pandas (bounded)."""
+    fraction = min(1.0, 2.0 * points / rows) if rows else 1.0
+    return (
+        scored.sample(fraction=fraction, seed=seed)
+        .limit(points)
+        .select(F.col(RUL_LABEL).alias("true_rul"), F.col(PREDICTION).alias("predicted_rul"))
+        .toPandas()
+    )
+
+
+def failure_report(
+    cfg: FailureModelConfig,
+    config: Config,
+    run_date: dt.date,
+    pinned: lifecycle.PinnedTable,
+    counts: Mapping[str, Mapping[str, int]],
+    rul_model: PipelineModel,
+    rul_tuning: list[tuple[dict[str, float], float]],
+    rul_metrics: Mapping[str, float],
+    baseline_metrics: Mapping[str, float],
+    rul_scored: DataFrame,
+    fail_model: PipelineModel,
+    fail_tuning: list[tuple[dict[str, float], float]],
+    fail_metrics: Mapping[str, float],
+    fail_scored: DataFrame,
+    threshold: float,
+) -> HtmlReport:
+    """Splits, RUL vs baseline (scatter, error by bucket), classifier metrics with lead time (PR/ROC,
+    confusion), tuning and feature importance of both models."""
+    report = HtmlReport(
+        f"Failure / RUL predictor — {cfg.rul_model_name}, {cfg.failure_model_name}",
+        f"run date {run_date}, {cfg.input_table} v{pinned.version}, split by {cfg.group_column}",
+    )
+    report.add_table(
+        "Splits (whole machines; each task uses the rows whose own label is known)",
+        [{"split": s, **counts[s]} for s in SPLITS],
+    )
+    no_rows = pinned.df.limit(0)  # for the fitted models' output schemas (feature names)
+
+    report.add_heading("Remaining useful life (regression)")
+    keys = ("rmse", "mae", "mean_error", "cmapss_score", "rows")
+    report.add_table(
+        "Test metrics (error = predicted − true, cycles)",
+        [
+            {"model": "gbt (candidate)", **{k: rul_metrics[k] for k in keys}},
+            {
+                "model": f"baseline: mean RUL by {cfg.age_column} bucket of {cfg.age_bucket}",
+                **{k: baseline_metrics[k] for k in keys},
+            },
+        ],
+    )
+    report.add_table(
+        "Tuning: RMSE per grid point (TrainValidationSplit inside train)",
+        [{**params, "validation_rmse": metric} for params, metric in rul_tuning],
+    )
+    points = rul_sample(rul_scored, counts[TEST]["rul_rows"], config.ml.curve_points, config.ml.seed)
+    report.add_figure(
+        "Predicted vs true RUL on test (sample)",
+        plot_rul_scatter(points, float(config.features.maintenance.rul_cap_cycles)),
+    )
+    report.add_figure(
+        f"Test error by true RUL bucket of {cfg.age_bucket} cycles",
+        plot_error_by_bucket(ev.error_by_bucket(rul_scored, RUL_LABEL, PREDICTION, cfg.age_bucket)),
+    )
+    report.add_figure(
+        "RUL feature importance",
+        plot_feature_importance(models.feature_importance(rul_model, rul_model.transform(no_rows).schema)),
+    )
+
+    report.add_heading(f"Failure within the horizon ({cfg.failure_column}, classification)")
+    lead_hours = fail_metrics["median_lead_cycles"] * cfg.cycle_minutes / 60.0
+    keys = ("auprc", "roc_auc", "precision_at_budget", "recall_at_budget", "alert_rate", "positive_rate")
+    report.add_table(
+        "Test metrics (alert budget threshold chosen on validation)",
+        [
+            {
+                "model": "gbt (candidate)",
+                **{k: fail_metrics[k] for k in keys},
+                "threshold": threshold,
+                "failures": int(fail_metrics["failures"]),
+                "failures_detected": fail_metrics["failures_detected_rate"],
+                "median_lead_cycles": fail_metrics["median_lead_cycles"],
+                "median_lead_hours": lead_hours,
+            }
+        ],
+    )
+    report.add_table(
+        "Tuning: AUPRC per grid point (TrainValidationSplit inside train)",
+        [{**params, "validation_auprc": metric} for params, metric in fail_tuning],
+    )
+    curve = ev.binary_curve(fail_scored, FAILURE_LABEL, models.SCORE, config.ml.curve_points)
+    report.add_figure("PR and ROC on test", plot_pr_roc(curve, threshold, fail_metrics["positive_rate"]))
+    report.add_figure(
+        "Confusion at the alert threshold",
+        plot_confusion(
+            int(fail_metrics["tp"]),
+            int(fail_metrics["fp"]),
+            int(fail_metrics["fn"]),
+            int(fail_metrics["tn"]),
+            f"threshold {threshold:.4g}, budget {cfg.alert_budget:.2%}",
+        ),
+    )
+    report.add_figure(
+        "Failure classifier feature importance",
+        plot_feature_importance(models.feature_importance(fail_model, fail_model.transform(no_rows).schema)),
+    )
+    return report
+
+
+# ---------------------------------------------------------------------------------------------- scoring
+
+
+def score_failure(spark: SparkSession, config: Config, first: dt.date, last: dt.date) -> dict[str, Any]:
+    """Both champions score the feature rows of [first, last] into gold/failure_risk (no-op when done)."""
+    cfg = config.ml.failure
+    lake = Lakehouse(spark, config)
+    rul = scoring.load_champion(config, cfg.rul_model_name, TRAIN_JOB)
+    classifier = scoring.load_champion(config, cfg.failure_model_name, TRAIN_JOB)
+    if "threshold" not in classifier.tags:
+        raise JobFailed(
+            f"{classifier.name} v{classifier.version} has no threshold tag: retrain with {TRAIN_JOB}"
+        )
+    threshold = float(classifier.tags["threshold"])
+    source = lifecycle.table_ref(lake, cfg.input_table)
+    if not source.exists():
+        raise JobFailed(f"{cfg.input_table} does not exist: run maintenance.build_features first")
+    version = source.version()
+    rows = source.read(version=version, where=[(cfg.date_column, ">=", first), (cfg.date_column, "<=", last)])
+
+    def scores() -> DataFrame:
+        # Each pipeline adds the same helper columns (features, prediction, ...): keep only the RUL output
+        # before the classifier runs, so no join is needed.
+        with_rul = rul.model.transform(rows).select(*rows.columns, F.col(PREDICTION).alias("_predicted_rul"))
+        scored = _scored(classifier.model, with_rul).select(
+            F.col(cfg.group_column).alias("machine_id"),
+            F.col(cfg.time_column).alias("as_of"),
+            F.col("_predicted_rul").alias("predicted_rul"),
+            F.col(models.SCORE).alias("failure_probability"),
+            (F.col(models.SCORE) >= F.lit(threshold)).alias("alert"),
+            F.lit(threshold).alias("threshold"),
+            F.col(cfg.date_column).alias("as_of_date"),
+        )
+        return scored
+
+    days = scoring.count_days(rows, cfg.date_column)
+    summary = scoring.write_scores(
+        lake,
+        cfg.score_table,
+        FAILURE_RISK_SCHEMA,
+        scores,
+        (first, last),
+        classifier,
+        version,
+        days,
+        stamps={"rul_model_version": rul.version},
+    )
+    return {**summary, "rul_model": rul.name, "rul_version": rul.version}

@@ -1,0 +1,289 @@
+"""Failure / RUL predictor: grouped split, age-bucket baseline, alert lead time, one end-to-end lake
+(two models in one MLflow run, champion/challenger, report, idempotent risk scoring)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from lakeml.config import load_config
+from lakeml.domains.maintenance.failure_model import (
+    BASELINE,
+    FAILURE_LABEL,
+    FAILURE_RISK_SCHEMA,
+    RUL_LABEL,
+    age_baseline,
+    alert_lead_times,
+    score_failure,
+    train_failure_models,
+    with_age_baseline,
+)
+from lakeml.domains.maintenance.features import MACHINE_FEATURES_SCHEMA
+from lakeml.errors import ConfigError, JobFailed
+from lakeml.lakehouse import Lakehouse
+from lakeml.ml import models, tracking
+from lakeml.ml.splits import SPLIT, with_group_split
+from tests import ml_data
+
+D = dt.date
+DAY = dt.timedelta(days=1)
+FIRST_DAY = D(2026, 3, 1)
+RUN_DATE = FIRST_DAY + 2 * DAY  # the synthetic table has 4 days: the last one is after the run date
+SCORE_DAYS = (FIRST_DAY + DAY, FIRST_DAY + 3 * DAY)
+RUL, FAILURE = "lakeml-rul", "lakeml-failure"
+GIT_COMMIT = "0123abcd-failure-test"
+SMALL = {"maxDepth": "[3]", "maxIter": "[3]", "stepSize": "[0.7]"}  # one grid point, few trees
+FEATURES = "ml.failure.feature_columns=['*_z', '*_long_mean', cycles_since_maintenance, long_window_count]"
+
+
+def failure_config(root, *extra):
+    grids = [f"ml.failure.{g}.{k}={v}" for g in ("rul_grid", "failure_grid") for k, v in SMALL.items()]
+    return load_config("test", [f"lakehouse.root={root}", "ml.curve_points=100", FEATURES, *grids, *extra])
+
+
+def mlflow_client(cfg):
+    import mlflow
+
+    uri = tracking.tracking_uri(cfg)
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+# ---------------------------------------------------------------------------------------------- units
+
+
+def test_age_baseline_uses_bucket_means_null_bucket_and_overall_mean(spark, config):
+    cfg = config.ml.failure  # age bucket 24
+    train = spark.createDataFrame(
+        [(0, 100.0), (23, 80.0), (24, 50.0), (None, 10.0), (None, 30.0)],
+        f"{cfg.age_column} int, {RUL_LABEL} double",
+    )
+    per_bucket, overall = age_baseline(train, cfg)
+    assert overall == pytest.approx(54.0)
+    rows = spark.createDataFrame([(1, 5), (30, 6), (None, 7), (500, 8)], f"{cfg.age_column} int, id int")
+    got = rows.transform(with_age_baseline(per_bucket, overall, cfg)).select("id", BASELINE)
+    expected = spark.createDataFrame(
+        [(5, 90.0), (6, 50.0), (7, 20.0), (8, 54.0)], f"id int, {BASELINE} double"
+    )
+    assertDataFrameEqual(got, expected)
+
+
+def test_alert_lead_time_per_failure_from_the_earliest_alert(spark, config):
+    cfg = config.ml.failure  # 10-minute cycles
+    t = lambda hhmmss: dt.datetime.fromisoformat(f"2026-03-01T{hhmmss}")  # noqa: E731
+    rows = [
+        # machine A, failure at ~10:00 (readings jitter 0-20 s, RUL whole cycles): alerts at RUL 6 and 1
+        ("A", t("08:00:05"), 12.0, 1.0, 0.2),
+        ("A", t("09:00:15"), 6.0, 1.0, 0.9),
+        ("A", t("09:30:20"), 2.0, 1.0, 0.1),
+        ("A", t("09:40:01"), 1.0, 1.0, 0.95),
+        ("A", t("07:00:00"), 40.0, 0.0, 0.99),  # not failing: its alert is no detection
+        # machine A again, failure at ~20:00: alert at RUL 3 only
+        ("A", t("19:00:10"), 6.0, 1.0, 0.3),
+        ("A", t("19:30:00"), 3.0, 1.0, 0.8),
+        # machine B, failure at ~12:00: never alerted
+        ("B", t("11:00:00"), 6.0, 1.0, 0.1),
+        ("B", t("11:50:00"), 1.0, 1.0, 0.2),
+    ]
+    scored = spark.createDataFrame(
+        rows,
+        f"{cfg.group_column} string, {cfg.time_column} timestamp, {RUL_LABEL} double, "
+        f"{FAILURE_LABEL} double, {models.SCORE} double",
+    )
+    got = alert_lead_times(scored, cfg, threshold=0.5)
+    assert got == {"failures": 3.0, "failures_detected_rate": pytest.approx(2 / 3), "median_lead_cycles": 3.0}
+
+
+# ---------------------------------------------------------------------------------------------- lifecycle
+
+
+@pytest.fixture(scope="module")
+def trained(spark, tmp_path_factory):
+    """One lake: 40 machines x 150 readings over 4 days, trained twice, scored twice."""
+    cfg = failure_config(tmp_path_factory.mktemp("failure_lake"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(tracking.GIT_COMMIT_ENV, GIT_COMMIT)
+        lake = Lakehouse(spark, cfg)
+        table = lake.table("gold", "machine_features").create(MACHINE_FEATURES_SCHEMA, ["as_of_date"])
+        table.append(ml_data.machine_features(spark, 40, 150, FIRST_DAY, seed=5))
+        table_version = table.version()
+        first = train_failure_models(spark, cfg, RUN_DATE)
+        second = train_failure_models(spark, cfg, RUN_DATE)
+        scores = lake.table("gold", "failure_risk")
+        score_first = score_failure(spark, cfg, *SCORE_DAYS)
+        scores_version = scores.version()
+        score_again = score_failure(spark, cfg, *SCORE_DAYS)
+        yield SimpleNamespace(
+            cfg=cfg,
+            lake=lake,
+            table=table,
+            table_version=table_version,
+            first=first,
+            second=second,
+            scores=scores,
+            score_first=score_first,
+            score_again=score_again,
+            scores_version=scores_version,
+            client=mlflow_client(cfg),
+        )
+
+
+def run_metrics(t, name, version):
+    return t.client.get_run(t.client.get_model_version(name, version).run_id).data.metrics
+
+
+def test_group_split_puts_each_machine_in_one_split_and_the_trainer_uses_it(trained):
+    t, fc = trained, trained.cfg.ml.failure
+    rows = t.table.read(version=t.table_version).where(F.col("as_of_date") <= F.lit(RUN_DATE))
+    split = rows.transform(with_group_split(fc.group_column, fc.test_fraction, fc.validation_fraction, 42))
+    per_machine = split.groupBy("machine_id").agg(F.countDistinct(SPLIT).alias("splits"))
+    assert per_machine.agg(F.max("splits")).first()[0] == 1
+    labelled = split.where(F.col("rul_cycles").isNotNull() | F.col("fails_within").isNotNull())
+    counts = {r[SPLIT]: r["count"] for r in labelled.groupBy(SPLIT).count().collect()}
+    assert set(counts) == {"train", "validation", "test"}
+    assert (t.first["rows_train"], t.first["rows_test"]) == (counts["train"], counts["test"])
+    metrics = run_metrics(t, RUL, t.first["rul_version"])
+    assert {s: int(metrics[f"rows.{s}.labelled"]) for s in counts} == counts
+    # each task trains on its own known labels only; the day after the run date is never used
+    assert (
+        int(metrics["rows.test.rul_rows"])
+        == labelled.where((F.col(SPLIT) == "test") & F.col("rul_cycles").isNotNull()).count()
+    )
+    assert t.table.read().where(F.col("as_of_date") > F.lit(RUN_DATE)).count() > 0
+
+
+def test_rul_model_beats_the_age_bucket_baseline(trained):
+    t = trained
+    assert t.first["rmse"] < 0.7 * t.first["baseline_rmse"], t.first
+    metrics = run_metrics(t, RUL, t.first["rul_version"])
+    assert metrics[f"{RUL}.rmse"] == pytest.approx(t.first["rmse"], abs=1e-4)
+    assert metrics["baseline.rmse"] == pytest.approx(t.first["baseline_rmse"], abs=1e-4)
+    for key in ("mae", "mean_error", "cmapss_score"):
+        assert f"{RUL}.{key}" in metrics and f"baseline.{key}" in metrics
+
+
+def test_first_run_makes_both_models_champions_in_one_run(trained, spark):
+    t = trained
+    assert (t.first["rul_version"], t.first["failure_version"]) == ("1", "1")
+    assert t.first["rul_promoted"] and t.first["failure_promoted"]
+    assert t.first["input_version"] == t.table_version
+    for name in (RUL, FAILURE):
+        assert str(t.client.get_model_version_by_alias(name, "champion").version) == "1"
+    rul_run = t.client.get_model_version(RUL, "1").run_id
+    assert t.client.get_model_version(FAILURE, "1").run_id == rul_run
+    run = t.client.get_run(rul_run)
+    assert run.data.params["git_commit"] == GIT_COMMIT
+    assert run.data.params["input.gold/machine_features.version"] == str(t.table_version)
+    tags = t.client.get_model_version(FAILURE, "1").tags
+    assert float(tags["threshold"]) == t.first["threshold"]
+    assert float(run.data.params[f"{FAILURE}.threshold"]) == pytest.approx(t.first["threshold"])
+    assert tags["input.gold/machine_features.version"] == str(t.table_version)
+    metrics = run.data.metrics
+    assert metrics[f"{FAILURE}.auprc"] > 0.8
+    assert 0 < metrics[f"{FAILURE}.failures_detected_rate"] <= 1
+    assert metrics[f"{FAILURE}.median_lead_cycles"] >= 0
+    reasons = {f"model-{name}-v{v}" for name in (RUL, FAILURE) for v in ("1", "2")}
+    assert {v: set(r) for v, r in t.table.protected_versions().items()} == {t.table_version: reasons}
+
+
+def test_report_has_both_models_tables_and_plots(trained):
+    html = Path(trained.first["report"]).read_text(encoding="utf-8")
+    assert html.count('<img src="data:image/png;base64,') == 6
+    for title in (
+        "Predicted vs true RUL on test",
+        "Test error by true RUL bucket",
+        "RUL feature importance",
+        "PR and ROC on test",
+        "Confusion at the alert threshold",
+        "Failure classifier feature importance",
+        "baseline: mean RUL by cycles_since_maintenance bucket of 24",
+        "median_lead_cycles",
+        "failures_detected",
+        "Candidate vs current champion on the same holdout",
+    ):
+        assert title in html, title
+
+
+def test_retrain_on_same_version_is_identical_and_stays_challenger(trained):
+    t = trained
+    assert (t.second["rul_version"], t.second["failure_version"]) == ("2", "2")
+    assert not t.second["rul_promoted"] and not t.second["failure_promoted"]
+    assert "does not beat champion" in t.second["rul_reason"]
+    assert "does not beat champion" in t.second["failure_reason"]
+    for name in (RUL, FAILURE):
+        assert str(t.client.get_model_version_by_alias(name, "champion").version) == "1"
+        assert str(t.client.get_model_version_by_alias(name, "challenger").version) == "2"
+    first, second = run_metrics(t, RUL, "1"), run_metrics(t, RUL, "2")
+    assert set(first) <= set(second)
+    for key, value in first.items():
+        assert second[key] == pytest.approx(value, abs=1e-9, nan_ok=True), key
+    # each champion was re-scored on the challenger's holdout, with the same result
+    assert second[f"{RUL}.champion.rmse"] == pytest.approx(first[f"{RUL}.rmse"], abs=1e-9)
+    assert second[f"{FAILURE}.champion.auprc"] == pytest.approx(first[f"{FAILURE}.auprc"], abs=1e-9)
+    assert t.second["threshold"] == t.first["threshold"]
+
+
+def test_score_failure_writes_one_row_per_input_row_with_both_champions(trained):
+    t = trained
+    first, last = SCORE_DAYS
+    inputs = t.table.read(where=[("as_of_date", ">=", first), ("as_of_date", "<=", last)])
+    scores = t.scores.read()
+    assert t.scores.schema().fieldNames() == FAILURE_RISK_SCHEMA.fieldNames()
+    assert t.score_first["noop"] is False and t.score_first["rows"] == inputs.count()
+    assert (t.score_first["version"], t.score_first["rul_version"]) == ("1", "1")
+    assertDataFrameEqual(
+        scores.select("machine_id", "as_of", "as_of_date"), inputs.select("machine_id", "as_of", "as_of_date")
+    )
+    threshold = float(t.client.get_model_version(FAILURE, "1").tags["threshold"])
+    stamps = scores.groupBy(
+        "model_name", "model_version", "rul_model_version", "input_version", "threshold"
+    ).count()
+    assert [tuple(r) for r in stamps.collect()] == [
+        (FAILURE, "1", "1", t.table_version, threshold, inputs.count())
+    ]
+    assertDataFrameEqual(
+        scores.select("machine_id", "as_of", "alert"),
+        scores.select("machine_id", "as_of", (F.col("failure_probability") >= threshold).alias("alert")),
+    )
+    assert scores.where(~F.col("failure_probability").between(0.0, 1.0)).count() == 0
+    # the RUL prediction tracks the label (the synthetic signal is learnable)
+    joined = scores.join(inputs.where(F.col("rul_cycles").isNotNull()), ["machine_id", "as_of"])
+    assert joined.agg(F.corr("predicted_rul", "rul_cycles")).first()[0] > 0.8
+    # a second call with the same champions and input version changes nothing
+    assert t.score_again["noop"] is True and t.score_again["rows"] == 0
+    assert t.scores.version() == t.scores_version
+
+
+def test_missing_features_or_a_class_fail_clearly_before_training(trained, spark):
+    root = trained.cfg.lakehouse.root
+    cfg = failure_config(root, 'ml.failure.feature_columns=["*_z", "no_such_sensor_*"]')
+    with pytest.raises((JobFailed, ConfigError), match=r"no_such_sensor_\*"):
+        train_failure_models(spark, cfg, RUN_DATE)
+    cfg = failure_config(root, "ml.failure.feature_columns=['*_z', rul_cycles]")
+    with pytest.raises(ConfigError, match="label column"):
+        train_failure_models(spark, cfg, RUN_DATE)
+    with pytest.raises(JobFailed, match="split 'train' has no rows"):  # a run date before any row
+        train_failure_models(spark, failure_config(root), FIRST_DAY - DAY)
+
+
+def test_scoring_before_any_training_fails_clearly(spark, tmp_path):
+    with pytest.raises(JobFailed, match=r"no champion in the registry: run maintenance\.train_failure"):
+        score_failure(spark, failure_config(tmp_path), *SCORE_DAYS)
+
+
+def test_a_new_rul_champion_rescores_the_same_days(trained):
+    """Last test: it moves the RUL champion alias to version 2 (and back)."""
+    t = trained
+    t.client.set_registered_model_alias(RUL, "champion", "2")
+    try:
+        again = score_failure(t.lake.spark, t.cfg, *SCORE_DAYS)
+        assert again["noop"] is False and (again["version"], again["rul_version"]) == ("1", "2")
+        stamps = t.scores.read().select("model_version", "rul_model_version").distinct().collect()
+        assert [tuple(r) for r in stamps] == [("1", "2")]
+        assert t.scores.version() == t.scores_version + 1
+    finally:
+        t.client.set_registered_model_alias(RUL, "champion", "1")
