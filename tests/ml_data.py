@@ -197,3 +197,52 @@ def machine_features(
             for f in MACHINE_FEATURES_SCHEMA.fields
         ]
     )
+
+
+def train_twice_and_score(
+    spark: SparkSession,
+    cfg,
+    table,
+    rows: DataFrame,
+    train,
+    score,
+    run_date: dt.date,
+    score_days,
+    score_table: str,
+    git_commit: str,
+):  # type: ignore[no-untyped-def]
+    """Shared lifecycle fixture body: write ``rows`` to ``table``, train twice on the same version,
+    score twice; yields everything the lifecycle tests assert on."""
+    from types import SimpleNamespace
+
+    import mlflow
+    import pytest
+
+    from lakeml.lakehouse import Lakehouse
+    from lakeml.ml import tracking
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(tracking.GIT_COMMIT_ENV, git_commit)
+        lake = Lakehouse(spark, cfg)
+        table.append(rows)
+        table_version = table.version()
+        first = train(spark, cfg, run_date)
+        second = train(spark, cfg, run_date)
+        scores = lake.table("gold", score_table)
+        score_first = score(spark, cfg, *score_days)
+        scores_version = scores.version()
+        score_again = score(spark, cfg, *score_days)
+        uri = tracking.tracking_uri(cfg)
+        yield SimpleNamespace(
+            cfg=cfg,
+            lake=lake,
+            table=table,
+            table_version=table_version,
+            first=first,
+            second=second,
+            scores=scores,
+            score_first=score_first,
+            score_again=score_again,
+            scores_version=scores_version,
+            client=mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri),
+        )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from pyspark.sql import functions as F
@@ -26,7 +25,7 @@ from lakeml.domains.maintenance.failure_model import (
 from lakeml.domains.maintenance.features import MACHINE_FEATURES_SCHEMA
 from lakeml.errors import ConfigError, JobFailed
 from lakeml.lakehouse import Lakehouse
-from lakeml.ml import models, tracking
+from lakeml.ml import models
 from lakeml.ml.splits import SPLIT, with_group_split
 from tests import ml_data
 
@@ -44,13 +43,6 @@ FEATURES = "ml.failure.feature_columns=['*_z', '*_long_mean', cycles_since_maint
 def failure_config(root, *extra):
     grids = [f"ml.failure.{g}.{k}={v}" for g in ("rul_grid", "failure_grid") for k, v in SMALL.items()]
     return load_config("test", [f"lakehouse.root={root}", "ml.curve_points=100", FEATURES, *grids, *extra])
-
-
-def mlflow_client(cfg):
-    import mlflow
-
-    uri = tracking.tracking_uri(cfg)
-    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 # ---------------------------------------------------------------------------------------------- units
@@ -105,31 +97,24 @@ def test_alert_lead_time_per_failure_from_the_earliest_alert(spark, config):
 def trained(spark, tmp_path_factory):
     """One lake: 40 machines x 150 readings over 4 days, trained twice, scored twice."""
     cfg = failure_config(tmp_path_factory.mktemp("failure_lake"))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(tracking.GIT_COMMIT_ENV, GIT_COMMIT)
-        lake = Lakehouse(spark, cfg)
-        table = lake.table("gold", "machine_features").create(MACHINE_FEATURES_SCHEMA, ["as_of_date"])
-        table.append(ml_data.machine_features(spark, 40, 150, FIRST_DAY, seed=5))
-        table_version = table.version()
-        first = train_failure_models(spark, cfg, RUN_DATE)
-        second = train_failure_models(spark, cfg, RUN_DATE)
-        scores = lake.table("gold", "failure_risk")
-        score_first = score_failure(spark, cfg, *SCORE_DAYS)
-        scores_version = scores.version()
-        score_again = score_failure(spark, cfg, *SCORE_DAYS)
-        yield SimpleNamespace(
-            cfg=cfg,
-            lake=lake,
-            table=table,
-            table_version=table_version,
-            first=first,
-            second=second,
-            scores=scores,
-            score_first=score_first,
-            score_again=score_again,
-            scores_version=scores_version,
-            client=mlflow_client(cfg),
-        )
+    table = (
+        Lakehouse(spark, cfg)
+        .table("gold", "machine_features")
+        .create(MACHINE_FEATURES_SCHEMA, ["as_of_date"])
+    )
+    rows = ml_data.machine_features(spark, 40, 150, FIRST_DAY, seed=5)
+    yield from ml_data.train_twice_and_score(
+        spark,
+        cfg,
+        table,
+        rows,
+        train_failure_models,
+        score_failure,
+        RUN_DATE,
+        SCORE_DAYS,
+        "failure_risk",
+        GIT_COMMIT,
+    )
 
 
 def run_metrics(t, name, version):

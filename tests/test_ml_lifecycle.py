@@ -25,7 +25,7 @@ from lakeml.domains.banking.fraud_model import score_fraud, split_bounds, train_
 from lakeml.errors import ConfigError, JobFailed
 from lakeml.lakehouse import Lakehouse
 from lakeml.ml import evaluation as ev
-from lakeml.ml import models, registry, tracking
+from lakeml.ml import models, registry
 from lakeml.ml.splits import (
     TimeSplitBounds,
     with_group_split,
@@ -488,46 +488,28 @@ def lifecycle_config(root):
     )
 
 
-def mlflow_client(cfg):
-    import mlflow
-
-    uri = tracking.tracking_uri(cfg)
-    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
 @pytest.fixture(scope="module")
 def trained(spark, tmp_path_factory):
     """One lake: 16 days of features (last 3 with open labels), trained twice, scored twice."""
     cfg = lifecycle_config(tmp_path_factory.mktemp("ml_lake"))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(tracking.GIT_COMMIT_ENV, GIT_COMMIT)
-        lake = Lakehouse(spark, cfg)
-        table = lake.table("gold", "transaction_features").create(TRANSACTION_FEATURES_SCHEMA, ["as_of_date"])
-        table.append(
-            ml_data.transaction_features(
-                spark, rows_per_day=300, first_day=FIRST_DAY, days=16, mature_days=13
-            )
-        )
-        table_version = table.version()
-        first = train_fraud_model(spark, cfg, RUN_DATE)
-        second = train_fraud_model(spark, cfg, RUN_DATE)
-        scores = lake.table("gold", "fraud_scores")
-        score_first = score_fraud(spark, cfg, *SCORE_DAYS)
-        scores_version = scores.version()
-        score_again = score_fraud(spark, cfg, *SCORE_DAYS)
-        yield SimpleNamespace(
-            cfg=cfg,
-            lake=lake,
-            table=table,
-            table_version=table_version,
-            first=first,
-            second=second,
-            scores=scores,
-            score_first=score_first,
-            score_again=score_again,
-            scores_version=scores_version,
-            client=mlflow_client(cfg),
-        )
+    table = (
+        Lakehouse(spark, cfg)
+        .table("gold", "transaction_features")
+        .create(TRANSACTION_FEATURES_SCHEMA, ["as_of_date"])
+    )
+    rows = ml_data.transaction_features(spark, rows_per_day=300, first_day=FIRST_DAY, days=16, mature_days=13)
+    yield from ml_data.train_twice_and_score(
+        spark,
+        cfg,
+        table,
+        rows,
+        train_fraud_model,
+        score_fraud,
+        RUN_DATE,
+        SCORE_DAYS,
+        "fraud_scores",
+        GIT_COMMIT,
+    )
 
 
 def run_of(t, version):

@@ -83,6 +83,11 @@ def metrics_at_threshold(scored: DataFrame, label: str, score: str, threshold: f
     }
 
 
+def alert_metrics(scored: DataFrame, label: str, score: str, threshold: float) -> dict[str, float]:
+    """Test metrics of a scored classifier: AUPRC, ROC-AUC and the counts / rates at ``threshold``."""
+    return {**binary_metrics(scored, label, score), **metrics_at_threshold(scored, label, score, threshold)}
+
+
 def binary_curve(scored: DataFrame, label: str, score: str, points: int) -> pd.DataFrame:
     """PR and ROC points (threshold, precision, recall, fpr) at up to ``points`` score quantiles."""
     probs = [i / points for i in range(points)]

@@ -24,6 +24,7 @@ from lakeml.errors import JobFailed
 from lakeml.lakehouse import DeltaTableRef, Lakehouse
 from lakeml.ml import registry, tracking
 from lakeml.ml.report import HtmlReport
+from lakeml.pipeline import JobResult
 
 
 @dataclass(frozen=True)
@@ -196,3 +197,15 @@ def finish_training(
                 )
             )
     return outcomes
+
+
+def training_result(summary: Mapping[str, Any]) -> JobResult:
+    """A training job's result: rows it trained and tested on, and its summary as the log details."""
+    return JobResult(
+        rows_in=int(summary["rows_train"]) + int(summary["rows_test"]), rows_out=0, details=summary
+    )
+
+
+def scoring_result(summary: Mapping[str, Any]) -> JobResult:
+    """A scoring job's result: rows scored (0 for a no-op rerun), and its summary as the log details."""
+    return JobResult(rows_in=int(summary["rows"]), rows_out=int(summary["rows"]), details=summary)

@@ -138,14 +138,8 @@ def train_fraud_model(spark: SparkSession, config: Config, run_date: dt.date) ->
         threshold = ev.alert_threshold(_scored(model, validation), models.SCORE, cfg.alert_budget)
         base_threshold = ev.alert_threshold(validation, cfg.baseline_score_column, cfg.alert_budget)
         test_scored = _scored(model, test).persist(StorageLevel.MEMORY_AND_DISK)
-        metrics = {
-            **ev.binary_metrics(test_scored, LABEL, models.SCORE),
-            **ev.metrics_at_threshold(test_scored, LABEL, models.SCORE, threshold),
-        }
-        baseline = {
-            **ev.binary_metrics(test, LABEL, cfg.baseline_score_column),
-            **ev.metrics_at_threshold(test, LABEL, cfg.baseline_score_column, base_threshold),
-        }
+        metrics = ev.alert_metrics(test_scored, LABEL, models.SCORE, threshold)
+        baseline = ev.alert_metrics(test, LABEL, cfg.baseline_score_column, base_threshold)
 
         def evaluate(other: PipelineModel) -> dict[str, float]:
             return ev.binary_metrics(_scored(other, test), LABEL, models.SCORE)

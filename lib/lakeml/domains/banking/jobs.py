@@ -7,6 +7,7 @@ from lakeml.domains.banking.fraud_model import score_fraud, train_fraud_model
 from lakeml.domains.banking.silver import CHARGEBACKS, TRANSACTIONS
 from lakeml.ingest.bronze import bronze_job
 from lakeml.ingest.silver import silver_job
+from lakeml.ml.lifecycle import scoring_result, training_result
 from lakeml.pipeline import JobContext, JobResult, job
 
 
@@ -47,12 +48,10 @@ def build_features(ctx: JobContext) -> JobResult:
 @job("banking.train_fraud", depends_on=["banking.build_features"])
 def train_fraud(ctx: JobContext) -> JobResult:
     """gold/transaction_features (pinned) → fraud classifier in MLflow; champion if it beats the current one."""
-    summary = train_fraud_model(ctx.spark, ctx.config, ctx.run_date)
-    return JobResult(rows_in=summary["rows_train"] + summary["rows_test"], rows_out=0, details=summary)
+    return training_result(train_fraud_model(ctx.spark, ctx.config, ctx.run_date))
 
 
 @job("banking.score_fraud", depends_on=["banking.train_fraud"])
 def score_fraud_job(ctx: JobContext) -> JobResult:
     """gold/transaction_features of the run date(s) → gold/fraud_scores with the champion's alerts."""
-    summary = score_fraud(ctx.spark, ctx.config, ctx.start_date, ctx.run_date)
-    return JobResult(rows_in=summary["rows"], rows_out=summary["rows"], details=summary)
+    return scoring_result(score_fraud(ctx.spark, ctx.config, ctx.start_date, ctx.run_date))

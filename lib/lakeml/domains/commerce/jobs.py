@@ -7,6 +7,7 @@ from lakeml.domains.commerce.recommender import score_recommendations, train_rec
 from lakeml.domains.commerce.silver import CLICKSTREAM
 from lakeml.ingest.bronze import bronze_job
 from lakeml.ingest.silver import silver_job
+from lakeml.ml.lifecycle import scoring_result, training_result
 from lakeml.pipeline import JobContext, JobResult, job
 
 
@@ -33,12 +34,10 @@ def build_features(ctx: JobContext) -> JobResult:
 @job("commerce.train_recommender", depends_on=["commerce.build_features"])
 def train_recommender_job(ctx: JobContext) -> JobResult:
     """gold/user_item_interactions snapshot (pinned) → ALS in MLflow; champion if it beats the current one."""
-    summary = train_recommender(ctx.spark, ctx.config, ctx.run_date)
-    return JobResult(rows_in=summary["rows_train"] + summary["rows_test"], rows_out=0, details=summary)
+    return training_result(train_recommender(ctx.spark, ctx.config, ctx.run_date))
 
 
 @job("commerce.score_recommendations", depends_on=["commerce.train_recommender"])
 def score_recommendations_job(ctx: JobContext) -> JobResult:
     """gold/user_item_interactions snapshot(s) → gold/recommendations: top-k per user, purchased items excluded."""
-    summary = score_recommendations(ctx.spark, ctx.config, ctx.start_date, ctx.run_date)
-    return JobResult(rows_in=summary["rows"], rows_out=summary["rows"], details=summary)
+    return scoring_result(score_recommendations(ctx.spark, ctx.config, ctx.start_date, ctx.run_date))

@@ -294,8 +294,7 @@ def train_failure_models(spark: SparkSession, config: Config, run_date: dt.date)
         fail_scored = _scored(fail_model, fail_test).persist(StorageLevel.MEMORY_AND_DISK)
         frames.append(fail_scored)
         fail_metrics = {
-            **ev.binary_metrics(fail_scored, FAILURE_LABEL, models.SCORE),
-            **ev.metrics_at_threshold(fail_scored, FAILURE_LABEL, models.SCORE, threshold),
+            **ev.alert_metrics(fail_scored, FAILURE_LABEL, models.SCORE, threshold),
             **alert_lead_times(fail_scored, cfg, threshold),
         }
 

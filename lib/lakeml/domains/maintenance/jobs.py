@@ -7,6 +7,7 @@ from lakeml.domains.maintenance.features import build_machine_features
 from lakeml.domains.maintenance.silver import MAINTENANCE, TELEMETRY
 from lakeml.ingest.bronze import bronze_job
 from lakeml.ingest.silver import silver_job
+from lakeml.ml.lifecycle import scoring_result, training_result
 from lakeml.pipeline import JobContext, JobResult, job
 
 
@@ -49,12 +50,10 @@ def build_features(ctx: JobContext) -> JobResult:
 @job("maintenance.train_failure", depends_on=["maintenance.build_features"])
 def train_failure(ctx: JobContext) -> JobResult:
     """gold/machine_features (pinned) → RUL regressor and failure classifier in MLflow; champions if they beat the current ones."""
-    summary = train_failure_models(ctx.spark, ctx.config, ctx.run_date)
-    return JobResult(rows_in=summary["rows_train"] + summary["rows_test"], rows_out=0, details=summary)
+    return training_result(train_failure_models(ctx.spark, ctx.config, ctx.run_date))
 
 
 @job("maintenance.score_failure", depends_on=["maintenance.train_failure"])
 def score_failure_job(ctx: JobContext) -> JobResult:
     """gold/machine_features of the run date(s) → gold/failure_risk with both champions' RUL, risk and alerts."""
-    summary = score_failure(ctx.spark, ctx.config, ctx.start_date, ctx.run_date)
-    return JobResult(rows_in=summary["rows"], rows_out=summary["rows"], details=summary)
+    return scoring_result(score_failure(ctx.spark, ctx.config, ctx.start_date, ctx.run_date))
