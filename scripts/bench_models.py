@@ -1,11 +1,11 @@
 """Benchmark the three models on generated data: quality against the targets, and training time.
 
-    .venv/bin/python scripts/bench_models.py [--scale 10] [--days 60] [--workdir DIR] [--reuse]
+    .venv/bin/python scripts/bench_models.py [--scale 10] [--days 56] [--workdir DIR] [--reuse]
                                              [--als-interactions 5000000]
 
 Generates ``--days`` of landing data at ``--scale`` (``lakeml generate``), runs bronze → silver →
-gold through the real jobs (banking features for every day, machine features for the last 21 days,
-the commerce snapshot of the last day), then trains each model in one session and prints:
+gold through the real jobs (banking features for every day, machine features for the last 14 days,
+the commerce snapshot of the last day; 56 days = 46-day label window + 3 test + 3 validation + 4 train), then trains each model in one session and prints:
 
 - ALS precision@10 vs the popularity baseline (target ≥ 2×);
 - fraud AUPRC (target ≥ 0.7 and ≥ 10× the test positive rate);
@@ -39,7 +39,7 @@ from lakeml.domains.maintenance.failure_model import train_failure_models
 from lakeml.session import build_spark
 
 LAKEML = str(Path(sys.executable).with_name("lakeml"))
-MAINTENANCE_DAYS = 21
+MAINTENANCE_DAYS = 14
 
 
 def _run(*args: str) -> float:
@@ -97,7 +97,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--scale", type=int, default=10)
-    parser.add_argument("--days", type=int, default=60)
+    parser.add_argument("--days", type=int, default=56)
     parser.add_argument("--end-date", default="2026-03-31")
     parser.add_argument("--workdir", help="keep the lakehouse here (default: a temporary folder)")
     parser.add_argument(
