@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.base import Estimator, Transformer
@@ -128,6 +128,38 @@ def param_grid(estimator: PipelineStage, grid: Mapping[str, Sequence[float]]) ->
     return builder.build()
 
 
+def tune(
+    estimator: Estimator,
+    grid_maps: Sequence[dict[Any, Any]],
+    evaluator: Evaluator,
+    data: DataFrame,
+    train_ratio: float,
+    parallelism: int,
+    seed: int,
+) -> tuple[Transformer, list[tuple[dict[str, float], float]]]:
+    """TrainValidationSplit over ``grid_maps``; returns the refitted best model and each point's metric.
+
+    A one-point grid has nothing to choose: it is fitted once on all of ``data`` (its metric is NaN),
+    which saves the held-out fit a split would spend on a foregone conclusion.
+    """
+    if len(grid_maps) == 1:
+        params = {p.name: float(v) for p, v in grid_maps[0].items()}
+        return estimator.fit(data, grid_maps[0]), [(params, float("nan"))]
+    tuned = TrainValidationSplit(
+        estimator=estimator,
+        estimatorParamMaps=list(grid_maps),
+        evaluator=evaluator,
+        trainRatio=train_ratio,
+        parallelism=parallelism,
+        seed=seed,
+    ).fit(data)
+    results = [
+        ({p.name: float(v) for p, v in pm.items()}, float(m))
+        for pm, m in zip(grid_maps, tuned.validationMetrics, strict=True)
+    ]
+    return tuned.bestModel, results
+
+
 def fit_tuned(
     prefix: Sequence[PipelineStage],
     estimator_stages: Sequence[PipelineStage],
@@ -138,30 +170,16 @@ def fit_tuned(
     parallelism: int,
     seed: int,
 ) -> tuple[PipelineModel, list[tuple[dict[str, float], float]]]:
-    """Fit the feature stages once, tune the estimator by TrainValidationSplit, return one PipelineModel.
+    """Fit the feature stages once, tune the estimator (see ``tune``), return one PipelineModel.
 
     Returns the fitted pipeline (features + best estimator) and each grid point's validation metric.
     """
     features = Pipeline(stages=list(prefix)).fit(train)
     prepared = features.transform(train)
-    estimator = estimator_stages[-1]
     inner = Pipeline(stages=list(estimator_stages))
-    grid_maps = param_grid(estimator, grid)
-    tvs = TrainValidationSplit(
-        estimator=inner,
-        estimatorParamMaps=grid_maps,
-        evaluator=evaluator,
-        trainRatio=train_ratio,
-        parallelism=parallelism,
-        seed=seed,
-    )
-    tuned = tvs.fit(prepared)
-    best = tuned.bestModel
-    results = [
-        ({p.name: float(v) for p, v in pm.items()}, float(m))
-        for pm, m in zip(grid_maps, tuned.validationMetrics, strict=True)
-    ]
-    return PipelineModel(stages=[*features.stages, *best.stages]), results
+    grid_maps = param_grid(estimator_stages[-1], grid)
+    best, results = tune(inner, grid_maps, evaluator, prepared, train_ratio, parallelism, seed)
+    return PipelineModel(stages=[*features.stages, *cast(PipelineModel, best).stages]), results
 
 
 def with_positive_score(predictions: DataFrame) -> DataFrame:

@@ -33,7 +33,7 @@ from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.evaluation import RegressionEvaluator
 from pyspark.ml.feature import IndexToString, StringIndexer
 from pyspark.ml.recommendation import ALS, ALSModel
-from pyspark.ml.tuning import ParamGridBuilder, TrainValidationSplit
+from pyspark.ml.tuning import ParamGridBuilder
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -42,7 +42,7 @@ from lakeml.config import Config, RecommenderConfig, join_location
 from lakeml.errors import JobFailed
 from lakeml.lakehouse import Lakehouse
 from lakeml.ml import evaluation as ev
-from lakeml.ml import lifecycle, scoring
+from lakeml.ml import lifecycle, models, scoring
 from lakeml.ml.report import HtmlReport, plot_ranking_curves
 from lakeml.ml.splits import SPLIT, TEST, TRAIN, VALIDATION, with_latest_per_user_split
 
@@ -211,6 +211,8 @@ def tune_implicit(
     """Grid points fitted on train, ranked by validation precision@k (``ml.parallelism`` at a time)."""
     names = list(cfg.grid)
     points = [dict(zip(names, values, strict=True)) for values in itertools.product(*cfg.grid.values())]
+    if len(points) == 1:  # nothing to choose: no validation fit
+        return points[0], [(points[0], float("nan"))]
     users = validation.select(cfg.user_column).distinct()
     relevant = relevant_lists(validation, cfg)
     with ThreadPoolExecutor(max_workers=max(1, config.ml.parallelism)) as pool:
@@ -233,18 +235,11 @@ def tune_explicit(
             continue  # alpha only matters with implicit preferences
         grid_builder.addGrid(als.getParam(name), [als.getParam(name).typeConverter(v) for v in values])
     grid = grid_builder.build()
-    tvs = TrainValidationSplit(
-        estimator=pipeline,
-        estimatorParamMaps=grid,
-        evaluator=RegressionEvaluator(labelCol=TARGET, metricName="rmse"),
-        trainRatio=0.8,
-        parallelism=config.ml.parallelism,
-        seed=config.ml.seed,
-    ).fit(train)
-    results = [
-        ({p.name: float(v) for p, v in pm.items()}, float(m))
-        for pm, m in zip(grid, tvs.validationMetrics, strict=True)
-    ]
+    if len(grid) == 1:  # nothing to choose: the caller fits the one point on train + validation
+        params = {p.name: float(v) for p, v in grid[0].items()}
+        return params, [(params, float("nan"))]
+    evaluator = RegressionEvaluator(labelCol=TARGET, metricName="rmse")
+    _, results = models.tune(pipeline, grid, evaluator, train, 0.8, config.ml.parallelism, config.ml.seed)
     return min(results, key=lambda r: r[1])[0], results
 
 
