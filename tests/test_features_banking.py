@@ -13,6 +13,7 @@ from pyspark.testing import assertDataFrameEqual
 from lakeml.config import load_config
 from lakeml.domains.banking.features import TRANSACTION_FEATURES_SCHEMA, build_transaction_features
 from lakeml.domains.banking.silver import CHARGEBACKS_SILVER_SCHEMA, TRANSACTIONS_SILVER_SCHEMA
+from lakeml.errors import ConfigError
 from lakeml.lakehouse import Lakehouse
 
 D = dt.date(2026, 3, 10)
@@ -124,6 +125,47 @@ def test_labels_as_of_the_cutoff_and_merchant_risk_from_known_labels_only(spark,
     )
     old = features(lake, D - dt.timedelta(days=70)).first()
     assert (old.txn_id, old.label_status, old.label_fraud) == ("old_legit", "legit", 0)  # window closed, none
+
+
+def test_a_later_daily_run_refreshes_changed_labels_of_earlier_days_only(spark, tmp_path):
+    h = dt.timedelta(hours=1)
+    rows = [
+        txn("quiet", "Q", T0 - 24 * h, 20),  # day D-1: no chargeback, window still open at D+6
+        txn("now", "C", T0, 100),  # day D: a fraud chargeback reported at D+5
+        txn("late", "C", T0 + 6 * 24 * h, 30),  # day D+6: the later daily run's own day
+    ]
+    cbs = [chargeback("now", T0 + 5 * 24 * h)]
+    config, lake = make_lake(spark, tmp_path, rows, cbs)
+    build_transaction_features(spark, config, D - dt.timedelta(days=1), D)
+    assert {r.txn_id: r.label_status for r in features(lake).collect()} == {
+        "quiet": "immature",
+        "now": "immature",
+    }
+
+    later = D + dt.timedelta(days=6)
+    counts = build_transaction_features(spark, config, later, later)
+    assert counts["relabelled_days"] == 1
+    got = features(lake).select("txn_id", "as_of_date", "label_status", "label_fraud", "label_cutoff_date")
+    expected = spark.createDataFrame(
+        [
+            ("quiet", D - dt.timedelta(days=1), "immature", None, D),  # unchanged day: not rewritten
+            ("now", D, "fraud", 1, later),
+            ("late", later, "immature", None, later),
+        ],
+        "txn_id string, as_of_date date, label_status string, label_fraud int, label_cutoff_date date",
+    )
+    assertDataFrameEqual(got, expected, checkRowOrder=False)
+    before = features(lake).drop("label_cutoff_date")
+    rerun = build_transaction_features(spark, config, later, later)
+    assert rerun["relabelled_days"] == 0  # nothing left to refresh
+    assertDataFrameEqual(features(lake).drop("label_cutoff_date"), before, checkRowOrder=False)
+    with pytest.raises(ConfigError, match="label_refresh_days"):
+        build_transaction_features(
+            spark,
+            load_config("test", [f"lakehouse.root={tmp_path}", "features.banking.label_refresh_days=10"]),
+            D,
+            D,
+        )
 
 
 def history(days: int, cards: int = 3) -> list[dict]:

@@ -154,6 +154,10 @@ class BankingFeaturesConfig:
     fraud_reason_codes: tuple[str, ...]
     # A chargeback counts as the label only if reported within this many days of the transaction.
     label_window_days: int
+    # Labels keep changing after a day is computed (chargebacks and reversals arrive for weeks): each
+    # run recomputes, as of its cut-off, the labels of the rows of the previous N days and rewrites the
+    # days where one changed. At least label_window_days, so every day matures in the table.
+    label_refresh_days: int
     # Merchant-category risk: fraud chargebacks reported in the last N days ÷ transactions in them.
     mcc_risk_days: int
     # Pseudo-counts pulling a category's fraud rate toward the overall prior when it has few transactions.

@@ -8,15 +8,15 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from lakeml.transforms import Transform
+
 SPLIT = "split"
 TRAIN, VALIDATION, GAP, TEST = "train", "validation", "gap", "test"
-Transform = Callable[[DataFrame], DataFrame]
 
 
 @dataclass(frozen=True)

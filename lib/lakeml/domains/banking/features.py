@@ -17,6 +17,9 @@ Labels (not features) are as of ``label_cutoff`` (end of that day): ``label_frau
 chargeback with a fraud reason code was reported within ``label_window_days`` of the transaction,
 by the cut-off, and not reversed by then; 0 when the window has closed without one; NULL
 (``label_status`` = ``immature``) when the window is still open: too recent is unlabeled, not negative.
+Labels change after a day is computed (chargebacks and reversals keep arriving), so every run
+recomputes the labels of the ``label_refresh_days`` days before the ones it computes, as of its
+cut-off, and rewrites the days where a label changed in the same commit.
 
 Incremental by design. Windows longer than a day must be whole days. To compute day D the job reads
 at row level only the days a window can cut through (D, D-1 and D-k for each k-day window) and
@@ -38,6 +41,7 @@ from pyspark.sql import types as T
 from lakeml.config import BankingFeaturesConfig, Config
 from lakeml.errors import ConfigError
 from lakeml.lakehouse import Lakehouse
+from lakeml.transforms import Transform
 from lakeml.transforms.windows import (
     MICROS_PER_HOUR,
     MICROS_PER_SECOND,
@@ -355,6 +359,37 @@ def compute_transaction_features(
     return labelled.select(*TRANSACTION_FEATURES_SCHEMA.fieldNames())
 
 
+LABEL_COLUMNS = ("label_fraud", "label_status", "label_cutoff_date")
+
+
+def refresh_days(first_date: dt.date, last_date: dt.date, settings: BankingFeaturesConfig) -> list[dt.date]:
+    """Days before the computed ones whose labels are recomputed as of ``last_date`` (label_refresh_days)."""
+    if settings.label_refresh_days < settings.label_window_days:
+        raise ConfigError(
+            f"features.banking.label_refresh_days ({settings.label_refresh_days}) must be at least "
+            f"label_window_days ({settings.label_window_days}), or some days would never mature"
+        )
+    start = last_date - dt.timedelta(days=settings.label_refresh_days)
+    return [start + dt.timedelta(days=i) for i in range((first_date - start).days)]
+
+
+def with_refreshed_labels(fraud: DataFrame, settings: BankingFeaturesConfig, cutoff: dt.date) -> Transform:
+    """Reads feature rows with labels; replaces the labels by those as of ``cutoff``, adds ``_label_changed``."""
+
+    def apply(rows: DataFrame) -> DataFrame:
+        relabelled = with_labels(
+            rows.withColumnRenamed("label_status", "_old_status").drop("label_fraud", "label_cutoff_date"),
+            fraud,
+            settings,
+            cutoff,
+        )
+        return relabelled.withColumn("_label_changed", F.col("label_status") != F.col("_old_status")).drop(
+            "_old_status"
+        )
+
+    return apply
+
+
 def build_transaction_features(
     spark: SparkSession,
     config: Config,
@@ -362,10 +397,16 @@ def build_transaction_features(
     last_date: dt.date,
     label_cutoff: dt.date | None = None,
 ) -> dict[str, int]:
-    """Compute and write gold/transaction_features for every as_of_date in [first_date, last_date]."""
+    """Compute and write gold/transaction_features for every as_of_date in [first_date, last_date].
+
+    In the same commit, the days of the refresh window before ``first_date`` whose labels changed by
+    the cut-off are rewritten with the new labels (their features are final and are kept as they are).
+    """
     settings = config.features.banking
     hours = window_hours(settings)
+    cutoff = label_cutoff or last_date
     targets = [first_date + dt.timedelta(days=i) for i in range((last_date - first_date).days + 1)]
+    relabel = refresh_days(first_date, cutoff, settings)
     lake = Lakehouse(spark, config)
     silver = lake.table("silver", "transactions")
     row_days = row_level_days(targets, hours)
@@ -374,6 +415,7 @@ def build_transaction_features(
     daily = daily_card_aggregates(silver.read(where=[("event_date", "in", agg_days)])) if agg_days else None
     # Merchant-category risk and labels need the transactions of their own windows (narrow columns).
     first_needed = first_date - dt.timedelta(days=max(settings.mcc_risk_days, settings.label_window_days))
+    first_needed = min([first_needed, *relabel])
     narrow = silver.read(where=[("event_date", ">=", first_needed), ("event_date", "<=", last_date)]).select(
         "txn_id", "mcc", "ts", "event_date"
     )
@@ -381,15 +423,35 @@ def build_transaction_features(
     target_days = spark.createDataFrame([(d,) for d in targets], "as_of_date date")
     rates = mcc_risk_rates(narrow, chargebacks, target_days, settings)
     fraud = fraud_chargebacks(chargebacks, narrow.select("txn_id", "ts"), settings)
-    features = compute_transaction_features(
-        row_level, daily, rates, fraud, targets, settings, label_cutoff or last_date
-    )
+    features = compute_transaction_features(row_level, daily, rates, fraud, targets, settings, cutoff)
     gold = lake.table("gold", "transaction_features").create(TRANSACTION_FEATURES_SCHEMA, ["as_of_date"])
+    relabelled: DataFrame | None = None
+    changed: list[dt.date] = []
+    if relabel:
+        relabelled = (
+            gold.read(where=[("as_of_date", "in", relabel)])
+            .transform(with_refreshed_labels(fraud, settings, cutoff))
+            .persist(StorageLevel.MEMORY_AND_DISK)
+        )
+        # one row per changed day: metadata, bounded by the refresh window
+        changed = sorted(
+            r[0] for r in relabelled.where("_label_changed").select("as_of_date").distinct().collect()
+        )
+    if changed:
+        refreshed = relabelled.where(F.col("as_of_date").isin(changed)).select(
+            *TRANSACTION_FEATURES_SCHEMA.fieldNames()
+        )
+        features = features.unionByName(refreshed)
     # Persisted: overwrite_where checks the rows before writing them, which would compute them twice.
     features = features.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        where = [("as_of_date", ">=", first_date), ("as_of_date", "<=", last_date)]
-        outcome = gold.overwrite_where(features, where)
+        outcome = gold.overwrite_where(features, [("as_of_date", "in", [*changed, *targets])])
     finally:
         features.unpersist()
-    return {"transaction_features": outcome.rows_added, "days": len(targets)}
+        if relabelled is not None:
+            relabelled.unpersist()
+    return {
+        "transaction_features": outcome.rows_added,
+        "days": len(targets),
+        "relabelled_days": len(changed),
+    }
