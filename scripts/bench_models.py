@@ -1,7 +1,7 @@
 """Benchmark the three models on generated data: quality against the targets, and training time.
 
-    .venv/bin/python scripts/bench_models.py [--scale 10] [--days 70] [--workdir DIR] [--reuse]
-                                             [--models fraud,failure,als] [--conf KEY=VALUE ...]
+    .venv/bin/python scripts/bench_models.py [--scale 10] [--days 70] [--workdir DIR]
+                                             [--reuse | --no-generate] [--models fraud,failure,als] [--conf KEY=VALUE ...]
                                              [--als-interactions 5000000]
 
 Generates ``--days`` of landing data at ``--scale`` (``lakeml generate``), runs bronze → silver →
@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from pyspark.ml.recommendation import ALS
@@ -50,21 +51,38 @@ def _run(*args: str) -> float:
     return time.perf_counter() - started
 
 
-def build_gold(end: dt.date, days: int, scale: int) -> dict[str, float]:
-    """Landing → gold through the real jobs; seconds per step."""
+DOMAIN_OF = {"fraud": "banking", "failure": "maintenance", "als": "commerce"}
+
+
+def build_gold(
+    end: dt.date, days: int, scale: int, domains: Sequence[str], generate: bool = True
+) -> dict[str, float]:
+    """(Generate and) landing → gold of ``domains`` through the real jobs; seconds per step."""
     first = end - dt.timedelta(days=days - 1)
     since = {"banking": first, "maintenance": end - dt.timedelta(days=MAINTENANCE_DAYS - 1), "commerce": end}
-    seconds = {
-        "generate": _run("generate", "--scale", str(scale), "--days", str(days), "--end-date", str(end))
-    }
-    for domain, start in since.items():
+    seconds = {}
+    if generate:
+        seconds["generate"] = _run(
+            "generate", "--scale", str(scale), "--days", str(days), "--end-date", str(end)
+        )
+    for domain in domains:
         seconds[f"{domain} bronze+silver"] = _run(
             "pipeline", "--to", f"{domain}.build_silver", "--run-date", str(end)
         )
         seconds[f"{domain} features"] = _run(
-            "run", f"{domain}.build_features", "--run-date", str(end), "--since", str(start)
+            "run", f"{domain}.build_features", "--run-date", str(end), "--since", str(since[domain])
         )
     return seconds
+
+
+def pii_key(workdir: Path) -> str:
+    """The bench lake's PII key, kept in the workdir so ``--reuse`` tokenizes new data the same way."""
+    path = workdir / "pii.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 def als_seconds_per_iteration(spark, interactions: int, rank: int = 16) -> tuple[float, float]:  # type: ignore[no-untyped-def]
@@ -134,6 +152,9 @@ def main() -> int:
     parser.add_argument(
         "--reuse", action="store_true", help="skip generation and gold builds (workdir must hold them)"
     )
+    parser.add_argument(
+        "--no-generate", action="store_true", help="reuse the workdir's landing files, build the gold tables"
+    )
     parser.add_argument("--models", default="fraud,failure,als", help="comma-separated subset to train")
     parser.add_argument("--conf", action="append", default=[], help="config override KEY=VALUE (repeatable)")
     parser.add_argument("--als-interactions", type=int, default=5_000_000, help="0 skips the timing")
@@ -141,17 +162,20 @@ def main() -> int:
     end = dt.date.fromisoformat(args.end_date)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="lakeml-bench-models-"))
     os.environ["LAKEML_LAKEHOUSE"] = str(workdir / "lake")
-    os.environ.setdefault("LAKEML_PII_KEY", secrets.token_hex(32))
+    os.environ.setdefault("LAKEML_PII_KEY", pii_key(workdir))
+    names = args.models.split(",")
     print(f"bench_models: scale {args.scale}, {args.days} days ending {end}, lakehouse {workdir / 'lake'}"
           + (f", overrides {args.conf}" if args.conf else ""), flush=True)  # fmt: skip
     if not args.reuse:
-        for step, s in build_gold(end, args.days, args.scale).items():
+        for step, s in build_gold(
+            end, args.days, args.scale, [DOMAIN_OF[n] for n in names], not args.no_generate
+        ).items():
             print(f"  build  {step:<28} {s:8.1f} s", flush=True)
 
     config = load_config("local", args.conf)
     spark = build_spark(config, app_name="bench-models")
     checks: list[tuple[str, float, str, bool]] = []
-    for name in args.models.split(","):
+    for name in names:
         train, report = MODELS[name]
         started = time.perf_counter()
         result = train(spark, config, end)

@@ -121,7 +121,8 @@ def recommend(
     exclusion count, so after removing excluded items every list still has k (catalog permitting).
     """
     user_indexer, item_indexer, als = model.stages[0], model.stages[1], model.stages[-1]
-    assert isinstance(als, ALSModel)
+    if not isinstance(als, ALSModel):
+        raise JobFailed(f"expected an ALS recommender pipeline, got a {type(als).__name__} as its last stage")
     u, i = cfg.user_column, cfg.item_column
     keys = [u, *by]
     wanted = users.select(*keys).distinct()
