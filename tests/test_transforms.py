@@ -148,3 +148,36 @@ def test_bom_and_last_digits(spark):
         "stripped string, last4 string",
     )
     assertDataFrameEqual(got, expected, checkRowOrder=False)
+
+
+def test_rolling_stats_from_running_sums_equal_sliding_frame_aggregates(spark):
+    """The O(1)-per-row mean/std/slope match Spark's own sliding-frame aggregates, nulls included."""
+    from pyspark.sql import Window
+
+    from lakeml.transforms.rolling import with_rolling_stats
+
+    df = spark.range(240).select(
+        (F.col("id") % 3).alias("k"),
+        F.col("id").alias("t"),
+        F.when(F.col("id") % 7 == 0, None).otherwise(F.sin(F.col("id")) * 50 + F.col("id") / 10).alias("v"),
+    )
+    rows = 5
+    got = with_rolling_stats(df, ["v"], ["k"], ["t"], {"w": rows})
+    frame = Window.partitionBy("k").orderBy("t").rowsBetween(-(rows - 1), 0)
+    pos = F.when(
+        F.col("v").isNotNull(), F.row_number().over(Window.partitionBy("k").orderBy("t")).cast("double")
+    )
+    reference = df.withColumn("_x", pos).select(
+        "k",
+        "t",
+        "v",
+        F.avg("v").over(frame).alias("v_w_mean"),
+        F.stddev_samp("v").over(frame).alias("v_w_std"),
+        F.min("v").over(frame).alias("v_w_min"),
+        F.max("v").over(frame).alias("v_w_max"),
+        F.when(
+            F.var_pop("_x").over(frame) > 0, F.covar_pop("_x", "v").over(frame) / F.var_pop("_x").over(frame)
+        ).alias("v_w_slope"),
+    )
+    assert reference.where(F.col("v_w_std").isNull()).count() > 0  # frames with < 2 values are in the data
+    assertDataFrameEqual(got.select(*reference.columns), reference, checkRowOrder=False, rtol=1e-9, atol=1e-9)

@@ -46,6 +46,39 @@ def rolling_stat(stat: str, value: Column, position: Column, window: WindowSpec)
     raise ValueError(f"unknown rolling statistic '{stat}' (one of {', '.join(ROLLING_STATS)})")
 
 
+# Statistics computed from running sums (one pass per partition); min and max need the sliding frame.
+_FROM_SUMS = ("mean", "std", "slope")
+
+
+def _frame_sums(c: str, position: str) -> dict[str, Column]:
+    """Per-row terms whose sums over a frame give count, mean, sample std and slope of ``c``."""
+    v, present = F.col(c), F.col(c).isNotNull()
+    pos = F.col(position).cast("double")
+    return {
+        "n": present.cast("long"),
+        "s1": F.coalesce(v, F.lit(0.0)),
+        "s2": F.coalesce(v * v, F.lit(0.0)),
+        "p1": F.when(present, pos).otherwise(0.0),
+        "p2": F.when(present, pos * pos).otherwise(0.0),
+        "px": F.coalesce(pos * v, F.lit(0.0)),
+    }
+
+
+def _stat_from_sums(stat: str, d: Mapping[str, Column]) -> Column:
+    """mean, sample std or least-squares slope from a frame's sums ``d`` (NULL with too few values).
+
+    Every division sits inside a CASE that rules out a zero count (ANSI mode raises on x / 0).
+    """
+    n = d["n"]
+    if stat == "mean":
+        return F.when(n > 0, d["s1"] / n)
+    if stat == "std":
+        return F.when(n > 1, F.sqrt(F.greatest((d["s2"] - d["s1"] * d["s1"] / n) / (n - 1), F.lit(0.0))))
+    var_x = d["p2"] / n - (d["p1"] / n) * (d["p1"] / n)
+    cov = d["px"] / n - (d["p1"] / n) * (d["s1"] / n)
+    return F.when(n > 1, F.when(var_x > 0, cov / var_x))
+
+
 def with_rolling_stats(
     df: DataFrame,
     columns: Sequence[str],
@@ -54,18 +87,52 @@ def with_rolling_stats(
     windows: Mapping[str, int],
     stats: Sequence[str] = ROLLING_STATS,
 ) -> DataFrame:
-    """Reads ``columns`` per ``partition_by`` in ``order_by`` order; adds ``<column>_<window>_<stat>`` for each window (name -> rows)."""
+    """Reads ``columns`` per ``partition_by`` in ``order_by`` order; adds ``<column>_<window>_<stat>`` for each window (name -> rows).
+
+    mean, std and slope come from running sums minus the running sums ``rows`` rows earlier, so each
+    costs O(1) per row whatever the window length (Spark re-aggregates a sliding frame row by row);
+    min and max use the sliding frame.
+    """
+    for stat in stats:
+        if stat not in ROLLING_STATS:
+            raise ValueError(f"unknown rolling statistic '{stat}' (one of {', '.join(ROLLING_STATS)})")
+    ordered = Window.partitionBy(*partition_by).orderBy(*order_by)
+    running = ordered.rowsBetween(Window.unboundedPreceding, Window.currentRow)
     position = "_rolling_position"
-    numbered = df.withColumn(
-        position, F.row_number().over(Window.partitionBy(*partition_by).orderBy(*order_by))
-    )
-    specs = {name: row_window(partition_by, order_by, rows) for name, rows in windows.items()}
-    return numbered.select(
-        *df.columns,
+    numbered = df.withColumn(position, F.row_number().over(ordered))
+    summed_stats = [s for s in stats if s in _FROM_SUMS]
+    sums = {c: _frame_sums(c, position) for c in columns} if summed_stats else {}
+    prefixed = numbered.select(
+        "*",
         *[
-            rolling_stat(stat, F.col(c), F.col(position), spec).alias(f"{c}_{name}_{stat}")
-            for c in columns
-            for name, spec in specs.items()
-            for stat in stats
+            F.sum(term).over(running).alias(f"_cum_{c}_{k}")
+            for c, terms in sums.items()
+            for k, term in terms.items()
         ],
     )
+
+    # Each frame sum once, as a column: running sum minus the running sum ``rows`` rows earlier.
+    framed = prefixed.select(
+        "*",
+        *[
+            (F.col(f"_cum_{c}_{k}") - F.coalesce(F.lag(f"_cum_{c}_{k}", rows).over(ordered), F.lit(0))).alias(
+                f"_frame_{c}_{name}_{k}"
+            )
+            for c, terms in sums.items()
+            for name, rows in windows.items()
+            for k in terms
+        ],
+    )
+    specs = {name: row_window(partition_by, order_by, rows) for name, rows in windows.items()}
+    out = []
+    for c in columns:
+        for name, spec in specs.items():
+            d = {k: F.col(f"_frame_{c}_{name}_{k}") for k in sums.get(c, {})}
+            for stat in stats:
+                value = (
+                    _stat_from_sums(stat, d)
+                    if stat in _FROM_SUMS
+                    else rolling_stat(stat, F.col(c), F.col(position), spec)
+                )
+                out.append(value.alias(f"{c}_{name}_{stat}"))
+    return framed.select(*df.columns, *out)
