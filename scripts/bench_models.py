@@ -114,7 +114,8 @@ def als_seconds_per_iteration(spark, interactions: int, rank: int = 16) -> tuple
 
 def report_fraud(fraud: dict) -> list[tuple[str, float, str, bool]]:
     print(f"  fraud    AUPRC {fraud['auprc']:.4f} ({fraud['family']}; baseline {fraud['baseline_auprc']:.4f}), positive "
-          f"rate {fraud['positive_rate']:.4%}, train rows {fraud['rows_train']:,}, test rows {fraud['rows_test']:,}", flush=True)  # fmt: skip
+          f"rate {fraud['positive_rate']:.4%}, ROC AUC {fraud['roc_auc']:.4f}, precision/recall at the alert budget "
+          f"{fraud['precision_at_budget']:.3f}/{fraud['recall_at_budget']:.3f}, train rows {fraud['rows_train']:,}, test rows {fraud['rows_test']:,}", flush=True)  # fmt: skip
     ratio = fraud["auprc"] / max(fraud["positive_rate"], 1e-12)
     return [("fraud AUPRC", fraud["auprc"], ">= 0.7", fraud["auprc"] >= 0.7),
             ("fraud AUPRC ÷ positive rate", ratio, ">= 10", ratio >= 10)]  # fmt: skip
