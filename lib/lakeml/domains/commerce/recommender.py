@@ -26,6 +26,7 @@ import datetime as dt
 import itertools
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import reduce
 from typing import Any
 
 from pyspark import StorageLevel
@@ -117,8 +118,9 @@ def recommend(
     """Top ``k`` (user, *by, rank, item, score) for ``users``, never an item ``exclude`` holds for the
     same (user, *by); ``by`` lets one call serve several snapshots (e.g. ``as_of_date``).
 
-    Users the model does not know get no rows. ALS is asked once per user for k + the largest
-    exclusion count, so after removing excluded items every list still has k (catalog permitting).
+    Users the model does not know get no rows. Each user needs k + its own exclusion count candidates;
+    users are grouped by that count rounded up to a power of two and ALS is asked once per group, so a
+    few heavy users do not make every list thousands long (the groups are a handful: metadata).
     """
     user_indexer, item_indexer, als = model.stages[0], model.stages[1], model.stages[-1]
     if not isinstance(als, ALSModel):
@@ -126,10 +128,24 @@ def recommend(
     u, i = cfg.user_column, cfg.item_column
     keys = [u, *by]
     wanted = users.select(*keys).distinct()
-    indexed = user_indexer.transform(wanted.select(u).distinct())
     excluded = exclude.select(*keys, i).distinct()
-    widest = excluded.groupBy(*keys).count().agg(F.max("count")).first()[0] or 0  # one number
-    raw = als.recommendForUserSubset(indexed, k + int(widest))
+    counts = excluded.groupBy(*keys).agg(F.count(F.lit(1)).alias("_n"))
+    need = (
+        wanted.join(counts, keys, "left")
+        .groupBy(u)
+        .agg(F.max(F.coalesce(F.col("_n"), F.lit(0))).alias("_n"))
+        .withColumn("_depth", F.when(F.col("_n") > 0, F.pow(F.lit(2), F.ceil(F.log2("_n")))).otherwise(0))
+    )
+    indexed = user_indexer.transform(need).withColumn("_depth", F.col("_depth").cast("int"))
+    depths = sorted(int(r[0]) for r in indexed.select("_depth").distinct().collect()) or [0]
+    raw = reduce(
+        lambda a, b: a.unionByName(b),
+        [
+            als.recommendForUserSubset(indexed.where(F.col("_depth") == d).select(USER_IDX), k + d)
+            for d in depths
+        ],
+    )
+    indexed = indexed.select(u, USER_IDX)
     pairs = raw.select(USER_IDX, F.explode("recommendations").alias("rec")).select(
         USER_IDX,
         F.col("rec")[als.getItemCol()].cast("double").alias(ITEM_IDX),
