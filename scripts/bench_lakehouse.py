@@ -4,7 +4,8 @@
 
 Prints seconds and ratios:
   append            lakeml append ÷ df.write.partitionBy(...).parquet          (target ≤ 1.15)
-  merge, clustered  1 % updated + 1 % new keys in the last 3 days ÷ full rewrite (target ≤ 0.2)
+  merge, clustered  1 % updated + 1 % new keys in the last 3 days ÷ full rewrite (target ≤ 0.2);
+                    the median of 3 successive late-data merges ÷ the faster of 2 rewrites
   merge, random     1 % updated keys spread over every file ÷ full rewrite      (native delta: ~3×)
   filtered read     partition + stats pruned aggregate ÷ full-scan aggregate
 and the driver's peak Python memory after a small and the full-size write (must not grow with rows).
@@ -16,6 +17,7 @@ import argparse
 import datetime as dt
 import resource
 import shutil
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -61,6 +63,24 @@ def generate(spark: SparkSession, rows: int, days: int, first_id: int = 0) -> Da
     return df.select(*[F.col(f.name).cast(f.dataType) for f in SCHEMA])
 
 
+def late_data(spark: SparkSession, table: DeltaTableRef, rows: int, days: int, batch: int = 0) -> DataFrame:
+    """Merge source: 1 % of ``rows`` as updates of keys in the last 3 days, and 1 % new keys on the last day.
+
+    Each ``batch`` updates other keys and adds other new ones, as successive late-data loads do.
+    """
+    last_days = START + dt.timedelta(days=days - 3)
+    every = max(1, round(3 * 100 / days))
+    updated = (
+        table.read(where=[("event_date", ">=", last_days)])
+        .where(F.pmod(F.xxhash64("id"), F.lit(every)) == batch % every)
+        .withColumn("amount", F.col("amount") + 1)
+    )
+    new_rows = generate(spark, rows // 100, 1, first_id=rows * (1 + batch)).withColumn(
+        "event_date", F.lit(START + dt.timedelta(days=days - 1))
+    )
+    return updated.unionByName(new_rows)
+
+
 def timed(label: str, action: Callable[[], object]) -> float:
     started = time.perf_counter()
     action()
@@ -98,8 +118,12 @@ def main() -> None:
         f"rows={args.rows:,} days={args.days} engine={args.engine} cores={spark.sparkContext.defaultParallelism}"
     )
 
-    small = generate(spark, max(args.rows // 10, 1000), args.days)
-    DeltaTableRef(spark, str(work / "warm"), lake, args.engine).create(SCHEMA, ["event_date"]).append(small)
+    small_rows = max(args.rows // 10, 1000)
+    warm = DeltaTableRef(spark, str(work / "warm"), lake, args.engine).create(SCHEMA, ["event_date"])
+    warm.append(generate(spark, small_rows, args.days))
+    # Warm-up on the small table, so every timed operation below runs on a warmed JVM (JIT, codegen)
+    # as the baseline write does: steady-state figures, not first-call ones.
+    warm.merge(late_data(spark, warm, small_rows, args.days), ["id"])
     rss_small = peak_rss_mb()
 
     source = generate(spark, args.rows, args.days).persist(StorageLevel.MEMORY_AND_DISK)
@@ -115,31 +139,31 @@ def main() -> None:
     source.unpersist()
 
     print("merge")
-    rewrite = timed(
-        "full-table rewrite (read all + write all)",
-        lambda: (
-            DeltaTableRef(spark, str(work / "rewrite"), lake, args.engine)
-            .create(SCHEMA, ["event_date"])
-            .append(table.read())
-        ),
-    )
-    n = args.rows
-    one_pct = n // 100
-    last_days = START + dt.timedelta(days=args.days - 3)
-    # 1 % of all keys, all of them in the last 3 date partitions (late data for recent days)
-    every = max(1, round(3 * 100 / args.days))
-    updated = (
-        table.read(where=[("event_date", ">=", last_days)])
-        .where(F.pmod(F.xxhash64("id"), F.lit(every)) == 0)
-        .withColumn("amount", F.col("amount") + 1)
-    )
-    new_rows = generate(spark, one_pct, 1, first_id=n).withColumn(
-        "event_date", F.lit(START + dt.timedelta(days=args.days - 1))
-    )
-    clustered_source = updated.unionByName(new_rows).persist(StorageLevel.MEMORY_AND_DISK)
-    clustered_source.count()
-    clustered = timed("merge 1% updated + 1% new, last 3 days", lambda: table.merge(clustered_source, ["id"]))
-    clustered_source.unpersist()
+    # Short operations on a shared 2-core VM are noisy: the rewrite is timed twice (the faster one is
+    # the baseline, the conservative choice) and the clustered merge three times (the median counts).
+    rewrites = [
+        timed(
+            f"full-table rewrite (read all + write all) #{i + 1}",
+            lambda i=i: (
+                DeltaTableRef(spark, str(work / f"rewrite{i}"), lake, args.engine)
+                .create(SCHEMA, ["event_date"])
+                .append(table.read())
+            ),
+        )
+        for i in range(2)
+    ]
+    rewrite = min(rewrites)
+    merges = []
+    for batch in range(3):
+        late = late_data(spark, table, args.rows, args.days, batch).persist(StorageLevel.MEMORY_AND_DISK)
+        late.count()
+        merges.append(
+            timed(
+                f"merge 1% updated + 1% new, last 3 days #{batch + 1}", lambda s=late: table.merge(s, ["id"])
+            )
+        )
+        late.unpersist()
+    clustered = statistics.median(merges)
 
     random_keys = table.read().sample(fraction=0.01, seed=7).withColumn("amount", F.col("amount") + 2)
     random_source = random_keys.persist(StorageLevel.MEMORY_AND_DISK)
@@ -150,6 +174,7 @@ def main() -> None:
     print("read")
     full_scan = timed("full scan: sum(amount)", lambda: table.read().agg(F.sum("amount")).collect())
     day = START + dt.timedelta(days=args.days // 2)
+    n = args.rows
     lo = (args.days // 2) * (n // args.days)
     where = [("event_date", "=", day), ("id", ">=", lo), ("id", "<", lo + 1000)]
     pruned = timed(
@@ -160,7 +185,9 @@ def main() -> None:
 
     print("results")
     print(f"  append / plain parquet write            {append / base:6.2f}   (target <= 1.15)")
-    print(f"  clustered merge / full rewrite          {clustered / rewrite:6.2f}   (target <= 0.20)")
+    print(
+        f"  clustered merge / full rewrite          {clustered / rewrite:6.2f}   (target <= 0.20; median of 3 ÷ faster of 2)"
+    )
     print(
         f"  random 1% merge / full rewrite          {random_merge / rewrite:6.2f}   (native connector ~3.0)"
     )
@@ -168,7 +195,7 @@ def main() -> None:
         f"  pruned read / full scan                 {pruned / full_scan:6.2f}   ({files_read} of {files_total} files)"
     )
     print(
-        f"  driver peak RSS  {rss_small:7.0f} MB after {len(range(max(args.rows // 10, 1000))):,} rows, "
+        f"  driver peak RSS  {rss_small:7.0f} MB after {small_rows:,} rows, "
         f"{rss_full:7.0f} MB after {args.rows:,} rows"
     )
     spark.stop()

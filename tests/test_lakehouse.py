@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -181,6 +182,12 @@ def test_merge_rejects_duplicate_source_keys_or_deduplicates_deterministically(
     with pytest.raises(TableError, match="duplicate keys.*id=3"):
         t.merge(dup, ["id"])
     assert t.version() == 1
+    # the same key in two partitions of the source is a duplicate too
+    far_day = DAY + dt.timedelta(days=30)
+    across = events(spark, 4, 5).unionByName(events(spark, 4, 5).withColumn("event_date", F.lit(far_day)))
+    with pytest.raises(TableError, match="duplicate keys.*id=4"):
+        t.merge(across, ["id"])
+    assert t.version() == 1
     t.merge(dup, ["id"], deduplicate_by=["name"])
     assert [r.name for r in t.read().where("id = 3").collect()] == ["b"]
 
@@ -194,6 +201,33 @@ def test_merge_insert_only_and_delete(spark, config, table_path, engine):
     assert table.where("name = 'new'").count() == 10  # only ids 20..29 inserted
     t.merge(events(spark, 0, 5), ["id"], when_matched="delete", when_not_matched="ignore")
     assert sorted(r.id for r in t.read().where("id < 10").collect()) == [5, 6, 7, 8, 9]
+
+
+@pytest.mark.parametrize(
+    ("when_matched", "when_not_matched"),
+    [("update", "insert"), ("ignore", "insert"), ("update", "ignore"), ("delete", "ignore")],
+)
+@pytest.mark.parametrize("broadcast_rows", [1_000_000, 0], ids=["broadcast", "shuffled"])
+def test_merge_result_equals_its_definition_with_and_without_broadcast(
+    spark, config, tmp_path, engine, when_matched, when_not_matched, broadcast_rows
+):
+    settings = dataclasses.replace(config.lakehouse, merge_broadcast_rows=broadcast_rows)
+    t = DeltaTableRef(spark, str(tmp_path / "t"), settings, engine).create(EVENTS, ["event_date"])
+    target = events(spark, 0, 40)
+    t.append(target)
+    # updates of ids spread over every date, plus new ids
+    source = events(spark, 0, 40, name="u").where("id % 5 = 0").unionByName(events(spark, 100, 108, name="n"))
+    t.merge(source, ["id"], when_matched=when_matched, when_not_matched=when_not_matched)
+    unmatched_target = target.join(source.select("id"), ["id"], "left_anti")
+    expected = {
+        ("update", "insert"): unmatched_target.unionByName(source),
+        ("ignore", "insert"): target.unionByName(source.join(target.select("id"), ["id"], "left_anti")),
+        ("update", "ignore"): unmatched_target.unionByName(
+            source.join(target.select("id"), ["id"], "left_semi")
+        ),
+        ("delete", "ignore"): unmatched_target,
+    }[(when_matched, when_not_matched)]
+    same_rows(t.read(), expected.select(*EVENTS.fieldNames()))
 
 
 def test_merge_with_txn_is_idempotent(spark, config, table_path, engine):

@@ -384,17 +384,23 @@ class DeltaRsEngine:
             small = scope.rows <= self.settings.merge_broadcast_rows
             hint = F.broadcast if small else (lambda df: df)
             candidates = [e for e in self.entries(table) if scope.may_contain(e)]
+            upsert = False
             parts: list[DataFrame] = []
             touched: list[FileEntry] = []
             inserts = source
             if candidates and self._few_rows(candidates):
                 # Few candidate rows: no separate pass to find the touched files. Every candidate is
-                # rewritten (the source scoped them: its rows lie in their partitions and key ranges),
-                # and their keys, broadcast, tell the inserts apart: one job writes everything.
+                # rewritten (the source scoped them: its rows lie in their partitions and key ranges).
                 if when_matched in ("update", "delete"):
                     touched = candidates
-                keys_df = self.scan(candidates, table).select(*keys)
-                inserts = source.join(F.broadcast(keys_df), list(keys), "left_anti")
+                # An upsert needs no "which source rows matched": the candidates' rows whose key is not in
+                # the source, plus every source row, are the result (keys are unique in the source). Updated
+                # rows then land in the insert files of their partition, a few per partition at most.
+                upsert = when_matched == "update" and when_not_matched == "insert"
+                if not upsert:
+                    # the candidates' keys, broadcast, tell the inserts apart: one job writes everything
+                    keys_df = self.scan(candidates, table).select(*keys)
+                    inserts = source.join(F.broadcast(keys_df), list(keys), "left_anti")
             elif candidates:
                 # One pass over the candidates' key columns finds the matched keys and the files holding them.
                 matches = (
@@ -407,11 +413,15 @@ class DeltaRsEngine:
                     # one row per touched file: metadata, bounded by the file count
                     names = {r[0] for r in matches.select(FILE_COLUMN).distinct().collect()}
                     touched = [e for e in candidates if e.name in names]
+                # Updated rows stay in place in their rewritten files: the table's layout does not fragment.
                 inserts = source.join(hint(matches.select(*keys)), list(keys), "left_anti")
             if touched:
                 # Rewritten rows keep the scan's layout (one task per file): no shuffle of the table.
+                target = self.scan(touched, table)
                 parts.append(
-                    _rewrite_touched(self.scan(touched, table), hint(source), keys, columns, when_matched)
+                    target.join(hint(source.select(*keys)), list(keys), "left_anti").select(*columns)
+                    if upsert
+                    else _rewrite_touched(target, hint(source), keys, columns, when_matched)
                 )
             if when_not_matched == "insert":
                 # A few tasks without a shuffle: few files per partition, the writer sorts locally.
@@ -516,41 +526,28 @@ class _MergeScope:
                 col = F.unix_micros(col.cast(T.TimestampType()))
             return col
 
-        # One JVM aggregation with two grouping sets: the key range of every source partition,
-        # and over the whole source rows vs distinct keys (a difference means duplicate keys).
+        # Two plain aggregations, no distinct count: rows per key (a key in two rows, in one or two
+        # partitions, is a duplicate), then per source partition the key range, rows and largest count.
         groups = [f"__p{i}" for i in range(len(partition_by))]
         bounds = [f"__k{i}" for i in range(len(keys))]
-        projected = source.select(
-            *[F.col(f"`{p}`").alias(g) for p, g in zip(partition_by, groups, strict=True)],
-            *[bound(k).alias(b) for k, b in zip(keys, bounds, strict=True)],
+        per_key = source.groupBy(*[bound(k).alias(b) for k, b in zip(keys, bounds, strict=True)]).agg(
+            F.count(F.lit(1)).alias("__n"),
+            *[F.min(F.col(f"`{p}`")).alias(g) for p, g in zip(partition_by, groups, strict=True)],
         )
-        aggregates = [
+        summary = per_key.groupBy(*groups).agg(
             *[F.min(b).alias(f"{b}_min") for b in bounds],
             *[F.max(b).alias(f"{b}_max") for b in bounds],
-            F.count(F.lit(1)).alias("__n"),
-            F.count_distinct(*[F.col(b) for b in bounds]).alias("__distinct"),
-            F.grouping_id().alias("__gid"),
-        ]
-        if groups:
-            summary = projected.groupingSets([groups, []], *groups).agg(*aggregates)
-        else:
-            summary = projected.groupBy().agg(*aggregates[:-1], F.lit(0).alias("__gid"))
+            F.sum("__n").alias("__rows"),
+            F.max("__n").alias("__most"),
+        )
         ranges: dict[tuple[Any, ...], dict[str, tuple[Any, Any]]] = {}
         rows, most = 0, 1
-        # One row per source partition value plus a total: metadata-sized, not data-sized.
+        # One row per source partition value: metadata-sized, not data-sized.
         for row in summary.collect():
-            if groups and row["__gid"] == 0:
-                key = tuple(comparable(row[g]) for g in groups)
-                ranges[key] = {
-                    k: (row[f"{b}_min"], row[f"{b}_max"]) for k, b in zip(keys, bounds, strict=True)
-                }
-                continue
-            rows = int(row["__n"])
-            if not groups:
-                ranges[()] = {
-                    k: (row[f"{b}_min"], row[f"{b}_max"]) for k, b in zip(keys, bounds, strict=True)
-                }
-            most = 2 if row["__n"] != row["__distinct"] else 1
+            key = tuple(comparable(row[g]) for g in groups)
+            ranges[key] = {k: (row[f"{b}_min"], row[f"{b}_max"]) for k, b in zip(keys, bounds, strict=True)}
+            rows += int(row["__rows"])
+            most = max(most, int(row["__most"]))
         if most > 1:
             error = duplicate_key_error(source, list(keys))
             if error is not None:
