@@ -192,22 +192,18 @@ def test_merge_rejects_duplicate_source_keys_or_deduplicates_deterministically(
     assert [r.name for r in t.read().where("id = 3").collect()] == ["b"]
 
 
-def test_merge_insert_only_and_delete(spark, config, table_path, engine):
-    t = make_table(spark, config, table_path, engine)
-    t.append(events(spark, 0, 20))
-    t.merge(events(spark, 10, 30, name="new"), ["id"], when_matched="ignore")
-    table = t.read()
-    assert table.count() == 30
-    assert table.where("name = 'new'").count() == 10  # only ids 20..29 inserted
-    t.merge(events(spark, 0, 5), ["id"], when_matched="delete", when_not_matched="ignore")
-    assert sorted(r.id for r in t.read().where("id < 10").collect()) == [5, 6, 7, 8, 9]
-
-
+# Each plan once: few candidates (broadcast) as an upsert and with a rewrite; the shuffled matches
+# path (merge_broadcast_rows=0) with updates + inserts, deletes, and inserts only.
 @pytest.mark.parametrize(
-    ("when_matched", "when_not_matched"),
-    [("update", "insert"), ("ignore", "insert"), ("update", "ignore"), ("delete", "ignore")],
+    ("when_matched", "when_not_matched", "broadcast_rows"),
+    [
+        ("update", "insert", 1_000_000),
+        ("update", "ignore", 1_000_000),
+        ("update", "insert", 0),
+        ("delete", "ignore", 0),
+        ("ignore", "insert", 0),
+    ],
 )
-@pytest.mark.parametrize("broadcast_rows", [1_000_000, 0], ids=["broadcast", "shuffled"])
 def test_merge_result_equals_its_definition_with_and_without_broadcast(
     spark, config, tmp_path, engine, when_matched, when_not_matched, broadcast_rows
 ):
