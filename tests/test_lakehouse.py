@@ -207,8 +207,8 @@ def test_merge_rejects_duplicate_source_keys_or_deduplicates_deterministically(
 def test_merge_result_equals_its_definition_with_and_without_broadcast(
     spark, config, tmp_path, engine, when_matched, when_not_matched, broadcast_rows
 ):
-    settings = dataclasses.replace(config.lakehouse, merge_broadcast_rows=broadcast_rows)
-    t = DeltaTableRef(spark, str(tmp_path / "t"), settings, engine).create(EVENTS, ["event_date"])
+    lakehouse = dataclasses.replace(config.lakehouse, merge_broadcast_rows=broadcast_rows)
+    t = make_table(spark, dataclasses.replace(config, lakehouse=lakehouse), str(tmp_path / "t"), engine)
     target = events(spark, 0, 40)
     t.append(target)
     # updates of ids spread over every date, plus new ids
@@ -224,6 +224,14 @@ def test_merge_result_equals_its_definition_with_and_without_broadcast(
         ("delete", "ignore"): unmatched_target,
     }[(when_matched, when_not_matched)]
     same_rows(t.read(), expected.select(*EVENTS.fieldNames()))
+
+
+def test_merge_of_an_empty_source_changes_nothing_with_or_without_partitions(spark, config, tmp_path, engine):
+    for partition_by in (["event_date"], []):
+        t = DeltaTableRef(spark, str(tmp_path / f"t{len(partition_by)}"), config.lakehouse, engine)
+        t.create(EVENTS, partition_by).append(events(spark, 0, 8))
+        t.merge(events(spark, 0, 0), ["id"])
+        same_rows(t.read(), events(spark, 0, 8))
 
 
 def test_merge_with_txn_is_idempotent(spark, config, table_path, engine):

@@ -384,19 +384,19 @@ class DeltaRsEngine:
             small = scope.rows <= self.settings.merge_broadcast_rows
             hint = F.broadcast if small else (lambda df: df)
             candidates = [e for e in self.entries(table) if scope.may_contain(e)]
-            upsert = False
+            few = bool(candidates) and self._few_rows(candidates)
+            # An upsert over few candidates needs no "which source rows matched": the candidates' rows
+            # whose key is not in the source, plus every source row, are the result (keys are unique in
+            # the source). Updated rows then land in the insert files of their partition, a few at most.
+            upsert = few and when_matched == "update" and when_not_matched == "insert"
             parts: list[DataFrame] = []
             touched: list[FileEntry] = []
             inserts = source
-            if candidates and self._few_rows(candidates):
+            if few:
                 # Few candidate rows: no separate pass to find the touched files. Every candidate is
                 # rewritten (the source scoped them: its rows lie in their partitions and key ranges).
                 if when_matched in ("update", "delete"):
                     touched = candidates
-                # An upsert needs no "which source rows matched": the candidates' rows whose key is not in
-                # the source, plus every source row, are the result (keys are unique in the source). Updated
-                # rows then land in the insert files of their partition, a few per partition at most.
-                upsert = when_matched == "update" and when_not_matched == "insert"
                 if not upsert:
                     # the candidates' keys, broadcast, tell the inserts apart: one job writes everything
                     keys_df = self.scan(candidates, table).select(*keys)
@@ -544,6 +544,8 @@ class _MergeScope:
         rows, most = 0, 1
         # One row per source partition value: metadata-sized, not data-sized.
         for row in summary.collect():
+            if row["__rows"] is None:
+                continue  # an empty source without partition columns: the global group still yields a row
             key = tuple(comparable(row[g]) for g in groups)
             ranges[key] = {k: (row[f"{b}_min"], row[f"{b}_max"]) for k, b in zip(keys, bounds, strict=True)}
             rows += int(row["__rows"])

@@ -136,7 +136,8 @@ def recommend(
         .agg(F.max(F.coalesce(F.col("_n"), F.lit(0))).alias("_n"))
         .withColumn("_depth", F.when(F.col("_n") > 0, F.pow(F.lit(2), F.ceil(F.log2("_n")))).otherwise(0))
     )
-    indexed = user_indexer.transform(need).withColumn("_depth", F.col("_depth").cast("int"))
+    # Materialized once: the depth groups below would each recompute the exclusion counts otherwise.
+    indexed = user_indexer.transform(need).withColumn("_depth", F.col("_depth").cast("int")).localCheckpoint()
     depths = sorted(int(r[0]) for r in indexed.select("_depth").distinct().collect()) or [0]
     raw = reduce(
         lambda a, b: a.unionByName(b),
