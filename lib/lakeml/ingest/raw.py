@@ -31,56 +31,76 @@ def _text_struct(fields: Sequence[str]) -> T.StructType:
 
 def with_json_fields(bronze: DataFrame, fields: Sequence[str]) -> DataFrame:
     """Reads bronze ``value`` (a JSON object per line); adds ``r`` (fields as text), _format_error, _is_header."""
-    line = strip_bom(F.col("value"))
     # A JSON number or boolean is kept as its literal text in a string field, so 42 reads as "42".
-    parsed = F.from_json(
-        line, _text_struct(fields), {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT}
+    parsed = _parsed_lines(
+        bronze,
+        F.from_json(
+            strip_bom(F.col("value")),
+            _text_struct(fields),
+            {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT},
+        ),
     )
     error = first_reject_reason(
         [
-            (is_blank(F.col("value")), "empty line"),
-            (F.col("raw_bytes").isNotNull(), "line is not valid UTF-8"),
-            (parsed.isNull() | parsed[_CORRUPT].isNotNull(), "malformed JSON (not one complete object)"),
+            *_line_rules(),
+            (_unparsed(), "malformed JSON (not one complete object)"),
         ]
     )
-    parsed_rows = bronze.select(
-        *BRONZE_LINEAGE, parsed.alias(RAW), error.alias(FORMAT_ERROR), F.lit(False).alias(IS_HEADER)
+    return with_field_texts(
+        parsed.select(*BRONZE_LINEAGE, RAW, error.alias(FORMAT_ERROR), F.lit(False).alias(IS_HEADER)), fields
     )
-    return with_field_texts(parsed_rows, fields)
 
 
 def with_csv_fields(bronze: DataFrame, fields: Sequence[str]) -> DataFrame:
     """Reads bronze ``value`` (an RFC 4180 line, header ``fields``); adds ``r``, _format_error, _is_header."""
     line = strip_bom(F.col("value"))
     header = ",".join(fields)
-    parsed = F.from_csv(
-        line,
-        ", ".join(f"`{f}` STRING" for f in (*fields, _CORRUPT)),
-        {
-            "mode": "PERMISSIVE",
-            "columnNameOfCorruptRecord": _CORRUPT,
-            "escape": '"',
-            "ignoreLeadingWhiteSpace": "false",
-        },
+    parsed = _parsed_lines(
+        bronze,
+        F.from_csv(
+            line,
+            ", ".join(f"`{f}` STRING" for f in (*fields, _CORRUPT)),
+            {
+                "mode": "PERMISSIVE",
+                "columnNameOfCorruptRecord": _CORRUPT,
+                "escape": '"',
+                "ignoreLeadingWhiteSpace": "false",
+            },
+        ),
     )
     error = first_reject_reason(
         [
-            (is_blank(F.col("value")), "empty line"),
-            (F.col("raw_bytes").isNotNull(), "line is not valid UTF-8"),
+            *_line_rules(),
             (line.startswith(fields[0] + ","), f"unexpected CSV header (expected {header})"),
-            (
-                parsed.isNull() | parsed[_CORRUPT].isNotNull(),
-                f"malformed CSV (expected {len(fields)} fields)",
-            ),
+            (_unparsed(), f"malformed CSV (expected {len(fields)} fields)"),
         ]
     )
-    parsed_rows = bronze.select(
-        *BRONZE_LINEAGE,
-        parsed.alias(RAW),
-        F.when(line == header, None).otherwise(error).alias(FORMAT_ERROR),
-        F.coalesce(line == header, F.lit(False)).alias(IS_HEADER),
+    return with_field_texts(
+        parsed.select(
+            *BRONZE_LINEAGE,
+            RAW,
+            F.when(line == header, None).otherwise(error).alias(FORMAT_ERROR),
+            F.coalesce(line == header, F.lit(False)).alias(IS_HEADER),
+        ),
+        fields,
     )
-    return with_field_texts(parsed_rows, fields)
+
+
+def _parsed_lines(bronze: DataFrame, parsed: Column) -> DataFrame:
+    # A projection of its own, so the line is parsed once: in one projection, a parser referenced
+    # both by ``r`` and inside the reject rules' CASE branches is evaluated twice (measured: 2.3×).
+    return bronze.select(*BRONZE_LINEAGE, parsed.alias(RAW))
+
+
+def _line_rules() -> list[tuple[Column, str]]:
+    return [
+        (is_blank(F.col("value")), "empty line"),
+        (F.col("raw_bytes").isNotNull(), "line is not valid UTF-8"),
+    ]
+
+
+def _unparsed() -> Column:
+    return F.col(RAW).isNull() | F.col(RAW)[_CORRUPT].isNotNull()
 
 
 def with_field_texts(parsed: DataFrame, fields: Sequence[str]) -> DataFrame:

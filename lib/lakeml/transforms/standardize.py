@@ -19,7 +19,8 @@ BYTE_ORDER_MARK = "\ufeff"
 
 def strip_bom(text: Column) -> Column:
     """The text without a leading UTF-8 byte-order mark (some exporters write one per file)."""
-    return F.regexp_replace(text, "^" + BYTE_ORDER_MARK, "")
+    # A prefix test, not a regex replace: this runs on every raw line.
+    return F.when(text.startswith(BYTE_ORDER_MARK), F.substring(text, 2, 1 << 30)).otherwise(text)
 
 
 def is_blank(text: Column) -> Column:
