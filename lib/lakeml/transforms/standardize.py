@@ -35,10 +35,16 @@ def parse_utc_timestamp(text: Column) -> Column:
 
 def utc_offset_minutes(text: Column) -> Column:
     """The zone offset of ISO-8601 text in minutes east of UTC (``Z`` = 0); NULL without one."""
-    zone = F.regexp_extract(text, r"(Z|[+-]\d{2}:\d{2})$", 1)
-    sign = F.when(F.substring(zone, 1, 1) == "-", F.lit(-1)).otherwise(F.lit(1))
-    minutes = F.substring(zone, 2, 2).cast("int") * 60 + F.substring(zone, 5, 2).cast("int")
-    return F.when(zone == "Z", F.lit(0)).when(zone != "", sign * minutes)
+    # Fixed positions from the end (``±hh:mm``), not a regex: Spark evaluates a CASE branch's
+    # expressions separately, and this runs on every event.
+    sign, colon = F.substring(text, -6, 1), F.substring(text, -3, 1)
+    minutes = F.substring(text, -5, 2).try_cast("int") * 60 + F.substring(text, -2, 2).try_cast("int")
+    zoned = colon == ":"
+    return (
+        F.when(text.endswith("Z"), F.lit(0))
+        .when(zoned & (sign == "+"), minutes)
+        .when(zoned & (sign == "-"), -minutes)
+    )
 
 
 def parse_decimal(text: Column, precision: int, scale: int) -> Column:
