@@ -100,6 +100,30 @@ def test_not_null_violation_commits_nothing(spark, config, table_path, engine):
     assert t.read().count() == 0
 
 
+def test_append_rows_writes_driver_rows_like_append_with_the_same_txn_and_null_rules(
+    spark, config, table_path, engine
+):
+    t = make_table(spark, config, table_path, engine)
+    rows = [
+        (1, DAY, Decimal("1.25"), "a"),
+        (2, DAY + dt.timedelta(days=1), Decimal("-3.50"), None),
+        (3, None, None, "no date"),  # a NULL partition value
+        (4, DAY, Decimal("9999999999.99"), "ü"),
+    ]
+    assert t.append_rows(rows, txn=("runs", 7)).rows_added == 4
+    assert t.append_rows(rows, txn=("runs", 7)).noop
+    assert t.version() == 1
+    same_rows(t.read(), spark.createDataFrame(rows, EVENTS))
+    assert sorted(a["partitionValues"]["event_date"] or "" for a in log_adds(table_path, 1)) == [
+        "",
+        "2026-11-01",
+        "2026-11-02",
+    ]
+    with pytest.raises(Exception, match="(?i)null"):
+        t.append_rows([(None, DAY, None, "id is NOT NULL")])
+    assert t.version() == 1
+
+
 def test_schema_mismatch_names_the_columns(spark, config, table_path, engine):
     t = make_table(spark, config, table_path, engine)
     with pytest.raises(TableError, match="column extra .*merge_schema"):

@@ -240,7 +240,7 @@ def _commit_batch(
             ctx.run_id, job_name, f"silver/{feed}", ctx.run_date, load.bronze_from, target, rows_in,
             c["loaded"], c["duplicate"], c["quarantined"], c["header"], status, message, started, _utc_now(),
         )  # fmt: skip
-        step.job_runs.append(ctx.spark.createDataFrame([row], JOB_RUNS_SCHEMA), txn=txn)
+        step.job_runs.append_rows([row], txn=txn)
 
     if load.rows_in != rows_in:
         message = f"row accounting mismatch: bronze has {rows_in} rows in versions ({load.bronze_from}, {target}], classified {load.counts}"
@@ -281,7 +281,7 @@ def _record_checks(ctx: JobContext, step: SilverStep, load: SilverLoad, txn: tup
          c.failed_rows, c.rows_checked, c.observed, now)
         for c in load.checks
     ]  # fmt: skip
-    step.dq_results.append(ctx.spark.createDataFrame(rows, DQ_RESULTS_SCHEMA), txn=txn)
+    step.dq_results.append_rows(rows, txn=txn)
 
 
 def _utc_now() -> dt.datetime:

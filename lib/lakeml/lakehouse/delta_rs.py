@@ -41,7 +41,7 @@ from lakeml.lakehouse.files import (
 )
 from lakeml.lakehouse.log import Commit, read_commits
 from lakeml.lakehouse.schema import duplicate_key_error, spark_schema_from_delta_json
-from lakeml.lakehouse.writer import WriteSpec, WrittenFile, write_files
+from lakeml.lakehouse.writer import WriteSpec, WrittenFile, write_files, write_rows
 
 # Reader features whose data files a plain Parquet scan would misread.
 _UNSUPPORTED_READER_FEATURES = {"deletionVectors", "columnMapping"}
@@ -213,7 +213,12 @@ class DeltaRsEngine:
         self, df: DataFrame, table: DeltaTable, schema: T.StructType | None = None
     ) -> list[WrittenFile]:
         schema = schema or self.schema(table)
-        spec = WriteSpec(
+        files = write_files(df, self._spec(table, schema))
+        self._check_not_null(files, schema)
+        return files
+
+    def _spec(self, table: DeltaTable, schema: T.StructType) -> WriteSpec:
+        return WriteSpec(
             root_uri=self.uri,
             schema_json=schema.json(),
             partition_by=tuple(self.partition_columns(table)),
@@ -221,9 +226,6 @@ class DeltaRsEngine:
             target_file_bytes=self.settings.target_file_size_mb * 1024 * 1024,
             row_group_rows=self.settings.row_group_rows,
         )
-        files = write_files(df, spec)
-        self._check_not_null(files, schema)
-        return files
 
     def _check_not_null(self, files: list[WrittenFile], schema: T.StructType) -> None:
         required = [f.name for f in schema.fields if not f.nullable]
@@ -335,6 +337,15 @@ class DeltaRsEngine:
             self.evolve_schema(added)
             table = self._table()
         files = self._write(df, table)
+        return self._commit(table, files, [], "APPEND", ConflictRule(schema_sensitive=False), txn)
+
+    def append_rows(self, rows: Sequence[Sequence[Any]], txn: tuple[str, int] | None) -> CommitOutcome:
+        table = self._table()
+        if self._already_committed(table, txn):
+            return CommitOutcome(None)
+        schema = self.schema(table)
+        files = write_rows(rows, schema, self._spec(table, schema))
+        self._check_not_null(files, schema)
         return self._commit(table, files, [], "APPEND", ConflictRule(schema_sensitive=False), txn)
 
     def overwrite_where(

@@ -128,6 +128,9 @@ class DeltaSparkEngine:
             writer.save(self.uri)
         return self._outcome(before, tag)
 
+    def append_rows(self, rows: Sequence[Sequence[Any]], txn: tuple[str, int] | None) -> CommitOutcome:
+        return self.append(self.spark.createDataFrame(list(rows), self.schema()), txn, [])
+
     def overwrite_where(
         self, df: DataFrame, filters: predicates.Filters, txn: tuple[str, int] | None
     ) -> CommitOutcome:

@@ -148,6 +148,15 @@ class DeltaTableRef:
         conformed, added = conform(df, self.schema(), self.partition_columns(), merge_schema)
         return self._engine.append(conformed, txn, added)
 
+    def append_rows(self, rows: Sequence[Sequence[Any]], txn: Txn | None = None) -> CommitOutcome:
+        """Add a few rows built on the driver, in the table's column order; ``txn`` as for append.
+
+        For per-batch records (run accounting, check results): the delta-rs engine writes them in
+        this process, without a Spark job.
+        """
+        _check_txn(txn)
+        return self._engine.append_rows(rows, txn)
+
     def overwrite_where(
         self, df: DataFrame, where: predicates.Filters, txn: Txn | None = None
     ) -> CommitOutcome:

@@ -13,7 +13,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -79,13 +79,30 @@ def write_files(df: DataFrame, spec: WriteSpec) -> list[WrittenFile]:
     if spec.partition_by:
         # Like Spark's own partitioned writer: a local sort so each task keeps one file open at a time.
         df = df.sortWithinPartitions(*spec.partition_by)
-    rows = df.mapInArrow(_task_writer(spec), FILE_META_SCHEMA).collect()
-    return [
-        WrittenFile(
-            r.path, r.size, json.loads(r.partition_values), r.num_records, r.stats, r.modification_time
-        )
-        for r in rows
-    ]
+    return [_written_file(r.asDict()) for r in df.mapInArrow(_task_writer(spec), FILE_META_SCHEMA).collect()]
+
+
+def write_rows(rows: Sequence[Sequence[Any]], schema: T.StructType, spec: WriteSpec) -> list[WrittenFile]:
+    """Write a handful of driver-side rows (run records, check results) in this process, no Spark job."""
+    names = schema.fieldNames()
+    table = pa.Table.from_pylist(
+        [dict(zip(names, row, strict=True)) for row in rows], to_arrow_schema(schema)
+    )
+    if spec.partition_by:
+        table = table.sort_by([(c, "ascending") for c in spec.partition_by])
+    metas = _task_writer(spec)(iter(table.to_batches()))
+    return [_written_file(meta) for batch in metas for meta in batch.to_pylist()]
+
+
+def _written_file(meta: dict[str, Any]) -> WrittenFile:
+    return WrittenFile(
+        meta["path"],
+        meta["size"],
+        json.loads(meta["partition_values"]),
+        meta["num_records"],
+        meta["stats"],
+        meta["modification_time"],
+    )
 
 
 def partition_folder(partition_by: tuple[str, ...] | list[str], values: dict[str, str | None]) -> str:
