@@ -22,7 +22,7 @@ from lakeml.domains.commerce.silver import CLICKSTREAM
 from lakeml.domains.maintenance.silver import MAINTENANCE, TELEMETRY
 from lakeml.errors import ConfigError, JobFailed
 from lakeml.ingest.bronze import load_feed_to_bronze
-from lakeml.ingest.silver import SilverFeed, load_bronze_to_silver
+from lakeml.ingest.silver import SilverFeed, classify_rows, load_bronze_to_silver
 from lakeml.lakehouse import Lakehouse
 from lakeml.pipeline import JobContext
 
@@ -381,6 +381,42 @@ def test_duplicates_across_batches_late_events_and_reruns(spark, lake_config):
     runs = job_runs.read().orderBy("bronze_to_version").collect()
     assert [(r.rows_in, r.rows_loaded, r.rows_duplicate) for r in runs] == [(2, 2, 0), (3, 2, 1)]
     assert runs[1].bronze_from_version == runs[0].bronze_to_version
+
+
+def test_classify_rows_keeps_the_first_valid_delivery_per_key_and_date(spark):
+    t0 = dt.datetime(2026, 11, 20, 8, tzinfo=dt.UTC)
+    d1, d2 = RUN_DATE, RUN_DATE + dt.timedelta(days=1)
+    later = t0 + dt.timedelta(hours=1)
+    # (key, event_date, reject reason, is header, ingested at, source file, payload) → expected status
+    cases = [
+        (("k-single", d1, None, False, t0, "a", "x"), "loaded"),
+        (("k-twice", d1, None, False, later, "a", "x"), "duplicate"),  # delivered again, later
+        (("k-twice", d1, None, False, t0, "b", "x"), "loaded"),
+        (("k-in-silver", d1, None, False, t0, "a", "x"), "duplicate"),  # a batch before loaded it
+        (("k-in-silver", d1, None, False, later, "a", "x"), "duplicate"),
+        (("k-bad-copy", d1, "invalid price", False, t0, "a", "x"), "quarantined"),  # earlier, but invalid
+        (("k-bad-copy", d1, None, False, later, "a", "x"), "loaded"),
+        (("k-same-time", d1, None, False, t0, "b", "x"), "duplicate"),  # ties: the smaller file name wins
+        (("k-same-time", d1, None, False, t0, "a", "x"), "loaded"),
+        (("k-equal-copies", d1, None, False, t0, "a", "x"), "duplicate"),  # either one: the same row
+        (("k-equal-copies", d1, None, False, t0, "a", "x"), "loaded"),
+        (("k-two-days", d1, None, False, t0, "a", "x"), "loaded"),  # the key is unique within a date
+        (("k-two-days", d2, None, False, later, "a", "x"), "loaded"),
+        ((None, None, "missing event_id", False, t0, "a", "x"), "quarantined"),
+        ((None, None, "missing event_id", False, t0, "a", "x"), "quarantined"),
+        (("event_id", None, None, True, t0, "a", "x"), "header"),
+    ]
+    columns = "event_id string, event_date date, _reject_reason string, _is_header boolean, _ingested_at timestamp, _source_file string, payload string"
+    parsed = spark.createDataFrame([row for row, _ in cases], columns).select(
+        "*", F.lit(None).cast("string").alias("value"), F.lit(None).cast("binary").alias("raw_bytes")
+    )
+    existing = spark.createDataFrame(
+        [("k-in-silver", d1), ("k-only-in-silver", d1), ("k-two-days", d2 + dt.timedelta(days=1))],
+        "event_id string, event_date date",
+    )
+    got = classify_rows(parsed, ["event_id"], existing)
+    expected = spark.createDataFrame([(*row, status) for row, status in cases], f"{columns}, _status string")
+    assertDataFrameEqual(got.select(*expected.columns), expected, checkRowOrder=False)
 
 
 def test_telemetry_schema_change_and_sensor_values(spark, lake_config):
