@@ -9,6 +9,7 @@ import mlflow
 import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
 
 from lakeml.config import Config, load_config
 from lakeml.domains.commerce.features import USER_ITEM_INTERACTIONS_SCHEMA
@@ -97,6 +98,30 @@ def test_popularity_baseline_excludes_seen_items(spark: SparkSession, config: Co
     out = popularity_baseline(train, train.select("user_id"), train, 2, cfg)
     got = {(r.user_id, r.rank, r.item_id) for r in out.collect()}
     assert got == {("a", 1, "z"), ("b", 1, "z"), ("c", 1, "y")}
+
+
+def test_popularity_baseline_gives_each_user_k_unseen_items_however_many_it_has_seen(
+    spark: SparkSession, config: Config
+) -> None:
+    cfg = config.ml.recommender
+    # Popularity (distinct users): i1 6, i2 5, i3 4, i4 3, i5 2, i6 1.
+    train = spark.createDataFrame(
+        [(f"t{n}", f"i{item}") for item in range(1, 7) for n in range(7 - item)],
+        "user_id string, item_id string",
+    )
+    seen = spark.createDataFrame(
+        [("heavy", "i1"), ("heavy", "i2"), ("heavy", "i3"), ("heavy", "i9"), ("light", "i2")],
+        "user_id string, item_id string",
+    )
+    users = spark.createDataFrame([("heavy",), ("light",), ("new",)], "user_id string")
+    out = popularity_baseline(train, users, seen, 2, cfg)
+    rows = [
+        ("heavy", 1, "i4", 3.0), ("heavy", 2, "i5", 2.0),  # saw the top three (and an unknown item)
+        ("light", 1, "i1", 6.0), ("light", 2, "i3", 4.0),
+        ("new", 1, "i1", 6.0), ("new", 2, "i2", 5.0),  # saw nothing
+    ]  # fmt: skip
+    expected = spark.createDataFrame(rows, "user_id string, rank int, item_id string, score double")
+    assertDataFrameEqual(out, expected, checkRowOrder=False)
 
 
 def test_explicit_mode_reports_rmse(spark: SparkSession, tmp_path: Path) -> None:

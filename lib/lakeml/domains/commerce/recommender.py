@@ -161,20 +161,36 @@ def recommend(
 def popularity_baseline(
     train: DataFrame, users: DataFrame, exclude: DataFrame, k: int, cfg: RecommenderConfig
 ) -> DataFrame:
-    """Top ``k`` items by distinct train users for each of ``users``, minus the user's excluded items."""
+    """Top ``k`` items by distinct train users for each of ``users``, minus the user's excluded items.
+
+    A user needs the first k + (its excluded items among them) of the popularity list, so each user
+    is paired with only that many list items rather than k + the largest exclusion count of anyone.
+    """
     u, i = cfg.user_column, cfg.item_column
     excluded = exclude.select(u, i).distinct()
     widest = excluded.groupBy(u).count().agg(F.max("count")).first()[0] or 0
+    by_popularity = [F.col("score").desc(), F.col(i)]
     popular = (
         train.groupBy(i)
         .agg(F.countDistinct(u).alias("score"))
-        .orderBy(F.col("score").desc(), F.col(i))
+        .orderBy(*by_popularity)
         .limit(k + int(widest))
+        # At most k + widest rows: one window over all of them is cheap.
+        .withColumn("_position", F.row_number().over(Window.orderBy(*by_popularity)))
+    )
+    hidden = excluded.join(F.broadcast(popular.select(i)), i, "left_semi").groupBy(u).count()
+    depth = (
+        users.select(u)
+        .distinct()
+        .join(hidden, u, "left")
+        .select(u, (F.coalesce(F.col("count"), F.lit(0)) + k).alias("_depth"))
     )
     candidates = (
-        users.select(u).distinct().crossJoin(F.broadcast(popular)).join(excluded, [u, i], "left_anti")
+        depth.crossJoin(F.broadcast(popular))
+        .where(F.col("_position") <= F.col("_depth"))
+        .join(excluded, [u, i], "left_anti")
     )
-    rank = F.row_number().over(Window.partitionBy(u).orderBy(F.col("score").desc(), F.col(i)))
+    rank = F.row_number().over(Window.partitionBy(u).orderBy(*by_popularity))
     return (
         candidates.withColumn("rank", rank)
         .where(F.col("rank") <= k)
