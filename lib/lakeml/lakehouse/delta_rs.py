@@ -344,7 +344,7 @@ class DeltaRsEngine:
         if self._already_committed(table, txn):
             return CommitOutcome(None)
         schema = self.schema(table)
-        files = write_rows(rows, schema, self._spec(table, schema))
+        files = write_rows(rows, self._spec(table, schema))
         self._check_not_null(files, schema)
         return self._commit(table, files, [], "APPEND", ConflictRule(schema_sensitive=False), txn)
 

@@ -25,7 +25,7 @@ from pyarrow import fs as pafs
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
-from lakeml.lakehouse.schema import to_arrow_schema
+from lakeml.lakehouse.schema import spark_schema_from_delta_json, to_arrow_schema
 
 # Delta's convention for a null partition value in a folder name.
 NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
@@ -82,8 +82,9 @@ def write_files(df: DataFrame, spec: WriteSpec) -> list[WrittenFile]:
     return [_written_file(r.asDict()) for r in df.mapInArrow(_task_writer(spec), FILE_META_SCHEMA).collect()]
 
 
-def write_rows(rows: Sequence[Sequence[Any]], schema: T.StructType, spec: WriteSpec) -> list[WrittenFile]:
+def write_rows(rows: Sequence[Sequence[Any]], spec: WriteSpec) -> list[WrittenFile]:
     """Write a handful of driver-side rows (run records, check results) in this process, no Spark job."""
+    schema = spark_schema_from_delta_json(spec.schema_json)
     names = schema.fieldNames()
     table = pa.Table.from_pylist(
         [dict(zip(names, row, strict=True)) for row in rows], to_arrow_schema(schema)

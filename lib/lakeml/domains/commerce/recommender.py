@@ -177,6 +177,8 @@ def popularity_baseline(
         .limit(k + int(widest))
         # At most k + widest rows: one window over all of them is cheap.
         .withColumn("_position", F.row_number().over(Window.orderBy(*by_popularity)))
+        # Used twice below; materialized so the training interactions are aggregated once.
+        .localCheckpoint()
     )
     hidden = excluded.join(F.broadcast(popular.select(i)), i, "left_semi").groupBy(u).count()
     depth = (
