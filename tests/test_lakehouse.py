@@ -13,13 +13,13 @@ import pyarrow as pa
 import pytest
 from chispa import assert_df_equality
 from deltalake import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from lakeml.config import Config
 from lakeml.errors import TableError
-from lakeml.lakehouse import DeltaTableRef
+from lakeml.lakehouse import DeltaTableRef, write_split
 
 EVENTS = T.StructType(
     [
@@ -122,6 +122,138 @@ def test_append_rows_writes_driver_rows_like_append_with_the_same_txn_and_null_r
     with pytest.raises(Exception, match="(?i)null"):
         t.append_rows([(None, DAY, None, "id is NOT NULL")])
     assert t.version() == 1
+
+
+REJECTS = T.StructType(
+    [T.StructField("id", T.LongType(), False), T.StructField("reason", T.StringType(), False)]
+)
+
+
+def test_write_split_writes_two_tables_in_one_pass_and_commits_each_on_its_own(
+    spark, config, tmp_path, engine
+):
+    good = make_table(spark, config, str(tmp_path / "good"), engine)
+    bad = DeltaTableRef(spark, str(tmp_path / "bad"), config.lakehouse, engine).create(REJECTS)
+    # 40 rows over 4 dates in no date order (the shuffle scrambles them); id % 10 == 3 is rejected,
+    # id % 10 == 7 goes nowhere (a route without a target is not written).
+    source = events(spark, 0, 40).repartition(3, "amount")
+    route = F.when(F.col("id") % 10 == 3, "bad").when(F.col("id") % 10 == 7, "skip").otherwise("good")
+    observed = Observation("split")
+    staged = write_split(
+        source.observe(observed, F.count_if(route == "good").alias("good")),
+        route,
+        {
+            "good": (good, EVENTS.fieldNames()),
+            "bad": (bad, [F.col("id"), F.concat(F.lit("id "), F.col("id").cast("string")).alias("reason")]),
+        },
+    )
+    assert observed.get == {"good": 32}  # the single pass over the source already ran
+    assert (staged["good"].rows, staged["bad"].rows) == (32, 4)
+    assert (good.version(), bad.version()) == (0, 0)  # nothing is visible before a commit
+
+    assert staged["bad"].commit(txn=("split", 1)).rows_added == 4
+    staged["good"].discard()
+    staged["good"].discard()  # a second discard is a no-op
+    with pytest.raises(TableError, match="already committed or discarded"):
+        staged["good"].commit()
+    assert good.version() == 0
+    same_rows(
+        bad.read(),
+        spark.createDataFrame([(i, f"id {i}") for i in range(3, 40, 10)], REJECTS),
+    )
+    if engine == "delta-rs":  # the discarded files are gone, not just uncommitted
+        assert not list((tmp_path / "good").glob("event_date=*/*.parquet"))
+
+    again = write_split(source, route, {"good": (good, EVENTS.fieldNames())})
+    assert again["good"].commit(txn=("split", 1)).rows_added == 32
+    same_rows(good.read(), events(spark, 0, 40).where(F.col("id") % 10 != 3).where(F.col("id") % 10 != 7))
+    # Rows of one date from one task land in one file however scrambled they arrived.
+    per_date: dict[str, int] = {}
+    for add in log_adds(str(tmp_path / "good"), 1):
+        per_date[add["partitionValues"]["event_date"]] = (
+            per_date.get(add["partitionValues"]["event_date"], 0) + 1
+        )
+    assert sorted(per_date) == ["2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04"]
+    assert max(per_date.values()) <= 3  # at most one file per input task
+    rerun = write_split(source, route, {"good": (good, EVENTS.fieldNames())})
+    assert rerun["good"].commit(txn=("split", 1)).noop
+    assert good.version() == 1
+
+
+@pytest.mark.parametrize(("days", "most_files"), [(12, 12), (20, 80)])
+def test_file_roller_takes_rows_in_any_partition_order_with_bounded_open_files_and_buffers(
+    tmp_path, days, most_files
+):
+    """Executor-side writer alone (no Spark): dates interleaved row by row, 16 files open at most.
+
+    12 dates fit: one file each. 20 dates cycled through 16 slots evict each file before its date
+    comes back: at most one file per batch and date, and still every row exactly once.
+    """
+    import pyarrow.parquet as pq
+
+    from lakeml.lakehouse import writer
+
+    spec = writer.WriteSpec(str(tmp_path), EVENTS.json(), ("event_date",), 32, 1 << 30, row_group_rows=50)
+    roller = writer._FileRoller(spec, "00000-0")
+    ids = list(range(400))
+    for start in range(0, 400, 100):  # four batches, each touching every date
+        chunk = ids[start : start + 100]
+        roller.add(
+            pa.RecordBatch.from_pydict(
+                {
+                    "id": chunk,
+                    "event_date": [DAY + dt.timedelta(days=i % days) for i in chunk],
+                    "amount": [None] * len(chunk),
+                    "name": [f"n{i}" for i in chunk],
+                },
+                schema=pa.schema(
+                    [
+                        ("id", pa.int64()),
+                        ("event_date", pa.date32()),
+                        ("amount", pa.decimal128(12, 2)),
+                        ("name", pa.string()),
+                    ]
+                ),
+            )
+        )
+        assert len(roller.open) <= writer.MAX_OPEN_FILES
+        assert roller.buffered_rows <= spec.row_group_rows
+    files = roller.close()
+    got = []
+    for f in files:
+        day = json.loads(f["partition_values"])["event_date"]
+        rows = pq.read_table(tmp_path / f["path"]).to_pylist()
+        assert f["num_records"] == len(rows)
+        got += [(r["id"], day) for r in rows]
+    assert sorted(got) == [(i, (DAY + dt.timedelta(days=i % days)).isoformat()) for i in ids]
+    assert days <= len(files) <= most_files
+
+
+def test_write_split_refuses_misfit_columns_and_nulls_before_anything_is_committed(
+    spark, config, tmp_path, engine
+):
+    good = make_table(spark, config, str(tmp_path / "good"), engine)
+    bad = DeltaTableRef(spark, str(tmp_path / "bad"), config.lakehouse, engine).create(REJECTS)
+    source = events(spark, 0, 10)
+    with pytest.raises(TableError, match="not the columns of .* in table order"):
+        write_split(source, F.lit("good"), {"good": (good, ["event_date", "id", "amount", "name"])})
+    with pytest.raises(TableError, match=r"amount is decimal\(12,2\) in the table but string"):
+        write_split(
+            source, F.lit("good"), {"good": (good, ["id", "event_date", F.lit("x").alias("amount"), "name"])}
+        )
+    route = F.when(F.col("id") < 5, "good").otherwise("bad")
+    with pytest.raises(Exception, match="(?i)null"):
+        staged = write_split(
+            source,
+            route,
+            {
+                "good": (good, EVENTS.fieldNames()),
+                "bad": (bad, ["id", F.lit(None).cast("string").alias("reason")]),  # reason is NOT NULL
+            },
+        )
+        for files in staged.values():
+            files.commit()
+    assert (good.version(), bad.version()) == (0, 0)
 
 
 def test_schema_mismatch_names_the_columns(spark, config, table_path, engine):

@@ -6,10 +6,10 @@ from pyspark.sql import SparkSession
 
 from lakeml.config import Config, join_location
 from lakeml.lakehouse.delta_rs import CommitOutcome
-from lakeml.lakehouse.table import DeltaTableRef, deduplicate
+from lakeml.lakehouse.table import DeltaTableRef, StagedAppend, deduplicate, write_split
 from lakeml.session import resolve_engine
 
-__all__ = ["CommitOutcome", "DeltaTableRef", "Lakehouse", "deduplicate"]
+__all__ = ["CommitOutcome", "DeltaTableRef", "Lakehouse", "StagedAppend", "deduplicate", "write_split"]
 
 
 class Lakehouse:

@@ -348,6 +348,26 @@ class DeltaRsEngine:
         self._check_not_null(files, schema)
         return self._commit(table, files, [], "APPEND", ConflictRule(schema_sensitive=False), txn)
 
+    def write_spec(self) -> WriteSpec:
+        """How tasks write this table's data files now (for a split write across tables)."""
+        table = self._table()
+        return self._spec(table, self.schema(table))
+
+    def check_written(self, files: list[WrittenFile]) -> None:
+        """Refuse (and delete) files a split write made for this table that break its NOT NULL columns."""
+        self._check_not_null(files, self.schema())
+
+    def commit_written(self, files: list[WrittenFile], txn: tuple[str, int] | None) -> CommitOutcome:
+        """Commit files a split write made for this table; a txn already committed drops them instead."""
+        table = self._table()
+        if self._already_committed(table, txn):
+            self._delete(files)
+            return CommitOutcome(None)
+        return self._commit(table, files, [], "APPEND", ConflictRule(schema_sensitive=False), txn)
+
+    def discard_written(self, files: list[WrittenFile]) -> None:
+        self._delete(files)
+
     def overwrite_where(
         self, df: DataFrame, filters: predicates.Filters, txn: tuple[str, int] | None
     ) -> CommitOutcome:

@@ -82,6 +82,22 @@ def write_files(df: DataFrame, spec: WriteSpec) -> list[WrittenFile]:
     return [_written_file(r.asDict()) for r in df.mapInArrow(_task_writer(spec), FILE_META_SCHEMA).collect()]
 
 
+SPLIT_META_SCHEMA = T.StructType([*FILE_META_SCHEMA.fields, T.StructField("target", T.StringType(), False)])
+
+
+def write_split_files(df: DataFrame, route: str, specs: dict[str, WriteSpec]) -> dict[str, list[WrittenFile]]:
+    """Write each row of ``df`` to the table its ``route`` column names, all tables in one pass.
+
+    ``df`` has the string column ``route`` and, per target name, a struct column of that name holding
+    the table's columns (in table order). Rows whose route names no target are not written.
+    """
+    metas = df.mapInArrow(_split_task_writer(route, specs), SPLIT_META_SCHEMA).collect()
+    files: dict[str, list[WrittenFile]] = {name: [] for name in specs}
+    for meta in metas:
+        files[meta["target"]].append(_written_file(meta.asDict()))
+    return files
+
+
 def write_rows(rows: Sequence[Sequence[Any]], spec: WriteSpec) -> list[WrittenFile]:
     """Write a handful of driver-side rows (run records, check results) in this process, no Spark job."""
     schema = spark_schema_from_delta_json(spec.schema_json)
@@ -153,6 +169,30 @@ def _task_writer(spec: WriteSpec) -> Callable[[Iterator[pa.RecordBatch]], Iterat
     return run
 
 
+def _split_task_writer(
+    route: str, specs: dict[str, WriteSpec]
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        task_tag = f"{ctx.partitionId():05d}-{ctx.attemptNumber()}" if ctx else "00000-0"
+        writers = {name: _FileRoller(spec, task_tag) for name, spec in specs.items()}
+        for batch in batches:
+            routes = batch.column(route)
+            for name, writer in writers.items():
+                rows = batch.filter(pc.fill_null(pc.equal(routes, name), False))
+                if rows.num_rows:
+                    writer.add(pa.RecordBatch.from_struct_array(rows.column(name)))
+        files = [{**meta, "target": name} for name, writer in writers.items() for meta in writer.close()]
+        if files:
+            yield pa.RecordBatch.from_pylist(
+                files, schema=_meta_arrow_schema().append(pa.field("target", pa.string()))
+            )
+
+    return run
+
+
 def _meta_arrow_schema() -> pa.Schema:
     return pa.schema(
         [
@@ -182,12 +222,32 @@ def _runs(batch: pa.RecordBatch, columns: list[str]) -> list[tuple[int, int]]:
     return list(itertools.pairwise(cuts))
 
 
+# Open files per task and table when rows arrive in no partition order (split writes): beyond this
+# the least recently used file is finished, so a wide batch costs more files, never unbounded memory.
+MAX_OPEN_FILES = 16
+
+
+@dataclass
+class _OpenFile:
+    """One partition's file being written by a task: rows buffered for the next row group, and the file."""
+
+    key: tuple[str | None, ...]
+    pending: list[pa.RecordBatch] = field(default_factory=list)
+    pending_rows: int = 0
+    rel_path: str = ""
+    sink: Any = None
+    writer: pq.ParquetWriter | None = None
+    stats: _StatsAccumulator | None = None
+
+
 class _FileRoller:
-    """Writes a task's sorted batches into files: one partition at a time, rolled at the target size."""
+    """Writes a task's batches into files: one open file per partition, rolled at the target size.
+
+    Rows may arrive in any partition order. Buffered rows across all open files never exceed
+    ``row_group_rows`` (the fullest buffer is flushed first), so memory stays that of one row group.
+    """
 
     def __init__(self, spec: WriteSpec, task_tag: str) -> None:
-        from lakeml.lakehouse.schema import spark_schema_from_delta_json
-
         self.spec = spec
         self.task_tag = task_tag
         table_schema = spark_schema_from_delta_json(spec.schema_json)
@@ -198,13 +258,8 @@ class _FileRoller:
         self.stats_fields = [f.name for f in self.data_schema.fields][: spec.stats_columns]
         self.filesystem, self.root = pafs.FileSystem.from_uri(spec.root_uri)
         self.files: list[dict[str, Any]] = []
-        self.current_key: tuple[str | None, ...] | None = None
-        self.pending: list[pa.RecordBatch] = []
-        self.pending_rows = 0
-        self.sink: Any = None
-        self.writer: pq.ParquetWriter | None = None
-        self.rel_path = ""
-        self.stats: _StatsAccumulator | None = None
+        self.open: dict[tuple[str | None, ...], _OpenFile] = {}  # insertion order = least recently used first
+        self.buffered_rows = 0
         self.seq = 0
 
     def add(self, batch: pa.RecordBatch) -> None:
@@ -214,72 +269,85 @@ class _FileRoller:
         if not self.partition_by:
             self._append((), batch)
             return
-        # Rows arrive sorted by partition columns: cut the batch where any partition value changes.
-        for start, stop in _runs(batch, self.partition_by):
+        runs = _runs(batch, self.partition_by)
+        if len(runs) > 1:
+            # Group the batch's rows by partition (stable, vectorized) so each partition is one slice.
+            order = pc.sort_indices(batch, sort_keys=[(c, "ascending") for c in self.partition_by])
+            batch = batch.take(order)
+            runs = _runs(batch, self.partition_by)
+        for start, stop in runs:
             key = tuple(partition_value_string(batch.column(c)[start].as_py()) for c in self.partition_by)
             self._append(key, batch.slice(start, stop - start))
 
     def _append(self, key: tuple[str | None, ...], batch: pa.RecordBatch) -> None:
-        if key != self.current_key:
-            self._finish_file()
-            self.current_key = key
+        target = self.open.pop(key, None)
+        if target is None:
+            if len(self.open) >= MAX_OPEN_FILES:
+                self._finish(next(iter(self.open.values())))
+            target = _OpenFile(key)
+        self.open[key] = target  # most recently used last
         data = batch.select([f.name for f in self.data_schema.fields])
-        self.pending.append(data)
-        self.pending_rows += data.num_rows
-        if self.pending_rows >= self.spec.row_group_rows:
-            self._flush_row_group()
+        target.pending.append(data)
+        target.pending_rows += data.num_rows
+        self.buffered_rows += data.num_rows
+        if target.pending_rows >= self.spec.row_group_rows:
+            self._flush_row_group(target)
+        while self.buffered_rows > self.spec.row_group_rows:
+            self._flush_row_group(max(self.open.values(), key=lambda f: f.pending_rows))
 
-    def _flush_row_group(self) -> None:
-        if not self.pending:
+    def _flush_row_group(self, target: _OpenFile) -> None:
+        if not target.pending:
             return
-        table = pa.Table.from_batches(self.pending, schema=self.arrow_schema)
-        self.pending, self.pending_rows = [], 0
-        if self.writer is None:
-            self._open_file()
-        assert self.writer is not None and self.stats is not None
-        self.writer.write_table(table, row_group_size=max(table.num_rows, 1))
-        self.stats.update(table)
-        if self.sink.tell() >= self.spec.target_file_bytes:
-            self._close_file()
+        table = pa.Table.from_batches(target.pending, schema=self.arrow_schema)
+        self.buffered_rows -= target.pending_rows
+        target.pending, target.pending_rows = [], 0
+        if target.writer is None:
+            self._open_file(target)
+        assert target.writer is not None and target.stats is not None
+        target.writer.write_table(table, row_group_size=max(table.num_rows, 1))
+        target.stats.update(table)
+        if target.sink.tell() >= self.spec.target_file_bytes:
+            self._close_file(target)
 
-    def _open_file(self) -> None:
-        values = dict(zip(self.partition_by, self.current_key or (), strict=True))
+    def _open_file(self, target: _OpenFile) -> None:
+        values = dict(zip(self.partition_by, target.key, strict=True))
         folder = partition_folder(self.partition_by, values)
         name = f"part-{self.task_tag}-{self.spec.write_id}-{self.seq:04d}.snappy.parquet"
         self.seq += 1
-        self.rel_path = f"{folder}/{name}" if folder else name
-        full = f"{self.root.rstrip('/')}/{self.rel_path}"
+        target.rel_path = f"{folder}/{name}" if folder else name
+        full = f"{self.root.rstrip('/')}/{target.rel_path}"
         self.filesystem.create_dir(full.rsplit("/", 1)[0], recursive=True)
-        self.sink = self.filesystem.open_output_stream(full)
-        self.writer = pq.ParquetWriter(self.sink, self.arrow_schema, compression="snappy")
-        self.stats = _StatsAccumulator(self.arrow_schema, self.stats_fields)
+        target.sink = self.filesystem.open_output_stream(full)
+        target.writer = pq.ParquetWriter(target.sink, self.arrow_schema, compression="snappy")
+        target.stats = _StatsAccumulator(self.arrow_schema, self.stats_fields)
 
-    def _close_file(self) -> None:
-        if self.writer is None:
+    def _close_file(self, target: _OpenFile) -> None:
+        if target.writer is None:
             return
-        assert self.stats is not None
-        self.writer.close()
-        size = self.sink.tell()
-        self.sink.close()
-        values = dict(zip(self.partition_by, self.current_key or (), strict=True))
+        assert target.stats is not None
+        target.writer.close()
+        size = target.sink.tell()
+        target.sink.close()
         self.files.append(
             {
-                "path": self.rel_path,
+                "path": target.rel_path,
                 "size": size,
-                "partition_values": json.dumps(values),
-                "num_records": self.stats.num_records,
-                "stats": self.stats.to_json(),
+                "partition_values": json.dumps(dict(zip(self.partition_by, target.key, strict=True))),
+                "num_records": target.stats.num_records,
+                "stats": target.stats.to_json(),
                 "modification_time": int(time.time() * 1000),
             }
         )
-        self.writer, self.sink, self.stats = None, None, None
+        target.writer, target.sink, target.stats = None, None, None
 
-    def _finish_file(self) -> None:
-        self._flush_row_group()
-        self._close_file()
+    def _finish(self, target: _OpenFile) -> None:
+        self._flush_row_group(target)
+        self._close_file(target)
+        del self.open[target.key]
 
     def close(self) -> list[dict[str, Any]]:
-        self._finish_file()
+        for target in list(self.open.values()):
+            self._finish(target)
         return self.files
 
 
