@@ -22,7 +22,7 @@ from lakeml.domains.commerce.silver import CLICKSTREAM
 from lakeml.domains.maintenance.silver import MAINTENANCE, TELEMETRY
 from lakeml.errors import ConfigError, JobFailed
 from lakeml.ingest.bronze import load_feed_to_bronze
-from lakeml.ingest.silver import SilverFeed, classify_rows, load_bronze_to_silver
+from lakeml.ingest.silver import SilverFeed, classify_rows, flag_repeated_keys, load_bronze_to_silver
 from lakeml.lakehouse import Lakehouse
 from lakeml.pipeline import JobContext
 
@@ -414,9 +414,51 @@ def test_classify_rows_keeps_the_first_valid_delivery_per_key_and_date(spark):
         [("k-in-silver", d1), ("k-only-in-silver", d1), ("k-two-days", d2 + dt.timedelta(days=1))],
         "event_id string, event_date date",
     )
-    got = classify_rows(parsed, ["event_id"], existing)
-    expected = spark.createDataFrame([(*row, status) for row, status in cases], f"{columns}, _status string")
+    got = classify_rows(parsed, ["event_id"], existing).transform(
+        lambda df: flag_repeated_keys(df, ["event_id"])
+    )
+    # Only a loaded key that an earlier date's loaded row has is a repeat (what unique(event_id) counts).
+    expected = spark.createDataFrame(
+        [(*row, status, row[:2] == ("k-two-days", d2)) for row, status in cases],
+        f"{columns}, _status string, _key_repeated boolean",
+    )
     assertDataFrameEqual(got.select(*expected.columns), expected, checkRowOrder=False)
+
+
+def test_a_key_loaded_on_two_dates_fails_the_unique_check_which_must_name_the_key(spark, lake_config):
+    deliver(
+        lake_config,
+        "clickstream",
+        "clicks-2026-11-20-00000.jsonl",
+        [
+            click("e-1"),
+            click("e-1", ts="2026-11-19T22:00:00Z"),  # the same id on another date: both load
+            click("e-2"),
+        ],
+    )
+    with pytest.raises(
+        JobFailed, match=r"unique\(event_id\) 1 failing rows of 3; the batch was not committed"
+    ):
+        run_silver(spark, lake_config, CLICKSTREAM)
+    silver, _, job_runs, _ = tables(spark, lake_config, "clickstream")
+    assert silver.read().count() == 0
+    assert [(r.status, r.rows_loaded) for r in job_runs.read().collect()] == [("failed", 3)]
+    # No silver file is left behind either: the staged files were dropped, not just left uncommitted.
+    assert not list(Path(silver.uri).glob("event_date=*/*.parquet"))
+
+    wrong = dataclasses.replace(
+        lake_config,
+        silver=dataclasses.replace(
+            lake_config.silver,
+            checks={
+                "clickstream": (
+                    dataclasses.replace(lake_config.silver.checks["clickstream"][0], columns=("user_id",)),
+                )
+            },
+        ),
+    )
+    with pytest.raises(ConfigError, match=r"unique\(user_id\) must name the business key \(event_id\)"):
+        run_silver(spark, wrong, CLICKSTREAM)
 
 
 def test_telemetry_schema_change_and_sensor_values(spark, lake_config):

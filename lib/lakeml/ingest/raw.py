@@ -6,7 +6,7 @@ one that does not parse (text present, typed value NULL) and give each its own q
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -83,6 +83,42 @@ def with_csv_fields(bronze: DataFrame, fields: Sequence[str]) -> DataFrame:
             F.coalesce(line == header, F.lit(False)).alias(IS_HEADER),
         ),
         fields,
+    )
+
+
+def json_event_dates(field: str) -> Callable[[DataFrame], DataFrame]:
+    """Bronze JSON lines → ``event_date`` from ``field`` alone, as the full parse derives it.
+
+    For silver's date pass: the parser reads one field and no rule runs. A valid line gives the
+    same date as in the full parse; any line may give one (a superset is fine there).
+    """
+
+    def dates(bronze: DataFrame) -> DataFrame:
+        one_field = T.StructType([T.StructField(field, T.StringType())])
+        text = F.from_json(strip_bom(F.col("value")), one_field)[field]
+        return _event_dates(bronze, text)
+
+    return dates
+
+
+def csv_event_dates(fields: Sequence[str], field: str) -> Callable[[DataFrame], DataFrame]:
+    """Bronze CSV lines (columns ``fields``) → ``event_date`` from column ``field``, as ``json_event_dates``."""
+
+    def dates(bronze: DataFrame) -> DataFrame:
+        # Only one field of the struct is used, so Spark's optimizer prunes the CSV parser to it.
+        parsed = F.from_csv(
+            strip_bom(F.col("value")), ", ".join(f"`{f}` STRING" for f in fields), {"escape": '"'}
+        )
+        return _event_dates(bronze, parsed[field])
+
+    return dates
+
+
+def _event_dates(bronze: DataFrame, text: Column) -> DataFrame:
+    # The parsed text in a projection of its own: the timestamp rules reference it many times.
+    texts = bronze.select(text.alias("_text"))
+    return texts.select(
+        F.to_date(parse_utc_timestamp(F.when(~is_blank("_text"), F.col("_text")))).alias(EVENT_DATE)
     )
 
 

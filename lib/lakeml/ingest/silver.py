@@ -3,15 +3,19 @@
 One batch = the bronze versions after the one silver last processed, up to a target version. Steps,
 each idempotent under the batch's Delta txn ``(app, target bronze version)``:
 
-1. parse the feed's raw lines (``SilverFeed.parse``): typed silver columns plus a reject reason;
-2. classify every bronze row exactly once: ``header`` (a CSV header line), ``quarantined``,
+1. find the event dates the batch touches (``SilverFeed.event_dates``: a pass that parses only the
+   timestamp field), so only those dates of silver are read for the dedup;
+2. parse the feed's raw lines (``SilverFeed.parse``): typed silver columns plus a reject reason;
+   classify every bronze row exactly once: ``header`` (a CSV header line), ``quarantined``,
    ``duplicate`` (its business key is already in silver, or an earlier delivery in the batch has
-   it) or ``loaded``; the counts must add up to the bronze rows of the range (from the log);
-3. append quarantined rows to ``ops/quarantine``;
-4. run the table's quality checks on the rows about to be loaded → ``ops/dq_results``; an
-   error-level failure fails the job here, before silver changes;
-5. record the accounting in ``ops/job_runs``, then append the loaded rows to silver with the txn
-   that says which bronze version silver now covers.
+   it) or ``loaded``; in the same pass, write the loaded rows' silver files and the quarantined
+   rows' ``ops/quarantine`` files (not committed yet) and observe the counts and every quality
+   check. The counts must add up to the bronze rows of the range (from the log);
+3. commit the quarantine files;
+4. record the checks in ``ops/dq_results``; an error-level failure fails the job here, and silver's
+   files are dropped uncommitted;
+5. record the accounting in ``ops/job_runs``, then commit the silver files with the txn that says
+   which bronze version silver now covers.
 
 A run that died after step 3 is replayed with the same target (the quarantine txn says how far it
 got), so reruns neither skip nor double any row. Dedup rule: the business key is unique within its
@@ -25,16 +29,16 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from lakeml import runlog
 from lakeml.config import Config, SilverConfig
-from lakeml.errors import JobFailed
-from lakeml.lakehouse import Lakehouse
+from lakeml.errors import ConfigError, JobFailed
+from lakeml.lakehouse import Lakehouse, StagedAppend, write_split
 from lakeml.pipeline import JobContext, JobResult
 from lakeml.quality.expectations import CheckResult, check_aggregates, check_results, validate_checks
 from lakeml.quality.ops import (
@@ -49,6 +53,7 @@ EVENT_DATE = "event_date"
 REJECT_REASON = "_reject_reason"
 IS_HEADER = "_is_header"
 STATUS = "_status"
+KEY_REPEATED = "_key_repeated"
 STATUSES = ("header", "quarantined", "duplicate", "loaded")
 # Bronze columns every parse result carries through, for quarantine rows and lineage.
 BRONZE_LINEAGE = ("value", "raw_bytes", "_source_file", "_batch_id", "_ingested_at")
@@ -78,6 +83,9 @@ class SilverFeed:
     # bronze rows → every silver column + _reject_reason + _is_header + BRONZE_LINEAGE
     parse: Callable[[DataFrame, ParseRules], DataFrame]
     needs_pii_key: bool = False
+    # bronze rows → their event_date, reading only the timestamp (a superset of the dates ``parse``
+    # gives valid rows); None: silver's date pass runs the full parse instead
+    event_dates: Callable[[DataFrame], DataFrame] | None = None
 
 
 @dataclass
@@ -99,7 +107,8 @@ def classify_rows(parsed: DataFrame, keys: Sequence[str], existing_keys: DataFra
     """Reads _reject_reason, _is_header, the keys, event_date and lineage; adds _status (one of STATUSES).
 
     The silver keys of the touched dates are unioned in and ranked first, so one window over
-    (keys, event_date) finds both kinds of duplicate with one shuffle, spread over every task.
+    (keys, event_date) finds both kinds of duplicate with one shuffle, spread over every task. The
+    shuffle is by the keys alone, so all dates of a key meet in one task (``flag_repeated_keys``).
     """
     partition = [*keys, EVENT_DATE]
     valid = F.col(REJECT_REASON).isNull() & ~F.col(IS_HEADER)
@@ -113,7 +122,7 @@ def classify_rows(parsed: DataFrame, keys: Sequence[str], existing_keys: DataFra
     return (
         parsed.withColumn("_in_silver", F.lit(False))
         .unionByName(known, allowMissingColumns=True)
-        .repartition(*partition)
+        .repartition(*keys)
         .withColumn("_delivery", F.row_number().over(first_delivery))
         .where(~F.col("_in_silver"))
         .withColumn(
@@ -127,9 +136,20 @@ def classify_rows(parsed: DataFrame, keys: Sequence[str], existing_keys: DataFra
     )
 
 
-def quarantine_rows(classified: DataFrame, feed: str, bronze_version: int, run_id: str) -> DataFrame:
-    """Reads classified rows; keeps the quarantined ones shaped as QUARANTINE_SCHEMA rows."""
-    return classified.where(F.col(STATUS) == "quarantined").select(
+def flag_repeated_keys(classified: DataFrame, keys: Sequence[str]) -> DataFrame:
+    """Reads _status, the keys and event_date; adds _key_repeated: a loaded row whose key an earlier date's loaded row has.
+
+    Dedup keeps a key once per event date, so this is what a ``unique`` check on the key counts.
+    Its window sorts by (keys, event_date), the order ``classify_rows`` leaves, so it adds no sort.
+    """
+    earlier_dates = Window.partitionBy(*keys).orderBy(EVENT_DATE).rowsBetween(Window.unboundedPreceding, 0)
+    loaded = F.col(STATUS) == "loaded"
+    return classified.withColumn(KEY_REPEATED, loaded & (F.count_if(loaded).over(earlier_dates) > 1))
+
+
+def quarantine_columns(feed: str, bronze_version: int, run_id: str) -> list[Column]:
+    """The QUARANTINE_SCHEMA columns of a classified row (meaningful for the quarantined ones)."""
+    return [
         F.lit(feed).alias("feed"),
         F.col("value").alias("raw_record"),
         F.col("raw_bytes"),
@@ -139,7 +159,7 @@ def quarantine_rows(classified: DataFrame, feed: str, bronze_version: int, run_i
         F.lit(bronze_version).cast("long").alias("bronze_version"),
         F.lit(run_id).alias("run_id"),
         F.current_timestamp().alias("quarantined_at"),
-    )
+    ]
 
 
 class SilverStep:
@@ -155,6 +175,12 @@ class SilverStep:
         self.dq_results = lake.table("ops", "dq_results")
         self.checks = config.silver.checks.get(feed.name, ())
         validate_checks(feed.name, self.checks, feed.schema.fieldNames())
+        for check in self.checks:
+            if check.check == "unique" and sorted(check.columns) != sorted(feed.keys):
+                raise ConfigError(
+                    f"silver.checks.{feed.name}: unique({', '.join(check.columns)}) must name the business key "
+                    f"({', '.join(feed.keys)}): silver checks run inside the load pass, which knows the key's repeats"
+                )
 
     def app_id(self, kind: str) -> str:
         return f"lakeml.{kind}.{self.feed.name}"
@@ -194,25 +220,24 @@ def load_bronze_to_silver(ctx: JobContext, feed: SilverFeed, job_name: str) -> S
 
     started = _utc_now()
     rows_in = sum(e.num_records or 0 for e in step.bronze.appended_files(done, target))
-    parsed = feed.parse(step.bronze.changes_since(done, until=target), rules).persist(
-        StorageLevel.MEMORY_AND_DISK
+    bronze = step.bronze.changes_since(done, until=target)
+    dates = touched_dates(
+        feed.event_dates(bronze) if feed.event_dates else feed.parse(bronze, rules).select(EVENT_DATE)
     )
-    try:
-        valid = parsed.where(F.col(REJECT_REASON).isNull() & ~F.col(IS_HEADER))
-        # Per-batch metadata: the event dates this batch touches (days, not rows).
-        dates = [r[0] for r in valid.select(EVENT_DATE).distinct().collect()]
-        existing = (
-            step.silver.read(where=[(EVENT_DATE, "in", dates)])
-            if dates
-            else ctx.spark.createDataFrame([], feed.schema)
-        )
-        classified = classify_rows(parsed, feed.keys, existing).persist(StorageLevel.MEMORY_AND_DISK)
-        try:
-            return _commit_batch(ctx, step, load, classified, rows_in, started, job_name)
-        finally:
-            classified.unpersist()
-    finally:
-        parsed.unpersist()
+    existing = (
+        step.silver.read(where=[(EVENT_DATE, "in", dates)])
+        if dates
+        else ctx.spark.createDataFrame([], feed.schema)
+    )
+    classified = classify_rows(feed.parse(bronze, rules), feed.keys, existing).transform(
+        lambda df: flag_repeated_keys(df, feed.keys)
+    )
+    return _commit_batch(ctx, step, load, classified, rows_in, started, job_name)
+
+
+def touched_dates(event_dates: DataFrame) -> list[dt.date]:
+    """The distinct non-NULL values of ``event_date`` (per-batch metadata: days, not rows)."""
+    return [r[0] for r in event_dates.select(EVENT_DATE).distinct().collect() if r[0] is not None]
 
 
 def _commit_batch(
@@ -227,11 +252,43 @@ def _commit_batch(
     feed, target = step.feed.name, load.bronze_to
     run_end = dt.datetime.combine(ctx.run_date + dt.timedelta(days=1), dt.time())
     is_loaded = F.col(STATUS) == "loaded"
-    # One pass over the batch: the accounting and every quality check on the rows to be loaded.
+    # Observed while the files are written: the accounting and every quality check on the rows to load.
     aggregates = {f"__n_{s}": F.count_if(F.col(STATUS) == s) for s in STATUSES}
-    aggregates.update(check_aggregates(step.checks, run_end, checked=is_loaded))
-    values = classified.agg(*[expr.alias(name) for name, expr in aggregates.items()]).first()
-    assert values is not None
+    aggregates.update(
+        check_aggregates(
+            step.checks,
+            run_end,
+            checked=is_loaded,
+            repeated={tuple(sorted(step.feed.keys)): F.col(KEY_REPEATED)},
+        )
+    )
+    observed = Observation(f"silver-{feed}")
+    staged = write_split(
+        classified.observe(observed, *[expr.alias(name) for name, expr in aggregates.items()]),
+        F.col(STATUS),
+        {
+            "loaded": (step.silver, step.feed.schema.fieldNames()),
+            "quarantined": (step.quarantine, quarantine_columns(feed, target, ctx.run_id)),
+        },
+    )
+    try:
+        return _commit_staged(ctx, step, load, staged, observed.get, rows_in, started, job_name)
+    finally:
+        for files in staged.values():
+            files.discard()  # whatever was not committed
+
+
+def _commit_staged(
+    ctx: JobContext,
+    step: SilverStep,
+    load: SilverLoad,
+    staged: dict[str, StagedAppend],
+    values: dict[str, Any],
+    rows_in: int,
+    started: dt.datetime,
+    job_name: str,
+) -> SilverLoad:
+    feed, target = step.feed.name, load.bronze_to
     load.counts = {s: int(values[f"__n_{s}"]) for s in STATUSES}
 
     def record_run(status: str, message: str | None, txn: tuple[str, int] | None) -> None:
@@ -247,10 +304,7 @@ def _commit_batch(
         record_run("failed", message, None)
         raise JobFailed(f"silver/{feed}: {message}")
 
-    step.quarantine.append(
-        quarantine_rows(classified, feed, target, ctx.run_id), txn=(step.app_id("quarantine"), target)
-    )
-    loaded = classified.where(is_loaded).select(*step.feed.schema.fieldNames())
+    staged["quarantined"].commit(txn=(step.app_id("quarantine"), target))
     records = rows_in - load.counts["header"]
     load.checks = check_results(values, step.checks, records, load.counts["quarantined"])
     failed = [c for c in load.checks if not c.passed and c.level == "error"]
@@ -264,7 +318,7 @@ def _commit_batch(
         raise JobFailed(f"silver/{feed}: {message}; the batch was not committed")
 
     record_run("ok", None, (step.app_id("job_runs"), target))
-    outcome = step.silver.append(loaded, txn=(step.app_id("silver"), target))
+    outcome = staged["loaded"].commit(txn=(step.app_id("silver"), target))
     if not outcome.noop and outcome.rows_added != load.counts["loaded"]:
         message = f"silver committed {outcome.rows_added} rows, expected {load.counts['loaded']}"
         record_run("failed", message, None)

@@ -10,8 +10,9 @@ driver.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pyspark.sql import Column, Row
 from pyspark.sql import functions as F
@@ -64,7 +65,9 @@ def validate_checks(table: str, checks: Sequence[CheckConfig], columns: Sequence
             raise ConfigError(f"silver.checks.{table}: check {check.check} " + "; ".join(problems))
 
 
-def _failing_rows(check: CheckConfig, checked: Column) -> Column | None:
+def _failing_rows(
+    check: CheckConfig, checked: Column, repeated: Mapping[tuple[str, ...], Column]
+) -> Column | None:
     """An aggregate counting the checked rows that fail a row-level check (None for table-level checks)."""
     if check.check == "not_null":
         return F.count_if(checked & F.col(check.column).isNull())
@@ -76,6 +79,8 @@ def _failing_rows(check: CheckConfig, checked: Column) -> Column | None:
     if check.check == "accepted_values":
         column = F.col(check.column)
         return F.count_if(checked & column.isNotNull() & ~column.isin(list(check.values)))
+    if check.check == "unique" and tuple(sorted(check.columns)) in repeated:
+        return F.count_if(checked & F.coalesce(repeated[tuple(sorted(check.columns))], F.lit(False)))
     if check.check == "unique":
         # count_distinct skips rows with a NULL, which is what unchecked rows become here.
         distinct = F.count_distinct(*[F.when(checked, F.col(c)) for c in check.columns])
@@ -84,16 +89,23 @@ def _failing_rows(check: CheckConfig, checked: Column) -> Column | None:
 
 
 def check_aggregates(
-    checks: Sequence[CheckConfig], run_end: dt.datetime, checked: Column | None = None
+    checks: Sequence[CheckConfig],
+    run_end: dt.datetime,
+    checked: Column | None = None,
+    repeated: Mapping[tuple[str, ...], Column] | None = None,
 ) -> dict[str, Column]:
     """Aggregate columns computing every check over the rows where ``checked`` holds (all rows if None).
 
-    Returned separately so a caller can fold them into an aggregation it runs anyway.
+    Returned separately so a caller can fold them into an aggregation it runs anyway. ``repeated``
+    maps sorted column names to a flag that is true on every checked row after the first with the
+    same values: a ``unique`` check on those columns counts it instead of a distinct count, so
+    the aggregates contain no DISTINCT and can be observed (``DataFrame.observe``) during a write.
     """
+    repeated = repeated or {}
     checked = F.lit(True) if checked is None else F.coalesce(checked, F.lit(False))
     aggregates: dict[str, Column] = {"__rows": F.count_if(checked)}
     for i, check in enumerate(checks):
-        failing = _failing_rows(check, checked)
+        failing = _failing_rows(check, checked, repeated)
         if failing is not None:
             aggregates[f"__c{i}"] = failing
         elif check.check == "freshness":
@@ -107,7 +119,7 @@ def check_aggregates(
 
 
 def check_results(
-    values: Row, checks: Sequence[CheckConfig], records_in: int, records_quarantined: int
+    values: Row | Mapping[str, Any], checks: Sequence[CheckConfig], records_in: int, records_quarantined: int
 ) -> list[CheckResult]:
     """One result per check from the row the ``check_aggregates`` columns produced."""
     rows = int(values["__rows"])

@@ -9,6 +9,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from lakeml.ingest.raw import (
+    csv_event_dates,
     missing_rules,
     parse_timestamp,
     raw,
@@ -172,10 +173,12 @@ TRANSACTIONS = SilverFeed(
     keys=("txn_id",),
     parse=parse_transactions,
     needs_pii_key=True,
+    event_dates=csv_event_dates(TRANSACTION_FIELDS, "ts"),
 )
 CHARGEBACKS = SilverFeed(
     name="chargebacks",
     schema=CHARGEBACKS_SILVER_SCHEMA,
     keys=("txn_id", "reported_at", "reason_code"),
     parse=parse_chargebacks,
+    event_dates=csv_event_dates(CHARGEBACK_FIELDS, "reported_at"),
 )

@@ -7,6 +7,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from lakeml.ingest.raw import (
+    json_event_dates,
     missing_rules,
     parse_timestamp,
     raw,
@@ -117,4 +118,5 @@ CLICKSTREAM = SilverFeed(
     keys=("event_id",),
     parse=parse_clickstream,
     needs_pii_key=True,
+    event_dates=json_event_dates("ts"),
 )

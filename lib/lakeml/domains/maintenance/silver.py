@@ -7,6 +7,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from lakeml.ingest.raw import (
+    csv_event_dates,
+    json_event_dates,
     missing_rules,
     parse_timestamp,
     raw,
@@ -121,11 +123,16 @@ def parse_maintenance(bronze: DataFrame, rules: ParseRules) -> DataFrame:
 
 
 TELEMETRY = SilverFeed(
-    name="telemetry", schema=TELEMETRY_SILVER_SCHEMA, keys=("machine_id", "ts"), parse=parse_telemetry
+    name="telemetry",
+    schema=TELEMETRY_SILVER_SCHEMA,
+    keys=("machine_id", "ts"),
+    parse=parse_telemetry,
+    event_dates=json_event_dates("ts"),
 )
 MAINTENANCE = SilverFeed(
     name="maintenance",
     schema=MAINTENANCE_SILVER_SCHEMA,
     keys=("machine_id", "ts", "kind"),
     parse=parse_maintenance,
+    event_dates=csv_event_dates(MAINTENANCE_FIELDS, "ts"),
 )
