@@ -159,6 +159,33 @@ def test_asof_join_ties_count_as_before_backward_and_not_after_forward(spark):
     assert [tuple(r) for r in back.join(ahead, ["id", "ts"]).collect()] == [("m", t, "tie", "next")]
 
 
+@pytest.mark.parametrize("direction", ["backward", "forward"])
+def test_asof_join_equals_a_brute_force_range_join(spark, direction):
+    """Three keys, times on a coarse grid (many ties on both sides), keys with no right rows."""
+    left = spark.range(300).select(
+        (F.col("id") % 4).cast("string").alias("id"),
+        F.timestamp_seconds((F.col("id") * 7919 % 50) * 60).alias("ts"),
+        F.col("id").alias("n"),
+    )
+    right = spark.range(60).select(
+        (F.col("id") % 3).cast("string").alias("id"),
+        F.timestamp_seconds((F.col("id") * 104729 % 50) * 60).alias("ts"),
+        F.format_string("t%03d", F.col("id") * 37 % 60).alias("tag"),
+    )
+    got = asof_join(left, right, ["id"], "ts", ["tag"], direction)
+    r = right.select(F.col("id").alias("r_id"), F.col("ts").alias("r_ts"), "tag")
+    reach = r.r_ts <= left.ts if direction == "backward" else r.r_ts > left.ts
+    pick = F.max if direction == "backward" else F.min
+    expected = (
+        left.join(r, (left.id == r.r_id) & reach, "left")
+        .groupBy("id", "ts", "n")
+        .agg(pick(F.when(F.col("r_ts").isNotNull(), F.struct("r_ts", "tag"))).alias("best"))
+        .select("id", "ts", "n", F.col("best.tag").alias("tag"))
+    )
+    assert expected.where(F.col("tag").isNull()).count() > 0  # rows with nothing in reach are in the data
+    assertDataFrameEqual(got, expected, checkRowOrder=False)
+
+
 def test_maintenance_asof_rul_cap_and_censoring_across_a_repair(spark, tmp_path):
     config = make_config(tmp_path)
     readings = [reading("M1", at(D1, 0, 10 * i), i + 1) for i in range(7)]  # 00:00 .. 01:00

@@ -150,20 +150,24 @@ def test_bom_and_last_digits(spark):
     assertDataFrameEqual(got, expected, checkRowOrder=False)
 
 
-def test_rolling_stats_from_running_sums_equal_sliding_frame_aggregates(spark):
-    """The O(1)-per-row mean/std/slope match Spark's own sliding-frame aggregates, nulls included."""
+@pytest.mark.parametrize("rows", [1, 2, 5, 8, 13, 90])
+def test_rolling_stats_from_running_sums_equal_sliding_frame_aggregates(spark, rows):
+    """mean/std/slope from running sums and min/max from spans match Spark's own sliding-frame
+    aggregates: one row, one or two span levels, windows longer than a partition (80 rows), a second
+    shorter window beside each, scattered NULLs and a NULL run longer than most windows."""
     from pyspark.sql import Window
 
     from lakeml.transforms.rolling import with_rolling_stats
 
+    nulls = (F.col("id") % 7 == 0) | F.col("id").between(150, 185)
     df = spark.range(240).select(
         (F.col("id") % 3).alias("k"),
         F.col("id").alias("t"),
-        F.when(F.col("id") % 7 == 0, None).otherwise(F.sin(F.col("id")) * 50 + F.col("id") / 10).alias("v"),
+        F.when(nulls, None).otherwise(F.sin(F.col("id")) * 50 + F.col("id") / 10).alias("v"),
     )
-    rows = 5
-    got = with_rolling_stats(df, ["v"], ["k"], ["t"], {"w": rows})
+    got = with_rolling_stats(df, ["v"], ["k"], ["t"], {"w": rows, "s": 3})
     frame = Window.partitionBy("k").orderBy("t").rowsBetween(-(rows - 1), 0)
+    short = Window.partitionBy("k").orderBy("t").rowsBetween(-2, 0)
     pos = F.when(
         F.col("v").isNotNull(), F.row_number().over(Window.partitionBy("k").orderBy("t")).cast("double")
     )
@@ -178,6 +182,10 @@ def test_rolling_stats_from_running_sums_equal_sliding_frame_aggregates(spark):
         F.when(
             F.var_pop("_x").over(frame) > 0, F.covar_pop("_x", "v").over(frame) / F.var_pop("_x").over(frame)
         ).alias("v_w_slope"),
+        F.min("v").over(short).alias("v_s_min"),
+        F.max("v").over(short).alias("v_s_max"),
     )
     assert reference.where(F.col("v_w_std").isNull()).count() > 0  # frames with < 2 values are in the data
+    if rows <= 8:  # frames with no value at all: min and max are NULL
+        assert reference.where(F.col("v_w_max").isNull()).count() > 0
     assertDataFrameEqual(got.select(*reference.columns), reference, checkRowOrder=False, rtol=1e-9, atol=1e-9)

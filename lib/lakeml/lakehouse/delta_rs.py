@@ -36,6 +36,7 @@ from lakeml.lakehouse.files import (
     comparable,
     entries_from_add_actions,
     entry_from_log_add,
+    parse_value,
     scan_files,
     total_size,
 )
@@ -381,6 +382,26 @@ class DeltaRsEngine:
             if predicates.file_may_match(filters, e.partition_values, {}, {}, {}, None)
         ]
         files = self._write(df, table)
+        # Every written file holds one partition: its values decide, no pass over the rows.
+        types = {f.name: f.dataType for f in self.schema(table).fields}
+        stray = [
+            f
+            for f in files
+            if not predicates.file_may_match(
+                filters,
+                {c: parse_value(v, types[c]) for c, v in f.partition_values.items()},
+                {},
+                {},
+                {},
+                None,
+            )
+        ]
+        if stray:
+            self._delete(files)
+            raise TableError(
+                f"overwrite_where: data has rows outside {predicates.to_sql(filters)} "
+                f"({sum(f.num_records for f in stray)} rows); nothing was written"
+            )
 
         def may_touch(entry: FileEntry) -> bool:
             return predicates.file_may_match(filters, entry.partition_values, {}, {}, {}, None)

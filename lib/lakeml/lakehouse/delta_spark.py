@@ -224,4 +224,9 @@ def _translated(operation: str, uri: str) -> Iterator[None]:
         text = f"{type(exc).__name__}: {exc}"
         if "Concurrent" in text:
             raise ConcurrentModificationError(f"{operation} on {uri}: {text.splitlines()[0]}") from None
+        if "DELTA_REPLACE_WHERE_MISMATCH" in text or "does not conform to partial table overwrite" in text:
+            # Delta checks replaceWhere on every row as it writes, and commits nothing on a violation.
+            raise TableError(
+                f"{operation}: data has rows outside the predicate; nothing was written"
+            ) from None
         raise

@@ -160,7 +160,10 @@ class DeltaTableRef:
     def overwrite_where(
         self, df: DataFrame, where: predicates.Filters, txn: Txn | None = None
     ) -> CommitOutcome:
-        """Atomically replace the rows matching a partition predicate with ``df`` (e.g. rerun one date)."""
+        """Atomically replace the rows matching a partition predicate with ``df`` (e.g. rerun one date).
+
+        Rows of ``df`` outside the predicate raise ``TableError`` and nothing is committed.
+        """
         _check_txn(txn)
         partition_by = self.partition_columns()
         filters = predicates.validate(where, self.schema())
@@ -172,11 +175,7 @@ class DeltaTableRef:
                 f"overwrite_where predicates may use partition columns {partition_by} only, not {outside}"
             )
         conformed, _ = conform(df, self.schema(), partition_by, merge_schema=False)
-        stray = conformed.where(~F.coalesce(predicates.to_column(filters), F.lit(False))).limit(1).count()
-        if stray:
-            raise TableError(
-                f"overwrite_where: data has rows outside {predicates.to_sql(filters)}; nothing was written"
-            )
+        # Rows outside the predicate are refused by the engine as it writes (no pass of their own).
         return self._retrying(
             "overwrite_where", lambda: self._engine.overwrite_where(conformed, filters, txn)
         )

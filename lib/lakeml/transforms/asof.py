@@ -39,14 +39,14 @@ def asof_join(
         _CARRIED, F.lit(None).cast(rights.schema[_CARRIED].dataType)
     )
     both = lefts.unionByName(rights, allowMissingColumns=True)
-    ordered = Window.partitionBy(*by).orderBy(F.col(time), F.col(_SIDE), F.col(_CARRIED))
-    if direction == "backward":
-        nearest = F.last(_CARRIED, ignorenulls=True).over(
-            ordered.rowsBetween(Window.unboundedPreceding, Window.currentRow)
-        )
-    else:
-        nearest = F.first(_CARRIED, ignorenulls=True).over(
-            ordered.rowsBetween(Window.currentRow, Window.unboundedFollowing)
-        )
+    keys = [F.col(time), F.col(_SIDE), F.col(_CARRIED)]
+    # Forward walks the same order backwards: a frame up to unboundedFollowing would make Spark
+    # re-aggregate the rest of the partition for every row (quadratic per key).
+    ordered = Window.partitionBy(*by).orderBy(
+        *(keys if direction == "backward" else [k.desc() for k in keys])
+    )
+    nearest = F.last(_CARRIED, ignorenulls=True).over(
+        ordered.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    )
     joined = both.withColumn(_CARRIED, nearest).where(F.col(_SIDE) == 1)
     return joined.select(*left.columns, *[F.col(f"{_CARRIED}.{c}").alias(c) for c in columns])

@@ -17,36 +17,7 @@ from pyspark.sql import functions as F
 ROLLING_STATS = ("mean", "std", "min", "max", "slope")
 
 
-def row_window(partition_by: Sequence[str], order_by: Sequence[str], rows: int) -> WindowSpec:
-    """The last ``rows`` rows of each partition in ``order_by`` order, ending at the current row."""
-    if rows < 1:
-        raise ValueError(f"a rolling window needs at least one row, not {rows}")
-    return Window.partitionBy(*partition_by).orderBy(*order_by).rowsBetween(-(rows - 1), Window.currentRow)
-
-
-def rolling_slope(value: Column, position: Column, window: WindowSpec) -> Column:
-    """Least-squares slope of ``value`` against ``position`` over ``window`` (non-null values only)."""
-    x = F.when(value.isNotNull(), position.cast("double"))
-    var_x = F.var_pop(x).over(window)
-    return F.when(var_x > 0, F.covar_pop(x, value).over(window) / var_x)
-
-
-def rolling_stat(stat: str, value: Column, position: Column, window: WindowSpec) -> Column:
-    """One of ``ROLLING_STATS`` of ``value`` over ``window`` (``position`` is only used by slope)."""
-    if stat == "mean":
-        return F.avg(value).over(window)
-    if stat == "std":
-        return F.stddev_samp(value).over(window)
-    if stat == "min":
-        return F.min(value).over(window)
-    if stat == "max":
-        return F.max(value).over(window)
-    if stat == "slope":
-        return rolling_slope(value, position, window)
-    raise ValueError(f"unknown rolling statistic '{stat}' (one of {', '.join(ROLLING_STATS)})")
-
-
-# Statistics computed from running sums (one pass per partition); min and max need the sliding frame.
+# Statistics computed from running sums (one pass per partition); min and max come from spans.
 _FROM_SUMS = ("mean", "std", "slope")
 
 
@@ -79,6 +50,50 @@ def _stat_from_sums(stat: str, d: Mapping[str, Column]) -> Column:
     return F.when(n > 1, F.when(var_x > 0, cov / var_x))
 
 
+_EXTREMES = {"min": F.least, "max": F.greatest}  # both skip NULLs: NULL only when every value is
+_MAX_SPAN_BASE = 16  # lags per column and pass, at most; more passes beyond that
+
+
+def span_plan(windows: Mapping[str, int]) -> tuple[int, dict[str, tuple[int, list[int]]]]:
+    """How min and max are built from spans of ``base**j`` rows: (base, {window: (level, offsets)}).
+
+    A window of ``rows`` is the extreme of the level-``j`` spans (the largest ``base**j <= rows``)
+    ending ``offsets`` rows before the current row; together they cover exactly the last ``rows``
+    rows (overlaps are harmless for min and max). The base is the smallest that reaches the longest
+    window in ``levels`` passes of at most ``_MAX_SPAN_BASE`` lags each.
+    """
+    longest = max(windows.values())
+    levels = 1
+    while _MAX_SPAN_BASE**levels < longest:
+        levels += 1
+    base = 2
+    while base**levels < longest:
+        base += 1
+    plan = {}
+    for name, rows in windows.items():
+        level = 0
+        while level < levels and base ** (level + 1) <= rows:
+            level += 1
+        span = base**level
+        offsets = [i * span for i in range(-(-rows // span) - 1)] + [rows - span]
+        plan[name] = (level, offsets)
+    return base, plan
+
+
+def _span(c: str, stat: str, level: int) -> str:
+    """The column holding ``stat`` of ``c`` over the last base^level rows (level 0 is the value itself)."""
+    return c if level == 0 else f"_span_{c}_{stat}_{level}"
+
+
+def _extreme_of_lags(c: str, stat: str, level: int, offsets: Sequence[int], ordered: WindowSpec) -> Column:
+    """``stat`` over the level's spans ending ``offsets`` rows back (lags past the partition start are NULL)."""
+    spans = [
+        F.col(_span(c, stat, level)) if k == 0 else F.lag(_span(c, stat, level), k).over(ordered)
+        for k in offsets
+    ]
+    return spans[0] if len(spans) == 1 else _EXTREMES[stat](*spans)
+
+
 def with_rolling_stats(
     df: DataFrame,
     columns: Sequence[str],
@@ -89,10 +104,19 @@ def with_rolling_stats(
 ) -> DataFrame:
     """Reads ``columns`` per ``partition_by`` in ``order_by`` order; adds ``<column>_<window>_<stat>`` for each window (name -> rows).
 
-    mean, std and slope come from running sums minus the running sums ``rows`` rows earlier, so each
-    costs O(1) per row whatever the window length (Spark re-aggregates a sliding frame row by row);
-    min and max use the sliding frame.
+    Spark's own sliding frame re-aggregates all ``rows`` rows for every row, so neither path uses it:
+
+    - mean, std and slope come from running sums minus the running sums ``rows`` rows earlier: O(1)
+      per row whatever the window length;
+    - min and max come from spans (``span_plan``): pass j takes the extreme of ``base`` lagged
+      level-(j-1) spans, and a window the extreme of at most ``base`` lagged spans of its level.
+
+    Every pass is a window over the same partitioning and order (no re-sort, no shuffle), and the
+    running sums and the spans share passes, so the default 144-row window takes three.
     """
+    for name, rows in windows.items():
+        if rows < 1:
+            raise ValueError(f"rolling window '{name}' needs at least one row, not {rows}")
     for stat in stats:
         if stat not in ROLLING_STATS:
             raise ValueError(f"unknown rolling statistic '{stat}' (one of {', '.join(ROLLING_STATS)})")
@@ -100,39 +124,53 @@ def with_rolling_stats(
     running = ordered.rowsBetween(Window.unboundedPreceding, Window.currentRow)
     position = "_rolling_position"
     numbered = df.withColumn(position, F.row_number().over(ordered))
-    summed_stats = [s for s in stats if s in _FROM_SUMS]
-    sums = {c: _frame_sums(c, position) for c in columns} if summed_stats else {}
-    prefixed = numbered.select(
-        "*",
-        *[
-            F.sum(term).over(running).alias(f"_cum_{c}_{k}")
-            for c, terms in sums.items()
-            for k, term in terms.items()
-        ],
-    )
+    sums = {c: _frame_sums(c, position) for c in columns} if any(s in _FROM_SUMS for s in stats) else {}
+    extremes = [s for s in stats if s in _EXTREMES]
+    base, plan = span_plan(windows)
+    top = max(level for level, _ in plan.values()) if extremes else 0
 
-    # Each frame sum once, as a column: running sum minus the running sum ``rows`` rows earlier.
-    framed = prefixed.select(
-        "*",
-        *[
-            (F.col(f"_cum_{c}_{k}") - F.coalesce(F.lag(f"_cum_{c}_{k}", rows).over(ordered), F.lit(0))).alias(
-                f"_frame_{c}_{name}_{k}"
-            )
-            for c, terms in sums.items()
-            for name, rows in windows.items()
-            for k in terms
-        ],
-    )
-    specs = {name: row_window(partition_by, order_by, rows) for name, rows in windows.items()}
-    out = []
+    # Pass 1: running sums, and level-1 spans; pass 2: frame sums (running sum minus the one
+    # ``rows`` rows earlier), and level 2; ... A window's extremes come in the pass after its level.
+    out, kept = numbered, list(numbered.columns)
+    for step in range(1, max(2 if sums else 0, top + 1 if extremes else 0) + 1):
+        added: list[Column] = []
+        if step == 1:
+            cum = [(f"_cum_{c}_{k}", term) for c, terms in sums.items() for k, term in terms.items()]
+            added += [F.sum(term).over(running).alias(name) for name, term in cum]
+        if step == 2:
+            added += [
+                (
+                    F.col(f"_cum_{c}_{k}") - F.coalesce(F.lag(f"_cum_{c}_{k}", rows).over(ordered), F.lit(0))
+                ).alias(f"_frame_{c}_{name}_{k}")
+                for c, terms in sums.items()
+                for name, rows in windows.items()
+                for k in terms
+            ]
+        if step <= top:
+            offsets = [i * base ** (step - 1) for i in range(base)]
+            added += [
+                _extreme_of_lags(c, s, step - 1, offsets, ordered).alias(_span(c, s, step))
+                for c in columns
+                for s in extremes
+            ]
+        added += [
+            _extreme_of_lags(c, s, level, offsets, ordered).alias(f"_ext_{c}_{name}_{s}")
+            for name, (level, offsets) in plan.items()
+            if level == step - 1
+            for c in columns
+            for s in extremes
+        ]
+        # Carry only what later passes read: spans of the previous level are done with.
+        out = out.select(*[F.col(c) for c in kept], *added)
+        kept = [c for c in out.columns if not (c.startswith("_span_") and c.endswith(f"_{step - 1}"))]
+        if step == 2:
+            kept = [c for c in kept if not c.startswith("_cum_")]
+
+    result = []
     for c in columns:
-        for name, spec in specs.items():
+        for name in windows:
             d = {k: F.col(f"_frame_{c}_{name}_{k}") for k in sums.get(c, {})}
             for stat in stats:
-                value = (
-                    _stat_from_sums(stat, d)
-                    if stat in _FROM_SUMS
-                    else rolling_stat(stat, F.col(c), F.col(position), spec)
-                )
-                out.append(value.alias(f"{c}_{name}_{stat}"))
-    return framed.select(*df.columns, *out)
+                value = _stat_from_sums(stat, d) if stat in _FROM_SUMS else F.col(f"_ext_{c}_{name}_{stat}")
+                result.append(value.alias(f"{c}_{name}_{stat}"))
+    return out.select(*df.columns, *result)

@@ -33,7 +33,6 @@ import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
 
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -425,31 +424,25 @@ def build_transaction_features(
     fraud = fraud_chargebacks(chargebacks, narrow.select("txn_id", "ts"), settings)
     features = compute_transaction_features(row_level, daily, rates, fraud, targets, settings, cutoff)
     gold = lake.table("gold", "transaction_features").create(TRANSACTION_FEATURES_SCHEMA, ["as_of_date"])
-    relabelled: DataFrame | None = None
     changed: list[dt.date] = []
     if relabel:
-        relabelled = (
-            gold.read(where=[("as_of_date", "in", relabel)])
-            .transform(with_refreshed_labels(fraud, settings, cutoff))
-            .persist(StorageLevel.MEMORY_AND_DISK)
+        # The label columns alone find the changed days (one row per day: metadata, bounded by the
+        # refresh window); only those days are then read whole.
+        probe = gold.read(where=[("as_of_date", "in", relabel)]).select(
+            "txn_id", "ts", "as_of_date", *LABEL_COLUMNS
         )
-        # one row per changed day: metadata, bounded by the refresh window
+        refreshed = probe.transform(with_refreshed_labels(fraud, settings, cutoff))
         changed = sorted(
-            r[0] for r in relabelled.where("_label_changed").select("as_of_date").distinct().collect()
+            r[0] for r in refreshed.where("_label_changed").select("as_of_date").distinct().collect()
         )
     if changed:
-        refreshed = relabelled.where(F.col("as_of_date").isin(changed)).select(
-            *TRANSACTION_FEATURES_SCHEMA.fieldNames()
+        rewritten = (
+            gold.read(where=[("as_of_date", "in", changed)])
+            .transform(with_refreshed_labels(fraud, settings, cutoff))
+            .select(*TRANSACTION_FEATURES_SCHEMA.fieldNames())
         )
-        features = features.unionByName(refreshed)
-    # Persisted: overwrite_where checks the rows before writing them, which would compute them twice.
-    features = features.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        outcome = gold.overwrite_where(features, [("as_of_date", "in", [*changed, *targets])])
-    finally:
-        features.unpersist()
-        if relabelled is not None:
-            relabelled.unpersist()
+        features = features.unionByName(rewritten)
+    outcome = gold.overwrite_where(features, [("as_of_date", "in", [*changed, *targets])])
     return {
         "transaction_features": outcome.rows_added,
         "days": len(targets),

@@ -63,7 +63,7 @@ from lakeml.errors import ConfigError
 from lakeml.ingest.silver import EVENT_DATE
 from lakeml.lakehouse import DeltaTableRef, Lakehouse
 from lakeml.transforms.asof import asof_join
-from lakeml.transforms.rolling import ROLLING_STATS, row_window, with_rolling_stats
+from lakeml.transforms.rolling import ROLLING_STATS, with_rolling_stats
 
 GOLD_TABLE = ("gold", "machine_features")
 AS_OF_DATE = "as_of_date"
@@ -230,10 +230,13 @@ def machine_features(
     """Reads silver telemetry and maintenance (the input_ranges); adds the gold rows of [first, last] (MACHINE_FEATURES_SCHEMA)."""
     readings = telemetry.select("machine_id", "ts", "cycle", *SETTINGS, *SENSORS, EVENT_DATE)
     readings = with_regime(readings, fc.regime_round_step)
-    readings = with_maintenance_asof(readings, maintenance, fc)
-    readings = with_labels(readings, maintenance, fc)
     reference = regime_reference(readings, first, last, fc.regime_stats_days)
-    targets = with_target_dates(readings, first, last, fc.lookback_days)
+    # Only the windows' days go through the as-of join and the labels (the reference needs the
+    # sensors alone); the labels look forward only, so earlier readings cannot change them.
+    windowed = readings.where(F.col(EVENT_DATE) >= F.lit(first - timedelta(days=fc.lookback_days)))
+    windowed = with_maintenance_asof(windowed, maintenance, fc)
+    windowed = with_labels(windowed, maintenance, fc)
+    targets = with_target_dates(windowed, first, last, fc.lookback_days)
     normalized = targets.join(F.broadcast(reference), ["regime", TARGET_DATE], "left").select(
         *[c for c in targets.columns if c not in SENSORS],
         *[
@@ -243,13 +246,14 @@ def machine_features(
             for s in SENSORS
         ],
     )
-    per_day, order = ["machine_id", TARGET_DATE], ["ts", "cycle"]
-    counted = normalized.withColumn(
-        "long_window_count", F.count(F.lit(1)).over(row_window(per_day, order, fc.long_window_readings))
-    )
+    # Day first: each task's rows leave sorted by day, the order the partitioned writer wants.
+    per_day, order = [TARGET_DATE, "machine_id"], ["ts", "cycle"]
+    # Rows in the long window: the row's position in its (machine, day) partition, capped.
+    position = F.row_number().over(Window.partitionBy(*per_day).orderBy(*order))
+    counted = normalized.withColumn("long_window_count", F.least(position, F.lit(fc.long_window_readings)))
     windows = {"short": fc.short_window_readings, "long": fc.long_window_readings}
     rolled = with_rolling_stats(counted, SENSORS, per_day, order, windows)
-    renamed = {"ts": "as_of", EVENT_DATE: AS_OF_DATE, **{s: f"{s}_z" for s in SENSORS}}
+    renamed = {"ts": "as_of", TARGET_DATE: AS_OF_DATE, **{s: f"{s}_z" for s in SENSORS}}
     sources = {target: source for source, target in renamed.items()}
     return rolled.where(F.col(EVENT_DATE) == F.col(TARGET_DATE)).select(
         *[F.col(sources.get(f.name, f.name)).cast(f.dataType).alias(f.name) for f in MACHINE_FEATURES_SCHEMA]
@@ -282,8 +286,7 @@ def build_machine_features(
     maintenance, maintenance_rows = _silver(
         lake, "maintenance", MAINTENANCE_SILVER_SCHEMA, *ranges["maintenance"]
     )
-    # Materialized once on the executors, so the write's checks do not recompute every window.
-    features = machine_features(telemetry, maintenance, fc, first_date, last_date).localCheckpoint()
+    features = machine_features(telemetry, maintenance, fc, first_date, last_date)
     gold = lake.table(*GOLD_TABLE).create(MACHINE_FEATURES_SCHEMA, [AS_OF_DATE])
     outcome = gold.overwrite_where(features, [(AS_OF_DATE, ">=", first_date), (AS_OF_DATE, "<=", last_date)])
     return {
