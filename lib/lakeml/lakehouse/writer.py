@@ -153,13 +153,17 @@ def partition_value_string(value: Any) -> str | None:
     return str(value)
 
 
+def _task_tag() -> str:
+    """This task's partition and attempt, for file names (a retried task never reuses a name)."""
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    return f"{ctx.partitionId():05d}-{ctx.attemptNumber()}" if ctx else "00000-0"
+
+
 def _task_writer(spec: WriteSpec) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from pyspark import TaskContext
-
-        ctx = TaskContext.get()
-        task_tag = f"{ctx.partitionId():05d}-{ctx.attemptNumber()}" if ctx else "00000-0"
-        writer = _FileRoller(spec, task_tag)
+        writer = _FileRoller(spec, _task_tag())
         for batch in batches:
             writer.add(batch)
         files = writer.close()
@@ -173,11 +177,8 @@ def _split_task_writer(
     route: str, specs: dict[str, WriteSpec]
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from pyspark import TaskContext
-
-        ctx = TaskContext.get()
-        task_tag = f"{ctx.partitionId():05d}-{ctx.attemptNumber()}" if ctx else "00000-0"
-        writers = {name: _FileRoller(spec, task_tag) for name, spec in specs.items()}
+        tag = _task_tag()
+        writers = {name: _FileRoller(spec, tag) for name, spec in specs.items()}
         for batch in batches:
             routes = batch.column(route)
             for name, writer in writers.items():
