@@ -150,17 +150,18 @@ def test_bom_and_last_digits(spark):
     assertDataFrameEqual(got, expected, checkRowOrder=False)
 
 
-@pytest.mark.parametrize("rows", [1, 2, 5, 8, 13, 90])
+@pytest.mark.parametrize("rows", [1, 2, 5, 8, 13, 90, 144, 300])
 def test_rolling_stats_from_running_sums_equal_sliding_frame_aggregates(spark, rows):
     """mean/std/slope from running sums and min/max from spans match Spark's own sliding-frame
-    aggregates: one row, one or two span levels, windows longer than a partition (80 rows), a second
-    shorter window beside each, scattered NULLs and a NULL run longer than most windows."""
+    aggregates: one row, one span level, two levels (144 = 12^2, as in conf; 300 = several level-2
+    spans), a window longer than a partition (200 rows), a second shorter window beside each,
+    scattered NULLs and a NULL run longer than most windows."""
     from pyspark.sql import Window
 
     from lakeml.transforms.rolling import with_rolling_stats
 
     nulls = (F.col("id") % 7 == 0) | F.col("id").between(150, 185)
-    df = spark.range(240).select(
+    df = spark.range(600).select(
         (F.col("id") % 3).alias("k"),
         F.col("id").alias("t"),
         F.when(nulls, None).otherwise(F.sin(F.col("id")) * 50 + F.col("id") / 10).alias("v"),

@@ -112,8 +112,11 @@ def with_rolling_stats(
       level-(j-1) spans, and a window the extreme of at most ``base`` lagged spans of its level.
 
     Every pass is a window over the same partitioning and order (no re-sort, no shuffle), and the
-    running sums and the spans share passes, so the default 144-row window takes three.
+    running sums and the spans share passes: the default 6- and 144-row windows take three window
+    passes, the row numbering included.
     """
+    if not windows:
+        raise ValueError("with_rolling_stats needs at least one window")
     for name, rows in windows.items():
         if rows < 1:
             raise ValueError(f"rolling window '{name}' needs at least one row, not {rows}")
@@ -160,11 +163,13 @@ def with_rolling_stats(
             for c in columns
             for s in extremes
         ]
-        # Carry only what later passes read: spans of the previous level are done with.
+        # Carry only what later passes read: the previous level's spans (and, after pass 2, the
+        # running sums) are done with.
         out = out.select(*[F.col(c) for c in kept], *added)
-        kept = [c for c in out.columns if not (c.startswith("_span_") and c.endswith(f"_{step - 1}"))]
+        done = {_span(c, s, step - 1) for c in columns for s in extremes} if step > 1 else set()
         if step == 2:
-            kept = [c for c in kept if not c.startswith("_cum_")]
+            done |= {f"_cum_{c}_{k}" for c, terms in sums.items() for k in terms}
+        kept = [c for c in out.columns if c not in done]
 
     result = []
     for c in columns:
