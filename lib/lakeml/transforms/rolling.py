@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from pyspark.sql import Column, DataFrame, Window, WindowSpec
-from pyspark.sql import functions as F
+from pyspark.sql import DataFrame
 
 ROLLING_STATS = ("mean", "std", "min", "max", "slope")
 
@@ -20,37 +19,46 @@ ROLLING_STATS = ("mean", "std", "min", "max", "slope")
 # Statistics computed from running sums (one pass per partition); min and max come from spans.
 _FROM_SUMS = ("mean", "std", "slope")
 
+# The expressions are SQL text applied with one ``selectExpr`` per pass: building ~1,000 window
+# Columns one by one costs tens of thousands of Py4J round trips (about 10 s of driver time per
+# run for the maintenance features), the same text costs one call.
 
-def _frame_sums(c: str, position: str) -> dict[str, Column]:
-    """Per-row terms whose sums over a frame give count, mean, sample std and slope of ``c``."""
-    v, present = F.col(c), F.col(c).isNotNull()
-    pos = F.col(position).cast("double")
+
+def quoted(name: str) -> str:
+    """``name`` as a SQL identifier (backticks, inner backticks doubled)."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _frame_sums(c: str, position: str) -> dict[str, str]:
+    """Per-row terms (SQL) whose sums over a frame give count, mean, sample std and slope of ``c``."""
+    v, pos = quoted(c), f"CAST({quoted(position)} AS DOUBLE)"
+    present = f"{v} IS NOT NULL"
     return {
-        "n": present.cast("long"),
-        "s1": F.coalesce(v, F.lit(0.0)),
-        "s2": F.coalesce(v * v, F.lit(0.0)),
-        "p1": F.when(present, pos).otherwise(0.0),
-        "p2": F.when(present, pos * pos).otherwise(0.0),
-        "px": F.coalesce(pos * v, F.lit(0.0)),
+        "n": f"CAST({present} AS BIGINT)",
+        "s1": f"coalesce({v}, 0D)",
+        "s2": f"coalesce({v} * {v}, 0D)",
+        "p1": f"CASE WHEN {present} THEN {pos} ELSE 0D END",
+        "p2": f"CASE WHEN {present} THEN {pos} * {pos} ELSE 0D END",
+        "px": f"coalesce({pos} * {v}, 0D)",
     }
 
 
-def _stat_from_sums(stat: str, d: Mapping[str, Column]) -> Column:
-    """mean, sample std or least-squares slope from a frame's sums ``d`` (NULL with too few values).
+def _stat_from_sums(stat: str, d: Mapping[str, str]) -> str:
+    """mean, sample std or least-squares slope (SQL) from a frame's sums ``d`` (NULL with too few values).
 
     Every division sits inside a CASE that rules out a zero count (ANSI mode raises on x / 0).
     """
-    n = d["n"]
+    n, s1, s2, p1, p2, px = (d[k] for k in ("n", "s1", "s2", "p1", "p2", "px"))
     if stat == "mean":
-        return F.when(n > 0, d["s1"] / n)
+        return f"CASE WHEN {n} > 0 THEN {s1} / {n} END"
     if stat == "std":
-        return F.when(n > 1, F.sqrt(F.greatest((d["s2"] - d["s1"] * d["s1"] / n) / (n - 1), F.lit(0.0))))
-    var_x = d["p2"] / n - (d["p1"] / n) * (d["p1"] / n)
-    cov = d["px"] / n - (d["p1"] / n) * (d["s1"] / n)
-    return F.when(n > 1, F.when(var_x > 0, cov / var_x))
+        return f"CASE WHEN {n} > 1 THEN sqrt(greatest(({s2} - {s1} * {s1} / {n}) / ({n} - 1), 0D)) END"
+    var_x = f"({p2} / {n} - ({p1} / {n}) * ({p1} / {n}))"
+    cov = f"({px} / {n} - ({p1} / {n}) * ({s1} / {n}))"
+    return f"CASE WHEN {n} > 1 THEN CASE WHEN {var_x} > 0 THEN {cov} / {var_x} END END"
 
 
-_EXTREMES = {"min": F.least, "max": F.greatest}  # both skip NULLs: NULL only when every value is
+_EXTREMES = {"min": "least", "max": "greatest"}  # both skip NULLs: NULL only when every value is
 _MAX_SPAN_BASE = 16  # lags per column and pass, at most; more passes beyond that
 
 
@@ -85,13 +93,11 @@ def _span(c: str, stat: str, level: int) -> str:
     return c if level == 0 else f"_span_{c}_{stat}_{level}"
 
 
-def _extreme_of_lags(c: str, stat: str, level: int, offsets: Sequence[int], ordered: WindowSpec) -> Column:
-    """``stat`` over the level's spans ending ``offsets`` rows back (lags past the partition start are NULL)."""
-    spans = [
-        F.col(_span(c, stat, level)) if k == 0 else F.lag(_span(c, stat, level), k).over(ordered)
-        for k in offsets
-    ]
-    return spans[0] if len(spans) == 1 else _EXTREMES[stat](*spans)
+def _extreme_of_lags(c: str, stat: str, level: int, offsets: Sequence[int], over: str) -> str:
+    """``stat`` (SQL) over the level's spans ending ``offsets`` rows back (lags past the partition start are NULL)."""
+    column = quoted(_span(c, stat, level))
+    spans = [column if k == 0 else f"lag({column}, {k}) {over}" for k in offsets]
+    return spans[0] if len(spans) == 1 else f"{_EXTREMES[stat]}({', '.join(spans)})"
 
 
 def with_rolling_stats(
@@ -123,10 +129,13 @@ def with_rolling_stats(
     for stat in stats:
         if stat not in ROLLING_STATS:
             raise ValueError(f"unknown rolling statistic '{stat}' (one of {', '.join(ROLLING_STATS)})")
-    ordered = Window.partitionBy(*partition_by).orderBy(*order_by)
-    running = ordered.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    over = (
+        f"OVER (PARTITION BY {', '.join(map(quoted, partition_by))} "
+        f"ORDER BY {', '.join(map(quoted, order_by))}"
+    )
+    ordered, running = over + ")", over + " ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
     position = "_rolling_position"
-    numbered = df.withColumn(position, F.row_number().over(ordered))
+    numbered = df.selectExpr(*map(quoted, df.columns), f"row_number() {ordered} AS {quoted(position)}")
     sums = {c: _frame_sums(c, position) for c in columns} if any(s in _FROM_SUMS for s in stats) else {}
     extremes = [s for s in stats if s in _EXTREMES]
     base, plan = span_plan(windows)
@@ -136,15 +145,19 @@ def with_rolling_stats(
     # ``rows`` rows earlier), and level 2; ... A window's extremes come in the pass after its level.
     out, kept = numbered, list(numbered.columns)
     for step in range(1, max(2 if sums else 0, top + 1 if extremes else 0) + 1):
-        added: list[Column] = []
+        added: list[tuple[str, str]] = []
         if step == 1:
-            cum = [(f"_cum_{c}_{k}", term) for c, terms in sums.items() for k, term in terms.items()]
-            added += [F.sum(term).over(running).alias(name) for name, term in cum]
+            added += [
+                (f"_cum_{c}_{k}", f"sum({term}) {running}")
+                for c, terms in sums.items()
+                for k, term in terms.items()
+            ]
         if step == 2:
             added += [
                 (
-                    F.col(f"_cum_{c}_{k}") - F.coalesce(F.lag(f"_cum_{c}_{k}", rows).over(ordered), F.lit(0))
-                ).alias(f"_frame_{c}_{name}_{k}")
+                    f"_frame_{c}_{name}_{k}",
+                    f"{quoted(f'_cum_{c}_{k}')} - coalesce(lag({quoted(f'_cum_{c}_{k}')}, {rows}) {ordered}, 0)",
+                )
                 for c, terms in sums.items()
                 for name, rows in windows.items()
                 for k in terms
@@ -152,12 +165,12 @@ def with_rolling_stats(
         if step <= top:
             offsets = [i * base ** (step - 1) for i in range(base)]
             added += [
-                _extreme_of_lags(c, s, step - 1, offsets, ordered).alias(_span(c, s, step))
+                (_span(c, s, step), _extreme_of_lags(c, s, step - 1, offsets, ordered))
                 for c in columns
                 for s in extremes
             ]
         added += [
-            _extreme_of_lags(c, s, level, offsets, ordered).alias(f"_ext_{c}_{name}_{s}")
+            (f"_ext_{c}_{name}_{s}", _extreme_of_lags(c, s, level, offsets, ordered))
             for name, (level, offsets) in plan.items()
             if level == step - 1
             for c in columns
@@ -165,7 +178,7 @@ def with_rolling_stats(
         ]
         # Carry only what later passes read: the previous level's spans (and, after pass 2, the
         # running sums) are done with.
-        out = out.select(*[F.col(c) for c in kept], *added)
+        out = out.selectExpr(*map(quoted, kept), *[f"{sql} AS {quoted(name)}" for name, sql in added])
         done = {_span(c, s, step - 1) for c in columns for s in extremes} if step > 1 else set()
         if step == 2:
             done |= {f"_cum_{c}_{k}" for c, terms in sums.items() for k in terms}
@@ -174,8 +187,8 @@ def with_rolling_stats(
     result = []
     for c in columns:
         for name in windows:
-            d = {k: F.col(f"_frame_{c}_{name}_{k}") for k in sums.get(c, {})}
+            d = {k: quoted(f"_frame_{c}_{name}_{k}") for k in sums.get(c, {})}
             for stat in stats:
-                value = _stat_from_sums(stat, d) if stat in _FROM_SUMS else F.col(f"_ext_{c}_{name}_{stat}")
-                result.append(value.alias(f"{c}_{name}_{stat}"))
-    return out.select(*df.columns, *result)
+                value = _stat_from_sums(stat, d) if stat in _FROM_SUMS else quoted(f"_ext_{c}_{name}_{stat}")
+                result.append(f"{value} AS {quoted(f'{c}_{name}_{stat}')}")
+    return out.selectExpr(*map(quoted, df.columns), *result)
