@@ -103,6 +103,7 @@ def test_labels_as_of_the_cutoff_and_merchant_risk_from_known_labels_only(spark,
         chargeback("old2", T0 + dt.timedelta(days=1)),  # reported after D: not known on D
         chargeback("now", T0 + dt.timedelta(days=5)),  # the label, known by a later cut-off
         chargeback("old3", T0 - dt.timedelta(days=4), "13.1"),  # not a fraud reason code
+        chargeback("old_legit", T0 - dt.timedelta(days=71)),  # dated before its transaction: not its
     ]
     config, lake = make_lake(spark, tmp_path, rows, cbs)
     settings = config.features.banking

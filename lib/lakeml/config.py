@@ -163,6 +163,9 @@ class BankingFeaturesConfig:
     # Pseudo-counts pulling a category's fraud rate toward the overall prior when it has few transactions.
     mcc_risk_prior_rate: float
     mcc_risk_prior_weight: float
+    # Chargebacks of a run's window up to this many rows (file statistics) are broadcast to the
+    # transactions instead of shuffling both sides; above it, a shuffle join.
+    chargeback_broadcast_rows: int
     # Local hours [start, end) that count as night-time.
     night_start_hour: int
     night_end_hour: int

@@ -17,13 +17,14 @@ Labels (not features) are as of ``label_cutoff`` (end of that day): ``label_frau
 chargeback with a fraud reason code was reported within ``label_window_days`` of the transaction,
 by the cut-off, and not reversed by then; 0 when the window has closed without one; NULL
 (``label_status`` = ``immature``) when the window is still open: too recent is unlabeled, not negative.
+A chargeback dated (UTC) before its transaction's day is not one of it.
 Labels change after a day is computed (chargebacks and reversals keep arriving), so every run
 recomputes the labels of the ``label_refresh_days`` days before the ones it computes, as of its
 cut-off, and rewrites the days where a label changed in the same commit.
 
 Incremental by design. Windows longer than a day must be whole days. To compute day D the job reads
 at row level only the days a window can cut through (D, D-1 and D-k for each k-day window) and
-per-card daily aggregates (count, Σ, Σ², last transaction) of the other days in the lookback; a
+per-card sums (count, Σ, Σ², last transaction) over the other days of the lookback; a
 range of days reads every day at row level. Both give the same rows (tests compare them).
 """
 
@@ -33,6 +34,7 @@ import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -138,7 +140,7 @@ def row_level_days(targets: Sequence[dt.date], hours: Mapping[str, float]) -> li
 def aggregate_days(
     targets: Sequence[dt.date], row_days: Sequence[dt.date], hours: Mapping[str, float]
 ) -> list[dt.date]:
-    """Days of the lookback not read row by row: they enter as per-card daily aggregates."""
+    """Days of the lookback not read row by row: they enter as per-card sums (card_aggregates_before)."""
     lookback = math.ceil(max(hours.values()) / 24)
     wanted = {d - dt.timedelta(days=k) for d in targets for k in range(1, lookback)}
     return sorted(wanted - set(row_days))
@@ -175,8 +177,14 @@ def with_velocity_features(rows: DataFrame, hours: Mapping[str, float]) -> DataF
     )
 
 
-def daily_card_aggregates(rows: DataFrame) -> DataFrame:
-    """Reads card_token, event_date, ts, txn_id, amount_eur, lat, lon; one row per card and day with n, Σ, Σ², last."""
+def card_aggregates_before(rows: DataFrame, day: dt.date, hours: Mapping[str, float]) -> DataFrame:
+    """Reads card_token, event_date, ts, txn_id, amount_eur, lat, lon of whole days before ``day``; per card the count and Σ of each day-long window's days, Σ² and the last transaction.
+
+    One aggregation per card (partial sums before the shuffle), for the one target ``day`` of an
+    incremental run: the whole days inside a window enter as these sums instead of row by row.
+    """
+    windows = {name: int(h // 24) for name, h in hours.items() if h >= 24}
+    longest = max(windows.values(), default=0)
     amount = F.col("amount_eur").cast("double")
     last = F.struct(
         epoch_micros(F.col("ts")).alias("t"),
@@ -184,33 +192,30 @@ def daily_card_aggregates(rows: DataFrame) -> DataFrame:
         F.col("lat").alias("lat"),
         F.col("lon").alias("lon"),
     )
-    return rows.groupBy(CARD, F.col("event_date").alias("day")).agg(
-        F.count(F.lit(1)).alias("n"),
-        F.sum(amount).alias("s"),
-        F.sum(amount * amount).alias("ss"),
-        F.max(last).alias("last"),
+    inside = {name: F.col("event_date") > F.lit(day - dt.timedelta(days=k)) for name, k in windows.items()}
+    in_reach = (F.col("event_date") < F.lit(day)) & (
+        F.col("event_date") > F.lit(day - dt.timedelta(days=longest))
+    )
+    return (
+        rows.where(in_reach)
+        .groupBy(CARD)
+        .agg(
+            *[F.sum(F.when(cond, 1).otherwise(0)).alias(f"_an_{n}") for n, cond in inside.items()],
+            *[F.sum(F.when(cond, amount).otherwise(0.0)).alias(f"_as_{n}") for n, cond in inside.items()],
+            F.sum(amount * amount).alias("_ass"),
+            F.max(last).alias("_alast"),
+        )
+        .withColumn("as_of_date", F.lit(day))
     )
 
 
 def with_aggregate_contributions(
-    targets: DataFrame, daily: DataFrame | None, hours: Mapping[str, float]
+    targets: DataFrame, sums: DataFrame | None, hours: Mapping[str, float]
 ) -> DataFrame:
-    """Reads card_token, as_of_date and the row-level window columns; adds the daily aggregates' share."""
-    windows = {name: int(h // 24) for name, h in hours.items() if h >= 24}
-    longest = max(windows.values(), default=0)
-    if daily is None:
+    """Reads card_token, as_of_date and the row-level window columns; adds the whole days' share (card_aggregates_before)."""
+    if sums is None:
         return targets
-    keys = targets.select(CARD, "as_of_date").distinct()
-    joined = keys.join(daily, CARD).where(
-        (F.col("day") < F.col("as_of_date")) & (F.col("day") > F.date_sub("as_of_date", longest))
-    )
-    inside = {name: F.col("day") > F.date_sub("as_of_date", k) for name, k in windows.items()}
-    sums = joined.groupBy(CARD, "as_of_date").agg(
-        *[F.sum(F.when(cond, F.col("n")).otherwise(0)).alias(f"_an_{n}") for n, cond in inside.items()],
-        *[F.sum(F.when(cond, F.col("s")).otherwise(0.0)).alias(f"_as_{n}") for n, cond in inside.items()],
-        F.sum("ss").alias("_ass"),
-        F.max("last").alias("_alast"),
-    )
+    windows = [name for name, h in hours.items() if h >= 24]
     out = targets.join(sums, [CARD, "as_of_date"], "left")
     for name in windows:
         out = out.withColumn(f"_n_{name}", F.col(f"_n_{name}") + F.coalesce(F.col(f"_an_{name}"), F.lit(0)))
@@ -251,12 +256,11 @@ def with_derived_features(df: DataFrame, settings: BankingFeaturesConfig, longes
 
 
 def mcc_risk_rates(
-    transactions: DataFrame, chargebacks: DataFrame, target_days: DataFrame, settings: BankingFeaturesConfig
+    transactions: DataFrame, fraud: DataFrame, target_days: DataFrame, settings: BankingFeaturesConfig
 ) -> DataFrame:
-    """Reads transactions (txn_id, mcc, ts, event_date), silver chargebacks and target days; (mcc, as_of_date, mcc_risk_rate)."""
-    fraud = fraud_chargebacks(chargebacks, transactions.select("txn_id", "ts"), settings)
+    """Reads transactions (mcc, event_date), fraud chargebacks (fraud_chargebacks) and target days; (mcc, as_of_date, mcc_risk_rate)."""
     daily = transactions.groupBy("mcc", F.col("event_date").alias("day")).agg(F.count(F.lit(1)).alias("txns"))
-    events = transactions.select("txn_id", "mcc", F.col("event_date").alias("day")).join(fraud, "txn_id")
+    events = fraud.select("mcc", F.col("event_date").alias("day"), "reported_at", "reversed_at")
     in_window = (F.col("day") < F.col("as_of_date")) & (
         F.col("day") >= F.date_sub("as_of_date", settings.mcc_risk_days)
     )
@@ -286,22 +290,31 @@ def mcc_risk_rates(
 
 
 def fraud_chargebacks(
-    chargebacks: DataFrame, transactions: DataFrame, settings: BankingFeaturesConfig
+    chargebacks: DataFrame, transactions: DataFrame, settings: BankingFeaturesConfig, broadcast: bool = False
 ) -> DataFrame:
-    """Reads silver chargebacks and (txn_id, ts); per txn_id its first fraud chargeback in the label window and its reversal."""
+    """Reads silver chargebacks and (txn_id, ts, mcc, event_date); per transaction its first fraud chargeback in the label window and its reversal.
+
+    ``broadcast``: the chargebacks (the small side) are sent to the transactions, not both shuffled.
+    """
+    chargebacks = chargebacks.select("txn_id", "reported_at", "reason_code", "is_reversal")
+    if broadcast:
+        chargebacks = F.broadcast(chargebacks)
+    # A chargeback dated before its transaction's day is not one of it (and runs read chargebacks
+    # from their first transaction day on, so every run sees the same ones).
     reported = chargebacks.join(transactions, "txn_id").where(
-        F.col("reported_at") <= F.col("ts") + F.make_dt_interval(days=F.lit(settings.label_window_days))
+        (F.col("reported_at") <= F.col("ts") + F.make_dt_interval(days=F.lit(settings.label_window_days)))
+        & (F.to_date("reported_at") >= F.to_date("ts"))
     )
     first = (
         reported.where(F.col("reason_code").isin(*settings.fraud_reason_codes))
-        .groupBy("txn_id")
+        .groupBy("txn_id", "mcc", "event_date")
         .agg(F.min("reported_at").alias("reported_at"))
     )
     reversals = chargebacks.where(F.col("is_reversal")).select("txn_id", F.col("reported_at").alias("rev"))
     return (
         first.join(reversals, "txn_id", "left")
         .where(F.col("rev").isNull() | (F.col("rev") > F.col("reported_at")))
-        .groupBy("txn_id", "reported_at")
+        .groupBy("txn_id", "mcc", "event_date", "reported_at")
         .agg(F.min("rev").alias("reversed_at"))
     )
 
@@ -340,7 +353,7 @@ def compute_transaction_features(
     settings: BankingFeaturesConfig,
     label_cutoff: dt.date,
 ) -> DataFrame:
-    """Reads silver transaction rows (+ daily aggregates of other days); the feature rows of the target days."""
+    """Reads silver transaction rows (+ per-card sums of the other days); the feature rows of the target days."""
     hours = window_hours(settings)
     longest = max(hours, key=lambda k: hours[k])
     velocity = with_velocity_features(row_level.select(*_ROW_COLUMNS, "event_date"), hours)
@@ -411,17 +424,49 @@ def build_transaction_features(
     row_days = row_level_days(targets, hours)
     agg_days = aggregate_days(targets, row_days, hours)
     row_level = silver.read(where=[("event_date", "in", row_days)])
-    daily = daily_card_aggregates(silver.read(where=[("event_date", "in", agg_days)])) if agg_days else None
-    # Merchant-category risk and labels need the transactions of their own windows (narrow columns).
+    # Only a single day has whole days to aggregate (a range reads its whole lookback row by row).
+    daily = (
+        card_aggregates_before(silver.read(where=[("event_date", "in", agg_days)]), targets[0], hours)
+        if agg_days
+        else None
+    )
+    # Merchant-category risk and labels need the transactions of their own windows (narrow columns),
+    # and the chargebacks of those transactions: reported after them, so from the same first day.
     first_needed = first_date - dt.timedelta(days=max(settings.mcc_risk_days, settings.label_window_days))
     first_needed = min([first_needed, *relabel])
     narrow = silver.read(where=[("event_date", ">=", first_needed), ("event_date", "<=", last_date)]).select(
         "txn_id", "mcc", "ts", "event_date"
     )
-    chargebacks = lake.table("silver", "chargebacks").read()
-    target_days = spark.createDataFrame([(d,) for d in targets], "as_of_date date")
-    rates = mcc_risk_rates(narrow, chargebacks, target_days, settings)
-    fraud = fraud_chargebacks(chargebacks, narrow.select("txn_id", "ts"), settings)
+    chargeback_table = lake.table("silver", "chargebacks")
+    since = [("event_date", ">=", first_needed)]
+    chargebacks = chargeback_table.read(where=since)
+    chargeback_rows = [f.num_records for f in chargeback_table.files(since)]
+    small = None not in chargeback_rows and sum(chargeback_rows) <= settings.chargeback_broadcast_rows
+    # Used three times (risk rates, labels, label refresh) and small: computed once.
+    fraud = fraud_chargebacks(chargebacks, narrow, settings, broadcast=small)
+    fraud = fraud.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        return _write_transaction_features(lake, settings, cutoff, targets, relabel, row_level, daily, fraud)
+    finally:
+        fraud.unpersist()
+
+
+def _write_transaction_features(
+    lake: Lakehouse,
+    settings: BankingFeaturesConfig,
+    cutoff: dt.date,
+    targets: Sequence[dt.date],
+    relabel: Sequence[dt.date],
+    row_level: DataFrame,
+    daily: DataFrame | None,
+    fraud: DataFrame,
+) -> dict[str, int]:
+    """Compute the target days' rows and the changed refresh days' labels; write them in one commit."""
+    risk_start = min(targets) - dt.timedelta(days=settings.mcc_risk_days)
+    silver = lake.table("silver", "transactions")
+    in_risk_window = silver.read(where=[("event_date", ">=", risk_start), ("event_date", "<", max(targets))])
+    target_days = lake.spark.createDataFrame([(d,) for d in targets], "as_of_date date")
+    rates = mcc_risk_rates(in_risk_window.select("mcc", "event_date"), fraud, target_days, settings)
     features = compute_transaction_features(row_level, daily, rates, fraud, targets, settings, cutoff)
     gold = lake.table("gold", "transaction_features").create(TRANSACTION_FEATURES_SCHEMA, ["as_of_date"])
     changed: list[dt.date] = []
