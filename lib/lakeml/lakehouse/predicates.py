@@ -17,6 +17,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from lakeml.errors import TableError
+from lakeml.sqltext import sql_identifier
 
 Filter = tuple[str, str, Any]
 Filters = Sequence[Filter]
@@ -103,7 +104,7 @@ def to_sql(filters: Filters) -> str:
     """The filters as a Spark SQL predicate (for delta-spark's replaceWhere)."""
     parts = []
     for column, op, value in filters:
-        name = "`" + column.replace("`", "``") + "`"
+        name = sql_identifier(column)
         if op in ("is null", "is not null"):
             parts.append(f"{name} {op.upper()}")
         elif op in ("in", "not in"):

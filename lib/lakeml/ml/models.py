@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from lakeml.errors import ConfigError
+from lakeml.sqltext import sql_identifier as _q
 
 # What a Pipeline accepts as a stage.
 PipelineStage = Estimator | Transformer
@@ -25,10 +26,6 @@ PipelineStage = Estimator | Transformer
 FEATURES = "features"
 SCORE = "score"
 _NUMERIC = (T.NumericType, T.BooleanType)
-
-
-def _q(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
 
 
 def feature_stages(

@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 
 from pyspark.sql import DataFrame
 
+from lakeml.sqltext import sql_identifier as quoted
+
 ROLLING_STATS = ("mean", "std", "min", "max", "slope")
 
 
@@ -22,11 +24,6 @@ _FROM_SUMS = ("mean", "std", "slope")
 # The expressions are SQL text applied with one ``selectExpr`` per pass: building ~1,000 window
 # Columns one by one costs tens of thousands of Py4J round trips (about 10 s of driver time per
 # run for the maintenance features), the same text costs one call.
-
-
-def quoted(name: str) -> str:
-    """``name`` as a SQL identifier (backticks, inner backticks doubled)."""
-    return "`" + name.replace("`", "``") + "`"
 
 
 def _frame_sums(c: str, position: str) -> dict[str, str]:
