@@ -11,9 +11,13 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from lakeml.config import load_config
-from lakeml.domains.banking.features import TRANSACTION_FEATURES_SCHEMA, build_transaction_features
+from lakeml.domains.banking.features import (
+    TRANSACTION_FEATURES_SCHEMA,
+    build_transaction_features,
+    refresh_transaction_labels,
+)
 from lakeml.domains.banking.silver import CHARGEBACKS_SILVER_SCHEMA, TRANSACTIONS_SILVER_SCHEMA
-from lakeml.errors import ConfigError
+from lakeml.errors import ConfigError, JobFailed
 from lakeml.lakehouse import Lakehouse
 
 D = dt.date(2026, 3, 10)
@@ -128,7 +132,7 @@ def test_labels_as_of_the_cutoff_and_merchant_risk_from_known_labels_only(spark,
     assert (old.txn_id, old.label_status, old.label_fraud) == ("old_legit", "legit", 0)  # window closed, none
 
 
-def test_a_later_daily_run_refreshes_changed_labels_of_earlier_days_only(spark, tmp_path):
+def test_a_daily_run_writes_its_day_only_and_the_refresh_rewrites_changed_label_days_only(spark, tmp_path):
     h = dt.timedelta(hours=1)
     rows = [
         txn("quiet", "Q", T0 - 24 * h, 20),  # day D-1: no chargeback, window still open at D+6
@@ -137,15 +141,23 @@ def test_a_later_daily_run_refreshes_changed_labels_of_earlier_days_only(spark, 
     ]
     cbs = [chargeback("now", T0 + 5 * 24 * h)]
     config, lake = make_lake(spark, tmp_path, rows, cbs)
+    gold = lake.table("gold", "transaction_features")
     build_transaction_features(spark, config, D - dt.timedelta(days=1), D)
     assert {r.txn_id: r.label_status for r in features(lake).collect()} == {
         "quiet": "immature",
         "now": "immature",
     }
+    earlier_files = {f.path for f in gold.files([("as_of_date", "<=", D)])}
 
     later = D + dt.timedelta(days=6)
     counts = build_transaction_features(spark, config, later, later)
-    assert counts["relabelled_days"] == 1
+    assert counts == {"transaction_features": 1, "days": 1}
+    # The daily run committed its own day only: the earlier days' files are the same files.
+    assert {f.path for f in gold.files([("as_of_date", "<=", D)])} == earlier_files
+    assert features(lake, D).first().label_status == "immature"
+
+    refreshed = refresh_transaction_labels(spark, config, later)
+    assert refreshed == {"relabelled_days": 1, "rows": 1}
     got = features(lake).select("txn_id", "as_of_date", "label_status", "label_fraud", "label_cutoff_date")
     expected = spark.createDataFrame(
         [
@@ -156,17 +168,24 @@ def test_a_later_daily_run_refreshes_changed_labels_of_earlier_days_only(spark, 
         "txn_id string, as_of_date date, label_status string, label_fraud int, label_cutoff_date date",
     )
     assertDataFrameEqual(got, expected, checkRowOrder=False)
-    before = features(lake).drop("label_cutoff_date")
-    rerun = build_transaction_features(spark, config, later, later)
-    assert rerun["relabelled_days"] == 0  # nothing left to refresh
-    assertDataFrameEqual(features(lake).drop("label_cutoff_date"), before, checkRowOrder=False)
+    assert {f.path for f in gold.files([("as_of_date", "=", D - dt.timedelta(days=1))])} <= earlier_files
+    version = gold.version()
+    assert refresh_transaction_labels(spark, config, later) == {"relabelled_days": 0, "rows": 0}
+    # A refresh as of an older date does not move labels back.
+    assert refresh_transaction_labels(spark, config, D) == {"relabelled_days": 0, "rows": 0}
+    assert gold.version() == version  # nothing committed
     with pytest.raises(ConfigError, match="label_refresh_days"):
-        build_transaction_features(
+        refresh_transaction_labels(
             spark,
             load_config("test", [f"lakehouse.root={tmp_path}", "features.banking.label_refresh_days=10"]),
             D,
-            D,
         )
+
+
+def test_refresh_before_any_feature_run_fails_clearly(spark, tmp_path):
+    config, _ = make_lake(spark, tmp_path, [txn("a", "A", T0, 1)])
+    with pytest.raises(JobFailed, match="run banking.build_features first"):
+        refresh_transaction_labels(spark, config, D)
 
 
 def history(days: int, cards: int = 3) -> list[dict]:

@@ -18,9 +18,11 @@ chargeback with a fraud reason code was reported within ``label_window_days`` of
 by the cut-off, and not reversed by then; 0 when the window has closed without one; NULL
 (``label_status`` = ``immature``) when the window is still open: too recent is unlabeled, not negative.
 A chargeback dated (UTC) before its transaction's day is not one of it.
-Labels change after a day is computed (chargebacks and reversals keep arriving), so every run
-recomputes the labels of the ``label_refresh_days`` days before the ones it computes, as of its
-cut-off, and rewrites the days where a label changed in the same commit.
+Labels change after a day is computed (chargebacks and reversals keep arriving, 2–45 days late).
+The daily feature run writes only its own days; ``refresh_transaction_labels`` (its own job, run
+before training) recomputes the labels of the ``label_refresh_days`` days up to its cut-off and
+rewrites only the days where one changed. Kept apart because with fraud on most days a refresh
+inside every daily run would rewrite ~45 days of rows to change a few hundred labels.
 
 Incremental by design. Windows longer than a day must be whole days. To compute day D the job reads
 at row level only the days a window can cut through (D, D-1 and D-k for each k-day window) and
@@ -40,7 +42,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from lakeml.config import BankingFeaturesConfig, Config
-from lakeml.errors import ConfigError
+from lakeml.errors import ConfigError, JobFailed
 from lakeml.lakehouse import Lakehouse
 from lakeml.transforms import Transform
 from lakeml.transforms.windows import (
@@ -374,32 +376,51 @@ def compute_transaction_features(
 LABEL_COLUMNS = ("label_fraud", "label_status", "label_cutoff_date")
 
 
-def refresh_days(first_date: dt.date, last_date: dt.date, settings: BankingFeaturesConfig) -> list[dt.date]:
-    """Days before the computed ones whose labels are recomputed as of ``last_date`` (label_refresh_days)."""
+def refresh_days(cutoff: dt.date, settings: BankingFeaturesConfig) -> list[dt.date]:
+    """The days whose labels a refresh as of ``cutoff`` recomputes: the ``label_refresh_days`` before it and itself."""
     if settings.label_refresh_days < settings.label_window_days:
         raise ConfigError(
             f"features.banking.label_refresh_days ({settings.label_refresh_days}) must be at least "
             f"label_window_days ({settings.label_window_days}), or some days would never mature"
         )
-    start = last_date - dt.timedelta(days=settings.label_refresh_days)
-    return [start + dt.timedelta(days=i) for i in range((first_date - start).days)]
+    start = cutoff - dt.timedelta(days=settings.label_refresh_days)
+    return [start + dt.timedelta(days=i) for i in range(settings.label_refresh_days + 1)]
 
 
 def with_refreshed_labels(fraud: DataFrame, settings: BankingFeaturesConfig, cutoff: dt.date) -> Transform:
-    """Reads feature rows with labels; replaces the labels by those as of ``cutoff``, adds ``_label_changed``."""
+    """Reads feature rows with labels; replaces the labels by those as of ``cutoff``, adds ``_label_changed``.
+
+    A label already as of a later cut-off is kept (a refresh for an older date never moves labels back).
+    """
 
     def apply(rows: DataFrame) -> DataFrame:
-        relabelled = with_labels(
-            rows.withColumnRenamed("label_status", "_old_status").drop("label_fraud", "label_cutoff_date"),
-            fraud,
-            settings,
-            cutoff,
-        )
-        return relabelled.withColumn("_label_changed", F.col("label_status") != F.col("_old_status")).drop(
-            "_old_status"
+        renamed = dict(zip(LABEL_COLUMNS, ("_old_fraud", "_old_status", "_old_cutoff"), strict=True))
+        relabelled = with_labels(rows.withColumnsRenamed(renamed), fraud, settings, cutoff)
+        changed = (F.col("_old_cutoff") < F.lit(cutoff)) & (F.col("label_status") != F.col("_old_status"))
+        labels = [F.when(changed, F.col(c)).otherwise(F.col(old)).alias(c) for c, old in renamed.items()]
+        return relabelled.select(
+            *[c for c in rows.columns if c not in renamed], *labels, changed.alias("_label_changed")
         )
 
     return apply
+
+
+def _fraud_rows(lake: Lakehouse, settings: BankingFeaturesConfig, first: dt.date, last: dt.date) -> DataFrame:
+    """Fraud chargebacks (fraud_chargebacks) of the transactions of [first, last], persisted: used several times.
+
+    Chargebacks are read from ``first`` on: one dated before its transaction's day does not count.
+    """
+    narrow = (
+        lake.table("silver", "transactions")
+        .read(where=[("event_date", ">=", first), ("event_date", "<=", last)])
+        .select("txn_id", "mcc", "ts", "event_date")
+    )
+    chargeback_table = lake.table("silver", "chargebacks")
+    since = [("event_date", ">=", first)]
+    rows = [f.num_records for f in chargeback_table.files(since)]
+    small = None not in rows and sum(rows) <= settings.chargeback_broadcast_rows
+    fraud = fraud_chargebacks(chargeback_table.read(where=since), narrow, settings, broadcast=small)
+    return fraud.persist(StorageLevel.MEMORY_AND_DISK)
 
 
 def build_transaction_features(
@@ -411,14 +432,13 @@ def build_transaction_features(
 ) -> dict[str, int]:
     """Compute and write gold/transaction_features for every as_of_date in [first_date, last_date].
 
-    In the same commit, the days of the refresh window before ``first_date`` whose labels changed by
-    the cut-off are rewritten with the new labels (their features are final and are kept as they are).
+    Labels are as of ``label_cutoff`` (default ``last_date``); other days are not touched (their
+    labels mature through ``refresh_transaction_labels``).
     """
     settings = config.features.banking
     hours = window_hours(settings)
     cutoff = label_cutoff or last_date
     targets = [first_date + dt.timedelta(days=i) for i in range((last_date - first_date).days + 1)]
-    relabel = refresh_days(first_date, cutoff, settings)
     lake = Lakehouse(spark, config)
     silver = lake.table("silver", "transactions")
     row_days = row_level_days(targets, hours)
@@ -430,66 +450,54 @@ def build_transaction_features(
         if agg_days
         else None
     )
-    # Merchant-category risk and labels need the transactions of their own windows (narrow columns),
-    # and the chargebacks of those transactions: reported after them, so from the same first day.
-    first_needed = first_date - dt.timedelta(days=max(settings.mcc_risk_days, settings.label_window_days))
-    first_needed = min([first_needed, *relabel])
-    narrow = silver.read(where=[("event_date", ">=", first_needed), ("event_date", "<=", last_date)]).select(
-        "txn_id", "mcc", "ts", "event_date"
-    )
-    chargeback_table = lake.table("silver", "chargebacks")
-    since = [("event_date", ">=", first_needed)]
-    chargebacks = chargeback_table.read(where=since)
-    chargeback_rows = [f.num_records for f in chargeback_table.files(since)]
-    small = None not in chargeback_rows and sum(chargeback_rows) <= settings.chargeback_broadcast_rows
-    # Used three times (risk rates, labels, label refresh) and small: computed once.
-    fraud = fraud_chargebacks(chargebacks, narrow, settings, broadcast=small)
-    fraud = fraud.persist(StorageLevel.MEMORY_AND_DISK)
+    # Merchant-category risk needs the frauds of its own window; the labels those of the targets.
+    fraud = _fraud_rows(lake, settings, first_date - dt.timedelta(days=settings.mcc_risk_days), last_date)
     try:
-        return _write_transaction_features(lake, settings, cutoff, targets, relabel, row_level, daily, fraud)
+        risk_start = first_date - dt.timedelta(days=settings.mcc_risk_days)
+        in_risk_window = silver.read(where=[("event_date", ">=", risk_start), ("event_date", "<", last_date)])
+        target_days = spark.createDataFrame([(d,) for d in targets], "as_of_date date")
+        rates = mcc_risk_rates(in_risk_window.select("mcc", "event_date"), fraud, target_days, settings)
+        features = compute_transaction_features(row_level, daily, rates, fraud, targets, settings, cutoff)
+        gold = lake.table("gold", "transaction_features").create(TRANSACTION_FEATURES_SCHEMA, ["as_of_date"])
+        outcome = gold.overwrite_where(features, [("as_of_date", "in", targets)])
     finally:
         fraud.unpersist()
+    return {"transaction_features": outcome.rows_added, "days": len(targets)}
 
 
-def _write_transaction_features(
-    lake: Lakehouse,
-    settings: BankingFeaturesConfig,
-    cutoff: dt.date,
-    targets: Sequence[dt.date],
-    relabel: Sequence[dt.date],
-    row_level: DataFrame,
-    daily: DataFrame | None,
-    fraud: DataFrame,
-) -> dict[str, int]:
-    """Compute the target days' rows and the changed refresh days' labels; write them in one commit."""
-    risk_start = min(targets) - dt.timedelta(days=settings.mcc_risk_days)
-    silver = lake.table("silver", "transactions")
-    in_risk_window = silver.read(where=[("event_date", ">=", risk_start), ("event_date", "<", max(targets))])
-    target_days = lake.spark.createDataFrame([(d,) for d in targets], "as_of_date date")
-    rates = mcc_risk_rates(in_risk_window.select("mcc", "event_date"), fraud, target_days, settings)
-    features = compute_transaction_features(row_level, daily, rates, fraud, targets, settings, cutoff)
-    gold = lake.table("gold", "transaction_features").create(TRANSACTION_FEATURES_SCHEMA, ["as_of_date"])
-    changed: list[dt.date] = []
-    if relabel:
+def refresh_transaction_labels(spark: SparkSession, config: Config, cutoff: dt.date) -> dict[str, int]:
+    """Rewrite the days of gold/transaction_features in the refresh window whose labels changed by ``cutoff``.
+
+    Features are final and kept as they are; a day whose labels did not change is not rewritten, so a
+    rerun commits nothing.
+    """
+    settings = config.features.banking
+    days = refresh_days(cutoff, settings)
+    lake = Lakehouse(spark, config)
+    gold = lake.table("gold", "transaction_features")
+    if not gold.exists():
+        raise JobFailed(
+            f"gold/transaction_features does not exist at {gold.uri}: run banking.build_features first"
+        )
+    fraud = _fraud_rows(lake, settings, days[0], cutoff)
+    try:
         # The label columns alone find the changed days (one row per day: metadata, bounded by the
         # refresh window); only those days are then read whole.
-        probe = gold.read(where=[("as_of_date", "in", relabel)]).select(
+        probe = gold.read(where=[("as_of_date", "in", days)]).select(
             "txn_id", "ts", "as_of_date", *LABEL_COLUMNS
         )
         refreshed = probe.transform(with_refreshed_labels(fraud, settings, cutoff))
         changed = sorted(
             r[0] for r in refreshed.where("_label_changed").select("as_of_date").distinct().collect()
         )
-    if changed:
+        if not changed:
+            return {"relabelled_days": 0, "rows": 0}
         rewritten = (
             gold.read(where=[("as_of_date", "in", changed)])
             .transform(with_refreshed_labels(fraud, settings, cutoff))
             .select(*TRANSACTION_FEATURES_SCHEMA.fieldNames())
         )
-        features = features.unionByName(rewritten)
-    outcome = gold.overwrite_where(features, [("as_of_date", "in", [*changed, *targets])])
-    return {
-        "transaction_features": outcome.rows_added,
-        "days": len(targets),
-        "relabelled_days": len(changed),
-    }
+        outcome = gold.overwrite_where(rewritten, [("as_of_date", "in", changed)])
+    finally:
+        fraud.unpersist()
+    return {"relabelled_days": len(changed), "rows": outcome.rows_added}

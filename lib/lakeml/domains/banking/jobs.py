@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lakeml.domains.banking.features import build_transaction_features
+from lakeml.domains.banking.features import build_transaction_features, refresh_transaction_labels
 from lakeml.domains.banking.fraud_model import score_fraud, train_fraud_model
 from lakeml.domains.banking.silver import CHARGEBACKS, TRANSACTIONS
 from lakeml.ingest.bronze import bronze_job
@@ -38,14 +38,21 @@ def build_silver(ctx: JobContext) -> JobResult:
 
 @job("banking.build_features", depends_on=["banking.build_silver"])
 def build_features(ctx: JobContext) -> JobResult:
-    """silver/{transactions, chargebacks} → gold/transaction_features for the run date (labels as of it)."""
+    """silver/{transactions, chargebacks} → gold/transaction_features of the run date(s) only (labels as of it)."""
     counts = build_transaction_features(ctx.spark, ctx.config, ctx.start_date, ctx.run_date)
     return JobResult(
         rows_in=counts["transaction_features"], rows_out=counts["transaction_features"], details=counts
     )
 
 
-@job("banking.train_fraud", depends_on=["banking.build_features"])
+@job("banking.refresh_labels", depends_on=["banking.build_features"])
+def refresh_labels(ctx: JobContext) -> JobResult:
+    """silver/chargebacks → the days of gold/transaction_features whose labels changed by the run date."""
+    counts = refresh_transaction_labels(ctx.spark, ctx.config, ctx.run_date)
+    return JobResult(rows_in=counts["rows"], rows_out=counts["rows"], details=counts)
+
+
+@job("banking.train_fraud", depends_on=["banking.refresh_labels"])
 def train_fraud(ctx: JobContext) -> JobResult:
     """gold/transaction_features (pinned) → fraud classifier in MLflow; champion if it beats the current one."""
     return training_result(train_fraud_model(ctx.spark, ctx.config, ctx.run_date))
