@@ -40,8 +40,8 @@ def chargeback(txn_id, reported_at, code="10.4"):
     }  # fmt: skip
 
 
-def make_lake(spark, root, transactions, chargebacks=()):
-    config = load_config("test", [f"lakehouse.root={root}"])
+def make_lake(spark, root, transactions, chargebacks=(), overrides=()):
+    config = load_config("test", [f"lakehouse.root={root}", *overrides])
     lake = Lakehouse(spark, config)
     silver = lake.table("silver", "transactions").create(TRANSACTIONS_SILVER_SCHEMA, ["event_date"])
     silver.append(spark.createDataFrame(transactions, TRANSACTIONS_SILVER_SCHEMA))
@@ -97,7 +97,22 @@ def test_windows_are_strictly_before_with_inclusive_start_and_ties_excluded(spar
     assert (b1.km_from_prev, b1.amount_mean_30d, b1.amount_zscore_30d) == (None, None, None)
 
 
-def test_labels_as_of_the_cutoff_and_merchant_risk_from_known_labels_only(spark, tmp_path):
+@pytest.fixture(params=["broadcast", "shuffle"])
+def chargeback_join(request, spark):
+    """Config overrides for each way the chargebacks meet the transactions (small: broadcast; else shuffled)."""
+    if request.param == "broadcast":
+        yield ()
+        return
+    # Over the limit, and no automatic broadcast either: the sort-merge join really runs.
+    previous = spark.conf.get("spark.sql.autoBroadcastJoinThreshold")
+    spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "-1")
+    try:
+        yield ("features.banking.chargeback_broadcast_rows=0",)
+    finally:
+        spark.conf.set("spark.sql.autoBroadcastJoinThreshold", previous)
+
+
+def test_labels_as_of_the_cutoff_and_merchant_risk_from_known_labels_only(spark, tmp_path, chargeback_join):
     rows = [txn(f"old{i}", "C", T0 - dt.timedelta(days=10, minutes=i), 5, mcc="7995") for i in range(4)]
     rows += [txn("now", "C", T0, 100, mcc="7995"), txn("old_legit", "E", T0 - dt.timedelta(days=70), 3)]
     cbs = [
@@ -109,7 +124,7 @@ def test_labels_as_of_the_cutoff_and_merchant_risk_from_known_labels_only(spark,
         chargeback("old3", T0 - dt.timedelta(days=4), "13.1"),  # not a fraud reason code
         chargeback("old_legit", T0 - dt.timedelta(days=71)),  # dated before its transaction: not its
     ]
-    config, lake = make_lake(spark, tmp_path, rows, cbs)
+    config, lake = make_lake(spark, tmp_path, rows, cbs, chargeback_join)
     settings = config.features.banking
     build_transaction_features(spark, config, D, D)
     now = features(lake, D).where(F.col("txn_id") == "now").first()

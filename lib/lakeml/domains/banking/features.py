@@ -405,16 +405,22 @@ def with_refreshed_labels(fraud: DataFrame, settings: BankingFeaturesConfig, cut
     return apply
 
 
-def _fraud_rows(lake: Lakehouse, settings: BankingFeaturesConfig, first: dt.date, last: dt.date) -> DataFrame:
-    """Fraud chargebacks (fraud_chargebacks) of the transactions of [first, last], persisted: used several times.
-
-    Chargebacks are read from ``first`` on: one dated before its transaction's day does not count.
-    """
-    narrow = (
+def _narrow_transactions(lake: Lakehouse, first: dt.date, last: dt.date) -> DataFrame:
+    """The silver transactions of [first, last], only the columns risk rates and labels need."""
+    return (
         lake.table("silver", "transactions")
         .read(where=[("event_date", ">=", first), ("event_date", "<=", last)])
         .select("txn_id", "mcc", "ts", "event_date")
     )
+
+
+def _fraud_rows(
+    lake: Lakehouse, settings: BankingFeaturesConfig, narrow: DataFrame, first: dt.date
+) -> DataFrame:
+    """Fraud chargebacks (fraud_chargebacks) of the ``narrow`` transactions (from day ``first`` on), persisted.
+
+    Chargebacks are read from ``first`` on: one dated before its transaction's day does not count.
+    """
     chargeback_table = lake.table("silver", "chargebacks")
     since = [("event_date", ">=", first)]
     rows = [f.num_records for f in chargeback_table.files(since)]
@@ -450,13 +456,14 @@ def build_transaction_features(
         if agg_days
         else None
     )
-    # Merchant-category risk needs the frauds of its own window; the labels those of the targets.
-    fraud = _fraud_rows(lake, settings, first_date - dt.timedelta(days=settings.mcc_risk_days), last_date)
+    # Merchant-category risk needs the transactions and frauds of its own window; labels the targets'.
+    risk_start = first_date - dt.timedelta(days=settings.mcc_risk_days)
+    narrow = _narrow_transactions(lake, risk_start, last_date)
+    fraud = _fraud_rows(lake, settings, narrow, risk_start)
     try:
-        risk_start = first_date - dt.timedelta(days=settings.mcc_risk_days)
-        in_risk_window = silver.read(where=[("event_date", ">=", risk_start), ("event_date", "<", last_date)])
         target_days = spark.createDataFrame([(d,) for d in targets], "as_of_date date")
-        rates = mcc_risk_rates(in_risk_window.select("mcc", "event_date"), fraud, target_days, settings)
+        in_risk_window = narrow.where(F.col("event_date") < F.lit(last_date))
+        rates = mcc_risk_rates(in_risk_window, fraud, target_days, settings)
         features = compute_transaction_features(row_level, daily, rates, fraud, targets, settings, cutoff)
         gold = lake.table("gold", "transaction_features").create(TRANSACTION_FEATURES_SCHEMA, ["as_of_date"])
         outcome = gold.overwrite_where(features, [("as_of_date", "in", targets)])
@@ -479,7 +486,7 @@ def refresh_transaction_labels(spark: SparkSession, config: Config, cutoff: dt.d
         raise JobFailed(
             f"gold/transaction_features does not exist at {gold.uri}: run banking.build_features first"
         )
-    fraud = _fraud_rows(lake, settings, days[0], cutoff)
+    fraud = _fraud_rows(lake, settings, _narrow_transactions(lake, days[0], cutoff), days[0])
     try:
         # The label columns alone find the changed days (one row per day: metadata, bounded by the
         # refresh window); only those days are then read whole.
