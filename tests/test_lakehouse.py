@@ -512,3 +512,49 @@ def test_txn_version_zero_counts_as_committed(spark, config, table_path, engine)
     assert t.append(events(spark, 0, 5), txn=("stream", 0)).noop
     assert t.merge(events(spark, 0, 5), ["id"], txn=("stream", 0)).noop
     assert t.read().count() == 5
+
+
+def test_reads_take_partition_values_from_plain_hive_folders_or_else_from_the_log(
+    spark, config, table_path, engine
+):
+    t = make_table(spark, config, table_path, engine)
+    t.append(events(spark, 0, 240, days=12))  # more partitions than the inline file-name mapping takes
+    same_rows(t.read(), events(spark, 0, 240, days=12))
+    window = [
+        ("event_date", ">=", DAY + dt.timedelta(days=3)),
+        ("event_date", "<", DAY + dt.timedelta(days=9)),
+    ]
+    expected = events(spark, 0, 240, days=12).where(
+        F.col("event_date").between(DAY + dt.timedelta(days=3), DAY + dt.timedelta(days=8))
+    )
+    same_rows(t.read(where=window), expected)
+    if engine == "delta-rs":  # the plain folders are read as partitions: no join with the file list
+        plan = t.read()._jdf.queryExecution().executedPlan().toString()
+        assert "Join" not in plan
+    t.append_rows([(1000, None, Decimal("1.00"), "no date")])  # a NULL partition value
+    null_row = spark.createDataFrame([(1000, None, Decimal("1.00"), "no date")], EVENTS)
+    same_rows(t.read(), events(spark, 0, 240, days=12).unionByName(null_row))
+    same_rows(t.read(where=[("event_date", "is null", None)]), null_row)
+
+
+def test_hive_layout_needs_every_folder_to_name_its_own_plain_values():
+    from lakeml.lakehouse.files import FileEntry, hive_layout
+
+    def entry(path, **values):
+        return FileEntry(path, 1, values, 1, {}, {}, {})
+
+    types = {"d": T.DateType(), "region": T.StringType(), "at": T.TimestampType()}
+    plain = [entry("d=2026-11-01/region=EU/a.parquet", d=DAY, region="EU")]
+    assert hive_layout(plain, ["d", "region"], types)
+    assert not hive_layout(plain, ["region", "d"], types)  # folders in another order
+    assert not hive_layout(
+        [entry("d=2026-11-02/region=EU/a.parquet", d=DAY, region="EU")], ["d", "region"], types
+    )
+    assert not hive_layout([entry("x/a.parquet", d=DAY, region="EU")], ["d", "region"], types)
+    assert not hive_layout([entry("a.parquet", d=DAY, region="EU")], ["d", "region"], types)
+    null = entry("d=__HIVE_DEFAULT_PARTITION__/region=EU/a.parquet", d=None, region="EU")
+    assert not hive_layout([null], ["d", "region"], types)
+    escaped = entry("d=2026-11-01/region=E%20U/a.parquet", d=DAY, region="E U")
+    assert not hive_layout([escaped], ["d", "region"], types)
+    stamp = dt.datetime(2026, 11, 1, 12)
+    assert not hive_layout([entry(f"at={stamp}/a.parquet", at=stamp)], ["at"], types)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -20,6 +21,10 @@ from lakeml.lakehouse.writer import partition_value_string
 FILE_COLUMN = "__lakeml_file"
 # Up to this many distinct partitions, a scan derives partition values from file names inline.
 _INLINE_PARTITIONS = 8
+# A Hive-style folder ``column=value`` that needs no escaping, and partition types Spark parses back
+# from such a folder exactly (the value is cast from its text, no inference).
+_PLAIN_PATH_TEXT = re.compile(r"[A-Za-z0-9_.\-]+")
+_PATH_PARSED_TYPES = (T.DateType, T.StringType, T.IntegerType, T.LongType, T.ShortType, T.ByteType)
 # Delta stats keep milliseconds; a max may be truncated below the true value by < 1 ms.
 _TIMESTAMP_SLACK_MICROS = 999
 
@@ -148,7 +153,7 @@ def scan_files(
     partition_by: Sequence[str],
     keep_file_name: bool = False,
 ) -> DataFrame:
-    """Spark reads ``entries`` in parallel; partition values come from the log, joined on file name."""
+    """Spark reads ``entries`` in parallel; partition values come from plain Hive folders (hive_layout) or from the log."""
     columns = [F.col(f"`{c}`") for c in schema.fieldNames()] + (
         [F.col(FILE_COLUMN)] if keep_file_name else []
     )
@@ -162,11 +167,19 @@ def scan_files(
         )
     data_schema = T.StructType([f for f in schema.fields if f.name not in partition_by])
     paths = [join_path(root, e.path) for e in entries]
+    types = {f.name: f.dataType for f in schema.fields}
+    if partition_by and hive_layout(entries, partition_by, types):
+        # Every file sits in folders naming its own partition values: Spark reads them from the
+        # paths (typed by the schema), with no file-name join.
+        read_schema = T.StructType([*data_schema.fields, *[schema[c] for c in partition_by]])
+        data = spark.read.schema(read_schema).option("basePath", root).parquet(*paths)
+        if keep_file_name:
+            data = data.withColumn(FILE_COLUMN, F.col("_metadata.file_name"))
+        return data.select(*columns)
     data = (
         spark.read.schema(data_schema).parquet(*paths).withColumn(FILE_COLUMN, F.col("_metadata.file_name"))
     )
     if partition_by:
-        types = {f.name: f.dataType for f in schema.fields}
         groups: dict[tuple[str | None, ...], list[str]] = {}
         for e in entries:
             strings = e.partition_strings()
@@ -188,6 +201,28 @@ def scan_files(
             )
             data = data.join(F.broadcast(meta), FILE_COLUMN)
     return data.select(*columns)
+
+
+def hive_layout(
+    entries: Sequence[FileEntry], partition_by: Sequence[str], types: Mapping[str, T.DataType]
+) -> bool:
+    """True when every file's folders are exactly ``column=value/`` of its own partition values, plainly.
+
+    Then Spark can take the values from the paths. Anything else (another layout, NULL or escaped
+    values, types whose text Spark would not parse back exactly) is read with the values from the log.
+    """
+    if not all(
+        isinstance(types[c], _PATH_PARSED_TYPES) and _PLAIN_PATH_TEXT.fullmatch(c) for c in partition_by
+    ):
+        return False
+    for e in entries:
+        strings = e.partition_strings()
+        values = [strings.get(c) for c in partition_by]
+        if any(v is None or not _PLAIN_PATH_TEXT.fullmatch(v) for v in values):
+            return False
+        if e.path.split("/")[:-1] != [f"{c}={v}" for c, v in zip(partition_by, values, strict=True)]:
+            return False
+    return True
 
 
 def _partition_value(
