@@ -216,6 +216,49 @@ def test_point_in_time_property(spark: SparkSession, tmp_path: Path) -> None:
     )
 
 
+def test_sessions_across_midnight_and_the_window_start_match_a_plain_recount(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """Long sessions that cross midnights and the window start count once per window, as a recount says."""
+    cfg = settings(tmp_path, ("features.commerce.bot_max_events_per_day=1000",))
+    rng = random.Random(1121)
+    rows, t = [], {"u1": at(15), "u2": at(15, 7)}
+    for user in t:
+        while t[user] < at(22):  # gaps around the 30-minute session gap: sessions run for hours
+            t[user] += timedelta(minutes=rng.choice([10, 20, 29, 30, 31, 45, 90, 600]))
+            rows.append(event(f"{user}-{len(rows):04d}", t[user], user, "view", f"i{rng.randrange(3)}", None))
+    # The recount: each user's session starts, then per (user, item, D) the distinct starts in the window.
+    start_of: dict[str, datetime] = {}
+    for user in t:
+        previous = None
+        for r in sorted((r for r in rows if r[3] == user), key=lambda r: (r[1], r[0])):
+            starts_new = previous is None or r[1] - previous[1] > timedelta(minutes=30)
+            start_of[r[0]] = r[1] if starts_new else start_of[previous[0]]
+            previous = r
+    first, last = date(2026, 11, 17), date(2026, 11, 21)
+    expected = {}
+    for as_of in (first + timedelta(days=i) for i in range((last - first).days + 1)):
+        for r in rows:
+            if as_of - timedelta(days=2) <= r[1].date() <= as_of:
+                expected.setdefault((r[3], r[6], as_of), set()).add(start_of[r[0]])
+    assert max(len(s) for s in expected.values()) > 3
+    assert any(
+        min(s).date() < k[2] - timedelta(days=2) for k, s in expected.items()
+    )  # began before the window
+    recount = [(*k, len(s)) for k, s in sorted(expected.items())]
+
+    for history in (
+        rows,
+        [r for r in rows if r[1].date() >= first - timedelta(days=2)],
+    ):  # full, or just the lookback
+        inter, _ = compute(spark, cfg, history, first, last)
+        assertDataFrameEqual(
+            inter.select(*KEY, "sessions").orderBy(*KEY),
+            spark.createDataFrame(recount, "user_id string, item_id string, as_of_date date, sessions long"),
+            checkRowOrder=True,
+        )
+
+
 def test_incremental_equals_full_recompute_and_rerun_is_idempotent(
     spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -15,8 +15,14 @@ Both tables are keyed by (entity, ``as_of_date``) and partitioned by ``as_of_dat
 - **Sessions.** Over the remaining events of each user, ordered by (ts, event_id): a new session starts
   when the gap to the previous event is strictly more than ``session_gap_minutes``. ``sessions`` counts
   the distinct sessions with a (user, item) event in the window; a session that began before the
-  window counts once (its start is clipped to the window start), so the count does not depend on how
-  much history was read.
+  window counts once, so the count does not depend on how much history was read. How it is counted
+  without carrying sets of sessions through the per-date aggregation: a user's sessions do not
+  overlap in time, so a session with the pair's events on several days spans consecutive active days
+  of the pair, and it is the latest session of the pair's earlier day and the earliest of the next.
+  So each pair-day keeps ``carried_session`` (1 when its earliest session start equals the latest of
+  the pair's previous active day) and ``new_sessions`` (its distinct sessions minus that one). The
+  window's count is the sum of ``new_sessions`` plus ``carried_session`` of its first active day,
+  whose predecessor lies outside the window.
 - **Interaction strength** of (user, item) as of D: the sum over the pair's counted events in the
   window of ``event_weights[event_type] * 2^(-age / half_life_days)``, age = days from ts to the end of
   D. Event types without a weight (``rating``) add 0. The window truncation is part of the definition
@@ -148,24 +154,41 @@ def pair_days(events: DataFrame, cfg: CommerceFeaturesConfig) -> DataFrame:
     weight = value_of(F.col("event_type"), cfg.event_weights)
     decay = decay_factor(age_days(F.col("ts"), end_of_day(F.col("event_date"))), cfg.half_life_days)
     is_rating = _is("rating") & F.col("rating").isNotNull()
-    return events.groupBy("user_id", "item_id", "event_date").agg(
-        F.sum(weight * decay).alias("contribution"),
-        _count_if(_is("view")).alias("views"),
-        _count_if(_is("add_to_cart")).alias("carts"),
-        _count_if(_is("remove_from_cart")).alias("removes"),
-        _count_if(_is("purchase")).alias("purchases"),
-        F.sum(F.when(_is("purchase"), F.coalesce(F.col("quantity"), F.lit(0))).otherwise(F.lit(0)))
-        .cast("long")
-        .alias("purchased_units"),
-        F.count(F.lit(1)).alias("events"),
-        F.collect_set("session_start_ts").alias("session_starts"),
-        F.max("ts").alias("last_event_ts"),
-        F.max(F.when(is_rating, F.struct("ts", "event_id", "rating"))).alias("last_rating"),
-        _count_if(is_rating).alias("rating_count"),
-        F.sum(F.when(is_rating, F.col("rating"))).cast("long").alias("rating_sum"),
-        F.max(F.when(F.col("category").isNotNull(), F.struct("ts", "event_id", "category"))).alias(
-            "last_category"
-        ),
+    return (
+        events.groupBy("user_id", "item_id", "event_date")
+        .agg(
+            F.sum(weight * decay).alias("contribution"),
+            _count_if(_is("view")).alias("views"),
+            _count_if(_is("add_to_cart")).alias("carts"),
+            _count_if(_is("remove_from_cart")).alias("removes"),
+            _count_if(_is("purchase")).alias("purchases"),
+            F.sum(F.when(_is("purchase"), F.coalesce(F.col("quantity"), F.lit(0))).otherwise(F.lit(0)))
+            .cast("long")
+            .alias("purchased_units"),
+            F.count(F.lit(1)).alias("events"),
+            F.size(F.collect_set("session_start_ts")).cast("long").alias("_sessions"),
+            F.min("session_start_ts").alias("_first_session"),
+            F.max("session_start_ts").alias("_last_session"),
+            F.max("ts").alias("last_event_ts"),
+            F.max(F.when(is_rating, F.struct("ts", "event_id", "rating"))).alias("last_rating"),
+            _count_if(is_rating).alias("rating_count"),
+            F.sum(F.when(is_rating, F.col("rating"))).cast("long").alias("rating_sum"),
+            F.max(F.when(F.col("category").isNotNull(), F.struct("ts", "event_id", "category"))).alias(
+                "last_category"
+            ),
+        )
+        .transform(_with_session_carry)
+    )
+
+
+def _with_session_carry(days: DataFrame) -> DataFrame:
+    """Reads pair-day session counts and first/last session starts; adds new_sessions, carried_session."""
+    previous = Window.partitionBy("user_id", "item_id").orderBy("event_date")
+    carried = F.coalesce(F.lag("_last_session").over(previous) == F.col("_first_session"), F.lit(False))
+    return (
+        days.withColumn("carried_session", carried.cast("long"))
+        .withColumn("new_sessions", F.col("_sessions") - F.col("carried_session"))
+        .drop("_sessions", "_first_session", "_last_session")
     )
 
 
@@ -173,30 +196,25 @@ def user_item_interactions(
     days: DataFrame, cfg: CommerceFeaturesConfig, first: date, last: date
 ) -> DataFrame:
     """Reads pair_days rows; one row per (user_id, item_id, as_of_date) in [first, last] (module rules)."""
-    window_start = F.to_timestamp(F.date_sub(F.col(AS_OF_DATE), cfg.lookback_days - 1))
     scale = decay_factor(
         F.datediff(F.col(AS_OF_DATE), F.col("event_date")).cast("double"), cfg.half_life_days
     )
     sums = ["views", "carts", "removes", "purchases", "purchased_units", "events", "rating_count"]
     pairs = (
         days.transform(with_as_of_dates, "event_date", first, last, cfg.lookback_days)
-        .groupBy("user_id", "item_id", AS_OF_DATE)
+        # Key order (user, as_of, item) and the windows' (user, as_of) then (as_of, item): each
+        # step's sort order serves the next, and the last one is the writer's as_of_date order.
+        .groupBy("user_id", AS_OF_DATE, "item_id")
         .agg(
             F.sum(F.col("contribution") * scale).alias("strength"),
             *[F.sum(c).cast("long").alias(c) for c in sums],
-            F.flatten(F.collect_list("session_starts")).alias("_starts"),
+            (F.sum("new_sessions") + F.min_by("carried_session", "event_date")).alias("sessions"),
             F.max("last_event_ts").alias("last_event_ts"),
             F.max("last_rating").alias("_rating"),
         )
-        .withColumn(
-            "sessions",
-            F.size(F.array_distinct(F.transform("_starts", lambda s: F.greatest(s, window_start)))).cast(
-                "long"
-            ),
-        )
     )
     user = Window.partitionBy("user_id", AS_OF_DATE)
-    item = Window.partitionBy("item_id", AS_OF_DATE)
+    item = Window.partitionBy(AS_OF_DATE, "item_id")
     return (
         pairs.withColumn("_user_events", F.sum("events").over(user))
         .withColumn("_item_users", F.count(F.lit(1)).over(item))
