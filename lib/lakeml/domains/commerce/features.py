@@ -150,7 +150,7 @@ def counted_events(events: DataFrame, cfg: CommerceFeaturesConfig) -> DataFrame:
 
 def pair_days(events: DataFrame, cfg: CommerceFeaturesConfig) -> DataFrame:
     """Reads counted events; one row per (user_id, item_id, event_date) with the day's sums, strength
-    contribution relative to the end of that day, session starts, latest rating and latest category."""
+    contribution relative to the end of that day, new and carried sessions, latest rating and category."""
     weight = value_of(F.col("event_type"), cfg.event_weights)
     decay = decay_factor(age_days(F.col("ts"), end_of_day(F.col("event_date"))), cfg.half_life_days)
     is_rating = _is("rating") & F.col("rating").isNotNull()
