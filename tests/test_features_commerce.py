@@ -260,6 +260,95 @@ def test_sessions_across_midnight_and_the_window_start_match_a_plain_recount(
         )
 
 
+def recount_interactions(rows: list[tuple], cfg: Config, first: date, last: date) -> list[tuple]:
+    """The module rules as a plain loop over events (no bot days in ``rows``): the expected table."""
+    c = cfg.features.commerce
+    start_of: dict[str, datetime] = {}
+    previous: dict[str, tuple] = {}
+    for r in sorted(rows, key=lambda r: (r[1], r[0])):
+        before = previous.get(r[3])
+        new = before is None or r[1] - before[1] > timedelta(minutes=c.session_gap_minutes)
+        start_of[r[0]] = r[1] if new else start_of[before[0]]
+        previous[r[3]] = r
+    expected = []
+    for as_of in (first + timedelta(days=i) for i in range((last - first).days + 1)):
+        end = datetime.combine(as_of + timedelta(days=1), datetime.min.time(), UTC)
+        window = [r for r in rows if as_of - timedelta(days=c.lookback_days - 1) <= r[1].date() <= as_of]
+        user_events = {u: sum(r[3] == u for r in window) for u in {r[3] for r in window}}
+        item_users = {i: len({r[3] for r in window if r[6] == i}) for i in {r[6] for r in window}}
+        for user, item in sorted({(r[3], r[6]) for r in window}):
+            if user_events[user] < c.min_user_events or item_users[item] < c.min_item_users:
+                continue
+            pair = [r for r in window if (r[3], r[6]) == (user, item)]
+            kinds = [r[5] for r in pair]
+            ratings = sorted((r[1], r[0], r[10]) for r in pair if r[5] == "rating")
+            strength = sum(
+                c.event_weights.get(r[5], 0.0)
+                * 2 ** (-(end - r[1]).total_seconds() / 86400 / c.half_life_days)
+                for r in pair
+            )
+            expected.append(
+                interaction(
+                    user, item, strength, views=kinds.count("view"), carts=kinds.count("add_to_cart"),
+                    removes=kinds.count("remove_from_cart"), purchases=kinds.count("purchase"),
+                    units=sum(r[9] for r in pair if r[5] == "purchase"), events=len(pair),
+                    sessions=len({start_of[r[0]] for r in pair}), last=max(r[1] for r in pair),
+                    rating=ratings[-1][2] if ratings else None, rating_ts=ratings[-1][0] if ratings else None,
+                    ratings=len(ratings), day=as_of,
+                )
+            )  # fmt: skip
+    return expected
+
+
+def test_interactions_match_a_plain_recount_while_activity_filters_change(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """Sparse random activity: users and items pass and fail the minimum filters from date to date."""
+    cfg = settings(
+        tmp_path,
+        (
+            "features.commerce.min_user_events=3",
+            "features.commerce.min_item_users=2",
+            "features.commerce.bot_max_events_per_day=1000",
+            "features.commerce.bot_max_events_per_minute=1000",
+        ),
+    )
+    rng = random.Random(1204)
+    kinds = ["view", "view", "add_to_cart", "remove_from_cart", "purchase", "rating"]
+    rows = []
+    for i in range(150):
+        ts = at(12) + timedelta(minutes=rng.randrange(12 * 24 * 6) * 10)  # 11-12 .. 11-23, ties
+        kind = rng.choice(kinds)
+        rows.append(
+            event(
+                f"e{i:03d}", ts, f"u{rng.randrange(12)}", kind, f"i{rng.randrange(8)}", None,
+                quantity=rng.randint(1, 3) if kind in ("add_to_cart", "remove_from_cart", "purchase") else None,
+                rating=rng.randint(1, 5) if kind == "rating" else None,
+            )
+        )  # fmt: skip
+    first, last = date(2026, 11, 13), date(2026, 11, 24)
+    expected = recount_interactions(rows, cfg, first, last)
+    # The data holds what the filters are for: an active user, and an item, passing on one date and not
+    # on another.
+    passes: dict[tuple[str, int], set[bool]] = {}
+    for d in (first + timedelta(days=i) for i in range((last - first).days + 1)):
+        window = [r for r in rows if d - timedelta(days=2) <= r[1].date() <= d]
+        for u in {r[3] for r in window}:
+            passes.setdefault((u, 3), set()).add(sum(r[3] == u for r in window) >= 3)
+        for i in {r[6] for r in window}:
+            passes.setdefault((i, 6), set()).add(len({r[3] for r in window if r[6] == i}) >= 2)
+    assert {3, 6} <= {column for (_, column), seen in passes.items() if seen == {True, False}}
+    assert len(expected) > 40
+
+    inter, _ = compute(spark, cfg, rows, first, last)
+    assertDataFrameEqual(
+        inter.orderBy(*KEY),
+        spark.createDataFrame(expected, USER_ITEM_INTERACTIONS_SCHEMA).orderBy(*KEY),
+        checkRowOrder=True,
+        rtol=1e-12,
+    )
+
+
 def test_incremental_equals_full_recompute_and_rerun_is_idempotent(
     spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

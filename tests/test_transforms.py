@@ -13,6 +13,12 @@ from pyspark.testing import assertDataFrameEqual
 
 from lakeml.errors import ConfigError
 from lakeml.transforms.pii import hmac_sha256_hex, last_digits, pii_key_from_env
+from lakeml.transforms.segments import (
+    coverage_segments,
+    intersect_segments,
+    merge_touching_segments,
+    trailing_window_segments,
+)
 from lakeml.transforms.standardize import (
     first_reject_reason,
     parse_boolean,
@@ -190,3 +196,54 @@ def test_rolling_stats_from_running_sums_equal_sliding_frame_aggregates(spark, r
     if rows <= 8:  # frames with no value at all: min and max are NULL
         assert reference.where(F.col("v_w_max").isNull()).count() > 0
     assertDataFrameEqual(got.select(*reference.columns), reference, checkRowOrder=False, rtol=1e-9, atol=1e-9)
+
+
+def test_trailing_window_segments_change_where_a_day_enters_or_leaves(spark):
+    # Key a is active on the 1st, 2nd and 6th; window 3 days. Its content changes on the 1st (+1st),
+    # 2nd (+2nd), 4th (1st leaves), 5th (2nd leaves: empty), 6th (+6th), 9th (empty). On the 4th of
+    # key b its day enters while none leaves; a day leaving on the day another enters is one change.
+    days = spark.createDataFrame(
+        [("a", dt.date(2026, 1, d), v) for d, v in ((1, 1), (2, 10), (6, 100))]
+        + [("b", dt.date(2026, 1, d), v) for d, v in ((1, 1), (4, 10))],
+        "k string, day date, v long",
+    )
+    got = trailing_window_segments(days, ["k"], "day", 3, lambda frame: [F.sum("v").over(frame).alias("v")])
+    jan = {d: dt.date(2026, 1, d) for d in range(1, 32)}
+    expected = spark.createDataFrame(
+        [("a", jan[1], jan[2], 1), ("a", jan[2], jan[4], 11), ("a", jan[4], jan[5], 10), ("a", jan[6], jan[9], 100),
+         ("b", jan[1], jan[4], 1), ("b", jan[4], jan[7], 10)],
+        "k string, segment_start date, segment_end date, v long",
+    )  # fmt: skip
+    assertDataFrameEqual(got.select(*expected.columns), expected, checkRowOrder=False)
+
+
+def test_coverage_segments_merge_and_intersect(spark):
+    jan = {d: dt.date(2026, 1, d) for d in range(1, 32)}
+    intervals = spark.createDataFrame(
+        [
+            ("a", jan[1], jan[5], 2),
+            ("a", jan[3], jan[8], 1),
+            ("a", jan[5], jan[6], 4),
+            ("b", jan[2], jan[3], 1),
+        ],
+        "k string, segment_start date, segment_end date, w long",
+    )
+    covered = coverage_segments(intervals, ["k"], F.col("w"))
+    expected = spark.createDataFrame(
+        [("a", jan[1], jan[3], 2), ("a", jan[3], jan[5], 3), ("a", jan[5], jan[6], 5), ("a", jan[6], jan[8], 1),
+         ("b", jan[2], jan[3], 1)],
+        "k string, segment_start date, segment_end date, covered long",
+    )  # fmt: skip
+    assertDataFrameEqual(covered, expected, checkRowOrder=False)
+
+    runs = merge_touching_segments(covered.where(F.col("covered") >= 2), ["k"])
+    expected_runs = [("a", jan[1], jan[6])]
+    assertDataFrameEqual(runs, spark.createDataFrame(expected_runs, runs.schema), checkRowOrder=False)
+
+    pieces = intersect_segments(intervals.where(F.col("w") != 4), runs, ["k"])
+    expected_pieces = [("a", jan[1], jan[5], 2), ("a", jan[3], jan[6], 1)]
+    assertDataFrameEqual(
+        pieces.select(*intervals.columns),
+        spark.createDataFrame(expected_pieces, intervals.schema),
+        checkRowOrder=False,
+    )

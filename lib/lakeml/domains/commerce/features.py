@@ -52,8 +52,9 @@ data reaches the driver.
 from __future__ import annotations
 
 from datetime import date, timedelta
+from functools import reduce
 
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window, WindowSpec
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -61,6 +62,15 @@ from lakeml.config import CommerceFeaturesConfig, Config
 from lakeml.domains.commerce.silver import CLICKSTREAM_SILVER_SCHEMA
 from lakeml.lakehouse import DeltaTableRef, Lakehouse
 from lakeml.transforms.decay import age_days, decay_factor, end_of_day, value_of, with_as_of_dates
+from lakeml.transforms.segments import (
+    SEGMENT_END,
+    SEGMENT_START,
+    clip_segments,
+    coverage_segments,
+    intersect_segments,
+    merge_touching_segments,
+    trailing_window_segments,
+)
 from lakeml.transforms.sessions import events_within, sessionize
 
 USER_ITEM_INTERACTIONS = "user_item_interactions"
@@ -192,40 +202,78 @@ def _with_session_carry(days: DataFrame) -> DataFrame:
     )
 
 
+def interaction_pieces(days: DataFrame, cfg: CommerceFeaturesConfig, first: date, last: date) -> DataFrame:
+    """Reads pair_days rows; per (user_id, item_id), the date ranges [segment_start, segment_end) within
+    [first, last] over which the pair's row is the same up to decay and passes the activity filters,
+    with the window's values and ``strength_at`` (the strength as of ``decay_from``)."""
+    sums = ["views", "carts", "removes", "purchases", "purchased_units", "events", "rating_count"]
+    active = F.col("event_date").isNotNull()  # NULL on the rows of days leaving the window
+
+    def decayed(day: Column) -> Column:  # a day's contribution as of the segment's start
+        age = F.datediff(F.col(SEGMENT_START), day["event_date"]).cast("double")
+        return day["contribution"] * decay_factor(age, cfg.half_life_days)
+
+    def window_values(frame: WindowSpec) -> list[Column]:
+        contributions = F.collect_list(F.when(active, F.struct("event_date", "contribution"))).over(frame)
+        first_day = F.min(F.when(active, F.struct("event_date", "carried_session"))).over(frame)
+        return [
+            F.aggregate(contributions, F.lit(0.0), lambda total, day: total + decayed(day)).alias(
+                "strength_at"
+            ),
+            *[F.sum(c).over(frame).cast("long").alias(c) for c in sums],
+            (F.sum("new_sessions").over(frame) + first_day["carried_session"]).alias("sessions"),
+            F.max("last_event_ts").over(frame).alias("last_event_ts"),
+            F.max("last_rating").over(frame).alias("_rating"),
+        ]
+
+    pairs = (
+        days.transform(
+            trailing_window_segments, ["user_id", "item_id"], "event_date", cfg.lookback_days, window_values
+        )
+        .withColumn("decay_from", F.col(SEGMENT_START))
+        .transform(clip_segments, F.lit(first), F.lit(last + timedelta(days=1)))
+    )
+    users = (
+        coverage_segments(pairs, ["user_id"], F.col("events"))
+        .where(F.col("covered") >= F.lit(cfg.min_user_events))
+        .transform(merge_touching_segments, ["user_id"])
+    )
+    items = (
+        coverage_segments(pairs, ["item_id"], F.lit(1))
+        .where(F.col("covered") >= F.lit(cfg.min_item_users))
+        .transform(merge_touching_segments, ["item_id"])
+    )
+    return pairs.transform(intersect_segments, users, ["user_id"]).transform(
+        intersect_segments, items, ["item_id"]
+    )
+
+
+def expand_interactions(pieces: DataFrame, cfg: CommerceFeaturesConfig, first: date, last: date) -> DataFrame:
+    """Reads interaction_pieces rows; one row per (user_id, item_id, as_of_date) in [first, last]."""
+
+    def on(day: date) -> DataFrame:
+        as_of = F.lit(day)
+        age = F.datediff(as_of, F.col("decay_from")).cast("double")
+        return (
+            pieces.where((F.col(SEGMENT_START) <= as_of) & (as_of < F.col(SEGMENT_END)))
+            .withColumn("strength", F.col("strength_at") * decay_factor(age, cfg.half_life_days))
+            .withColumn("rating_last", F.col("_rating.rating"))
+            .withColumn("rating_ts", F.col("_rating.ts"))
+            .withColumn(AS_OF_DATE, as_of)
+            .select(*USER_ITEM_INTERACTIONS_SCHEMA.fieldNames())
+        )
+
+    # One union child per date, so each write task holds a single as_of_date: the writer's sort by
+    # partition is then trivial, where one explode would need a sort of the whole output.
+    dates = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    return reduce(DataFrame.unionByName, [on(day) for day in dates])
+
+
 def user_item_interactions(
     days: DataFrame, cfg: CommerceFeaturesConfig, first: date, last: date
 ) -> DataFrame:
     """Reads pair_days rows; one row per (user_id, item_id, as_of_date) in [first, last] (module rules)."""
-    scale = decay_factor(
-        F.datediff(F.col(AS_OF_DATE), F.col("event_date")).cast("double"), cfg.half_life_days
-    )
-    sums = ["views", "carts", "removes", "purchases", "purchased_units", "events", "rating_count"]
-    pairs = (
-        days.transform(with_as_of_dates, "event_date", first, last, cfg.lookback_days)
-        # Key order (user, as_of, item) and the windows' (user, as_of) then (as_of, item): each
-        # step's sort order serves the next, and the last one is the writer's as_of_date order.
-        .groupBy("user_id", AS_OF_DATE, "item_id")
-        .agg(
-            F.sum(F.col("contribution") * scale).alias("strength"),
-            *[F.sum(c).cast("long").alias(c) for c in sums],
-            (F.sum("new_sessions") + F.min_by("carried_session", "event_date")).alias("sessions"),
-            F.max("last_event_ts").alias("last_event_ts"),
-            F.max("last_rating").alias("_rating"),
-        )
-    )
-    user = Window.partitionBy("user_id", AS_OF_DATE)
-    item = Window.partitionBy(AS_OF_DATE, "item_id")
-    return (
-        pairs.withColumn("_user_events", F.sum("events").over(user))
-        .withColumn("_item_users", F.count(F.lit(1)).over(item))
-        .where(
-            (F.col("_user_events") >= F.lit(cfg.min_user_events))
-            & (F.col("_item_users") >= F.lit(cfg.min_item_users))
-        )
-        .withColumn("rating_last", F.col("_rating.rating"))
-        .withColumn("rating_ts", F.col("_rating.ts"))
-        .select(*USER_ITEM_INTERACTIONS_SCHEMA.fieldNames())
-    )
+    return expand_interactions(interaction_pieces(days, cfg, first, last), cfg, first, last)
 
 
 def item_stats(days: DataFrame, cfg: CommerceFeaturesConfig, first: date, last: date) -> DataFrame:
@@ -291,15 +339,18 @@ def build_commerce_features(
     where = [(AS_OF_DATE, ">=", first_date), (AS_OF_DATE, "<=", last_date)]
     d0, d1 = read_range(cfg, first_date, last_date)
     days = pair_days(counted_events(_read_silver(spark, silver, d0, d1), cfg), cfg).persist()
+    # Cached: the segments' windows and joins read days, and every date's union child reads pieces.
+    pieces = interaction_pieces(days, cfg, first_date, last_date).persist()
     try:
         events = days.agg(F.coalesce(F.sum("events"), F.lit(0))).first()[0]
         outputs = {
-            USER_ITEM_INTERACTIONS: user_item_interactions(days, cfg, first_date, last_date),
+            USER_ITEM_INTERACTIONS: expand_interactions(pieces, cfg, first_date, last_date),
             ITEM_STATS: item_stats(days, cfg, first_date, last_date),
         }
         counts = {}
         for name, df in outputs.items():
             counts[name] = targets[name].overwrite_where(df, where).rows_added
     finally:
+        pieces.unpersist()
         days.unpersist()
     return {**counts, "events": int(events)}
