@@ -294,6 +294,23 @@ def test_overwrite_where_replaces_one_partition_atomically(spark, config, table_
     same_rows(t.read(), expected)
 
 
+def test_overwrite_where_with_open_files_takes_rows_in_no_partition_order(spark, config, table_path, engine):
+    t = make_table(spark, config, table_path, engine)
+    t.append(events(spark, 0, 10))
+    dates = [("event_date", ">=", DAY), ("event_date", "<", DAY + dt.timedelta(days=4))]
+    # One task whose rows cycle through the 4 dates, over several Arrow batches.
+    rows = events(spark, 0, 30_000).coalesce(1)
+    for open_files in (4, 2):
+        outcome = t.overwrite_where(rows, dates, open_files=open_files)
+        same_rows(t.read(), events(spark, 0, 30_000))
+        adds = log_adds(table_path, outcome.version)
+        assert sum(json.loads(a["stats"])["numRecords"] for a in adds) == 30_000
+        if open_files == 4:  # a file per date: nothing closed early
+            assert len(adds) == 4
+        elif engine == "delta-rs":  # more dates than open files: the least recently used is finished
+            assert len(adds) > 4
+
+
 def test_overwrite_where_refuses_rows_outside_the_predicate(spark, config, table_path, engine):
     t = make_table(spark, config, table_path, engine)
     t.append(events(spark, 0, 100))

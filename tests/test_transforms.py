@@ -202,19 +202,32 @@ def test_trailing_window_segments_change_where_a_day_enters_or_leaves(spark):
     # Key a is active on the 1st, 2nd and 6th; window 3 days. Its content changes on the 1st (+1st),
     # 2nd (+2nd), 4th (1st leaves), 5th (2nd leaves: empty), 6th (+6th), 9th (empty). On the 4th of
     # key b its day enters while none leaves; a day leaving on the day another enters is one change.
+    jan = {d: dt.date(2026, 1, d) for d in range(1, 32)}
     days = spark.createDataFrame(
-        [("a", dt.date(2026, 1, d), v) for d, v in ((1, 1), (2, 10), (6, 100))]
-        + [("b", dt.date(2026, 1, d), v) for d, v in ((1, 1), (4, 10))],
+        [("a", jan[d], v) for d, v in ((1, 1), (2, 10), (6, 100))]
+        + [("b", jan[d], v) for d, v in ((1, 1), (4, 10))],
         "k string, day date, v long",
     )
-    got = trailing_window_segments(days, ["k"], "day", 3, lambda frame: [F.sum("v").over(frame).alias("v")])
-    jan = {d: dt.date(2026, 1, d) for d in range(1, 32)}
-    expected = spark.createDataFrame(
-        [("a", jan[1], jan[2], 1), ("a", jan[2], jan[4], 11), ("a", jan[4], jan[5], 10), ("a", jan[6], jan[9], 100),
-         ("b", jan[1], jan[4], 1), ("b", jan[4], jan[7], 10)],
-        "k string, segment_start date, segment_end date, v long",
-    )  # fmt: skip
-    assertDataFrameEqual(got.select(*expected.columns), expected, checkRowOrder=False)
+    sums = lambda frame: [F.sum("v").over(frame).alias("v")]  # noqa: E731
+    segments = [
+        ("a", 1, 2, 1),
+        ("a", 2, 4, 11),
+        ("a", 4, 5, 10),
+        ("a", 6, 9, 100),
+        ("b", 1, 4, 1),
+        ("b", 4, 7, 10),
+    ]
+    # ``until`` cuts the segments there and drops those after (the 7th: a's last one ends early).
+    for until, expected in ((31, segments), (7, [(k, s, min(e, 7), v) for k, s, e, v in segments if s < 7])):
+        got = trailing_window_segments(days, ["k"], "day", 3, sums, until=jan[until])
+        assertDataFrameEqual(
+            got.select("k", "segment_start", "segment_end", "v"),
+            spark.createDataFrame(
+                [(k, jan[s], jan[e], v) for k, s, e, v in expected],
+                "k string, segment_start date, segment_end date, v long",
+            ),
+            checkRowOrder=False,
+        )
 
 
 def test_coverage_segments_merge_and_intersect(spark):

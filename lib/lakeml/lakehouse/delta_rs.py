@@ -12,7 +12,7 @@ import datetime as dt
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import reduce
 from typing import Any
 
@@ -211,10 +211,14 @@ class DeltaRsEngine:
 
     # ------------------------------------------------------------------ writes
     def _write(
-        self, df: DataFrame, table: DeltaTable, schema: T.StructType | None = None
+        self,
+        df: DataFrame,
+        table: DeltaTable,
+        schema: T.StructType | None = None,
+        open_files: int | None = None,
     ) -> list[WrittenFile]:
         schema = schema or self.schema(table)
-        files = write_files(df, self._spec(table, schema))
+        files = write_files(df, replace(self._spec(table, schema), open_files=open_files))
         self._check_not_null(files, schema)
         return files
 
@@ -370,7 +374,11 @@ class DeltaRsEngine:
         self._delete(files)
 
     def overwrite_where(
-        self, df: DataFrame, filters: predicates.Filters, txn: tuple[str, int] | None
+        self,
+        df: DataFrame,
+        filters: predicates.Filters,
+        txn: tuple[str, int] | None,
+        open_files: int | None = None,
     ) -> CommitOutcome:
         table = self._table()
         if self._already_committed(table, txn):
@@ -381,7 +389,7 @@ class DeltaRsEngine:
             for e in self.entries(table)
             if predicates.file_may_match(filters, e.partition_values, {}, {}, {}, None)
         ]
-        files = self._write(df, table)
+        files = self._write(df, table, open_files=open_files)
         # Every written file holds one partition: its values decide, no pass over the rows.
         types = {f.name: f.dataType for f in self.schema(table).fields}
         stray = [

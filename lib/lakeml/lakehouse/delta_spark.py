@@ -25,6 +25,7 @@ _TXN_APP = "spark.databricks.delta.write.txnAppId"
 _TXN_VERSION = "spark.databricks.delta.write.txnVersion"
 _MAX_FILE_SIZE = "spark.databricks.delta.optimize.maxFileSize"
 _USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
+_MAX_OPEN_WRITERS = "spark.sql.maxConcurrentOutputFileWriters"
 
 
 class DeltaSparkEngine:
@@ -132,7 +133,11 @@ class DeltaSparkEngine:
         return self.append(self.spark.createDataFrame(list(rows), self.schema()), txn, [])
 
     def overwrite_where(
-        self, df: DataFrame, filters: predicates.Filters, txn: tuple[str, int] | None
+        self,
+        df: DataFrame,
+        filters: predicates.Filters,
+        txn: tuple[str, int] | None,
+        open_files: int | None = None,
     ) -> CommitOutcome:
         if self._already_committed(txn):
             return CommitOutcome(None)
@@ -141,7 +146,9 @@ class DeltaSparkEngine:
         writer = writer.option("userMetadata", tag)
         if txn:
             writer = writer.option("txnAppId", txn[0]).option("txnVersion", txn[1])
-        with _translated("overwrite_where", self.uri):
+        # Spark's writer keeps up to this many files open per task instead of sorting by partition.
+        writers = {_MAX_OPEN_WRITERS: str(open_files)} if open_files else {}
+        with _session_conf(self.spark, writers), _translated("overwrite_where", self.uri):
             writer.save(self.uri)
         return self._outcome(before, tag)
 

@@ -158,11 +158,18 @@ class DeltaTableRef:
         return self._engine.append_rows(rows, txn)
 
     def overwrite_where(
-        self, df: DataFrame, where: predicates.Filters, txn: Txn | None = None
+        self,
+        df: DataFrame,
+        where: predicates.Filters,
+        txn: Txn | None = None,
+        open_files: int | None = None,
     ) -> CommitOutcome:
         """Atomically replace the rows matching a partition predicate with ``df`` (e.g. rerun one date).
 
-        Rows of ``df`` outside the predicate raise ``TableError`` and nothing is committed.
+        Rows of ``df`` outside the predicate raise ``TableError`` and nothing is committed. With
+        ``open_files``, each write task keeps up to that many partitions' files open instead of
+        sorting its rows by partition: for a ``df`` whose tasks each hold rows of a few partitions
+        in no order (one row per date of a range), where the sort would be as large as the output.
         """
         _check_txn(txn)
         partition_by = self.partition_columns()
@@ -177,7 +184,7 @@ class DeltaTableRef:
         conformed, _ = conform(df, self.schema(), partition_by, merge_schema=False)
         # Rows outside the predicate are refused by the engine as it writes (no pass of their own).
         return self._retrying(
-            "overwrite_where", lambda: self._engine.overwrite_where(conformed, filters, txn)
+            "overwrite_where", lambda: self._engine.overwrite_where(conformed, filters, txn, open_files)
         )
 
     def merge(

@@ -71,12 +71,15 @@ class WriteSpec:
     stats_columns: int
     target_file_bytes: int
     row_group_rows: int
+    # None: each task sorts its rows by partition first. A number: rows come in no partition order
+    # and each task keeps up to this many partition files open (for tasks spanning a few partitions).
+    open_files: int | None = None
     write_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 def write_files(df: DataFrame, spec: WriteSpec) -> list[WrittenFile]:
     """Write ``df`` (already in table column order) as Parquet files; returns their metadata."""
-    if spec.partition_by:
+    if spec.partition_by and spec.open_files is None:
         # Like Spark's own partitioned writer: a local sort so each task keeps one file open at a time.
         df = df.sortWithinPartitions(*spec.partition_by)
     return [_written_file(r.asDict()) for r in df.mapInArrow(_task_writer(spec), FILE_META_SCHEMA).collect()]
@@ -283,7 +286,7 @@ class _FileRoller:
     def _append(self, key: tuple[str | None, ...], batch: pa.RecordBatch) -> None:
         target = self.open.pop(key, None)
         if target is None:
-            if len(self.open) >= MAX_OPEN_FILES:
+            if len(self.open) >= (self.spec.open_files or MAX_OPEN_FILES):
                 self._finish(next(iter(self.open.values())))
             target = _OpenFile(key)
         self.open[key] = target  # most recently used last

@@ -9,6 +9,7 @@ to one row per date and then aggregated again. Segment ends are exclusive; all d
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import date
 from functools import reduce
 
 from pyspark.sql import Column, DataFrame, Window, WindowSpec
@@ -24,34 +25,45 @@ def trailing_window_segments(
     day: str,
     window_days: int,
     aggregates: Callable[[WindowSpec], Sequence[Column]],
+    until: date,
 ) -> DataFrame:
-    """Reads one row per (keys, ``day``) with value columns; one row per (keys, segment) over which the
-    key's days in the trailing window [D - window_days + 1, D] are the same nonempty set, with
-    ``segment_start``, ``segment_end`` and ``aggregates(frame)`` evaluated over that set.
+    """Reads one row per (keys, ``day``) with value columns; one row per (keys, segment) before
+    ``until`` over which the key's days in the trailing window [D - window_days + 1, D] are the same
+    nonempty set, with ``segment_start``, ``segment_end`` and ``aggregates(frame)`` over that set.
 
     The frame also holds one row per day leaving the window, with NULL in ``day`` and every value
     column, so aggregates must ignore NULLs (sum, max, count(column), collect_list, when(...) do).
     They may refer to ``segment_start``, the date the window's content last changed.
     """
     number = F.unix_date(F.col(day))
-    entries = days.withColumn("_t", number)
-    exits = days.select(*keys, (number + F.lit(window_days)).alias("_t"))
+    end = F.unix_date(F.lit(until))
+    # Changes from ``until`` on are not asked for: without them the last segment ends at ``until``
+    # (for one as-of date, no day leaves the window at all).
+    values = [c for c in days.columns if c not in keys]
+    # Each day twice: entering (shift 0) and leaving (shift window_days, values NULL). A generator,
+    # not a union, so the rows keep the input's partitioning and the window needs no shuffle.
+    points = (
+        days.withColumn("_shift", F.explode(F.array(F.lit(0), F.lit(window_days))))
+        .select(
+            *keys,
+            (number + F.col("_shift")).alias("_t"),
+            *[F.when(F.col("_shift") == 0, F.col(c)).alias(c) for c in values],
+        )
+        .where(F.col("_t") < end)
+        .withColumn(SEGMENT_START, F.date_from_unix_date(F.col("_t")))
+    )
     order = Window.partitionBy(*keys).orderBy("_t")
     frame = order.rangeBetween(-(window_days - 1), Window.currentRow)
-    points = entries.unionByName(exits, allowMissingColumns=True).withColumn(
-        SEGMENT_START, F.date_from_unix_date(F.col("_t"))
-    )
     return (
         points.select(
             *keys,
             SEGMENT_START,
             "_t",
-            F.lead("_t").over(order).alias("_next"),
+            F.coalesce(F.lead("_t").over(order), end).alias("_next"),
             F.count(F.col(day)).over(frame).alias("_days"),
             *aggregates(frame),
         )
-        # Rows at the same date see the same frame: the last of them carries the next date. The
-        # key's last row is the exit of its last day, whose window is empty.
+        # Rows at the same date see the same frame: the last of them carries the next date.
         .where((F.col("_next") != F.col("_t")) & (F.col("_days") > 0))
         .withColumn(SEGMENT_END, F.date_from_unix_date(F.col("_next")))
         .drop("_t", "_next", "_days")

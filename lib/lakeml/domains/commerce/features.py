@@ -28,7 +28,7 @@ Both tables are keyed by (entity, ``as_of_date``) and partitioned by ``as_of_dat
   D. Event types without a weight (``rating``) add 0. The window truncation is part of the definition
   (an event ``lookback_days`` old weighs at most ``2^(-lookback_days / half_life_days)``), which makes an
   incremental run for D (reading only the window's partitions) equal to a full recompute. It is
-  computed as per-day sums relative to each day's end, scaled by ``2^(-(D - day) / half_life_days)``.
+  computed from per-day sums relative to each day's end, scaled by ``2^(-(D - day) / half_life_days)``.
 - **Explicit ratings** are kept apart from strength: ``rating_last`` (latest rating event in the
   window, ties broken by event_id), its ``rating_ts``, and ``rating_count``.
 - **Which (user, item) rows exist for D** (table size): the pair has at least one counted event in
@@ -43,6 +43,16 @@ Both tables are keyed by (entity, ``as_of_date``) and partitioned by ``as_of_dat
   are NULL for items without a category. An item has a row for D when it has a counted event in the
   window.
 
+**How user_item_interactions is computed.** The table holds a full window per date, so it is many
+times larger than its input (about 30 rows per event at the default 56-day window). Exploding each
+pair-day into every date of its window and aggregating again would sort and spill that output-sized
+data. Instead, a pair's row only changes (apart from decay) on the dates one of its days enters or
+leaves the window: ``interaction_segments`` evaluates the window once per such change (a range frame
+over the pair's change dates; strength as of the change date), ``interaction_pieces`` keeps the parts
+of those segments on which the user and the item pass the activity filters (both are counts over the
+segments' date ranges, kept as ranges), and ``expand_interactions`` writes one row per date of each
+piece, decaying the strength to that date. Every sort and join is over pair-days, not pair-dates.
+
 ``build_commerce_features`` writes every as_of_date of [first_date, last_date] with one atomic
 ``overwrite_where`` per table (one date = the incremental run, a range = the full recompute), so a
 rerun replaces the same partitions with the same rows. No Python UDFs; nothing proportional to the
@@ -52,7 +62,6 @@ data reaches the driver.
 from __future__ import annotations
 
 from datetime import date, timedelta
-from functools import reduce
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window, WindowSpec
 from pyspark.sql import functions as F
@@ -202,10 +211,10 @@ def _with_session_carry(days: DataFrame) -> DataFrame:
     )
 
 
-def interaction_pieces(days: DataFrame, cfg: CommerceFeaturesConfig, first: date, last: date) -> DataFrame:
+def interaction_segments(days: DataFrame, cfg: CommerceFeaturesConfig, first: date, last: date) -> DataFrame:
     """Reads pair_days rows; per (user_id, item_id), the date ranges [segment_start, segment_end) within
-    [first, last] over which the pair's row is the same up to decay and passes the activity filters,
-    with the window's values and ``strength_at`` (the strength as of ``decay_from``)."""
+    [first, last] over which the pair's window holds the same days, with the window's values and
+    ``strength_at`` (the strength as of ``decay_from``, the date its content last changed)."""
     sums = ["views", "carts", "removes", "purchases", "purchased_units", "events", "rating_count"]
     active = F.col("event_date").isNotNull()  # NULL on the rows of days leaving the window
 
@@ -226,54 +235,59 @@ def interaction_pieces(days: DataFrame, cfg: CommerceFeaturesConfig, first: date
             F.max("last_rating").over(frame).alias("_rating"),
         ]
 
-    pairs = (
+    return (
         days.transform(
-            trailing_window_segments, ["user_id", "item_id"], "event_date", cfg.lookback_days, window_values
+            trailing_window_segments,
+            ["user_id", "item_id"],
+            "event_date",
+            cfg.lookback_days,
+            window_values,
+            until=last + timedelta(days=1),
         )
         .withColumn("decay_from", F.col(SEGMENT_START))
+        .withColumn("rating_last", F.col("_rating.rating"))
+        .withColumn("rating_ts", F.col("_rating.ts"))
+        .drop("_rating")
         .transform(clip_segments, F.lit(first), F.lit(last + timedelta(days=1)))
     )
+
+
+def interaction_pieces(segments: DataFrame, cfg: CommerceFeaturesConfig) -> DataFrame:
+    """Reads interaction_segments rows; their parts on the dates where both the user (counted events)
+    and the item (distinct users) pass the minimum-activity filters."""
     users = (
-        coverage_segments(pairs, ["user_id"], F.col("events"))
+        coverage_segments(segments, ["user_id"], F.col("events"))
         .where(F.col("covered") >= F.lit(cfg.min_user_events))
         .transform(merge_touching_segments, ["user_id"])
     )
     items = (
-        coverage_segments(pairs, ["item_id"], F.lit(1))
+        coverage_segments(segments, ["item_id"], F.lit(1))
         .where(F.col("covered") >= F.lit(cfg.min_item_users))
         .transform(merge_touching_segments, ["item_id"])
     )
-    return pairs.transform(intersect_segments, users, ["user_id"]).transform(
+    return segments.transform(intersect_segments, users, ["user_id"]).transform(
         intersect_segments, items, ["item_id"]
     )
 
 
-def expand_interactions(pieces: DataFrame, cfg: CommerceFeaturesConfig, first: date, last: date) -> DataFrame:
-    """Reads interaction_pieces rows; one row per (user_id, item_id, as_of_date) in [first, last]."""
-
-    def on(day: date) -> DataFrame:
-        as_of = F.lit(day)
-        age = F.datediff(as_of, F.col("decay_from")).cast("double")
-        return (
-            pieces.where((F.col(SEGMENT_START) <= as_of) & (as_of < F.col(SEGMENT_END)))
-            .withColumn("strength", F.col("strength_at") * decay_factor(age, cfg.half_life_days))
-            .withColumn("rating_last", F.col("_rating.rating"))
-            .withColumn("rating_ts", F.col("_rating.ts"))
-            .withColumn(AS_OF_DATE, as_of)
-            .select(*USER_ITEM_INTERACTIONS_SCHEMA.fieldNames())
+def expand_interactions(pieces: DataFrame, cfg: CommerceFeaturesConfig) -> DataFrame:
+    """Reads interaction_pieces rows; one row per (user_id, item_id, as_of_date) of each piece's dates."""
+    age = F.datediff(F.col(AS_OF_DATE), F.col("decay_from")).cast("double")
+    return (
+        pieces.withColumn(
+            AS_OF_DATE, F.explode(F.sequence(F.col(SEGMENT_START), F.date_sub(F.col(SEGMENT_END), 1)))
         )
-
-    # One union child per date, so each write task holds a single as_of_date: the writer's sort by
-    # partition is then trivial, where one explode would need a sort of the whole output.
-    dates = [first + timedelta(days=i) for i in range((last - first).days + 1)]
-    return reduce(DataFrame.unionByName, [on(day) for day in dates])
+        .withColumn("strength", F.col("strength_at") * decay_factor(age, cfg.half_life_days))
+        .select(*USER_ITEM_INTERACTIONS_SCHEMA.fieldNames())
+    )
 
 
 def user_item_interactions(
     days: DataFrame, cfg: CommerceFeaturesConfig, first: date, last: date
 ) -> DataFrame:
     """Reads pair_days rows; one row per (user_id, item_id, as_of_date) in [first, last] (module rules)."""
-    return expand_interactions(interaction_pieces(days, cfg, first, last), cfg, first, last)
+    segments = interaction_segments(days, cfg, first, last)
+    return segments.transform(interaction_pieces, cfg).transform(expand_interactions, cfg)
 
 
 def item_stats(days: DataFrame, cfg: CommerceFeaturesConfig, first: date, last: date) -> DataFrame:
@@ -339,18 +353,22 @@ def build_commerce_features(
     where = [(AS_OF_DATE, ">=", first_date), (AS_OF_DATE, "<=", last_date)]
     d0, d1 = read_range(cfg, first_date, last_date)
     days = pair_days(counted_events(_read_silver(spark, silver, d0, d1), cfg), cfg).persist()
-    # Cached: the segments' windows and joins read days, and every date's union child reads pieces.
-    pieces = interaction_pieces(days, cfg, first_date, last_date).persist()
+    # Cached: the activity filters and the pieces all read the segments.
+    segments = interaction_segments(days, cfg, first_date, last_date).persist()
     try:
         events = days.agg(F.coalesce(F.sum("events"), F.lit(0))).first()[0]
-        outputs = {
-            USER_ITEM_INTERACTIONS: expand_interactions(pieces, cfg, first_date, last_date),
-            ITEM_STATS: item_stats(days, cfg, first_date, last_date),
+        interactions = interaction_pieces(segments, cfg).transform(expand_interactions, cfg)
+        dates = (last_date - first_date).days + 1
+        counts = {
+            # Each task holds pieces of every date: one open file per date, no sort of the output.
+            USER_ITEM_INTERACTIONS: targets[USER_ITEM_INTERACTIONS]
+            .overwrite_where(interactions, where, open_files=dates)
+            .rows_added,
+            ITEM_STATS: targets[ITEM_STATS]
+            .overwrite_where(item_stats(days, cfg, first_date, last_date), where)
+            .rows_added,
         }
-        counts = {}
-        for name, df in outputs.items():
-            counts[name] = targets[name].overwrite_where(df, where).rows_added
     finally:
-        pieces.unpersist()
+        segments.unpersist()
         days.unpersist()
     return {**counts, "events": int(events)}
