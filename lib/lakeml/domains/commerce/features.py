@@ -245,6 +245,8 @@ def interaction_segments(days: DataFrame, cfg: CommerceFeaturesConfig, first: da
             until=last + timedelta(days=1),
         )
         .withColumn("decay_from", F.col(SEGMENT_START))
+        # Plain columns before the explode: Spark 4.0 failed to plan the write with a struct's fields
+        # pruned through it ("Couldn't find _extract_ts").
         .withColumn("rating_last", F.col("_rating.rating"))
         .withColumn("rating_ts", F.col("_rating.ts"))
         .drop("_rating")
@@ -260,6 +262,7 @@ def interaction_pieces(segments: DataFrame, cfg: CommerceFeaturesConfig) -> Data
         .where(F.col("covered") >= F.lit(cfg.min_user_events))
         .transform(merge_touching_segments, ["user_id"])
     )
+    # A pair's segments do not overlap, so the segments covering a date count the item's users.
     items = (
         coverage_segments(segments, ["item_id"], F.lit(1))
         .where(F.col("covered") >= F.lit(cfg.min_item_users))
