@@ -37,8 +37,6 @@ def trailing_window_segments(
     """
     number = F.unix_date(F.col(day))
     end = F.unix_date(F.lit(until))
-    # Changes from ``until`` on are not asked for: without them the last segment ends at ``until``
-    # (for one as-of date, no day leaves the window at all).
     values = [c for c in days.columns if c not in keys]
     # Each day twice: entering (shift 0) and leaving (shift window_days, values NULL). A generator,
     # not a union, so the rows keep the input's partitioning and the window needs no shuffle.
@@ -49,6 +47,8 @@ def trailing_window_segments(
             (number + F.col("_shift")).alias("_t"),
             *[F.when(F.col("_shift") == 0, F.col(c)).alias(c) for c in values],
         )
+        # Changes from ``until`` on are not asked for: without them the last segment ends at
+        # ``until`` (for one as-of date, no day leaves the window at all).
         .where(F.col("_t") < end)
         .withColumn(SEGMENT_START, F.date_from_unix_date(F.col("_t")))
     )
