@@ -278,6 +278,32 @@ def test_merge_schema_adds_nullable_columns_and_widens_safely(spark, config, tab
     assert t.read().where("channel IS NULL").count() == 7
 
 
+def test_nested_fields_take_stricter_data_and_refuse_looser(spark, config, table_path, engine):
+    point = T.StructType([T.StructField("x", T.LongType(), True), T.StructField("tag", T.StringType(), True)])
+    schema = T.StructType([T.StructField("id", T.LongType(), False), T.StructField("p", point, True)])
+    t = DeltaTableRef(spark, table_path, config.lakehouse, engine).create(schema)
+    strict = spark.range(3).select("id", F.struct(F.col("id").alias("x"), F.lit("a").alias("tag")).alias("p"))
+    assert not strict.schema["p"].dataType["x"].nullable  # the premise: NOT NULL inside the struct
+    t.append(strict)
+    assert sorted((r.id, r.p.x, r.p.tag) for r in t.read().collect()) == [
+        (0, 0, "a"),
+        (1, 1, "a"),
+        (2, 2, "a"),
+    ]
+    assert t.schema() == schema
+    strict_table = DeltaTableRef(spark, table_path + "-strict", config.lakehouse, engine).create(
+        strict.schema
+    )
+    loose = spark.range(1).select(
+        "id", F.struct(F.lit(None).cast("long").alias("x"), F.lit("a").alias("tag")).alias("p")
+    )
+    with pytest.raises(
+        TableError, match=r"column p is struct<x:bigint,tag:string> in the table .*nested field"
+    ):
+        strict_table.append(loose)
+    assert strict_table.version() == 0
+
+
 # ---------------------------------------------------------------------------- overwrite_where
 
 

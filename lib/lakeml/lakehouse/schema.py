@@ -86,12 +86,14 @@ def plan_write(
             continue
         if src.dataType == field.dataType:
             columns.append(F.col(f"`{field.name}`"))
-        elif _can_widen(field.dataType, src.dataType):
+        elif _can_widen(field.dataType, src.dataType) or _fits_nested(field.dataType, src.dataType):
             columns.append(F.col(f"`{field.name}`").cast(field.dataType).alias(field.name))
         else:
+            looser = " (a nested field that is NOT NULL in the table is nullable in the data)"
             problems.append(
                 f"column {field.name} is {field.dataType.simpleString()} in the table "
                 f"but {src.dataType.simpleString()} in the data"
+                + (looser if field.dataType.simpleString() == src.dataType.simpleString() else "")
             )
     extra = [f for f in df_schema.fields if f.name not in {t.name for t in table.fields}]
     added: list[T.StructField] = []
@@ -112,6 +114,27 @@ def plan_write(
     if problems:
         raise TableError("data does not fit the table schema: " + "; ".join(problems))
     return WritePlan(columns, added)
+
+
+def _fits_nested(target: T.DataType, source: T.DataType) -> bool:
+    """The same nested type, where the data's nested fields may only be stricter (NOT NULL into nullable)."""
+    if isinstance(target, T.StructType) and isinstance(source, T.StructType):
+        return [f.name for f in target.fields] == [f.name for f in source.fields] and all(
+            (t.nullable or not s.nullable)
+            and (t.dataType == s.dataType or _fits_nested(t.dataType, s.dataType))
+            for t, s in zip(target.fields, source.fields, strict=True)
+        )
+    if isinstance(target, T.ArrayType) and isinstance(source, T.ArrayType):
+        return (target.containsNull or not source.containsNull) and (
+            target.elementType == source.elementType or _fits_nested(target.elementType, source.elementType)
+        )
+    if isinstance(target, T.MapType) and isinstance(source, T.MapType):
+        return (
+            target.keyType == source.keyType
+            and (target.valueContainsNull or not source.valueContainsNull)
+            and (target.valueType == source.valueType or _fits_nested(target.valueType, source.valueType))
+        )
+    return False
 
 
 def _can_widen(target: T.DataType, source: T.DataType) -> bool:
