@@ -19,6 +19,7 @@ from lakeml.transforms.segments import (
     merge_touching_segments,
     trailing_window_segments,
 )
+from lakeml.transforms.sessions import sessionize
 from lakeml.transforms.standardize import (
     first_reject_reason,
     parse_boolean,
@@ -260,3 +261,39 @@ def test_coverage_segments_merge_and_intersect(spark):
         spark.createDataFrame(expected_pieces, intervals.schema),
         checkRowOrder=False,
     )
+
+
+def test_sessionize_from_seeds_equals_one_pass_over_the_whole_history(spark):
+    """A run that starts at midnight, seeded with each key's last event and session start, matches
+    sessionizing the history in one pass (sessions open at midnight continue, others do not)."""
+
+    def t(hour: int, minute: int = 0, day: int = 2) -> dt.datetime:
+        return dt.datetime(2026, 11, day, hour, minute, tzinfo=dt.UTC)
+
+    events = [
+        ("a", "a1", t(22, 0, 1)), ("a", "a2", t(23, 50, 1)), ("a", "a3", t(0, 10)), ("a", "a4", t(0, 40)),
+        ("a", "a5", t(1, 11)),  # 31 minutes: a new session
+        ("b", "b1", t(23, 0, 1)), ("b", "b2", t(0, 10)),  # 70 minutes across midnight: new
+        ("c", "c1", t(0, 5)), ("c", "c2", t(0, 5)),  # no history; a tie
+    ]  # fmt: skip
+    history = spark.createDataFrame(events, "key string, id string, ts timestamp")
+    whole = sessionize(history, ["key"], "ts", "id", 30)
+    midnight = F.lit(t(0))
+    seeds = (
+        whole.where(F.col("ts") < midnight)
+        .groupBy("key")
+        .agg(F.max("ts").alias("ts"), F.max("session_start_ts").alias("session_start_ts"))
+    )
+    seeded = sessionize(history.where(F.col("ts") >= midnight), ["key"], "ts", "id", 30, seeds=seeds)
+    assertDataFrameEqual(seeded, whole.where(F.col("ts") >= midnight), checkRowOrder=False)
+    starts = {r.id: r.session_start_ts for r in seeded.collect()}
+    assert starts == {
+        "a3": t(23, 50, 1).replace(tzinfo=None), "a4": t(23, 50, 1).replace(tzinfo=None),
+        "a5": t(1, 11).replace(tzinfo=None), "b2": t(0, 10).replace(tzinfo=None),
+        "c1": t(0, 5).replace(tzinfo=None), "c2": t(0, 5).replace(tzinfo=None),
+    }  # fmt: skip
+    unseeded = {
+        r.id: r.session_start_ts
+        for r in sessionize(history.where(F.col("ts") >= midnight), ["key"], "ts", "id", 30).collect()
+    }
+    assert unseeded["a3"] == t(0, 10).replace(tzinfo=None)  # the premise: without seeds a3 starts a session

@@ -18,6 +18,7 @@ def sessionize(
     tiebreak: str,
     gap_minutes: float,
     start_col: str = "session_start_ts",
+    seeds: DataFrame | None = None,
 ) -> DataFrame:
     """Reads ``keys``, ``ts``, ``tiebreak``; adds ``start_col``: ts of the first event of the event's session.
 
@@ -25,16 +26,28 @@ def sessionize(
     first event or comes strictly more than ``gap_minutes`` after the previous one (exactly the gap is
     the same session; equal timestamps are always the same session). Only earlier events matter, so
     adding later events never changes an earlier event's session.
+
+    ``seeds`` (``keys``, ``ts``, ``start_col``; at most one row per key, earlier than its events) is
+    each key's last event before ``df`` and its session start, as an earlier run computed them: a
+    session open at the seed continues into ``df`` with that start, as if the history were read.
     """
+    seeded = df.withColumn("_seed", F.lit(False)).withColumn(start_col, F.lit(None).cast("timestamp"))
+    if seeds is not None:
+        seeded = seeded.unionByName(
+            seeds.select(*keys, ts, start_col).withColumn("_seed", F.lit(True)), allowMissingColumns=True
+        )
     order = Window.partitionBy(*keys).orderBy(F.col(ts), F.col(tiebreak))
     gap_micros = int(gap_minutes * SECONDS_PER_MINUTE * MICROS_PER_SECOND)
     previous = F.lag(F.unix_micros(F.col(ts))).over(order)
     starts = previous.isNull() | (F.unix_micros(F.col(ts)) - previous > F.lit(gap_micros))
     running = order.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    # A seed starts its key's rows; its start is the one recorded (not later than its ts, so the max holds).
+    start = F.coalesce(F.col(start_col), F.col(ts))
     return (
-        df.withColumn("_starts", starts)
-        .withColumn(start_col, F.max(F.when(F.col("_starts"), F.col(ts))).over(running))
-        .drop("_starts")
+        seeded.withColumn("_starts", starts)
+        .withColumn(start_col, F.max(F.when(F.col("_starts"), start)).over(running))
+        .where(~F.col("_seed"))
+        .drop("_starts", "_seed")
     )
 
 
