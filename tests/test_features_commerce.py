@@ -352,23 +352,39 @@ def test_interactions_match_a_plain_recount_while_activity_filters_change(
 def test_incremental_equals_full_recompute_and_rerun_is_idempotent(
     spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg = settings(tmp_path)
+    """Day by day, with a late event, the tables equal one full recompute; a rerun changes nothing."""
+    # u6's sessions cross both midnights: a run that starts at 11-19 must continue 11-18's session.
+    events = EVENTS + [
+        event(f"e4{i}", ts, "u6", "view", "i7", "toys")
+        for i, ts in enumerate((at(18, 23, 50), at(19, 0, 10), at(19, 23, 55), at(20, 0, 5)))
+    ]
+    # The reference: every event in silver, one run for every date.
+    full_cfg = settings(tmp_path / "full")
+    full_lake = Lakehouse(spark, full_cfg)
+    full_lake.table("silver", "clickstream").create(CLICKSTREAM_SILVER_SCHEMA, ["event_date"]).append(
+        spark.createDataFrame(events, CLICKSTREAM_SILVER_SCHEMA)
+    )
+    full = build_commerce_features(spark, full_cfg, date(2026, 11, 18), date(2026, 11, 21))
+    assert (
+        full["user_item_interactions"] == full_lake.table("gold", "user_item_interactions").read().count() > 0
+    )
+
+    # Daily: yesterday's run, then D's events arrive with one event of yesterday that came late.
+    cfg = settings(tmp_path / "daily")
     lake = Lakehouse(spark, cfg)
     silver = lake.table("silver", "clickstream").create(CLICKSTREAM_SILVER_SCHEMA, ["event_date"])
-
-    # Empty history: the gold tables exist and hold nothing for D.
     assert build_commerce_features(spark, cfg, D, D) == {
         "user_item_interactions": 0,
         "item_stats": 0,
         "events": 0,
     }
-
-    silver.append(spark.createDataFrame(EVENTS, CLICKSTREAM_SILVER_SCHEMA))
-    first, last = date(2026, 11, 18), date(2026, 11, 21)
-    full = build_commerce_features(spark, cfg, first, last)
-    inter, items = lake.table("gold", "user_item_interactions"), lake.table("gold", "item_stats")
-    full_versions = (inter.version(), items.version())
-    assert full["user_item_interactions"] == inter.read().count() > 0
+    late = [r for r in events if r[0] == "e09"]
+    assert late[0][16] == D - timedelta(days=1)
+    silver.append(
+        spark.createDataFrame([r for r in events if r[16] < D and r not in late], CLICKSTREAM_SILVER_SCHEMA)
+    )
+    build_commerce_features(spark, cfg, D - timedelta(days=1), D - timedelta(days=1))
+    silver.append(spark.createDataFrame([r for r in events if r[16] >= D] + late, CLICKSTREAM_SILVER_SCHEMA))
 
     reads: list[tuple[str, list]] = []
     original = DeltaTableRef.read
@@ -379,32 +395,54 @@ def test_incremental_equals_full_recompute_and_rerun_is_idempotent(
 
     monkeypatch.setattr(DeltaTableRef, "read", spy)
     incremental = build_commerce_features(spark, cfg, D, D)
-    # The incremental run reads silver only for D and its lookback (3 days here).
-    silver_reads = [w for uri, w in reads if uri == silver.uri]
-    assert silver_reads == [[("event_date", ">=", date(2026, 11, 18)), ("event_date", "<=", D)]]
-    assert read_range(cfg.features.commerce, D, D) == (date(2026, 11, 18), D)
-    assert incremental["user_item_interactions"] == 6 and incremental["item_stats"] == 4
-
+    # Silver is read for D and for the day the late event landed in; the older days' aggregates are reused.
+    assert [w for uri, w in reads if uri == silver.uri] == [
+        [("event_date", ">=", D - timedelta(days=1)), ("event_date", "<=", D)]
+    ]
     on_d = [("as_of_date", "=", D)]
-    for table, version, key in (
-        (inter, full_versions[0], KEY),
-        (items, full_versions[1], ["item_id", "as_of_date"]),
-    ):
-        assert table.version() == version + 1
+    assert read_range(cfg.features.commerce, D, D) == (date(2026, 11, 18), D)
+    # Counted events of 11-18..D: u1 7, u2 1, u3 1 (its bot day excluded), u4 0 (bot day), u5 4, u6 4.
+    assert incremental == {"user_item_interactions": 7, "item_stats": 5, "events": 17}
+    u6 = lake.table("gold", "user_item_interactions").read(where=on_d).where("user_id = 'u6'")
+    assert [r.sessions for r in u6.collect()] == [2]
+
+    for name, key in (("user_item_interactions", KEY), ("item_stats", ["item_id", "as_of_date"])):
         assertDataFrameEqual(
-            table.read(where=on_d).orderBy(*key),
-            table.read(version=version, where=on_d).orderBy(*key),
+            lake.table("gold", name).read(where=on_d).orderBy(*key),
+            full_lake.table("gold", name).read(where=on_d).orderBy(*key),
             checkRowOrder=True,
             rtol=1e-9,
         )
-    # A rerun replaces the day's partitions with the same rows.
-    snapshots = (
-        inter.read().orderBy(*KEY).collect(),
-        items.read().orderBy("item_id", "as_of_date").collect(),
+    # The stored aggregates (session starts included) are those of one pass over the whole history.
+    days = [("event_date", ">=", date(2026, 11, 17)), ("event_date", "<=", D)]
+    pair_day = ["user_id", "item_id", "event_date"]
+    assertDataFrameEqual(
+        lake.table("gold", "user_item_days").read(where=days).orderBy(*pair_day),
+        full_lake.table("gold", "user_item_days").read(where=days).orderBy(*pair_day),
+        checkRowOrder=True,
+        rtol=1e-12,
     )
+
+    # A rerun reads no silver and replaces the day's partitions with the same rows.
+    tables = [lake.table("gold", n) for n in ("user_item_interactions", "item_stats", "user_item_days")]
+    snapshots = [
+        t.read().orderBy(*t.schema().fieldNames()[:2], t.partition_columns()[0]).collect() for t in tables
+    ]
+    reads.clear()
     assert build_commerce_features(spark, cfg, D, D) == incremental
-    assertDataFrameEqual(inter.read().orderBy(*KEY), snapshots[0], checkRowOrder=True)
-    assertDataFrameEqual(items.read().orderBy("item_id", "as_of_date"), snapshots[1], checkRowOrder=True)
+    assert [w for uri, w in reads if uri == silver.uri] == []
+    for table, snapshot in zip(tables, snapshots, strict=True):
+        ordered = table.read().orderBy(*table.schema().fieldNames()[:2], table.partition_columns()[0])
+        assertDataFrameEqual(ordered, snapshot, checkRowOrder=True)
+
+    # Other settings: the stored aggregates of the whole window are recomputed.
+    reads.clear()
+    build_commerce_features(
+        spark, settings(tmp_path / "daily", ("features.commerce.session_gap_minutes=45",)), D, D
+    )
+    assert [w for uri, w in reads if uri == silver.uri] == [
+        [("event_date", ">=", date(2026, 11, 18)), ("event_date", "<=", D)]
+    ]
 
 
 def test_features_module_has_no_python_udf() -> None:

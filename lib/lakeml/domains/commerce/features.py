@@ -53,6 +53,17 @@ of those segments on which the user and the item pass the activity filters (both
 segments' date ranges, kept as ranges), and ``expand_interactions`` writes one row per date of each
 piece, decaying the strength to that date. Every sort and join is over pair-days, not pair-dates.
 
+**Stored per-day aggregates.** Both tables are computed from pair-days (``pair_day_aggregates``),
+which ``gold/user_item_days`` keeps, so a run for D computes D's pair-days from silver and reads the
+lookback's from there instead of re-reading, sessionizing and aggregating 56 days of events.
+``load_user_item_days`` reads the stored dates that are current (``lakeml.lakehouse.derived``: not
+current = new, other settings, silver got rows for the date since, or an earlier date was recomputed
+later) and computes the rest from the first stale date on. Sessions are the only state that crosses
+days: the recomputed range starts with each user's last counted event of the day before and its
+session start (``session_tails`` of the stored day), so the result equals one pass over the whole
+history. The carry between a pair's days (``with_session_carry``) is applied after reading, over the
+days of the window.
+
 ``build_commerce_features`` writes every as_of_date of [first_date, last_date] with one atomic
 ``overwrite_where`` per table (one date = the incremental run, a range = the full recompute), so a
 rerun replaces the same partitions with the same rows. No Python UDFs; nothing proportional to the
@@ -61,6 +72,8 @@ data reaches the driver.
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window, WindowSpec
@@ -68,8 +81,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from lakeml.config import CommerceFeaturesConfig, Config
-from lakeml.domains.commerce.silver import CLICKSTREAM_SILVER_SCHEMA
 from lakeml.lakehouse import DeltaTableRef, Lakehouse
+from lakeml.lakehouse.derived import DerivedDates
 from lakeml.transforms.decay import age_days, decay_factor, end_of_day, value_of, with_as_of_dates
 from lakeml.transforms.segments import (
     SEGMENT_END,
@@ -84,6 +97,7 @@ from lakeml.transforms.sessions import events_within, sessionize
 
 USER_ITEM_INTERACTIONS = "user_item_interactions"
 ITEM_STATS = "item_stats"
+USER_ITEM_DAYS = "user_item_days"
 AS_OF_DATE = "as_of_date"
 BURST_SECONDS = 60
 
@@ -104,6 +118,42 @@ USER_ITEM_INTERACTIONS_SCHEMA = T.StructType(
         T.StructField("rating_ts", T.TimestampType(), True),
         T.StructField("rating_count", T.LongType(), False),
         T.StructField(AS_OF_DATE, T.DateType(), False),  # partition
+    ]
+)
+
+
+def _latest(field: str, kind: T.DataType) -> T.StructType:
+    """What ``max(struct(ts, event_id, <field>))`` gives: the day's latest event's value, ties by event_id."""
+    return T.StructType(
+        [
+            T.StructField("ts", T.TimestampType()),
+            T.StructField("event_id", T.StringType()),
+            T.StructField(field, kind),
+        ]
+    )
+
+
+# Per-day aggregates both tables are computed from, kept so a run for D computes only D's day.
+USER_ITEM_DAYS_SCHEMA = T.StructType(
+    [
+        T.StructField("user_id", T.StringType(), False),
+        T.StructField("item_id", T.StringType(), False),
+        T.StructField("contribution", T.DoubleType(), False),  # strength added, as of the end of the day
+        T.StructField("views", T.LongType(), False),
+        T.StructField("carts", T.LongType(), False),
+        T.StructField("removes", T.LongType(), False),
+        T.StructField("purchases", T.LongType(), False),
+        T.StructField("purchased_units", T.LongType(), False),
+        T.StructField("events", T.LongType(), False),
+        T.StructField("sessions", T.LongType(), False),  # distinct sessions with the pair's events that day
+        T.StructField("first_session_start", T.TimestampType(), False),
+        T.StructField("last_session_start", T.TimestampType(), False),
+        T.StructField("last_event_ts", T.TimestampType(), False),
+        T.StructField("last_rating", _latest("rating", T.IntegerType()), True),
+        T.StructField("rating_count", T.LongType(), False),
+        T.StructField("rating_sum", T.LongType(), True),
+        T.StructField("last_category", _latest("category", T.StringType()), True),
+        T.StructField("event_date", T.DateType(), False),  # partition
     ]
 )
 
@@ -154,8 +204,13 @@ def flag_bot_days(events: DataFrame, cfg: CommerceFeaturesConfig) -> DataFrame:
     )
 
 
-def counted_events(events: DataFrame, cfg: CommerceFeaturesConfig) -> DataFrame:
-    """Reads silver clickstream rows; keeps non-bot-day events and adds session_start_ts."""
+def counted_events(
+    events: DataFrame, cfg: CommerceFeaturesConfig, seeds: DataFrame | None = None
+) -> DataFrame:
+    """Reads silver clickstream rows; keeps non-bot-day events and adds session_start_ts.
+
+    ``seeds`` (``session_tails`` of the day before the events): sessions open at midnight continue.
+    """
     kept = events.select(
         "event_id", "ts", "user_id", "event_type", "item_id", "category", "quantity", "rating", "event_date"
     )
@@ -163,13 +218,14 @@ def counted_events(events: DataFrame, cfg: CommerceFeaturesConfig) -> DataFrame:
         kept.transform(flag_bot_days, cfg)
         .where(~F.col("is_bot_day"))
         .drop("is_bot_day")
-        .transform(sessionize, ["user_id"], "ts", "event_id", cfg.session_gap_minutes)
+        .transform(sessionize, ["user_id"], "ts", "event_id", cfg.session_gap_minutes, seeds=seeds)
     )
 
 
-def pair_days(events: DataFrame, cfg: CommerceFeaturesConfig) -> DataFrame:
-    """Reads counted events; one row per (user_id, item_id, event_date) with the day's sums, strength
-    contribution relative to the end of that day, new and carried sessions, latest rating and category."""
+def pair_day_aggregates(events: DataFrame, cfg: CommerceFeaturesConfig) -> DataFrame:
+    """Reads counted events; one USER_ITEM_DAYS_SCHEMA row per (user_id, item_id, event_date): the day's
+    sums, strength contribution relative to the end of that day, sessions and their first and last
+    start, latest rating and category."""
     weight = value_of(F.col("event_type"), cfg.event_weights)
     decay = decay_factor(age_days(F.col("ts"), end_of_day(F.col("event_date"))), cfg.half_life_days)
     is_rating = _is("rating") & F.col("rating").isNotNull()
@@ -185,9 +241,9 @@ def pair_days(events: DataFrame, cfg: CommerceFeaturesConfig) -> DataFrame:
             .cast("long")
             .alias("purchased_units"),
             F.count(F.lit(1)).alias("events"),
-            F.size(F.collect_set("session_start_ts")).cast("long").alias("_sessions"),
-            F.min("session_start_ts").alias("_first_session"),
-            F.max("session_start_ts").alias("_last_session"),
+            F.size(F.collect_set("session_start_ts")).cast("long").alias("sessions"),
+            F.min("session_start_ts").alias("first_session_start"),
+            F.max("session_start_ts").alias("last_session_start"),
             F.max("ts").alias("last_event_ts"),
             F.max(F.when(is_rating, F.struct("ts", "event_id", "rating"))).alias("last_rating"),
             _count_if(is_rating).alias("rating_count"),
@@ -196,18 +252,31 @@ def pair_days(events: DataFrame, cfg: CommerceFeaturesConfig) -> DataFrame:
                 "last_category"
             ),
         )
-        .transform(_with_session_carry)
+        .select(*USER_ITEM_DAYS_SCHEMA.fieldNames())
     )
 
 
-def _with_session_carry(days: DataFrame) -> DataFrame:
-    """Reads pair-day session counts and first/last session starts; adds new_sessions, carried_session."""
+def session_tails(days: DataFrame) -> DataFrame:
+    """Reads pair-day aggregates of one day; per user_id, the last counted event ``ts`` and its
+    ``session_start_ts`` (the day's latest session: sessions of a user do not overlap)."""
+    return days.groupBy("user_id").agg(
+        F.max("last_event_ts").alias("ts"), F.max("last_session_start").alias("session_start_ts")
+    )
+
+
+def pair_days(events: DataFrame, cfg: CommerceFeaturesConfig) -> DataFrame:
+    """Reads counted events; ``pair_day_aggregates`` with the session carry between a pair's days."""
+    return pair_day_aggregates(events, cfg).transform(with_session_carry)
+
+
+def with_session_carry(days: DataFrame) -> DataFrame:
+    """Reads pair-day aggregates (session count and first/last start); adds new_sessions and carried_session."""
     previous = Window.partitionBy("user_id", "item_id").orderBy("event_date")
-    carried = F.coalesce(F.lag("_last_session").over(previous) == F.col("_first_session"), F.lit(False))
-    return (
-        days.withColumn("carried_session", carried.cast("long"))
-        .withColumn("new_sessions", F.col("_sessions") - F.col("carried_session"))
-        .drop("_sessions", "_first_session", "_last_session")
+    carried = F.coalesce(
+        F.lag("last_session_start").over(previous) == F.col("first_session_start"), F.lit(False)
+    )
+    return days.withColumn("carried_session", carried.cast("long")).withColumn(
+        "new_sessions", F.col("sessions") - F.col("carried_session")
     )
 
 
@@ -329,10 +398,77 @@ def item_stats(days: DataFrame, cfg: CommerceFeaturesConfig, first: date, last: 
     )
 
 
-def _read_silver(spark: SparkSession, silver: DeltaTableRef, d0: date, d1: date) -> DataFrame:
-    if not silver.exists():
-        return spark.createDataFrame([], CLICKSTREAM_SILVER_SCHEMA)
-    return silver.read(where=[("event_date", ">=", d0), ("event_date", "<=", d1)])
+def settings_fingerprint(cfg: CommerceFeaturesConfig) -> str:
+    """Identifies the settings stored pair-day aggregates were computed with (changed settings recompute them)."""
+    return hashlib.sha256(repr(cfg).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class PendingDays:
+    """Pair-day aggregates computed from silver for [start, last], to be stored (``store_user_item_days``)."""
+
+    start: date
+    last: date
+    silver_version: int
+
+
+def _user_item_days_tables(
+    lake: Lakehouse, cfg: CommerceFeaturesConfig
+) -> tuple[DeltaTableRef, DerivedDates]:
+    silver = lake.table("silver", "clickstream")
+    table = lake.table("gold", USER_ITEM_DAYS).create(USER_ITEM_DAYS_SCHEMA, ["event_date"])
+    freshness = DerivedDates(
+        lake.table("ops", "derived_dates"),
+        f"gold/{USER_ITEM_DAYS}",
+        silver,
+        "event_date",
+        settings_fingerprint(cfg),
+    )
+    return table, freshness
+
+
+def load_user_item_days(
+    lake: Lakehouse, cfg: CommerceFeaturesConfig, first: date, last: date
+) -> tuple[DataFrame, PendingDays | None]:
+    """Pair-day aggregates of event dates [first, last], partitioned by user_id; and what is not stored yet.
+
+    Stored dates that are current (``DerivedDates``) are read from gold/user_item_days; from the first
+    date that is not (new, settings changed, late silver rows, or an earlier date recomputed since)
+    to ``last``, they are computed from silver, and sessions open at the end of the day before
+    continue from its stored tails.
+    """
+    table, freshness = _user_item_days_tables(lake, cfg)
+    silver = freshness.source
+    version = silver.version() if silver.exists() else -1
+    start = freshness.first_stale(first, last) if version >= 0 else None
+    if start is None:
+        return table.read(where=[("event_date", ">=", first), ("event_date", "<=", last)]).repartition(
+            "user_id"
+        ), None
+    seeds = session_tails(table.read(where=[("event_date", "=", start - timedelta(days=1))]))
+    events = silver.read(version=version, where=[("event_date", ">=", start), ("event_date", "<=", last)])
+    # Partitioned by user_id already (sessions are per user, and the aggregation keeps that).
+    days = pair_day_aggregates(counted_events(events, cfg, seeds), cfg)
+    if start > first:
+        stored = table.read(where=[("event_date", ">=", first), ("event_date", "<", start)])
+        days = stored.unionByName(days).repartition("user_id")
+    return days, PendingDays(start, last, version)
+
+
+def store_user_item_days(
+    lake: Lakehouse, cfg: CommerceFeaturesConfig, days: DataFrame, pending: PendingDays
+) -> None:
+    """Write the computed dates of ``days`` (``load_user_item_days``) to gold/user_item_days and record them current."""
+    table, freshness = _user_item_days_tables(lake, cfg)
+    dates = [("event_date", ">=", pending.start), ("event_date", "<=", pending.last)]
+    computed = days.where(F.col("event_date") >= F.lit(pending.start)).select(
+        *USER_ITEM_DAYS_SCHEMA.fieldNames()
+    )
+    # One task per date writes it (few, large files for the runs that read many days), unsorted.
+    table.overwrite_where(
+        computed.repartition("event_date"), dates, open_files=(pending.last - pending.start).days + 1
+    )
+    freshness.record(pending.start, pending.last, pending.silver_version)
 
 
 def build_commerce_features(
@@ -340,13 +476,12 @@ def build_commerce_features(
 ) -> dict[str, int]:
     """Compute and write every as_of_date in [first_date, last_date] of both gold tables; row counts.
 
-    Returns rows written per table and ``events``, the counted (non-bot) silver events read.
+    Returns rows written per table and ``events``, the counted (non-bot) silver events in the window.
     """
     if last_date < first_date:
         raise ValueError(f"last_date {last_date} is before first_date {first_date}")
     cfg = config.features.commerce
     lake = Lakehouse(spark, config)
-    silver = lake.table("silver", "clickstream")
     targets = {
         USER_ITEM_INTERACTIONS: lake.table("gold", USER_ITEM_INTERACTIONS).create(
             USER_ITEM_INTERACTIONS_SCHEMA, [AS_OF_DATE]
@@ -355,10 +490,14 @@ def build_commerce_features(
     }
     where = [(AS_OF_DATE, ">=", first_date), (AS_OF_DATE, "<=", last_date)]
     d0, d1 = read_range(cfg, first_date, last_date)
-    days = pair_days(counted_events(_read_silver(spark, silver, d0, d1), cfg), cfg).persist()
-    # Cached: the activity filters and the pieces all read the segments.
-    segments = interaction_segments(days, cfg, first_date, last_date).persist()
+    raw_days, pending = load_user_item_days(lake, cfg, d0, d1)
+    days = raw_days.transform(with_session_carry).persist()
+    segments: DataFrame | None = None
     try:
+        if pending is not None:
+            store_user_item_days(lake, cfg, days, pending)
+        # Cached: the activity filters and the pieces all read the segments.
+        segments = interaction_segments(days, cfg, first_date, last_date).persist()
         events = days.agg(F.coalesce(F.sum("events"), F.lit(0))).first()[0]
         interactions = interaction_pieces(segments, cfg).transform(expand_interactions, cfg)
         dates = (last_date - first_date).days + 1
@@ -372,6 +511,7 @@ def build_commerce_features(
             .rows_added,
         }
     finally:
-        segments.unpersist()
+        if segments is not None:
+            segments.unpersist()
         days.unpersist()
     return {**counts, "events": int(events)}
