@@ -60,6 +60,11 @@ def test_env_variables_are_substituted_and_paths_made_absolute(tmp_path, monkeyp
         ("", ["nokey"], r"malformed --conf 'nokey'"),
         ("", ["lakehouse.nope=1"], r"--conf: unknown key 'lakehouse.nope'"),
         ("", ["run.log_format=xml"], r"--conf: key 'run.log_format' must be one of json, text"),
+        (
+            "",
+            ["features.commerce.session_gap_minutes=1440"],
+            r"session_gap_minutes must be in \(0, 1440\), got 1440",
+        ),
     ],
 )
 def test_bad_config_names_key_and_file(tmp_path, env_text, overrides, message):

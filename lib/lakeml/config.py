@@ -122,6 +122,9 @@ class SilverConfig:
     checks: Mapping[str, tuple[CheckConfig, ...]]
 
 
+MINUTES_PER_DAY = 24 * 60
+
+
 @dataclass(frozen=True)
 class CommerceFeaturesConfig:
     """gold/user_item_interactions and gold/item_stats (commerce.build_features)."""
@@ -142,6 +145,13 @@ class CommerceFeaturesConfig:
     # distinct users of the item.
     min_user_events: int
     min_item_users: int
+
+    def __post_init__(self) -> None:
+        # Stored per-day aggregates continue sessions from the day before only (their seeds).
+        if not 0 < self.session_gap_minutes < MINUTES_PER_DAY:
+            raise ConfigError(
+                f"features.commerce.session_gap_minutes must be in (0, {MINUTES_PER_DAY}), got {self.session_gap_minutes}"
+            )
 
 
 @dataclass(frozen=True)

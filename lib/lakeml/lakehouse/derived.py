@@ -2,13 +2,15 @@
 
 A derived table (daily aggregates kept so later runs need not recompute them from raw rows) is
 rewritten per date range. ``ops/derived_dates`` records, per (derived table, date), the source
-version and the settings fingerprint the date was computed from, and when. A date must be
-recomputed when:
+version and the settings fingerprint the date was computed from, and the derived table's version
+that holds its rows (the commit that wrote them: it orders recomputations without clocks). A date
+must be recomputed when:
 
 - it was never computed, or with other settings (fingerprint);
 - the source got files for that date after the recorded version (late rows landing in old dates);
 - an earlier date of the range was recomputed after it: derived rows may carry state from the day
-  before (a session open at midnight), so a date is only as current as every date before it.
+  before (a session open at midnight), so a date is only as current as every date before it;
+- the derived table is older than the record (it was dropped and created again).
 
 The first date that must be recomputed is returned; the caller recomputes from there to the end of
 its range (state flows forward), then records the range. Everything read here is per-date metadata.
@@ -31,7 +33,8 @@ DERIVED_DATES_SCHEMA = T.StructType(
         T.StructField("date", T.DateType(), False),
         T.StructField("source_version", T.LongType(), False),  # source snapshot the date was computed from
         T.StructField("fingerprint", T.StringType(), False),  # of the settings the rows depend on
-        T.StructField("computed_at", T.TimestampType(), False),
+        T.StructField("derived_version", T.LongType(), False),  # derived table commit that wrote the rows
+        T.StructField("computed_at", T.TimestampType(), False),  # for people; order is derived_version
     ]
 )
 
@@ -40,7 +43,7 @@ DERIVED_DATES_SCHEMA = T.StructType(
 class _Record:
     source_version: int
     fingerprint: str
-    computed_at: dt.datetime
+    derived_version: int
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,8 @@ class DerivedDates:
     """The freshness records of one derived table, computed from ``source`` partitioned by ``date_column``."""
 
     state: DeltaTableRef  # ops/derived_dates (created on first use)
-    table: str
+    table: str  # the derived table's name in the records
+    derived: DeltaTableRef
     source: DeltaTableRef
     date_column: str
     fingerprint: str
@@ -57,7 +61,8 @@ class DerivedDates:
         """The earliest date in [first, last] that must be recomputed; None when every date is current."""
         recorded = self._recorded(first, last)
         changed = self._dates_changed_since(sorted({r.source_version for r in recorded.values()}))
-        latest_before: dt.datetime | None = None
+        derived_version = self.derived.version()
+        latest_before = -1
         for day in _dates(first, last):
             record = recorded.get(day)
             if (
@@ -65,18 +70,23 @@ class DerivedDates:
                 or record.fingerprint != self.fingerprint
                 or changed[record.source_version] is None
                 or day in changed[record.source_version]  # type: ignore[operator]
-                or (latest_before is not None and record.computed_at < latest_before)
+                or record.derived_version < latest_before
+                or record.derived_version > derived_version
             ):
                 return day
-            latest_before = max(latest_before or record.computed_at, record.computed_at)
+            latest_before = max(latest_before, record.derived_version)
         return None
 
-    def record(self, first: dt.date, last: dt.date, source_version: int) -> None:
-        """Mark [first, last] as computed from ``source_version`` with the current settings, now."""
-        now = dt.datetime.now(dt.UTC)
+    def record(self, first: dt.date, last: dt.date, source_version: int, derived_version: int) -> None:
+        """Mark [first, last] as computed from ``source_version`` with the current settings, its rows
+        written by the derived table's commit ``derived_version``."""
         self.state.create(DERIVED_DATES_SCHEMA)
+        now = dt.datetime.now(dt.UTC)
         self.state.append_rows(
-            [(self.table, day, source_version, self.fingerprint, now) for day in _dates(first, last)]
+            [
+                (self.table, day, source_version, self.fingerprint, derived_version, now)
+                for day in _dates(first, last)
+            ]
         )
 
     def _recorded(self, first: dt.date, last: dt.date) -> dict[dt.date, _Record]:
@@ -85,18 +95,20 @@ class DerivedDates:
         rows = (
             self.state.read()
             .where((F.col("table") == self.table) & F.col("date").between(first, last))
-            .select("date", "source_version", "fingerprint", "computed_at")
+            .select("date", "source_version", "fingerprint", "derived_version")
             .collect()  # a few rows per date of the range
         )
         latest: dict[dt.date, _Record] = {}
-        for row in sorted(rows, key=lambda r: r.computed_at):
-            latest[row.date] = _Record(row.source_version, row.fingerprint, row.computed_at)
+        for row in sorted(rows, key=lambda r: r.derived_version):
+            latest[row.date] = _Record(row.source_version, row.fingerprint, row.derived_version)
         return latest
 
     def _dates_changed_since(self, versions: list[int]) -> dict[int, set[dt.date] | None]:
         """Per version (ascending), the dates the source got files for after it; None when that cannot
         be told (the history since is not append-only, or the version is newer than the table)."""
         changed: dict[int, set[dt.date] | None] = {}
+        if not versions:
+            return changed
         since_next: set[dt.date] | None = set()
         latest = self.source.version()
         # Newest first, each commit read once: after v = (v, next recorded version] + after that one.

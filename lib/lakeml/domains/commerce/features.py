@@ -398,9 +398,14 @@ def item_stats(days: DataFrame, cfg: CommerceFeaturesConfig, first: date, last: 
     )
 
 
+# Raise when the code computing gold/user_item_days changes its results: stored days are recomputed.
+USER_ITEM_DAYS_LOGIC = 1
+
+
 def settings_fingerprint(cfg: CommerceFeaturesConfig) -> str:
-    """Identifies the settings stored pair-day aggregates were computed with (changed settings recompute them)."""
-    return hashlib.sha256(repr(cfg).encode()).hexdigest()[:16]
+    """Identifies the logic, schema and settings stored pair-day aggregates were computed with."""
+    identity = f"{USER_ITEM_DAYS_LOGIC}|{USER_ITEM_DAYS_SCHEMA.json()}|{cfg!r}"
+    return hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -420,6 +425,7 @@ def _user_item_days_tables(
     freshness = DerivedDates(
         lake.table("ops", "derived_dates"),
         f"gold/{USER_ITEM_DAYS}",
+        table,
         silver,
         "event_date",
         settings_fingerprint(cfg),
@@ -465,10 +471,10 @@ def store_user_item_days(
         *USER_ITEM_DAYS_SCHEMA.fieldNames()
     )
     # One task per date writes it (few, large files for the runs that read many days), unsorted.
-    table.overwrite_where(
+    written = table.overwrite_where(
         computed.repartition("event_date"), dates, open_files=(pending.last - pending.start).days + 1
     )
-    freshness.record(pending.start, pending.last, pending.silver_version)
+    freshness.record(pending.start, pending.last, pending.silver_version, written.version or table.version())
 
 
 def build_commerce_features(
