@@ -130,11 +130,7 @@ def prepare_banking(spark: SparkSession, config: Config, scale: int, days: int) 
     lake = Lakehouse(spark, config)
     lake.table("silver", "transactions").create(TRANSACTIONS_SILVER_SCHEMA, ["event_date"]).append(txns)
     lake.table("silver", "chargebacks").create(CHARGEBACKS_SILVER_SCHEMA, ["event_date"]).append(chargebacks)
-    return (
-        lake.table("silver", "transactions")
-        .read(where=[("event_date", ">", END - dt.timedelta(days=days))])
-        .count()
-    )
+    return lake.table("silver", "transactions").read(where=full_run_days(days)).count()
 
 
 def _u(column: str, salt: int) -> F.Column:
@@ -184,7 +180,7 @@ def prepare_commerce(spark: SparkSession, config: Config, scale: int, days: int,
     lake = Lakehouse(spark, config)
     silver = lake.table("silver", "clickstream").create(CLICKSTREAM_SILVER_SCHEMA, ["event_date"])
     silver.append(_conform(clicks, CLICKSTREAM_SILVER_SCHEMA))
-    return silver.read(where=[("event_date", ">", END - dt.timedelta(days=days))]).count()
+    return silver.read(where=full_run_days(days)).count()
 
 
 def prepare_maintenance(spark: SparkSession, config: Config, scale: int, days: int, lookback: int) -> int:
@@ -249,11 +245,12 @@ def prepare_maintenance(spark: SparkSession, config: Config, scale: int, days: i
     lake.table("silver", "maintenance").create(MAINTENANCE_SILVER_SCHEMA, ["event_date"]).append(
         _conform(events, MAINTENANCE_SILVER_SCHEMA)
     )
-    return (
-        lake.table("silver", "telemetry")
-        .read(where=[("event_date", ">", END - dt.timedelta(days=days))])
-        .count()
-    )
+    return lake.table("silver", "telemetry").read(where=full_run_days(days)).count()
+
+
+def full_run_days(days: int) -> list[tuple[str, str, dt.date]]:
+    """The silver days the timed full recompute covers: the ``days`` days before END."""
+    return [("event_date", ">=", END - dt.timedelta(days=days)), ("event_date", "<", END)]
 
 
 def bench_table(

@@ -474,7 +474,9 @@ def store_user_item_days(
     written = table.overwrite_where(
         computed.repartition("event_date"), dates, open_files=(pending.last - pending.start).days + 1
     )
-    freshness.record(pending.start, pending.last, pending.silver_version, written.version or table.version())
+    # A plain overwrite (no txn) always commits, so its version is the commit that holds the rows.
+    assert written.version is not None
+    freshness.record(pending.start, pending.last, pending.silver_version, written.version)
 
 
 def build_commerce_features(
