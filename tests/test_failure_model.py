@@ -26,6 +26,7 @@ from lakeml.domains.maintenance.features import MACHINE_FEATURES_SCHEMA
 from lakeml.errors import ConfigError, JobFailed
 from lakeml.lakehouse import Lakehouse
 from lakeml.ml import models
+from lakeml.ml.lifecycle import expand_columns
 from lakeml.ml.splits import SPLIT, with_group_split
 from tests import ml_data
 
@@ -243,6 +244,35 @@ def test_score_failure_writes_one_row_per_input_row_with_both_champions(trained)
     assert t.scores.version() == t.scores_version
 
 
+def test_scoring_records_feature_drift_against_the_training_input(trained):
+    t, fc = trained, trained.cfg.ml.failure
+    first, last = SCORE_DAYS
+    drift = t.lake.table("ops", "drift").read()
+    features = expand_columns(fc.feature_columns, t.table.read().columns)
+    # one row per feature of the failure champion, for this window; the no-op rerun added none
+    expected = [
+        (FAILURE, first, last, "1", fc.input_table, t.table_version, t.table_version, f, "numeric")
+        for f in features
+    ] + [
+        (FAILURE, first, last, "1", fc.input_table, t.table_version, t.table_version, "regime", "categorical")
+    ]
+    got = drift.select(
+        "model_name", "window_start", "window_end", "model_version", "reference_table",
+        "reference_version", "current_version", "feature", "kind",
+    )  # fmt: skip
+    assertDataFrameEqual(got, got.sparkSession.createDataFrame(expected, got.schema), checkRowOrder=False)
+    # the scored days are the newest slice of the training history (machines age): some drift, every row counted
+    figures = drift.agg(
+        F.max("psi"), F.min("psi"), F.min("current_rows"), F.max("current_rows"), F.max("reference_rows")
+    ).first()
+    scored_rows = t.table.read(where=[("as_of_date", ">=", first), ("as_of_date", "<=", last)]).count()
+    assert figures[1] >= 0.0 and figures[0] > 0.0
+    assert figures[2] == figures[3] == scored_rows and figures[4] == t.table.read().count()
+    assert t.score_first["drift_alerts"] == drift.where(F.col("psi") >= t.cfg.ml.drift.alert_psi).count()
+    assert t.score_first["drift_alerts"] == drift.where(F.col("level") == "alert").count()
+    assert t.score_first["drift_max_psi"] == pytest.approx(figures[0], abs=1e-4)
+
+
 def test_missing_features_or_a_class_fail_clearly_before_training(trained, spark):
     root = trained.cfg.lakehouse.root
     cfg = failure_config(root, 'ml.failure.feature_columns=["*_z", "no_such_sensor_*"]')
@@ -258,6 +288,30 @@ def test_missing_features_or_a_class_fail_clearly_before_training(trained, spark
 def test_scoring_before_any_training_fails_clearly(spark, tmp_path):
     with pytest.raises(JobFailed, match=r"no champion in the registry: run maintenance\.train_failure"):
         score_failure(spark, failure_config(tmp_path), *SCORE_DAYS)
+
+
+def test_drift_alert_fails_scoring_before_any_score_is_written(trained):
+    t = trained
+    strict = failure_config(
+        t.cfg.lakehouse.root,
+        "ml.drift.warn_psi=1.0e-9",
+        "ml.drift.alert_psi=1.0e-9",
+        "ml.drift.fail_on_alert=true",
+    )
+    t.client.set_registered_model_alias(RUL, "champion", "2")  # so the days are due again
+    try:
+        with pytest.raises(
+            JobFailed,
+            match=r"lakeml-failure v1: feature drift above ml\.drift\.alert_psi=1e-09 in .*no scores were written",
+        ):
+            score_failure(t.lake.spark, strict, *SCORE_DAYS)
+        assert t.scores.version() == t.scores_version
+        # the drift rows of this attempt replaced the window's earlier ones (one row per feature)
+        drift = t.lake.table("ops", "drift").read()
+        features = len(expand_columns(t.cfg.ml.failure.feature_columns, t.table.read().columns)) + 1
+        assert drift.count() == features and drift.where(F.col("level") == "alert").count() > 0
+    finally:
+        t.client.set_registered_model_alias(RUL, "champion", "1")
 
 
 def test_a_new_rul_champion_rescores_the_same_days(trained):

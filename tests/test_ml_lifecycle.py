@@ -623,6 +623,17 @@ def test_score_fraud_writes_champion_scores_once(trained, spark):
     # a second call with the same champion and input version changes nothing
     assert t.score_again["noop"] is True and t.score_again["rows"] == 0
     assert t.scores.version() == t.scores_version
+    # ops/drift: one row per model feature for the scored window, against the pinned training version
+    cfg = t.cfg.ml.fraud
+    drift = t.lake.table("ops", "drift").read()
+    got = drift.select("feature", "kind", "model_version", "reference_version", "window_start", "window_end")
+    expected = [(f, "numeric") for f in cfg.numeric_features] + [
+        (f, "categorical") for f in cfg.categorical_features
+    ]
+    assert sorted(tuple(r) for r in got.collect()) == sorted(
+        (f, kind, "1", t.table_version, first, last) for f, kind in expected
+    )
+    assert drift.where(F.col("current_rows") != 3 * 300).count() == 0
 
 
 def test_scoring_before_any_training_fails_clearly(trained, spark):

@@ -84,6 +84,19 @@ def test_scoring_top_k_without_purchases_and_idempotent(
     )
     assert df.join(purchased, ["user_id", "item_id"]).count() == 0
     assert df.select("model_name", "model_version").distinct().collect() == [(cfg.model_name, "1")]
+    # the scored snapshot is the one the champion learnt from: its drift rows say no drift at all
+    snapshot = (
+        lake.table("gold", "user_item_interactions").read().where(F.col(cfg.date_column) == DAY).count()
+    )
+    drift = lake.table("ops", "drift").read()
+    assert sorted(
+        tuple(r)
+        for r in drift.select("feature", "kind", "psi", "level", "reference_rows", "current_rows").collect()
+    ) == [
+        (cfg.item_column, "categorical", 0.0, "ok", snapshot, snapshot),
+        (cfg.strength_column, "numeric", 0.0, "ok", snapshot, snapshot),
+    ]
+    assert (first["drift_max_psi"], first["drift_alerts"]) == (0.0, 0)
     version = recs.version()
     assert score_recommendations(spark, config, DAY, DAY)["noop"] is True
     assert recs.version() == version

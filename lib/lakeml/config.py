@@ -319,6 +319,31 @@ class FailureModelConfig:
 
 
 @dataclass(frozen=True)
+class DriftConfig:
+    """Feature drift of scored rows against the champion's training data, written to ops/drift."""
+
+    # Quantile bins per numeric feature (edges fixed on the training data); NULL is a bin of its own.
+    bins: int
+    # Most frequent training values kept per categorical feature; the rest fall into one "other" bin.
+    top_categories: int
+    # PSI at or above warn_psi is a warning, at or above alert_psi an alert.
+    warn_psi: float
+    alert_psi: float
+    # An alert fails the scoring job before any score is written (otherwise it is logged).
+    fail_on_alert: bool
+
+    def __post_init__(self) -> None:
+        if self.bins < 2 or self.top_categories < 1:
+            raise ConfigError(
+                f"ml.drift: bins must be >= 2 and top_categories >= 1, got {self.bins}, {self.top_categories}"
+            )
+        if not 0 < self.warn_psi <= self.alert_psi:
+            raise ConfigError(
+                f"ml.drift: need 0 < warn_psi <= alert_psi, got warn_psi={self.warn_psi}, alert_psi={self.alert_psi}"
+            )
+
+
+@dataclass(frozen=True)
 class MLConfig:
     """Model lifecycle: MLflow tracking and registry, reports, shared training settings."""
 
@@ -339,6 +364,7 @@ class MLConfig:
     fraud: FraudModelConfig
     recommender: RecommenderConfig
     failure: FailureModelConfig
+    drift: DriftConfig
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from pyspark.ml import PipelineModel
@@ -14,11 +14,14 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from lakeml.config import Config
+from lakeml import runlog
+from lakeml.config import Config, DriftConfig
 from lakeml.errors import JobFailed
 from lakeml.lakehouse import Lakehouse
+from lakeml.lakehouse.predicates import Filters
 from lakeml.ml import registry, tracking
 from lakeml.ml.lifecycle import table_ref
+from lakeml.quality.drift import DRIFT_PARTITIONS, DRIFT_SCHEMA, feature_drift
 
 SCORE_DATE = "as_of_date"
 
@@ -95,13 +98,21 @@ def write_scores(
     input_version: int,
     input_days: int,
     stamps: Mapping[str, str] | None = None,
+    checks: Callable[[], Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Replace the partitions of ``dates`` (first, last) in ``table`` with ``scores`` stamped with the model
     (and the extra string columns ``stamps``); a rerun with the same champion, input version and
-    stamps changes nothing."""
-    summary = {"model": champion.name, "version": champion.version, "input_version": input_version}
+    stamps changes nothing. ``checks`` (e.g. ``record_drift``) runs first when there is work to do;
+    its summary joins the result, and an exception from it stops the job before any score is written."""
+    summary: dict[str, Any] = {
+        "model": champion.name,
+        "version": champion.version,
+        "input_version": input_version,
+    }
     if already_scored(lake, table, dates, champion, input_version, input_days, stamps):
         return {**summary, "rows": 0, "noop": True}
+    if checks is not None:
+        summary.update(checks())
     fresh = scores()  # built only when needed: building it loads the champion model
     stamped = fresh.select(
         *fresh.columns,
@@ -114,3 +125,65 @@ def write_scores(
     ref = table_ref(lake, table).create(schema, [SCORE_DATE])
     outcome = ref.overwrite_where(stamped, [(SCORE_DATE, ">=", dates[0]), (SCORE_DATE, "<=", dates[1])])
     return {**summary, "rows": outcome.rows_added, "noop": False}
+
+
+def record_drift(
+    lake: Lakehouse,
+    champion: Champion,
+    reference_table: str,
+    current: DataFrame,
+    current_version: int,
+    dates: tuple[dt.date, dt.date],
+    numeric: Sequence[str],
+    categorical: Sequence[str],
+    cfg: DriftConfig,
+    reference_where: Filters = (),
+) -> dict[str, Any]:
+    """Drift of the rows to score against the champion's training input (``reference_table`` at the
+    version tagged on the model, rows ``reference_where``), written to ops/drift for (model, first date);
+    with ``fail_on_alert``, an alert fails the job after the rows are written."""
+    tag = f"input.{reference_table}.version"
+    if tag not in champion.tags:
+        raise JobFailed(
+            f"{champion.name} v{champion.version} has no {tag} tag: retrain it to record its input"
+        )
+    reference_version = int(champion.tags[tag])
+    reference = table_ref(lake, reference_table).read(version=reference_version, where=list(reference_where))
+    drifts = feature_drift(reference, current, numeric, categorical, cfg)
+    checked_at = dt.datetime.now(dt.UTC)
+    rows = [
+        {
+            "model_name": champion.name,
+            "window_start": dates[0],
+            "window_end": dates[1],
+            "model_version": champion.version,
+            "reference_table": reference_table,
+            "reference_version": reference_version,
+            "current_version": current_version,
+            **asdict(d),
+            "checked_at": checked_at,
+        }
+        for d in drifts
+    ]
+    ops = lake.table("ops", "drift").create(DRIFT_SCHEMA, DRIFT_PARTITIONS)
+    spark = current.sparkSession
+    ops.overwrite_where(
+        spark.createDataFrame([tuple(r[f] for f in DRIFT_SCHEMA.fieldNames()) for r in rows], DRIFT_SCHEMA),
+        [("model_name", "=", champion.name), ("window_start", "=", dates[0])],
+    )
+    flagged = [d for d in drifts if d.level != "ok"]
+    for d in flagged:
+        runlog.event(
+            "feature_drift", model=champion.name, feature=d.feature, level=d.level, psi=round(d.psi, 4)
+        )
+    alerts = [d.feature for d in drifts if d.level == "alert"]
+    if alerts and cfg.fail_on_alert:
+        raise JobFailed(
+            f"{champion.name} v{champion.version}: feature drift above ml.drift.alert_psi={cfg.alert_psi} in "
+            f"{', '.join(alerts)} (see ops/drift); no scores were written"
+        )
+    return {
+        "drift_max_psi": round(max((d.psi for d in drifts), default=0.0), 4),
+        "drift_warnings": sum(d.level == "warn" for d in drifts),
+        "drift_alerts": len(alerts),
+    }

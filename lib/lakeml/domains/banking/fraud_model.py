@@ -303,7 +303,21 @@ def score_fraud(spark: SparkSession, config: Config, first: dt.date, last: dt.da
             F.col(cfg.date_column).alias("as_of_date"),
         )
 
+    def drift() -> dict[str, Any]:
+        return scoring.record_drift(
+            lake, champion, cfg.input_table, rows, version, (first, last),
+            cfg.numeric_features, cfg.categorical_features, config.ml.drift,
+        )  # fmt: skip
+
     days = scoring.count_days(rows, cfg.date_column)
     return scoring.write_scores(
-        lake, cfg.score_table, FRAUD_SCORES_SCHEMA, scores, (first, last), champion, version, days
+        lake,
+        cfg.score_table,
+        FRAUD_SCORES_SCHEMA,
+        scores,
+        (first, last),
+        champion,
+        version,
+        days,
+        checks=drift,
     )

@@ -459,6 +459,15 @@ def score_recommendations(
             F.col(cfg.date_column).alias("as_of_date"),
         )
 
+    def drift() -> dict[str, Any]:
+        # The model learnt from one snapshot: that snapshot is the reference.
+        snapshot = dt.date.fromisoformat(champion.tags["snapshot"])
+        signal = cfg.strength_column if cfg.mode == "implicit" else cfg.rating_column
+        return scoring.record_drift(
+            lake, champion, cfg.input_table, rows, version, (first, last), [signal], [cfg.item_column],
+            config.ml.drift, reference_where=[(cfg.date_column, "=", snapshot)],
+        )  # fmt: skip
+
     return scoring.write_scores(
         lake,
         cfg.score_table,
@@ -468,4 +477,5 @@ def score_recommendations(
         champion,
         version,
         input_days=days,
+        checks=drift,
     )

@@ -544,6 +544,13 @@ def score_failure(spark: SparkSession, config: Config, first: dt.date, last: dt.
         )
         return scored
 
+    def drift() -> dict[str, Any]:
+        return scoring.record_drift(
+            lake, classifier, cfg.input_table, rows, version, (first, last),
+            lifecycle.expand_columns(cfg.feature_columns, rows.columns), cfg.categorical_features,
+            config.ml.drift,
+        )  # fmt: skip
+
     days = scoring.count_days(rows, cfg.date_column)
     summary = scoring.write_scores(
         lake,
@@ -555,5 +562,6 @@ def score_failure(spark: SparkSession, config: Config, first: dt.date, last: dt.
         version,
         days,
         stamps={"rul_model_version": rul.version},
+        checks=drift,
     )
     return {**summary, "rul_model": rul.name, "rul_version": rul.version}
