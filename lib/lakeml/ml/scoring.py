@@ -166,9 +166,10 @@ def record_drift(
         for d in drifts
     ]
     ops = lake.table("ops", "drift").create(DRIFT_SCHEMA, DRIFT_PARTITIONS)
-    spark = current.sparkSession
     ops.overwrite_where(
-        spark.createDataFrame([tuple(r[f] for f in DRIFT_SCHEMA.fieldNames()) for r in rows], DRIFT_SCHEMA),
+        lake.spark.createDataFrame(
+            [tuple(r[f] for f in DRIFT_SCHEMA.fieldNames()) for r in rows], DRIFT_SCHEMA
+        ),
         [("model_name", "=", champion.name), ("window_start", "=", dates[0])],
     )
     flagged = [d for d in drifts if d.level != "ok"]

@@ -29,7 +29,6 @@ PSI_FLOOR = 1e-4
 # approxQuantile's relative error for the numeric bin edges.
 QUANTILE_ERROR = 0.001
 NULL_BIN = -1
-OTHER = "<other>"
 
 DRIFT_SCHEMA = T.StructType(
     [
@@ -62,7 +61,7 @@ class Bins:
 
     feature: str
     edges: tuple[float, ...] = ()
-    values: tuple[str, ...] | None = None  # categorical: bin i is values[i], then OTHER
+    values: tuple[str, ...] | None = None  # categorical: bin i is values[i], then one for the rest
 
     @property
     def kind(self) -> str:
@@ -81,7 +80,7 @@ class Bins:
             index = sum((F.when(x > edge, 1).otherwise(0) for edge in self.edges), F.lit(0))
             return F.when(x.isNull(), NULL_BIN).otherwise(index)
         text = value.cast("string")
-        index = F.lit(len(self.values))  # OTHER
+        index = F.lit(len(self.values))  # any other value
         for i, level in reversed(list(enumerate(self.values))):
             index = F.when(text == level, i).otherwise(index)
         return F.when(text.isNull(), NULL_BIN).otherwise(index)

@@ -73,9 +73,14 @@ def snapshot_date(df: DataFrame, cfg: RecommenderConfig, run_date: dt.date) -> d
     return day
 
 
+def target_column(cfg: RecommenderConfig) -> str:
+    """The column ALS learns from: strength in implicit mode, rating in explicit mode."""
+    return cfg.strength_column if cfg.mode == "implicit" else cfg.rating_column
+
+
 def with_target(cfg: RecommenderConfig) -> Any:
     """Reads the strength or rating column (by mode); adds ``_target`` (float) and drops rows without one."""
-    source = cfg.strength_column if cfg.mode == "implicit" else cfg.rating_column
+    source = target_column(cfg)
     return lambda df: df.withColumn(TARGET, F.col(source).cast("float")).where(F.col(TARGET).isNotNull())
 
 
@@ -462,9 +467,8 @@ def score_recommendations(
     def drift() -> dict[str, Any]:
         # The model learnt from one snapshot: that snapshot is the reference.
         snapshot = dt.date.fromisoformat(champion.tags["snapshot"])
-        signal = cfg.strength_column if cfg.mode == "implicit" else cfg.rating_column
         return scoring.record_drift(
-            lake, champion, cfg.input_table, rows, version, (first, last), [signal], [cfg.item_column],
+            lake, champion, cfg.input_table, rows, version, (first, last), [target_column(cfg)], [cfg.item_column],
             config.ml.drift, reference_where=[(cfg.date_column, "=", snapshot)],
         )  # fmt: skip
 

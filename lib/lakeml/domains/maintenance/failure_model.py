@@ -545,11 +545,18 @@ def score_failure(spark: SparkSession, config: Config, first: dt.date, last: dt.
         return scored
 
     def drift() -> dict[str, Any]:
+        numeric, categorical = feature_columns(cfg, rows.schema)
         return scoring.record_drift(
-            lake, classifier, cfg.input_table, rows, version, (first, last),
-            lifecycle.expand_columns(cfg.feature_columns, rows.columns), cfg.categorical_features,
+            lake,
+            classifier,
+            cfg.input_table,
+            rows,
+            version,
+            (first, last),
+            numeric,
+            categorical,
             config.ml.drift,
-        )  # fmt: skip
+        )
 
     days = scoring.count_days(rows, cfg.date_column)
     summary = scoring.write_scores(
