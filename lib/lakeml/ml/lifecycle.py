@@ -48,6 +48,9 @@ class Candidate:
     promotion: Any  # PromotionConfig
     params: dict[str, Any] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    # The same metrics of the run's baseline on the same holdout (the gate refuses a model scoring 0
+    # on its primary metric where the baseline scores above 0).
+    baseline: Mapping[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,7 @@ def finish_training(
         for c in candidates:
             mlflow.log_metrics({f"{c.name}.{k}": float(v) for k, v in c.metrics.items()})
             champion, note = _champion_metrics(client, c)
-            decision = registry.decide_promotion(c.metrics, champion, c.promotion)
+            decision = registry.decide_promotion(c.metrics, champion, c.promotion, c.baseline)
             decisions.append((c, champion, decision))
             metric = c.promotion.primary_metric
             rows.append(
