@@ -239,7 +239,8 @@ class FraudModelConfig:
     # Rows whose label column is NULL (label window still open) never train or test.
     numeric_features: tuple[str, ...]
     categorical_features: tuple[str, ...]
-    # A feature already in the table used as the score of the rule baseline.
+    # A feature already in the table used as the score of the rule baseline; "" = the prior
+    # (every transaction scored the train fraud rate: AUPRC = fraud rate, ROC-AUC 0.5, no alert).
     baseline_score_column: str
     # Time split (days of date_column, counted back from the newest labelled day):
     # train ... | validation (validation_days) | gap (gap_days) | test (test_days)
@@ -361,6 +362,20 @@ class DriftConfig:
 
 
 @dataclass(frozen=True)
+class AlertCheckConfig:
+    """The realised alert rate of every scoring run (fraud, failure) against the model's alert budget."""
+
+    # A run alerting more than alert_budget x max_budget_factor of its rows is flagged.
+    max_budget_factor: float
+    # Flagged: fail the scoring job before any score is written (otherwise a logged warning).
+    fail_on_excess: bool
+
+    def __post_init__(self) -> None:
+        if self.max_budget_factor < 1:
+            raise ConfigError(f"ml.alerts.max_budget_factor must be >= 1, got {self.max_budget_factor}")
+
+
+@dataclass(frozen=True)
 class MLConfig:
     """Model lifecycle: MLflow tracking and registry, reports, shared training settings."""
 
@@ -382,6 +397,7 @@ class MLConfig:
     recommender: RecommenderConfig
     failure: FailureModelConfig
     drift: DriftConfig
+    alerts: AlertCheckConfig
 
 
 @dataclass(frozen=True)

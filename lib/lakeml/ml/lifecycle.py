@@ -203,10 +203,12 @@ def finish_training(
 
 
 def training_result(summary: Mapping[str, Any]) -> JobResult:
-    """A training job's result: rows it trained and tested on, and its summary as the log details."""
-    return JobResult(
-        rows_in=int(summary["rows_train"]) + int(summary["rows_test"]), rows_out=0, details=summary
-    )
+    """A training job's result, one definition for every trainer: ``rows_train``, ``rows_validation``
+    and ``rows_test`` are the rows of each split (validation = rows held out from fitting to tune,
+    choose or set the threshold, even when the final model is refitted on them), ``rows_in`` their sum;
+    the summary is the log details."""
+    rows = sum(int(summary[k]) for k in ("rows_train", "rows_validation", "rows_test"))
+    return JobResult(rows_in=rows, rows_out=0, details=summary)
 
 
 def scoring_result(summary: Mapping[str, Any]) -> JobResult:
