@@ -12,8 +12,9 @@
   split of TrainValidationSplit would put a user's later pairs into training, so it is used only for
   explicit mode's RMSE tuning. The best point is refitted on train + validation and tested once.
 - **Metrics** on test users: precision/recall/NDCG/MAP@k (RankingEvaluator) for every k of ``ks``
-  (lists are generated max(ks) long), catalog coverage, and RMSE in explicit mode; a popularity baseline (items by distinct train users,
-  minus what the user has seen) is scored on the same users in the same run.
+  (lists are generated max(ks) long), catalog coverage, and RMSE in explicit mode; a popularity
+  baseline (items by distinct train users, minus what the user has seen) is scored on the same users
+  in the same run.
 - **Scoring**: top ``k`` per user of the snapshot, excluding items the user purchased
   (``purchased_column > 0``; every item the user has when ``purchased_column`` is ""), into
   gold/recommendations.
@@ -144,8 +145,8 @@ def recommend(
     same (user, *by); ``by`` lets one call serve several snapshots (e.g. ``as_of_date``).
 
     Items come back with the type ``exclude`` has for them (the input table's), not as the indexer's
-    text labels. Users the model does not know get no rows. Each user needs k + its own exclusion count candidates;
-    users are grouped by that count rounded up to a power of two and ALS is asked once per group, so a
+    text labels. Users the model does not know get no rows. Each user needs k + its own exclusion count
+    candidates; users are grouped by that count rounded up to a power of two and ALS is asked once per group, so a
     few heavy users do not make every list thousands long (the groups are a handful: metadata).
     """
     user_indexer, item_indexer, als = model.stages[0], model.stages[1], model.stages[-1]
