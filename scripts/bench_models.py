@@ -130,7 +130,7 @@ def report_failure(failure: dict) -> list[tuple[str, float, str, bool]]:
 
 def report_als(als: dict) -> list[tuple[str, float, str, bool]]:
     print(f"  als      precision@10 {als['precision_at_k']:.4f} (popularity {als['baseline_precision_at_k']:.4f}), "
-          f"pairs {als['rows_train'] + als['rows_test']:,}", flush=True)  # fmt: skip
+          f"pairs {als['rows_train'] + als['rows_validation'] + als['rows_test']:,}", flush=True)  # fmt: skip
     ratio = als["precision_at_k"] / max(als["baseline_precision_at_k"], 1e-12)
     return [("ALS precision@10 ÷ popularity", ratio, ">= 2", ratio >= 2)]
 

@@ -87,3 +87,20 @@ def test_shipped_envs_load(monkeypatch, tmp_path):
     for env in ("local", "test", "cluster"):
         assert load_config(env).env == env
     assert load_config("cluster").lakehouse.root == str(tmp_path)
+
+
+def test_recommender_and_alert_settings_are_typed_and_validated():
+    base = load_config("test")
+    assert base.ml.recommender.relevant_rating is None  # relative to the training rating scale
+    assert base.ml.recommender.relevant_rating_fraction == 0.75
+    assert (base.ml.alerts.max_budget_factor, base.ml.alerts.fail_on_excess) == (2.0, False)
+    assert load_config("test", ["ml.recommender.relevant_rating=3"]).ml.recommender.relevant_rating == 3.0
+    assert load_config("test", ["ml.recommender.date_column="]).ml.recommender.date_column == ""
+    with pytest.raises(ConfigError, match="relevant_rating_fraction must be in"):
+        load_config("test", ["ml.recommender.relevant_rating_fraction=1.5"])
+    with pytest.raises(ConfigError, match="every ks must be >= 1"):
+        load_config("test", ["ml.recommender.ks=[0, 10]"])
+    with pytest.raises(ConfigError, match="max_budget_factor must be >= 1"):
+        load_config("test", ["ml.alerts.max_budget_factor=0.5"])
+    with pytest.raises(ConfigError, match="'ml.alerts.fail_on_excess' must be true or false"):
+        load_config("test", ["ml.alerts.fail_on_excess=3"])

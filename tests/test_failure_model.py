@@ -131,7 +131,11 @@ def test_group_split_puts_each_machine_in_one_split_and_the_trainer_uses_it(trai
     labelled = split.where(F.col("rul_cycles").isNotNull() | F.col("fails_within").isNotNull())
     counts = {r[SPLIT]: r["count"] for r in labelled.groupBy(SPLIT).count().collect()}
     assert set(counts) == {"train", "validation", "test"}
-    assert (t.first["rows_train"], t.first["rows_test"]) == (counts["train"], counts["test"])
+    assert (t.first["rows_train"], t.first["rows_validation"], t.first["rows_test"]) == (
+        counts["train"],
+        counts["validation"],
+        counts["test"],
+    )
     metrics = run_metrics(t, RUL, t.first["rul_version"])
     assert {s: int(metrics[f"rows.{s}.labelled"]) for s in counts} == counts
     # each task trains on its own known labels only; the day after the run date is never used
@@ -166,6 +170,10 @@ def test_first_run_makes_both_models_champions_in_one_run(trained, spark):
     assert run.data.params["input.gold/machine_features.version"] == str(t.table_version)
     tags = t.client.get_model_version(FAILURE, "1").tags
     assert float(tags["threshold"]) == t.first["threshold"]
+    assert float(tags["alert_budget"]) == t.first["alert_budget"] == t.cfg.ml.failure.alert_budget
+    # the realised alert rate beside the budget: never above it on validation, where it is chosen
+    assert 0 < t.first["validation_alert_rate"] <= t.first["alert_budget"]
+    assert t.first["test_alert_rate"] == pytest.approx(run.data.metrics[f"{FAILURE}.alert_rate"], abs=1e-6)
     assert float(run.data.params[f"{FAILURE}.threshold"]) == pytest.approx(t.first["threshold"])
     assert tags["input.gold/machine_features.version"] == str(t.table_version)
     metrics = run.data.metrics
@@ -236,6 +244,10 @@ def test_score_failure_writes_one_row_per_input_row_with_both_champions(trained)
         scores.select("machine_id", "as_of", (F.col("failure_probability") >= threshold).alias("alert")),
     )
     assert scores.where(~F.col("failure_probability").between(0.0, 1.0)).count() == 0
+    alerts = scores.where("alert").count()
+    assert 0 < alerts == t.score_first["alerts"]
+    assert t.score_first["alert_rate"] == round(alerts / inputs.count(), 6)
+    assert t.score_first["alert_budget"] == t.cfg.ml.failure.alert_budget
     # the RUL prediction tracks the label (the synthetic signal is learnable)
     joined = scores.join(inputs.where(F.col("rul_cycles").isNotNull()), ["machine_id", "as_of"])
     assert joined.agg(F.corr("predicted_rul", "rul_cycles")).first()[0] > 0.8
@@ -311,6 +323,22 @@ def test_drift_alert_fails_scoring_before_any_score_is_written(trained):
         features = sum(map(len, feature_columns(t.cfg.ml.failure, t.table.schema())))
         assert drift.count() == features and drift.where(F.col("level") == "alert").count() > 0
     finally:
+        t.client.set_registered_model_alias(RUL, "champion", "1")
+
+
+def test_alerts_above_the_budget_factor_fail_scoring_before_any_score_is_written(trained):
+    t = trained
+    strict = failure_config(t.cfg.lakehouse.root, "ml.alerts.fail_on_excess=true")
+    t.client.set_registered_model_alias(RUL, "champion", "2")  # so the days are due again
+    t.client.set_model_version_tag(FAILURE, "1", "alert_budget", "1e-06")  # any alert is far above it
+    try:
+        with pytest.raises(
+            JobFailed, match=r"lakeml-failure v1 alerts \d+ of \d+ rows .*no scores were written"
+        ):
+            score_failure(t.lake.spark, strict, *SCORE_DAYS)
+        assert t.scores.version() == t.scores_version
+    finally:
+        t.client.set_model_version_tag(FAILURE, "1", "alert_budget", repr(t.cfg.ml.failure.alert_budget))
         t.client.set_registered_model_alias(RUL, "champion", "1")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -194,9 +195,79 @@ def test_alert_threshold_is_the_budget_quantile(spark):
     df = spark.range(1000, numPartitions=2).select((F.col("id") / 1000.0).alias("score"))
     threshold = ev.alert_threshold(df, "score", 0.1)
     assert threshold == pytest.approx(0.9, abs=0.002)
-    assert df.where(F.col("score") >= threshold).count() == pytest.approx(100, abs=2)
+    assert df.where(F.col("score") >= threshold).count() == 100  # exactly the budget, never above
     with pytest.raises(ValueError, match="alert budget"):
         ev.alert_threshold(df, "score", 1.0)
+
+
+def tied_scores(spark, n, top_ties, levels):
+    """``n`` rows: ``top_ties`` share the top score 1.0, the rest take ``levels`` coarse values below it
+    (a tree ensemble on coarse features); label 1 on every 7th row."""
+    i = F.col("id")
+    score = F.when(i < top_ties, 1.0).otherwise(F.floor(F.pmod(i * 7919, F.lit(levels))) / levels)
+    return spark.range(n, numPartitions=2).select(
+        (i % 7 == 0).cast("int").alias("label"), score.cast("double").alias("score")
+    )
+
+
+@pytest.mark.parametrize(
+    ("n", "top_ties", "levels", "budget", "alerts"),
+    [
+        (1350, 131, 1000, 0.005, 0),  # the reported table: 131 of 1,350 tie at the top, budget 0.5 %
+        (1350, 5, 1000, 0.005, 5),  # 5 tied at the top fit; the next score's 2 rows would make 7 > 6.75
+        (10_000, 0, 20, 0.07, 500),  # 20 coarse levels of 500 rows: one level fits in 700, two do not
+        (10_000, 40, 20, 0.07, 40 + 498),  # the top ties, then the highest level that still fits
+    ],
+)
+def test_alert_threshold_never_exceeds_the_budget_with_tied_scores(
+    spark, n, top_ties, levels, budget, alerts
+):
+    df = tied_scores(spark, n, top_ties, levels)
+    threshold = ev.alert_threshold(df, "score", budget)
+    m = ev.metrics_at_threshold(df, "label", "score", threshold)
+    assert m["tp"] + m["fp"] == alerts
+    assert m["alert_rate"] <= budget
+    # the largest alert set within the budget: the next lower score would overflow it
+    below = df.where(F.col("score") < threshold).agg(F.max("score")).first()[0]
+    if below is not None:
+        assert df.where(F.col("score") >= below).count() > budget * n
+    if alerts == 0:
+        assert threshold == math.inf
+
+
+def test_alert_check_reports_the_realised_rate_and_warns_or_fails_above_the_factor(spark, caplog):
+    from lakeml.config import AlertCheckConfig
+    from lakeml.ml import scoring
+
+    champion = scoring.Champion("m", "3", {"alert_budget": "0.05"})
+    assert scoring.alert_budget(champion, 0.5) == 0.05
+    assert scoring.alert_budget(scoring.Champion("m", "1", {}), 0.5) == 0.5  # a model trained before the tag
+    scores = spark.range(1000, numPartitions=2).select((F.col("id") < 120).alias("alert"))  # 12 %
+    warn = scoring.alert_check(champion, 0.05, AlertCheckConfig(max_budget_factor=2.0, fail_on_excess=False))
+    with caplog.at_level("INFO"):
+        assert warn(scores) == {"alert_budget": 0.05, "alert_rate": 0.12, "alerts": 120}
+    assert "alert_budget_exceeded" in caplog.text
+    fail = scoring.alert_check(champion, 0.05, AlertCheckConfig(max_budget_factor=2.0, fail_on_excess=True))
+    with pytest.raises(JobFailed, match=r"alerts 120 of 1000 rows \(12.00%\).*no scores were written"):
+        fail(scores)
+    within = scoring.alert_check(champion, 0.05, AlertCheckConfig(max_budget_factor=3.0, fail_on_excess=True))
+    assert within(scores)["alert_rate"] == 0.12  # 12 % <= 5 % x 3: no failure
+    with pytest.raises(ConfigError, match="max_budget_factor must be >= 1"):
+        AlertCheckConfig(max_budget_factor=0.5, fail_on_excess=False)
+
+
+def test_prior_baseline_is_named_and_scores_the_fraud_rate_without_alerts(spark, config):
+    from lakeml.domains.banking.fraud_model import BASELINE, baseline_name, with_baseline_score
+
+    cfg = dataclasses.replace(config.ml.fraud, baseline_score_column="")
+    rows = spark.range(1000, numPartitions=2).select((F.col("id") % 20 == 0).cast("int").alias("label"))
+    scored = rows.transform(with_baseline_score(cfg, 0.05))
+    threshold = ev.alert_threshold(scored, BASELINE, cfg.alert_budget)
+    m = ev.alert_metrics(scored, "label", BASELINE, threshold)
+    assert m["auprc"] == pytest.approx(0.05) and m["roc_auc"] == pytest.approx(0.5)
+    assert m["alert_rate"] == 0.0  # every row ties: alerting them all would be 100 % of the budget's 0.5 %
+    assert baseline_name(cfg, 0.05) == "prior (constant train fraud rate 0.05)"
+    assert baseline_name(config.ml.fraud, 0.05) == "rule score mcc_risk_rate"
 
 
 def test_binary_curve_recall_grows_as_threshold_falls_and_ends_at_everything(spark):
@@ -311,6 +382,25 @@ def test_promotion_lower_is_better_metric():
     assert not registry.decide_promotion({"rmse": 12.0}, {"rmse": 10.0}, RMSE_RULE).promote
     ceiling = registry.decide_promotion({"rmse": 150.0}, None, RMSE_RULE)
     assert not ceiling.promote and "rmse=150 > floor 100" in ceiling.reason
+
+
+def test_promotion_refuses_a_zero_primary_metric_when_the_baseline_scores():
+    rule = PromotionConfig("precision_at_k", {"precision_at_k": 0.0}, 0.0)
+    zero = registry.decide_promotion({"precision_at_k": 0.0}, None, rule, {"precision_at_k": 0.013})
+    assert not zero.promote and "precision_at_k=0 while the baseline's is 0.013" in zero.reason
+    # without a baseline, or when the baseline scores 0 too, the floor decides as before
+    assert registry.decide_promotion({"precision_at_k": 0.0}, None, rule).promote
+    assert registry.decide_promotion({"precision_at_k": 0.0}, None, rule, {"precision_at_k": 0.0}).promote
+    assert registry.decide_promotion({"precision_at_k": 0.02}, None, rule, {"precision_at_k": 0.013}).promote
+    # lower-is-better metrics: 0 is perfect, not a miss
+    assert registry.decide_promotion({"rmse": 0.0}, None, RMSE_RULE, {"rmse": 5.0}).promote
+
+
+def test_training_result_counts_every_split_once():
+    from lakeml.ml.lifecycle import training_result
+
+    result = training_result({"rows_train": 70, "rows_validation": 20, "rows_test": 10, "other": "x"})
+    assert (result.rows_in, result.rows_out) == (100, 0)
 
 
 def test_promotion_unknown_primary_metric_is_an_error():
@@ -529,6 +619,15 @@ def test_first_run_becomes_champion_with_reproducibility_params(trained, spark):
     assert params["spark_version"] == spark.version
     tags = t.client.get_model_version(MODEL, "1").tags
     assert float(tags["threshold"]) == pytest.approx(float(params[f"{MODEL}.threshold"]))
+    assert float(tags["alert_budget"]) == t.cfg.ml.fraud.alert_budget == t.first["alert_budget"]
+    # realised alert rates beside the budget: never above it on validation (where it is chosen)
+    assert 0 < t.first["validation_alert_rate"] <= t.first["alert_budget"]
+    assert t.first["test_alert_rate"] == pytest.approx(
+        run_of(t, "1").data.metrics[f"{MODEL}.alert_rate"], abs=1e-6
+    )
+    assert t.first["baseline"] == params["baseline"] == "rule score mcc_risk_rate"
+    html = Path(t.first["report"]).read_text()
+    assert "validation_alert_rate" in html and "baseline: rule score mcc_risk_rate" in html
     assert tags["input.gold/transaction_features.version"] == str(t.table_version)
     assert "first model" in tags["promotion"]
 
@@ -558,6 +657,7 @@ def test_split_honours_time_order_and_label_maturity(trained):
     assert counts == {"train": 7 * 300, "validation": 3 * 300, "test": 3 * 300}
     assert {s: int(run.data.metrics[f"rows.{s}"]) for s in counts} == counts
     assert t.first["rows_train"] == counts["train"] and t.first["rows_test"] == counts["test"]
+    assert t.first["rows_validation"] == counts["validation"]
     assert labelled.where(day > F.lit(bounds.last_day)).count() > 0  # known frauds exist there, unused
 
 
@@ -620,6 +720,9 @@ def test_score_fraud_writes_champion_scores_once(trained, spark):
         ignore_nullable=True,
     )
     assert scores.where(~F.col("score").between(0.0, 1.0)).count() == 0
+    alerts = scores.where("alert").count()
+    assert (t.score_first["alerts"], t.score_first["alert_rate"]) == (alerts, round(alerts / (3 * 300), 6))
+    assert t.score_first["alert_budget"] == t.cfg.ml.fraud.alert_budget
     # a second call with the same champion and input version changes nothing
     assert t.score_again["noop"] is True and t.score_again["rows"] == 0
     assert t.scores.version() == t.scores_version

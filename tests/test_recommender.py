@@ -7,8 +7,9 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 
 from lakeml.config import Config, load_config
@@ -155,3 +156,114 @@ def test_no_snapshot_before_run_date_is_a_clear_error(
     config, _ = trained
     with pytest.raises(JobFailed, match="no snapshot on or before 2025-12-31"):
         train_recommender(spark, config, dt.date(2025, 12, 31))
+
+
+def _numeric_ids(df: DataFrame) -> DataFrame:
+    """The same interactions with integer user ids and long item ids, numbered so that their text
+    sorts like the string ids (StringIndexer breaks frequency ties by text: same indexes, same model)."""
+    return df.withColumn("user_id", (F.substring("user_id", 3, 5).cast("int") + 100_000)).withColumn(
+        "item_id", (F.substring("item_id", 3, 4).cast("long") + 10_000)
+    )
+
+
+def _run_metrics(config: Config, summary: dict) -> dict[str, float]:
+    mlflow.set_tracking_uri(tracking.tracking_uri(config))
+    name = config.ml.recommender.model_name
+    version = mlflow.MlflowClient().get_model_version(name, summary["version"])
+    return mlflow.get_run(version.run_id).data.metrics
+
+
+def test_integer_ids_give_the_string_ids_metrics_and_typed_recommendations(
+    spark: SparkSession, trained: tuple[Config, dict], tmp_path: Path
+) -> None:
+    string_config, string_summary = trained
+    config = _config(tmp_path)
+    schema = T.StructType(
+        [
+            T.StructField(
+                f.name,
+                {"user_id": T.IntegerType(), "item_id": T.LongType()}.get(f.name, f.dataType),
+                f.nullable,
+            )
+            for f in USER_ITEM_INTERACTIONS_SCHEMA.fields
+        ]
+    )
+    lake = Lakehouse(spark, config)
+    lake.table("gold", "user_item_interactions").create(schema, ["as_of_date"]).append(
+        _numeric_ids(user_item_interactions(spark, 300, 25, DAY))
+    )
+    summary = train_recommender(spark, config, DAY)
+    assert summary["promoted"] and summary["precision_at_k"] > 0
+    got, want = _run_metrics(config, summary), _run_metrics(string_config, string_summary)
+    ranking = sorted(k for k in want if k.startswith(("als.at_", "baseline.at_")))
+    assert ranking and {k: got[k] for k in ranking} == pytest.approx({k: want[k] for k in ranking}, abs=1e-9)
+    # lists are max(ks) long: recall@20 counts items ranked 11-20, precision@20 is not precision@10 / 2
+    assert got["als.at_20.recall_at_k"] > got["als.at_10.recall_at_k"]
+    assert got["als.at_20.precision_at_k"] > 0.6 * got["als.at_10.precision_at_k"]
+    score_recommendations(spark, config, DAY, DAY)
+    recs = lake.table("gold", "recommendations").read()
+    assert recs.schema["user_id"].dataType == T.IntegerType()
+    assert recs.schema["item_id"].dataType == T.LongType()
+    interactions = lake.table("gold", "user_item_interactions").read()
+    assert recs.join(interactions.where("purchases > 0"), ["user_id", "item_id"]).count() == 0
+    assert recs.count() == interactions.select("user_id").distinct().count() * config.ml.recommender.k
+
+
+def test_a_model_that_never_hits_fails_instead_of_promoting(
+    spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lakeml.domains.commerce import recommender
+
+    config = _config(tmp_path)
+    Lakehouse(spark, config).table("gold", "user_item_interactions").create(
+        USER_ITEM_INTERACTIONS_SCHEMA, ["as_of_date"]
+    ).append(user_item_interactions(spark, 150, 25, DAY))
+    real = recommender.recommend
+
+    def never_matching(*args, **kwargs):  # type: ignore[no-untyped-def]
+        out = real(*args, **kwargs)  # the ids an id-type mismatch produces: never equal to a held-out one
+        return out.withColumn("item_id", F.concat(F.lit("x"), F.col("item_id")))
+
+    monkeypatch.setattr(recommender, "recommend", never_matching)
+    with pytest.raises(JobFailed, match="every ranking metric of the ALS model is 0.*Not registered"):
+        train_recommender(spark, config, DAY)
+    mlflow.set_tracking_uri(tracking.tracking_uri(config))
+    assert mlflow.MlflowClient().search_model_versions(f"name='{config.ml.recommender.model_name}'") == []
+
+
+def test_a_table_with_only_what_explicit_mode_needs_trains_and_scores(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    config = _config(
+        tmp_path,
+        "ml.recommender.mode=explicit",
+        "ml.recommender.model_name=als-minimal",
+        "ml.recommender.input_table=gold/ratings",
+        "ml.recommender.rating_column=rating",
+        "ml.recommender.time_column=rated_on",
+        "ml.recommender.date_column=",
+        "ml.recommender.purchased_column=",
+    )
+    ratings = (
+        _numeric_ids(user_item_interactions(spark, 150, 25, DAY))
+        .where(F.col("rating_last").isNotNull())
+        .select(
+            "user_id",
+            "item_id",
+            F.col("rating_last").alias("rating"),
+            F.to_date("last_event_ts").alias("rated_on"),
+        )
+    )
+    lake = Lakehouse(spark, config)
+    lake.table("gold", "ratings").create(ratings.schema, []).append(ratings)
+    summary = train_recommender(spark, config, DAY)
+    assert summary["snapshot"] == "all" and summary["precision_at_k"] > 0
+    # ratings are 2 or 5: relevant from 2 + 0.75 * 3 = 4.25, i.e. the 5s
+    assert "rating &gt;= 4.25" in Path(summary["report"]).read_text()
+    out = score_recommendations(spark, config, DAY, DAY)
+    recs = lake.table("gold", "recommendations").read()
+    assert out["rows"] == recs.count() > 0
+    assert recs.schema["user_id"].dataType == T.IntegerType()
+    assert recs.where(F.col("as_of_date") != DAY).count() == 0
+    # no purchased column: nothing the user already rated is recommended
+    assert recs.join(ratings, ["user_id", "item_id"]).count() == 0

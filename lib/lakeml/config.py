@@ -239,7 +239,8 @@ class FraudModelConfig:
     # Rows whose label column is NULL (label window still open) never train or test.
     numeric_features: tuple[str, ...]
     categorical_features: tuple[str, ...]
-    # A feature already in the table used as the score of the rule baseline.
+    # A feature already in the table used as the score of the rule baseline; "" = the prior
+    # (every transaction scored the train fraud rate: AUPRC = fraud rate, ROC-AUC 0.5, no alert).
     baseline_score_column: str
     # Time split (days of date_column, counted back from the newest labelled day):
     # train ... | validation (validation_days) | gap (gap_days) | test (test_days)
@@ -266,14 +267,21 @@ class RecommenderConfig:
     input_table: str
     user_column: str
     item_column: str
-    # Implicit mode trains on strength_column, explicit mode on rating_column.
+    # Implicit mode trains on strength_column, explicit mode on rating_column (only that one must exist).
     mode: Literal["implicit", "explicit"]
     strength_column: str
     rating_column: str
+    # Orders each user's pairs for the split: a timestamp or a date.
     time_column: str
+    # Snapshot date column (the newest on or before the run date is used); "" = the table is one snapshot.
     date_column: str
-    # Rows counted as already bought: excluded from a user's recommendations.
+    # Rows counted as already bought (> 0): excluded from a user's recommendations;
+    # "" = every item the user already has is excluded.
     purchased_column: str
+    # Explicit mode: a held-out pair is relevant with rating >= relevant_rating; null = relative to the
+    # training ratings' scale: min + relevant_rating_fraction * (max - min) (0.75: 4 on a 1-5 scale).
+    relevant_rating: float | None
+    relevant_rating_fraction: float
     # Per-user time split: each user's latest test_items pairs go to test, the ones before to validation.
     test_items: int
     validation_items: int
@@ -285,6 +293,16 @@ class RecommenderConfig:
     grid: Mapping[str, tuple[float, ...]]
     promotion: PromotionConfig
     score_table: str
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.relevant_rating_fraction <= 1:
+            raise ConfigError(
+                f"ml.recommender.relevant_rating_fraction must be in [0, 1], got {self.relevant_rating_fraction}"
+            )
+        if self.k < 1 or not self.ks or min(self.ks) < 1:
+            raise ConfigError(
+                f"ml.recommender: k and every ks must be >= 1, got k={self.k}, ks={list(self.ks)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -344,6 +362,20 @@ class DriftConfig:
 
 
 @dataclass(frozen=True)
+class AlertCheckConfig:
+    """The realised alert rate of every scoring run (fraud, failure) against the model's alert budget."""
+
+    # A run alerting more than alert_budget x max_budget_factor of its rows is flagged.
+    max_budget_factor: float
+    # Flagged: fail the scoring job before any score is written (otherwise a logged warning).
+    fail_on_excess: bool
+
+    def __post_init__(self) -> None:
+        if self.max_budget_factor < 1:
+            raise ConfigError(f"ml.alerts.max_budget_factor must be >= 1, got {self.max_budget_factor}")
+
+
+@dataclass(frozen=True)
 class MLConfig:
     """Model lifecycle: MLflow tracking and registry, reports, shared training settings."""
 
@@ -365,6 +397,7 @@ class MLConfig:
     recommender: RecommenderConfig
     failure: FailureModelConfig
     drift: DriftConfig
+    alerts: AlertCheckConfig
 
 
 @dataclass(frozen=True)

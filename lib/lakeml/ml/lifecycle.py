@@ -48,6 +48,9 @@ class Candidate:
     promotion: Any  # PromotionConfig
     params: dict[str, Any] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    # The same metrics of the run's baseline on the same holdout (the gate refuses a model scoring 0
+    # on its primary metric where the baseline scores above 0).
+    baseline: Mapping[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,7 @@ def finish_training(
         for c in candidates:
             mlflow.log_metrics({f"{c.name}.{k}": float(v) for k, v in c.metrics.items()})
             champion, note = _champion_metrics(client, c)
-            decision = registry.decide_promotion(c.metrics, champion, c.promotion)
+            decision = registry.decide_promotion(c.metrics, champion, c.promotion, c.baseline)
             decisions.append((c, champion, decision))
             metric = c.promotion.primary_metric
             rows.append(
@@ -200,10 +203,12 @@ def finish_training(
 
 
 def training_result(summary: Mapping[str, Any]) -> JobResult:
-    """A training job's result: rows it trained and tested on, and its summary as the log details."""
-    return JobResult(
-        rows_in=int(summary["rows_train"]) + int(summary["rows_test"]), rows_out=0, details=summary
-    )
+    """A training job's result, one definition for every trainer: ``rows_train``, ``rows_validation``
+    and ``rows_test`` are the rows of each split (validation = rows held out from fitting to tune,
+    choose or set the threshold, even when the final model is refitted on them), ``rows_in`` their sum;
+    the summary is the log details."""
+    rows = sum(int(summary[k]) for k in ("rows_train", "rows_validation", "rows_test"))
+    return JobResult(rows_in=rows, rows_out=0, details=summary)
 
 
 def scoring_result(summary: Mapping[str, Any]) -> JobResult:

@@ -25,9 +25,14 @@ class PromotionDecision:
 
 
 def decide_promotion(
-    candidate: Mapping[str, float], champion: Mapping[str, float] | None, rule: PromotionConfig
+    candidate: Mapping[str, float],
+    champion: Mapping[str, float] | None,
+    rule: PromotionConfig,
+    baseline: Mapping[str, float] | None = None,
 ) -> PromotionDecision:
-    """Champion only if every floor holds and the primary metric beats the champion's on the same holdout."""
+    """Champion only if every floor holds, a higher-is-better primary metric is not 0 where the
+    ``baseline``'s is above 0 (a model that never hits cannot pass a floor of 0), and the primary metric
+    beats the champion's on the same holdout."""
     metric = rule.primary_metric
     if metric not in candidate:
         raise ValueError(f"primary metric '{metric}' was not computed (have: {', '.join(sorted(candidate))})")
@@ -44,6 +49,11 @@ def decide_promotion(
             failed.append(f"{name}={value:.4g} {'<' if higher else '>'} floor {bound:g}")
     if failed:
         return PromotionDecision(False, "stays challenger: fails floor " + "; ".join(failed))
+    base = (baseline or {}).get(metric, math.nan)
+    if HIGHER_IS_BETTER[metric] and candidate[metric] == 0 and base > 0:
+        return PromotionDecision(
+            False, f"stays challenger: {metric}=0 while the baseline's is {base:.4g} on the same holdout"
+        )
     if champion is None:
         return PromotionDecision(True, f"first model passing the floors ({metric}={candidate[metric]:.4g})")
     if metric not in champion or math.isnan(champion[metric]):

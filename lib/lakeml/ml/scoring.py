@@ -9,13 +9,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pyspark import StorageLevel
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from lakeml import runlog
-from lakeml.config import Config, DriftConfig
+from lakeml.config import AlertCheckConfig, Config, DriftConfig
 from lakeml.errors import JobFailed
 from lakeml.lakehouse import Lakehouse
 from lakeml.lakehouse.predicates import Filters
@@ -99,11 +100,14 @@ def write_scores(
     input_days: int,
     stamps: Mapping[str, str] | None = None,
     checks: Callable[[], Mapping[str, Any]] | None = None,
+    inspect: Callable[[DataFrame], Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Replace the partitions of ``dates`` (first, last) in ``table`` with ``scores`` stamped with the model
     (and the extra string columns ``stamps``); a rerun with the same champion, input version and
     stamps changes nothing. ``checks`` (e.g. ``record_drift``) runs first when there is work to do;
-    its summary joins the result, and an exception from it stops the job before any score is written."""
+    its summary joins the result, and an exception from it stops the job before any score is written.
+    ``inspect`` (e.g. ``alert_check``) sees the scores before they are written (they are persisted
+    for it, so the model runs once); its summary joins the result, its exception stops the write."""
     summary: dict[str, Any] = {
         "model": champion.name,
         "version": champion.version,
@@ -114,6 +118,13 @@ def write_scores(
     if checks is not None:
         summary.update(checks())
     fresh = scores()  # built only when needed: building it loads the champion model
+    if inspect is not None:
+        fresh = fresh.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            summary.update(inspect(fresh))
+        except BaseException:
+            fresh.unpersist()
+            raise
     stamped = fresh.select(
         *fresh.columns,
         F.lit(champion.name).alias("model_name"),
@@ -124,7 +135,39 @@ def write_scores(
     ).select(*schema.fieldNames())
     ref = table_ref(lake, table).create(schema, [SCORE_DATE])
     outcome = ref.overwrite_where(stamped, [(SCORE_DATE, ">=", dates[0]), (SCORE_DATE, "<=", dates[1])])
+    if inspect is not None:
+        fresh.unpersist()
     return {**summary, "rows": outcome.rows_added, "noop": False}
+
+
+def alert_budget(champion: Champion, default: float) -> float:
+    """The alert budget the champion's threshold was chosen for (its ``alert_budget`` tag, else ``default``)."""
+    return float(champion.tags.get("alert_budget", default))
+
+
+def alert_check(
+    champion: Champion, budget: float, cfg: AlertCheckConfig, alert: str = "alert"
+) -> Callable[[DataFrame], dict[str, Any]]:
+    """An ``inspect`` for :func:`write_scores`: the realised alert rate of the scores beside the budget
+    (one aggregate); above budget x ``max_budget_factor`` an ``alert_budget_exceeded`` event is logged,
+    or with ``fail_on_excess`` the job fails before any score is written."""
+
+    def check(scores: DataFrame) -> dict[str, Any]:
+        row = scores.agg(F.count_if(F.col(alert)).alias("alerts"), F.count(F.lit(1)).alias("rows")).first()
+        rate = row["alerts"] / row["rows"] if row["rows"] else 0.0
+        out = {"alert_budget": budget, "alert_rate": round(rate, 6), "alerts": int(row["alerts"])}
+        if rate > budget * cfg.max_budget_factor:
+            message = (
+                f"{champion.name} v{champion.version} alerts {row['alerts']} of {row['rows']} rows "
+                f"({rate:.2%}), above its alert budget {budget:.2%} x ml.alerts.max_budget_factor "
+                f"{cfg.max_budget_factor:g}"
+            )
+            if cfg.fail_on_excess:
+                raise JobFailed(f"{message}; no scores were written (ml.alerts.fail_on_excess)")
+            runlog.event("alert_budget_exceeded", model=champion.name, version=champion.version, **out)
+        return out
+
+    return check
 
 
 def record_drift(

@@ -4,8 +4,10 @@ Split: whole days of ``date_column`` among rows with a label (a NULL label = win
 used): ``train | validation (validation_days) | gap (gap_days) | test (test_days)``, the test ending at
 the newest labelled day on or before the run date. Imbalance: positives weighted in training only.
 Each model family is tuned by TrainValidationSplit inside train; the family with the best validation
-AUPRC wins; its alert threshold is the validation score quantile that alerts ``alert_budget`` of
-transactions; test is scored once, with the rule baseline (``baseline_score_column``) beside it.
+AUPRC wins; its alert threshold is the lowest validation score whose alert rate stays within
+``alert_budget`` (ties alert together: see ``evaluation.alert_threshold``); test is scored once, with
+the baseline beside it: the rule score ``baseline_score_column``, or with ``""`` the prior (every
+transaction scored the train fraud rate: AUPRC = the fraud rate, no alert).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from lakeml.ml.splits import SPLIT, TEST, TRAIN, VALIDATION, TimeSplitBounds, Tr
 
 WEIGHT = "_weight"
 LABEL = "_label"
+BASELINE = "_baseline"
 
 FRAUD_SCORES_SCHEMA = T.StructType(
     [
@@ -92,6 +95,20 @@ def _scored(model: PipelineModel, df: DataFrame) -> DataFrame:
     return models.with_positive_score(model.transform(df))
 
 
+def with_baseline_score(cfg: FraudModelConfig, prior: float) -> Transform:
+    """Reads ``baseline_score_column``; adds ``_baseline`` (double): that rule score, or the constant
+    ``prior`` (the train fraud rate) when no column is set."""
+    score = F.col(cfg.baseline_score_column) if cfg.baseline_score_column else F.lit(prior)
+    return lambda df: df.withColumn(BASELINE, score.cast("double"))
+
+
+def baseline_name(cfg: FraudModelConfig, prior: float) -> str:
+    """What the report calls the baseline."""
+    if cfg.baseline_score_column:
+        return f"rule score {cfg.baseline_score_column}"
+    return f"prior (constant train fraud rate {prior:.4g})"
+
+
 def train_fraud_model(spark: SparkSession, config: Config, run_date: dt.date) -> dict[str, Any]:
     """gold features (pinned version) → tuned classifier families → MLflow run, registry, promotion gate."""
     cfg, seed = config.ml.fraud, config.ml.seed
@@ -99,7 +116,13 @@ def train_fraud_model(spark: SparkSession, config: Config, run_date: dt.date) ->
     pinned = lifecycle.pin(lake, cfg.input_table)
     features = [*cfg.numeric_features, *cfg.categorical_features]
     lifecycle.require_columns(
-        pinned.df, [cfg.label_column, cfg.date_column, cfg.baseline_score_column], "fraud"
+        pinned.df,
+        [
+            cfg.label_column,
+            cfg.date_column,
+            *([cfg.baseline_score_column] if cfg.baseline_score_column else []),
+        ],
+        "fraud",
     )
     bounds = split_bounds(pinned.df, cfg, run_date)
     labelled = pinned.df.where(F.col(cfg.label_column).isNotNull()).transform(with_training_columns(cfg))
@@ -117,6 +140,8 @@ def train_fraud_model(spark: SparkSession, config: Config, run_date: dt.date) ->
             )
     n_train, pos_train = counts[TRAIN]
     positive_weight = max(1.0, (n_train - pos_train) / pos_train / cfg.positive_weight_divisor)
+    prior = pos_train / n_train
+    split = split.transform(with_baseline_score(cfg, prior))
     train = split.where(F.col(SPLIT) == TRAIN).transform(with_class_weight(positive_weight))
     train = train.persist(StorageLevel.MEMORY_AND_DISK)
     validation = split.where(F.col(SPLIT) == VALIDATION).persist(StorageLevel.MEMORY_AND_DISK)
@@ -136,10 +161,13 @@ def train_fraud_model(spark: SparkSession, config: Config, run_date: dt.date) ->
         family = max(fitted, key=lambda f: fitted[f][1])
         model = fitted[family][0]
         threshold = ev.alert_threshold(_scored(model, validation), models.SCORE, cfg.alert_budget)
-        base_threshold = ev.alert_threshold(validation, cfg.baseline_score_column, cfg.alert_budget)
+        validation_rate = ev.metrics_at_threshold(_scored(model, validation), LABEL, models.SCORE, threshold)[
+            "alert_rate"
+        ]
+        base_threshold = ev.alert_threshold(validation, BASELINE, cfg.alert_budget)
         test_scored = _scored(model, test).persist(StorageLevel.MEMORY_AND_DISK)
         metrics = ev.alert_metrics(test_scored, LABEL, models.SCORE, threshold)
-        baseline = ev.alert_metrics(test, LABEL, cfg.baseline_score_column, base_threshold)
+        baseline = ev.alert_metrics(test, LABEL, BASELINE, base_threshold)
 
         def evaluate(other: PipelineModel) -> dict[str, float]:
             return ev.binary_metrics(_scored(other, test), LABEL, models.SCORE)
@@ -158,6 +186,8 @@ def train_fraud_model(spark: SparkSession, config: Config, run_date: dt.date) ->
             baseline,
             test_scored,
             model,
+            validation_rate,
+            baseline_name(cfg, prior),
         )
         candidate = lifecycle.Candidate(
             name=cfg.model_name,
@@ -165,6 +195,7 @@ def train_fraud_model(spark: SparkSession, config: Config, run_date: dt.date) ->
             metrics={k: float(v) for k, v in metrics.items()},
             evaluate=evaluate,
             promotion=cfg.promotion,
+            baseline=baseline,
             params={
                 "family": family,
                 "threshold": threshold,
@@ -172,11 +203,12 @@ def train_fraud_model(spark: SparkSession, config: Config, run_date: dt.date) ->
                 "features": ",".join(features),
                 **{f"tuned.{k}": v for k, v in _best_params(fitted[family][2]).items()},
             },
-            tags={"threshold": repr(threshold), "family": family},
+            tags={"threshold": repr(threshold), "family": family, "alert_budget": repr(cfg.alert_budget)},
         )
         run_metrics = {f"baseline.{k}": float(v) for k, v in baseline.items()}
         run_metrics.update({f"validation.{f}.auprc": v[1] for f, v in fitted.items()})
         run_metrics.update({f"rows.{s}": float(n) for s, (n, _) in counts.items()})
+        run_metrics["validation.alert_rate"] = validation_rate
         (outcome,) = lifecycle.finish_training(
             spark,
             config,
@@ -186,7 +218,11 @@ def train_fraud_model(spark: SparkSession, config: Config, run_date: dt.date) ->
             [pinned],
             [candidate],
             report,
-            {"split.bounds": str(bounds), "alert_budget": cfg.alert_budget},
+            {
+                "split.bounds": str(bounds),
+                "alert_budget": cfg.alert_budget,
+                "baseline": baseline_name(cfg, prior),
+            },
             run_metrics,
         )
     finally:
@@ -204,8 +240,13 @@ def train_fraud_model(spark: SparkSession, config: Config, run_date: dt.date) ->
         "precision_at_budget": round(metrics["precision_at_budget"], 4),
         "recall_at_budget": round(metrics["recall_at_budget"], 4),
         "positive_rate": round(metrics["positive_rate"], 6),
+        "alert_budget": cfg.alert_budget,
+        "validation_alert_rate": round(validation_rate, 6),
+        "test_alert_rate": round(metrics["alert_rate"], 6),
+        "baseline": baseline_name(cfg, prior),
         "baseline_auprc": round(baseline["auprc"], 4),
         "rows_train": n_train,
+        "rows_validation": counts[VALIDATION][0],
         "rows_test": counts[TEST][0],
         "input_version": pinned.version,
         "report": outcome.report_path,
@@ -230,6 +271,8 @@ def fraud_report(
     baseline: dict[str, float],
     test_scored: DataFrame,
     model: PipelineModel,
+    validation_rate: float,
+    baseline_label: str,
 ) -> HtmlReport:
     """Metric table vs baseline, PR/ROC with the threshold, calibration, confusion, importances."""
     report = HtmlReport(
@@ -238,10 +281,16 @@ def fraud_report(
     )
     keys = ("auprc", "roc_auc", "precision_at_budget", "recall_at_budget", "alert_rate", "positive_rate")
     report.add_table(
-        "Test metrics (alert budget threshold chosen on validation)",
+        f"Test metrics (alert threshold chosen on validation for a budget of {cfg.alert_budget:.2%})",
         [
-            {"model": f"{family} (candidate)", **{k: metrics[k] for k in keys}, "threshold": threshold},
-            {"model": f"baseline: {cfg.baseline_score_column}", **{k: baseline[k] for k in keys}},
+            {
+                "model": f"{family} (candidate)",
+                **{k: metrics[k] for k in keys},
+                "threshold": threshold,
+                "alert_budget": cfg.alert_budget,
+                "validation_alert_rate": validation_rate,
+            },
+            {"model": f"baseline: {baseline_label}", **{k: baseline[k] for k in keys}},
         ],
     )
     report.add_table(
@@ -320,4 +369,7 @@ def score_fraud(spark: SparkSession, config: Config, first: dt.date, last: dt.da
         version,
         days,
         checks=drift,
+        inspect=scoring.alert_check(
+            champion, scoring.alert_budget(champion, cfg.alert_budget), config.ml.alerts
+        ),
     )

@@ -1,8 +1,9 @@
 """ALS recommender: train on one gold/user_item_interactions snapshot, register, gate, score top-K.
 
 - **Input**: the snapshot ``date_column = D``, D = the newest snapshot on or before the run date (each
-  snapshot already sums the trailing lookback window). Implicit mode learns from ``strength_column``
-  (decayed interaction strength), explicit mode from ``rating_column`` (rows without a rating skipped).
+  snapshot already sums the trailing lookback window); with ``date_column: ""`` the whole table is one
+  snapshot. Implicit mode learns from ``strength_column`` (decayed interaction strength), explicit mode
+  from ``rating_column`` (rows without a rating skipped); only the mode's column must exist.
 - **Split** (per user, by time): each user's ``test_items`` most recent pairs (``time_column``) are
   test, the ``validation_items`` before them validation, the rest train; users with fewer than
   ``min_user_items`` pairs stay in train only.
@@ -10,14 +11,18 @@
   user already has in train are never recommended), ``ml.parallelism`` fits at a time. The random
   split of TrainValidationSplit would put a user's later pairs into training, so it is used only for
   explicit mode's RMSE tuning. The best point is refitted on train + validation and tested once.
-- **Metrics** on test users: precision/recall/NDCG/MAP@k (RankingEvaluator) for every k of ``ks``,
-  catalog coverage, and RMSE in explicit mode; a popularity baseline (items by distinct train users,
-  minus what the user has seen) is scored on the same users in the same run.
+- **Metrics** on test users: precision/recall/NDCG/MAP@k (RankingEvaluator) for every k of ``ks``
+  (lists are generated max(ks) long), catalog coverage, and RMSE in explicit mode; a popularity
+  baseline (items by distinct train users, minus what the user has seen) is scored on the same users
+  in the same run.
 - **Scoring**: top ``k`` per user of the snapshot, excluding items the user purchased
-  (``purchased_column > 0``), into gold/recommendations.
+  (``purchased_column > 0``; every item the user has when ``purchased_column`` is ""), into
+  gold/recommendations.
 
 User and item ids are indexed by StringIndexer inside the saved pipeline (its labels are the model's
-id vocabulary, held like any MLlib StringIndexer's); recommendations map back through those labels.
+id vocabulary, held like any MLlib StringIndexer's, as text); recommendations map back through those
+labels and are cast back to the input's id type (string, int, long ...) in one place, ``recommend``,
+so recommendations, exclusions and held-out pairs always compare ids of one type.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from lakeml.ml.splits import SPLIT, TEST, TRAIN, VALIDATION, with_latest_per_use
 USER_IDX, ITEM_IDX, TARGET = "_user_idx", "_item_idx", "_target"
 ITEM_KEY_SPACE = 2**52  # item keys for RankingEvaluator: exact as doubles
 
+# user_id / item_id as in the input table: recommendations_schema() swaps in the input's id types.
 RECOMMENDATIONS_SCHEMA = T.StructType(
     [
         T.StructField("user_id", T.StringType(), False),
@@ -65,8 +71,22 @@ RECOMMENDATIONS_SCHEMA = T.StructType(
 )
 
 
-def snapshot_date(df: DataFrame, cfg: RecommenderConfig, run_date: dt.date) -> dt.date:
-    """The newest snapshot date on or before ``run_date`` (a clear error when there is none)."""
+def recommendations_schema(user_type: T.DataType, item_type: T.DataType) -> T.StructType:
+    """RECOMMENDATIONS_SCHEMA with the input table's user and item id types."""
+    ids = {"user_id": user_type, "item_id": item_type}
+    return T.StructType(
+        [
+            T.StructField(f.name, ids.get(f.name, f.dataType), f.nullable)
+            for f in RECOMMENDATIONS_SCHEMA.fields
+        ]
+    )
+
+
+def snapshot_date(df: DataFrame, cfg: RecommenderConfig, run_date: dt.date) -> dt.date | None:
+    """The newest snapshot date on or before ``run_date`` (a clear error when there is none); None when
+    the table has no date column (``date_column: ""``): the whole table is the snapshot."""
+    if not cfg.date_column:
+        return None
     day = df.where(F.col(cfg.date_column) <= F.lit(run_date)).agg(F.max(cfg.date_column)).first()[0]
     if day is None:
         raise JobFailed(f"{cfg.input_table} has no snapshot on or before {run_date}")
@@ -85,8 +105,9 @@ def with_target(cfg: RecommenderConfig) -> Any:
 
 
 def item_key(column: str) -> F.Column:
-    """A numeric key per item id for RankingEvaluator (exact as a double)."""
-    return F.pmod(F.xxhash64(F.col(column)), F.lit(ITEM_KEY_SPACE)).cast("double")
+    """A numeric key per item id for RankingEvaluator (exact as a double), from the id's text so that
+    the same id hashes alike whatever its type (242 and '242')."""
+    return F.pmod(F.xxhash64(F.col(column).cast("string")), F.lit(ITEM_KEY_SPACE)).cast("double")
 
 
 def als_pipeline(cfg: RecommenderConfig, params: dict[str, float], seed: int) -> Pipeline:
@@ -123,8 +144,9 @@ def recommend(
     """Top ``k`` (user, *by, rank, item, score) for ``users``, never an item ``exclude`` holds for the
     same (user, *by); ``by`` lets one call serve several snapshots (e.g. ``as_of_date``).
 
-    Users the model does not know get no rows. Each user needs k + its own exclusion count candidates;
-    users are grouped by that count rounded up to a power of two and ALS is asked once per group, so a
+    Items come back with the type ``exclude`` has for them (the input table's), not as the indexer's
+    text labels. Users the model does not know get no rows. Each user needs k + its own exclusion count
+    candidates; users are grouped by that count rounded up to a power of two and ALS is asked once per group, so a
     few heavy users do not make every list thousands long (the groups are a handful: metadata).
     """
     user_indexer, item_indexer, als = model.stages[0], model.stages[1], model.stages[-1]
@@ -158,6 +180,7 @@ def recommend(
         F.col("rec.rating").alias("score"),
     )
     labelled = IndexToString(inputCol=ITEM_IDX, outputCol=i, labels=item_indexer.labels).transform(pairs)
+    labelled = labelled.withColumn(i, F.col(i).cast(exclude.schema[i].dataType))  # the input's id type
     kept = labelled.join(indexed, USER_IDX).join(wanted, u).join(excluded, [*keys, i], "left_anti")
     rank = F.row_number().over(Window.partitionBy(*keys).orderBy(F.col("score").desc(), F.col(i)))
     return kept.withColumn("rank", rank).where(F.col("rank") <= k).select(*keys, "rank", i, "score")
@@ -215,9 +238,24 @@ def ranked_lists(recs: DataFrame, cfg: RecommenderConfig) -> DataFrame:
     )
 
 
-def relevant_lists(test: DataFrame, cfg: RecommenderConfig) -> DataFrame:
-    """Test pairs with a positive target → (user, items: array of item keys)."""
-    positive = test.where(F.col(TARGET) > 0) if cfg.mode == "implicit" else test.where(F.col(TARGET) >= 4)
+def relevance_threshold(cfg: RecommenderConfig, train: DataFrame) -> float | None:
+    """Explicit mode: the rating from which a held-out pair counts as relevant, ``relevant_rating`` or
+    else min + ``relevant_rating_fraction`` x (max - min) of the training ratings (4 on a 1-5 scale
+    with 0.75); None in implicit mode (any positive strength is relevant)."""
+    if cfg.mode == "implicit":
+        return None
+    if cfg.relevant_rating is not None:
+        return cfg.relevant_rating
+    low, high = train.agg(F.min(TARGET), F.max(TARGET)).first()
+    if low is None:
+        raise JobFailed(f"{cfg.input_table}: no training row has a {cfg.rating_column}")
+    return float(low) + cfg.relevant_rating_fraction * (float(high) - float(low))
+
+
+def relevant_lists(test: DataFrame, cfg: RecommenderConfig, threshold: float | None) -> DataFrame:
+    """Test pairs with a positive target (implicit) or a rating >= ``threshold`` (explicit)
+    → (user, items: array of item keys)."""
+    positive = test.where(F.col(TARGET) > 0) if threshold is None else test.where(F.col(TARGET) >= threshold)
     return positive.groupBy(cfg.user_column).agg(F.collect_set(item_key(cfg.item_column)).alias("items"))
 
 
@@ -249,18 +287,26 @@ def _fit_and_score(
 def tune_implicit(
     cfg: RecommenderConfig, config: Config, train: DataFrame, validation: DataFrame
 ) -> tuple[dict[str, float], list[tuple[dict[str, float], float]]]:
-    """Grid points fitted on train, ranked by validation precision@k (``ml.parallelism`` at a time)."""
+    """Grid points fitted on train, ranked by validation precision@k (``ml.parallelism`` at a time).
+
+    A grid whose every point scores 0 while items were relevant is an error: nothing can be chosen.
+    """
     names = list(cfg.grid)
     points = [dict(zip(names, values, strict=True)) for values in itertools.product(*cfg.grid.values())]
     if len(points) == 1:  # nothing to choose: no validation fit
         return points[0], [(points[0], float("nan"))]
     users = validation.select(cfg.user_column).distinct()
-    relevant = relevant_lists(validation, cfg)
+    relevant = relevant_lists(validation, cfg, None)
     with ThreadPoolExecutor(max_workers=max(1, config.ml.parallelism)) as pool:
         scores = list(
             pool.map(lambda p: _fit_and_score(cfg, p, config.ml.seed, train, users, train, relevant), points)
         )
     results = list(zip(points, scores, strict=True))
+    if all(s == 0 for s in scores):
+        raise JobFailed(
+            f"recommender tuning: every grid point scores validation precision@{cfg.k} = 0; "
+            "check that the input's user/item ids are consistent (and the grid sensible)"
+        )
     return max(results, key=lambda r: r[1])[0], results
 
 
@@ -288,6 +334,40 @@ def _flat(result: dict[str, Any], k: int) -> dict[str, float]:
     return {**result["by_k"][k], "coverage": result["coverage"]}
 
 
+def list_depth(cfg: RecommenderConfig) -> int:
+    """Length of the lists evaluated: the largest k of ``ks`` (and ``k``), so every metric@k sees k items."""
+    return max(*cfg.ks, cfg.k)
+
+
+def required_columns(cfg: RecommenderConfig) -> list[str]:
+    """What the mode needs: user, item, its target column, time, and the date column when configured."""
+    return [
+        cfg.user_column,
+        cfg.item_column,
+        target_column(cfg),
+        cfg.time_column,
+        *([cfg.date_column] if cfg.date_column else []),
+    ]
+
+
+def _snapshot_tag(day: dt.date | None) -> str:
+    return day.isoformat() if day is not None else "all"
+
+
+def check_not_degenerate(result: dict[str, Any], baseline: dict[str, Any], cfg: RecommenderConfig) -> None:
+    """JobFailed when every ranking metric of the model is exactly 0 at every k while the baseline's
+    are not: the model never hit a held-out item, which real data only does when ids do not match."""
+    values = [v for by_k in result["by_k"].values() for v in by_k.values()]
+    base = [v for by_k in baseline["by_k"].values() for v in by_k.values()]
+    if all(v == 0 for v in values) and any(v > 0 for v in base):
+        raise JobFailed(
+            f"recommender: every ranking metric of the ALS model is 0 at k = {sorted(result['by_k'])} "
+            f"while the popularity baseline's precision@{cfg.k} is "
+            f"{baseline['by_k'][cfg.k]['precision_at_k']:.4g}: no recommended item ever matched a "
+            f"held-out one; check {cfg.user_column}/{cfg.item_column} of {cfg.input_table}. Not registered."
+        )
+
+
 def train_recommender(spark: SparkSession, config: Config, run_date: dt.date) -> dict[str, Any]:
     """gold interactions snapshot (pinned) → tuned ALS vs popularity → MLflow run, registry, promotion gate."""
     cfg, seed = config.ml.recommender, config.ml.seed
@@ -295,13 +375,10 @@ def train_recommender(spark: SparkSession, config: Config, run_date: dt.date) ->
     spark.sparkContext.setCheckpointDir(join_location(config.lakehouse.root, config.ml.checkpoint_dir))
     pinned = lifecycle.pin(lake, cfg.input_table)
     u, i = cfg.user_column, cfg.item_column
-    lifecycle.require_columns(
-        pinned.df,
-        [u, i, cfg.time_column, cfg.date_column, cfg.strength_column, cfg.rating_column],
-        "recommender",
-    )
+    lifecycle.require_columns(pinned.df, required_columns(cfg), "recommender")
     day = snapshot_date(pinned.df, cfg, run_date)
-    rows = pinned.df.where(F.col(cfg.date_column) == F.lit(day)).transform(with_target(cfg))
+    snapshot = pinned.df if day is None else pinned.df.where(F.col(cfg.date_column) == F.lit(day))
+    rows = snapshot.transform(with_target(cfg))
     split = rows.transform(
         with_latest_per_user_split(
             u, cfg.time_column, i, cfg.test_items, cfg.validation_items, cfg.min_user_items
@@ -325,12 +402,15 @@ def train_recommender(spark: SparkSession, config: Config, run_date: dt.date) ->
             best, tuning = tune_explicit(cfg, config, train)
         model = als_pipeline(cfg, best, seed).fit(fit_on)
         test_users = test.select(u).distinct()
-        relevant = relevant_lists(test, cfg).persist(StorageLevel.MEMORY_AND_DISK)
+        relevant_from = relevance_threshold(cfg, fit_on)
+        relevant = relevant_lists(test, cfg, relevant_from).persist(StorageLevel.MEMORY_AND_DISK)
         catalog = fit_on.select(i).distinct().count()
-        recs = recommend(model, test_users, fit_on, cfg.k, cfg).persist(StorageLevel.MEMORY_AND_DISK)
+        depth = list_depth(cfg)
+        recs = recommend(model, test_users, fit_on, depth, cfg).persist(StorageLevel.MEMORY_AND_DISK)
         result = ranking_report(recs, relevant, cfg, catalog)
-        baseline_recs = popularity_baseline(fit_on, test_users, fit_on, cfg.k, cfg)
+        baseline_recs = popularity_baseline(fit_on, test_users, fit_on, depth, cfg)
         baseline = ranking_report(baseline_recs, relevant, cfg, catalog)
+        check_not_degenerate(result, baseline, cfg)
         metrics = _flat(result, cfg.k)
         if cfg.mode == "explicit":
             predicted = model.transform(test)
@@ -338,7 +418,7 @@ def train_recommender(spark: SparkSession, config: Config, run_date: dt.date) ->
 
         def evaluate(other: PipelineModel) -> dict[str, float]:
             out = _flat(
-                ranking_report(recommend(other, test_users, fit_on, cfg.k, cfg), relevant, cfg, catalog),
+                ranking_report(recommend(other, test_users, fit_on, depth, cfg), relevant, cfg, catalog),
                 cfg.k,
             )
             if cfg.mode == "explicit":
@@ -348,7 +428,7 @@ def train_recommender(spark: SparkSession, config: Config, run_date: dt.date) ->
             return out
 
         report = recommender_report(
-            cfg, run_date, day, pinned, counts, best, tuning, result, baseline, metrics
+            cfg, run_date, day, pinned, counts, best, tuning, result, baseline, metrics, relevant_from
         )
         candidate = lifecycle.Candidate(
             name=cfg.model_name,
@@ -356,19 +436,24 @@ def train_recommender(spark: SparkSession, config: Config, run_date: dt.date) ->
             metrics=metrics,
             evaluate=evaluate,
             promotion=cfg.promotion,
+            baseline=_flat(baseline, cfg.k),
             params={
                 "mode": cfg.mode,
                 "k": cfg.k,
                 "max_iter": cfg.max_iter,
                 **{f"tuned.{k}": v for k, v in best.items()},
             },
-            tags={"mode": cfg.mode, "snapshot": day.isoformat()},
+            tags={"mode": cfg.mode, "snapshot": _snapshot_tag(day)},
         )
         run_metrics = {f"baseline.{k}": float(v) for k, v in _flat(baseline, cfg.k).items()}
+        run_metrics.update(
+            {f"{name}.at_{kk}.{m}": v for name, res in (("als", result), ("baseline", baseline))
+             for kk, by in res["by_k"].items() for m, v in by.items()}
+        )  # fmt: skip
         run_metrics.update({f"rows.{s}": float(n) for s, n in counts.items()})
         (outcome,) = lifecycle.finish_training(
             spark, config, lake, "recommender", run_date, [pinned], [candidate], report,
-            {"snapshot": day.isoformat(), "mode": cfg.mode}, run_metrics,
+            {"snapshot": _snapshot_tag(day), "mode": cfg.mode}, run_metrics,
         )  # fmt: skip
         relevant.unpersist()
         recs.unpersist()
@@ -380,10 +465,11 @@ def train_recommender(spark: SparkSession, config: Config, run_date: dt.date) ->
         "promoted": outcome.promoted,
         "reason": outcome.reason,
         "mode": cfg.mode,
-        "snapshot": day.isoformat(),
+        "snapshot": _snapshot_tag(day),
         "precision_at_k": round(metrics["precision_at_k"], 4),
         "baseline_precision_at_k": round(_flat(baseline, cfg.k)["precision_at_k"], 4),
-        "rows_train": counts.get(TRAIN, 0) + counts.get(VALIDATION, 0),
+        "rows_train": counts[TRAIN],
+        "rows_validation": counts[VALIDATION],
         "rows_test": counts[TEST],
         "input_version": pinned.version,
         "report": outcome.report_path,
@@ -393,7 +479,7 @@ def train_recommender(spark: SparkSession, config: Config, run_date: dt.date) ->
 def recommender_report(
     cfg: RecommenderConfig,
     run_date: dt.date,
-    day: dt.date,
+    day: dt.date | None,
     pinned: lifecycle.PinnedTable,
     counts: dict[str, int],
     best: dict[str, float],
@@ -401,11 +487,14 @@ def recommender_report(
     result: dict[str, Any],
     baseline: dict[str, Any],
     metrics: dict[str, float],
+    relevant_from: float | None,
 ) -> HtmlReport:
     """Metric table vs popularity, precision/recall/NDCG@k curves, coverage, tuning grid."""
+    relevance = "any positive strength" if relevant_from is None else f"rating >= {relevant_from:.4g}"
     report = HtmlReport(
         f"ALS recommender — {cfg.model_name} ({cfg.mode})",
-        f"run date {run_date}, snapshot {day} of {cfg.input_table} v{pinned.version}",
+        f"run date {run_date}, snapshot {_snapshot_tag(day)} of {cfg.input_table} v{pinned.version}; "
+        f"a held-out pair is relevant with {relevance}",
     )
     k = cfg.k
     report.add_table(
@@ -440,7 +529,8 @@ def recommender_report(
 def score_recommendations(
     spark: SparkSession, config: Config, first: dt.date, last: dt.date
 ) -> dict[str, Any]:
-    """Top-k per user for each snapshot in [first, last], minus purchased items, into gold/recommendations."""
+    """Top-k per user for each snapshot in [first, last], minus purchased items, into gold/recommendations
+    (without a date column: the whole table, as the snapshot of ``last``)."""
     cfg = config.ml.recommender
     lake = Lakehouse(spark, config)
     champion = scoring.load_champion(config, cfg.model_name, "commerce.train_recommender")
@@ -448,34 +538,41 @@ def score_recommendations(
     if not source.exists():
         raise JobFailed(f"{cfg.input_table} does not exist: run commerce.build_features first")
     version = source.version()
-    rows = source.read(version=version, where=[(cfg.date_column, ">=", first), (cfg.date_column, "<=", last)])
-    days = rows.select(cfg.date_column).distinct().count()
-    if days == 0:
-        raise JobFailed(f"{cfg.input_table} has no snapshot in [{first}, {last}]")
-    purchased = rows.where(F.col(cfg.purchased_column) > 0)
+    if cfg.date_column:
+        rows = source.read(
+            version=version, where=[(cfg.date_column, ">=", first), (cfg.date_column, "<=", last)]
+        )
+        days = rows.select(cfg.date_column).distinct().count()
+        if days == 0:
+            raise JobFailed(f"{cfg.input_table} has no snapshot in [{first}, {last}]")
+    else:
+        rows, days = source.read(version=version).withColumn("_as_of_date", F.lit(last)), 1
+    date = cfg.date_column or "_as_of_date"
+    purchased = rows.where(F.col(cfg.purchased_column) > 0) if cfg.purchased_column else rows
 
     def scores() -> DataFrame:
-        recs = recommend(champion.model, rows, purchased, cfg.k, cfg, by=[cfg.date_column])
+        recs = recommend(champion.model, rows, purchased, cfg.k, cfg, by=[date])
         return recs.select(
             F.col(cfg.user_column).alias("user_id"),
             F.col("rank").cast("int").alias("rank"),
             F.col(cfg.item_column).alias("item_id"),
             F.col("score").cast("double").alias("score"),
-            F.col(cfg.date_column).alias("as_of_date"),
+            F.col(date).alias("as_of_date"),
         )
 
     def drift() -> dict[str, Any]:
         # The model learnt from one snapshot: that snapshot is the reference.
-        snapshot = dt.date.fromisoformat(champion.tags["snapshot"])
+        snapshot = champion.tags.get("snapshot", "all")
+        where = [] if snapshot == "all" else [(cfg.date_column, "=", dt.date.fromisoformat(snapshot))]
         return scoring.record_drift(
             lake, champion, cfg.input_table, rows, version, (first, last), [target_column(cfg)], [cfg.item_column],
-            config.ml.drift, reference_where=[(cfg.date_column, "=", snapshot)],
+            config.ml.drift, reference_where=where,
         )  # fmt: skip
 
     return scoring.write_scores(
         lake,
         cfg.score_table,
-        RECOMMENDATIONS_SCHEMA,
+        recommendations_schema(rows.schema[cfg.user_column].dataType, rows.schema[cfg.item_column].dataType),
         scores,
         (first, last),
         champion,

@@ -6,8 +6,9 @@ Two models share one pinned input, one split and one MLflow run:
   predicts the mean train RUL of the row's age bucket (``floor(age_column / age_bucket)``, NULL age
   its own bucket, an unseen bucket the overall train mean);
 - failure-within-horizon classification (``failure_model_name``): GBT on ``failure_column``,
-  positives weighted in training only; the alert threshold alerts ``alert_budget`` of the
-  validation rows; test adds the alert lead time per failure.
+  positives weighted in training only; the alert threshold is the lowest validation score whose alert
+  rate stays within ``alert_budget`` (ties alert together: ``evaluation.alert_threshold``); test adds
+  the alert lead time per failure.
 
 Split: rows with ``date_column <= run_date``, by a hash of ``group_column`` (machine), so no machine
 is in two splits; each task uses the rows whose own label is known (NULL = unknown, never used).
@@ -291,6 +292,9 @@ def train_failure_models(spark: SparkSession, config: Config, run_date: dt.date)
             seed,
         )
         threshold = ev.alert_threshold(_scored(fail_model, fail_validation), models.SCORE, cfg.alert_budget)
+        validation_rate = ev.metrics_at_threshold(
+            _scored(fail_model, fail_validation), FAILURE_LABEL, models.SCORE, threshold
+        )["alert_rate"]
         fail_scored = _scored(fail_model, fail_test).persist(StorageLevel.MEMORY_AND_DISK)
         frames.append(fail_scored)
         fail_metrics = {
@@ -317,6 +321,7 @@ def train_failure_models(spark: SparkSession, config: Config, run_date: dt.date)
             fail_metrics,
             fail_scored,
             threshold,
+            validation_rate,
         )
         features = ",".join([*numeric, *categorical])
         candidates = [
@@ -346,7 +351,12 @@ def train_failure_models(spark: SparkSession, config: Config, run_date: dt.date)
                     "features": features,
                     **{f"tuned.{k}": v for k, v in _best_params(fail_tuning, True).items()},
                 },
-                tags={"threshold": repr(threshold), "family": "gbt", "task": "failure"},
+                tags={
+                    "threshold": repr(threshold),
+                    "family": "gbt",
+                    "task": "failure",
+                    "alert_budget": repr(cfg.alert_budget),
+                },
             ),
         ]
         run_metrics = {f"baseline.{k}": float(v) for k, v in baseline_metrics.items()}
@@ -354,6 +364,7 @@ def train_failure_models(spark: SparkSession, config: Config, run_date: dt.date)
             {f"rows.{s}.{k}": float(n) for s, c in counts.items() for k, n in c.items() if k != "machines"}
         )
         run_metrics.update({f"machines.{s}": float(c["machines"]) for s, c in counts.items()})
+        run_metrics["validation.alert_rate"] = validation_rate
         rul_outcome, fail_outcome = lifecycle.finish_training(
             spark,
             config,
@@ -387,9 +398,13 @@ def train_failure_models(spark: SparkSession, config: Config, run_date: dt.date)
         "baseline_rmse": round(baseline_metrics["rmse"], 4),
         "auprc": round(fail_metrics["auprc"], 4),
         "threshold": threshold,
+        "alert_budget": cfg.alert_budget,
+        "validation_alert_rate": round(validation_rate, 6),
+        "test_alert_rate": round(fail_metrics["alert_rate"], 6),
         "failures_detected_rate": round(fail_metrics["failures_detected_rate"], 4),
         "median_lead_cycles": fail_metrics["median_lead_cycles"],
         "rows_train": counts[TRAIN]["labelled"],
+        "rows_validation": counts[VALIDATION]["labelled"],
         "rows_test": counts[TEST]["labelled"],
         "input_version": pinned.version,
         "report": rul_outcome.report_path,
@@ -426,6 +441,7 @@ def failure_report(
     fail_metrics: Mapping[str, float],
     fail_scored: DataFrame,
     threshold: float,
+    validation_rate: float,
 ) -> HtmlReport:
     """Splits, RUL vs baseline (scatter, error by bucket), classifier metrics with lead time (PR/ROC,
     confusion), tuning and feature importance of both models."""
@@ -473,12 +489,14 @@ def failure_report(
     lead_hours = fail_metrics["median_lead_cycles"] * cfg.cycle_minutes / 60.0
     keys = ("auprc", "roc_auc", "precision_at_budget", "recall_at_budget", "alert_rate", "positive_rate")
     report.add_table(
-        "Test metrics (alert budget threshold chosen on validation)",
+        f"Test metrics (alert threshold chosen on validation for a budget of {cfg.alert_budget:.2%})",
         [
             {
                 "model": "gbt (candidate)",
                 **{k: fail_metrics[k] for k in keys},
                 "threshold": threshold,
+                "alert_budget": cfg.alert_budget,
+                "validation_alert_rate": validation_rate,
                 "failures": int(fail_metrics["failures"]),
                 "failures_detected": fail_metrics["failures_detected_rate"],
                 "median_lead_cycles": fail_metrics["median_lead_cycles"],
@@ -570,5 +588,8 @@ def score_failure(spark: SparkSession, config: Config, first: dt.date, last: dt.
         days,
         stamps={"rul_model_version": rul.version},
         checks=drift,
+        inspect=scoring.alert_check(
+            classifier, scoring.alert_budget(classifier, cfg.alert_budget), config.ml.alerts
+        ),
     )
     return {**summary, "rul_model": rul.name, "rul_version": rul.version}
