@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from lakeml.domains.maintenance.silver import MAINTENANCE, TELEMETRY
 from lakeml.generate import run_generation
 from lakeml.lakehouse import Lakehouse
 from lakeml.pipeline import registry, run_job, topological_order
+from lakeml.transforms.pii import PAN_SPAN
 
 FEEDS = (CLICKSTREAM, TRANSACTIONS, CHARGEBACKS, TELEMETRY, MAINTENANCE)
 # Yesterday, so generated events are never "in the future" next to their ingestion time.
@@ -85,18 +87,57 @@ def test_schema_change_and_pii_in_generated_data(spark, pipeline_lake):
     assert set(counts) >= {"3.", "4."}  # both sides of the rename ...
     for with_vibration, rows in counts.values():
         assert with_vibration > 0.95 * rows  # ... carry the one silver column
-    transactions = lake.table("silver", "transactions").read()
-    pans = (
-        lake.table("bronze", "transactions")
-        .read()
-        .select(F.regexp_replace(F.get(F.split("value", ","), 2), " ", "").alias("pan"))
-        .where(F.col("pan").rlike(r"^\d{16}$"))
-        .distinct()
-    )
-    assert pans.count() > 100
-    strings = [f.name for f in transactions.schema.fields if f.dataType.simpleString() == "string"]
-    cells = transactions.select(F.explode(F.array(*strings)).alias("pan"))
-    assert cells.join(pans, "pan", "left_semi").count() == 0  # no PAN anywhere in silver
+
+
+def landing_pans(spark: SparkSession, config: Config) -> set[str]:
+    """Every Luhn-valid PAN-like span of every landing file, as digits (the card numbers to look for)."""
+    lines = spark.read.option("recursiveFileLookup", "true").text(config.landing_path())
+    spans = lines.select(F.explode(F.regexp_extract_all("value", F.lit(PAN_SPAN), 0)).alias("s"))
+    digits = spans.select(F.regexp_replace("s", "[ -]", "").alias("d"))
+    return {r.d for r in digits.where(F.call_function("luhn_check", F.col("d"))).distinct().collect()}
+
+
+def digit_runs(text: str) -> list[str]:
+    """Runs of 13+ digits in ``text``, separators (space, dash) removed, whatever surrounds them."""
+    return [re.sub(r"[ -]", "", m) for m in re.findall(r"[0-9](?:[ -]?[0-9]){12,}", text)]
+
+
+def holds_a_pan(run: str, pans: set[str]) -> bool:
+    return any(run[i : i + n] in pans for n in range(13, 20) for i in range(len(run) - n + 1))
+
+
+def test_no_card_number_is_stored_past_the_landing_zone(spark, pipeline_lake):
+    """PCI DSS: the landing feeds' PANs appear in no table cell, log, checkpoint or other file of the lake."""
+    config, _ = pipeline_lake
+    pans = landing_pans(spark, config)
+    assert len(pans) > 100
+    root, landing = Path(config.lakehouse.root), Path(config.landing_path())
+    tables = sorted(p.parent for p in root.rglob("_delta_log") if landing not in p.parents)
+    assert len(tables) >= 13  # bronze, silver, gold and ops
+    pan_table = spark.createDataFrame([(p,) for p in pans], "pan string")
+    for path in tables:
+        df = Lakehouse(spark, config).at(str(path)).read()
+        texts = [
+            F.col(f.name) if f.dataType.simpleString() == "string" else F.decode(f.name, "ISO-8859-1")
+            for f in df.schema.fields
+            if f.dataType.simpleString() in ("string", "binary")
+        ]
+        if not texts:
+            continue
+        runs = df.select(F.explode(F.array(*texts)).alias("t")).select(
+            F.explode(F.regexp_extract_all("t", F.lit(r"[0-9](?:[ -]?[0-9]){12,}"), 0)).alias("run")
+        )
+        runs = runs.select(F.regexp_replace("run", "[ -]", "").alias("run"))
+        found = runs.join(F.broadcast(pan_table), F.instr("run", F.col("pan")) > 0)
+        assert found.count() == 0, f"clear card numbers in {path}: {found.limit(3).collect()}"
+    # Every other file: Delta logs, checkpoints, stream state, markers (Parquet data is read above).
+    others = [
+        p for p in root.rglob("*") if p.is_file() and landing not in p.parents and p.suffix != ".parquet"
+    ]
+    assert any("_delta_log" in p.parts for p in others) and any("_checkpoints" in p.parts for p in others)
+    for path in others:
+        text = path.read_bytes().decode("latin-1")
+        assert not any(holds_a_pan(run, pans) for run in digit_runs(text)), f"clear card number in {path}"
 
 
 def test_rerunning_the_pipeline_changes_nothing(spark, pipeline_lake):

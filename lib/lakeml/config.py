@@ -44,6 +44,9 @@ class LakehouseConfig:
     root: str = field(metadata=PATH)
     # Raw files as source systems deliver them; relative to ``root`` when relative.
     landing_dir: str
+    # Landing files older than this many days that bronze has loaded are deleted by the bronze
+    # job (0 keeps every file). Raw card numbers live only there, so this bounds their lifetime.
+    landing_retention_days: int
     engine: Literal["auto", "delta-rs", "delta-spark"]
     target_file_size_mb: int
     # Rows buffered per Parquet row group by the delta-rs engine's writer tasks.
@@ -57,6 +60,12 @@ class LakehouseConfig:
     # Full-operation retries of merge/overwrite after a real conflict.
     max_operation_retries: int
     vacuum_retention_hours: int
+
+    def __post_init__(self) -> None:
+        if self.landing_retention_days < 0:
+            raise ConfigError(
+                f"lakehouse.landing_retention_days must be >= 0 (0 keeps every file), got {self.landing_retention_days}"
+            )
 
 
 @dataclass(frozen=True)
@@ -109,6 +118,8 @@ class SilverConfig:
 
     # Name of the environment variable holding the HMAC key for PII tokens (never a default key).
     pii_key_env: str
+    # Key file read when that variable is unset (``~`` allowed): owner-only, outside the lakehouse.
+    pii_key_file: str
     # An event stamped later than its ingestion time plus this is quarantined as "in the future".
     max_future_skew_hours: float
     # An event before this date (YYYY-MM-DD) is quarantined (e.g. a device clock reset to 1970).

@@ -47,7 +47,7 @@ from lakeml.quality.ops import (
     QUARANTINE_PARTITIONS,
     QUARANTINE_SCHEMA,
 )
-from lakeml.transforms.pii import pii_key_from_env
+from lakeml.transforms.pii import pii_key
 
 EVENT_DATE = "event_date"
 REJECT_REASON = "_reject_reason"
@@ -208,9 +208,13 @@ class SilverStep:
 def load_bronze_to_silver(ctx: JobContext, feed: SilverFeed, job_name: str) -> SilverLoad:
     """Process every bronze row of ``feed`` not yet in silver; returns the batch's accounting."""
     # The key first: without it nothing may be written, not even empty tables.
-    rules = ParseRules(
-        ctx.config.silver, pii_key_from_env(ctx.config.silver.pii_key_env) if feed.needs_pii_key else None
+    silver = ctx.config.silver
+    key = (
+        pii_key(silver.pii_key_env, silver.pii_key_file, ctx.config.lakehouse.root)
+        if feed.needs_pii_key
+        else None
     )
+    rules = ParseRules(silver, key)
     step = SilverStep(ctx.spark, ctx.config, feed)
     step.create_tables()
     done, target = step.pending_range()
