@@ -63,6 +63,10 @@ class LakehouseConfig:
 class RunConfig:
     # Structured log lines go to stderr as JSON (one object per line) or as key=value text.
     log_format: Literal["json", "text"]
+    # Progress of long Spark work: auto = a bar on a terminal, log lines otherwise; off = none.
+    progress: Literal["auto", "bar", "lines", "off"]
+    # Seconds between progress lines (and before the first one, so short jobs print none).
+    progress_interval_seconds: float
 
 
 @dataclass(frozen=True)

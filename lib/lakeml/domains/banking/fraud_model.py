@@ -209,6 +209,7 @@ def train_fraud_model(spark: SparkSession, config: Config, run_date: dt.date) ->
         "rows_test": counts[TEST][0],
         "input_version": pinned.version,
         "report": outcome.report_path,
+        "mlflow_run_id": outcome.run_id,
     }
 
 

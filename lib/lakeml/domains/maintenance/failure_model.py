@@ -393,6 +393,7 @@ def train_failure_models(spark: SparkSession, config: Config, run_date: dt.date)
         "rows_test": counts[TEST]["labelled"],
         "input_version": pinned.version,
         "report": rul_outcome.report_path,
+        "mlflow_run_id": rul_outcome.run_id,
     }
 
 
