@@ -230,8 +230,17 @@ def test_regression_metrics_exact_including_cmapss_score(spark):
     assert m["rmse"] == pytest.approx(math.sqrt((169 + 0 + 100) / 3))
     assert m["mae"] == pytest.approx(23 / 3)
     assert m["mean_error"] == pytest.approx(-1.0)
-    assert m["cmapss_score"] == pytest.approx((math.e - 1) + 0 + (math.e - 1))
+    assert m["cmapss_score"] == pytest.approx(((math.e - 1) + 0 + (math.e - 1)) / 3)  # mean per row
     assert m["rows"] == 3
+
+
+def test_cmapss_score_caps_true_and_predicted_rul(spark):
+    # capped at 40: (50, 37) -> (40, 37): e = -3; (20, 200) -> (20, 40): e = 20; (300, 290) -> 0
+    df = spark.createDataFrame([(50.0, 37.0), (20.0, 200.0), (300.0, 290.0)], "y double, p double")
+    m = ev.regression_metrics(df, "y", "p", score_cap=40)
+    expected = (math.exp(3 / 13) - 1) + (math.exp(2.0) - 1) + 0.0
+    assert m["cmapss_score"] == pytest.approx(expected / 3)
+    assert m["rmse"] == pytest.approx(math.sqrt((13**2 + 180**2 + 10**2) / 3))  # RMSE stays uncapped
 
 
 def test_error_by_bucket_labels_and_counts(spark):

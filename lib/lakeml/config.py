@@ -316,6 +316,8 @@ class FailureModelConfig:
     rul_grid: Mapping[str, tuple[float, ...]]
     failure_grid: Mapping[str, tuple[float, ...]]
     train_ratio: float
+    # C-MAPSS score: true and predicted RUL capped at this many cycles (the benchmark's convention).
+    cmapss_rul_cap: float
     alert_budget: float
     rul_promotion: PromotionConfig
     failure_promotion: PromotionConfig
