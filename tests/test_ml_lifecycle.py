@@ -33,6 +33,7 @@ from lakeml.ml.splits import (
     with_time_split,
 )
 from tests import ml_data
+from tests.browser import assert_renders_with_mlflow_headlines
 
 D = dt.date
 DAY = dt.timedelta(days=1)
@@ -672,3 +673,13 @@ def test_pinned_version_is_protected_until_its_model_versions_are_deleted(traine
     t.client.delete_model_version(MODEL, "1")
     assert registry.release_unregistered(t.client, t.table) == [(t.table_version, reasons[0])]
     assert t.table.protected_versions() == {}
+
+
+def test_report_renders_in_chromium_with_the_mlflow_metrics(trained, tmp_path):
+    page = assert_renders_with_mlflow_headlines(
+        trained.first["report"], tmp_path, run_of(trained, "1").data.metrics, {"Test metrics": MODEL}
+    )
+    threshold = float(run_of(trained, "1").data.params[f"{MODEL}.threshold"])
+    assert page.table("Test metrics")["rows"][0][-1] == f"{threshold:.4g}"
+    bounds = page.table("Splits")["rows"][-1][-1]
+    assert bounds.startswith("train … ") and "TimeSplitBounds" not in bounds

@@ -9,6 +9,13 @@ from lakeml.pipeline import JobResult, JobRun
 from lakeml.summary import render
 
 DAY = dt.date(2026, 11, 20)
+FRAUD_DETAILS = {
+    "model": "lakeml-fraud",
+    "version": "3",
+    "promoted": False,
+    "report": "/r/fraud.html",
+    "mlflow_run_id": "abc123",
+}
 
 
 def finished(job: str, status: str, result: JobResult | None, message: str | None = None) -> JobRun:
@@ -21,16 +28,7 @@ def test_summary_lists_each_job_and_where_to_look_next(tmp_path):
     runs = [
         finished("commerce.build_silver", "ok", JobResult(34_100, 33_000)),
         finished("commerce.ingest_bronze", "ok", JobResult(0, 0)),
-        finished(
-            "banking.train_fraud",
-            "ok",
-            JobResult(
-                5000,
-                0,
-                {"model": "lakeml-fraud", "version": "3", "promoted": False, "report": "/r/fraud.html",
-                 "mlflow_run_id": "abc123"},
-            ),  # fmt: skip
-        ),
+        finished("banking.train_fraud", "ok", JobResult(5000, 0, FRAUD_DETAILS)),
         finished("maintenance.train_failure", "failed", None, message="boom"),
     ]
     text = render(runs, config, not_run=["maintenance.score_failure"])
