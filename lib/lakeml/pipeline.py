@@ -19,6 +19,7 @@ from lakeml import progress, runlog
 from lakeml.config import Config
 from lakeml.errors import ConfigError, JobFailed, LakemlError, UsageError
 from lakeml.lakehouse.table import recording_reads
+from lakeml.session import clear_checkpoints
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,10 @@ def run_job(
         with recording_reads() as reads, progress.stage_progress(
             spark, spec.name, config.run.progress, config.run.progress_interval_seconds
         ):
-            result = spec.func(JobContext(spark, config, run_date, run_id, first_date))
+            try:
+                result = spec.func(JobContext(spark, config, run_date, run_id, first_date))
+            finally:
+                clear_checkpoints(spark)  # e.g. ALS's rdd-* files: nothing after the job reads them
     except Exception as exc:
         seconds = round(time.perf_counter() - started, 3)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
