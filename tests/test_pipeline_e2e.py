@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def run_pipeline(spark: SparkSession, config: Config) -> dict[str, dict]:
 
 def table_versions(lake: Lakehouse) -> dict[str, int]:
     names = [("silver", f.name) for f in FEEDS] + [("bronze", f.name) for f in FEEDS]
-    names += [("ops", "quarantine"), ("ops", "job_runs"), ("ops", "dq_results")]
+    names += [("ops", "quarantine"), ("ops", "silver_batches"), ("ops", "dq_results")]
     return {f"{layer}/{name}": lake.table(layer, name).version() for layer, name in names}
 
 
@@ -52,7 +53,7 @@ def pipeline_lake(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory)
 def test_every_bronze_row_is_loaded_duplicate_quarantined_or_a_header(spark, pipeline_lake):
     config, _ = pipeline_lake
     lake = Lakehouse(spark, config)
-    runs = {r.table: r for r in lake.table("ops", "job_runs").read().collect()}
+    runs = {r.table: r for r in lake.table("ops", "silver_batches").read().collect()}
     assert set(runs) == {f"silver/{f.name}" for f in FEEDS}
     for feed in FEEDS:
         run = runs[f"silver/{feed.name}"]
@@ -147,3 +148,25 @@ def test_rerunning_the_pipeline_changes_nothing(spark, pipeline_lake):
     details = run_pipeline(spark, config)
     assert table_versions(lake) == before
     assert all(v == 0 for job in details.values() for k, v in job.items() if k.endswith("_loaded"))
+
+
+def test_every_job_run_is_recorded_in_ops_job_runs_with_its_input_versions(spark, pipeline_lake):
+    config, _ = pipeline_lake
+    lake = Lakehouse(spark, config)
+    runs = lake.table("ops", "job_runs").read().orderBy("started_at", ascending=False).collect()
+    first = {r.job: r for r in runs}  # each job's first run (the fixture's; a rerun test may follow)
+    assert len(first) == 9 and {r.status for r in first.values()} == {"ok"}
+    assert len({r.run_id for r in runs}) == len(runs) and all(r.noop is False for r in first.values())
+    silver = first["banking.build_silver"]
+    assert silver.run_date == silver.first_date == END and silver.seconds > 0
+    assert (
+        silver.rows_in
+        == lake.table("bronze", "transactions").read().count()
+        + lake.table("bronze", "chargebacks").read().count()
+    )
+    versions = json.loads(silver.input_versions)
+    assert versions["bronze/transactions"] == lake.table("bronze", "transactions").version()
+    assert set(json.loads(first["maintenance.build_features"].input_versions)) >= {
+        "silver/telemetry",
+        "silver/maintenance",
+    }

@@ -22,6 +22,7 @@ from lakeml.domains.commerce.recommender import (
 from lakeml.errors import JobFailed
 from lakeml.lakehouse import Lakehouse
 from lakeml.ml import tracking
+from tests.browser import assert_renders_with_mlflow_headlines
 from tests.ml_data import user_item_interactions
 
 DAY = dt.date(2026, 1, 31)
@@ -155,3 +156,15 @@ def test_no_snapshot_before_run_date_is_a_clear_error(
     config, _ = trained
     with pytest.raises(JobFailed, match="no snapshot on or before 2025-12-31"):
         train_recommender(spark, config, dt.date(2025, 12, 31))
+
+
+def test_report_renders_in_chromium_with_the_mlflow_metrics(
+    trained: tuple[Config, dict], tmp_path: Path
+) -> None:
+    config, summary = trained
+    mlflow.set_tracking_uri(tracking.tracking_uri(config))
+    client = mlflow.MlflowClient()
+    name = config.ml.recommender.model_name
+    metrics = client.get_run(client.get_model_version(name, summary["version"]).run_id).data.metrics
+    headline = {"Test users' held-out pairs": name}
+    assert_renders_with_mlflow_headlines(summary["report"], tmp_path, metrics, headline)

@@ -62,7 +62,7 @@ def tables(spark, config, feed: str):
     return (
         lake.table("silver", feed),
         lake.table("ops", "quarantine"),
-        lake.table("ops", "job_runs"),
+        lake.table("ops", "silver_batches"),
         lake.table("ops", "dq_results"),
     )
 

@@ -72,6 +72,10 @@ class LakehouseConfig:
 class RunConfig:
     # Structured log lines go to stderr as JSON (one object per line) or as key=value text.
     log_format: Literal["json", "text"]
+    # Progress of long Spark work: auto = a bar on a terminal, log lines otherwise; off = none.
+    progress: Literal["auto", "bar", "lines", "off"]
+    # Seconds between progress lines (and before the first one, so short jobs print none).
+    progress_interval_seconds: float
 
 
 @dataclass(frozen=True)
@@ -323,6 +327,8 @@ class FailureModelConfig:
     rul_grid: Mapping[str, tuple[float, ...]]
     failure_grid: Mapping[str, tuple[float, ...]]
     train_ratio: float
+    # C-MAPSS score: true and predicted RUL capped at this many cycles (the benchmark's convention).
+    cmapss_rul_cap: float
     alert_budget: float
     rul_promotion: PromotionConfig
     failure_promotion: PromotionConfig

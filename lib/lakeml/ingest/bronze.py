@@ -24,9 +24,10 @@ from pyspark.sql import types as T
 from lakeml import runlog
 from lakeml.config import Config, join_location
 from lakeml.errors import JobFailed
+from lakeml.ingest.silver import require_pii_key
 from lakeml.lakehouse import DeltaTableRef, Lakehouse
 from lakeml.pipeline import JobContext, JobResult
-from lakeml.transforms.pii import mask_pans, mask_pans_in_bytes, pii_key
+from lakeml.transforms.pii import mask_pans, mask_pans_in_bytes
 
 BRONZE_SCHEMA = T.StructType(
     [
@@ -86,7 +87,7 @@ def load_feed_to_bronze(
         raise JobFailed(
             f"landing folder {landing} does not exist (run `lakeml generate` or deliver files there)"
         )
-    key = pii_key(config.silver.pii_key_env, config.silver.pii_key_file, config.lakehouse.root)
+    key = require_pii_key(config)
     lake = Lakehouse(spark, config)
     table = lake.table("bronze", feed).create(BRONZE_SCHEMA, BRONZE_PARTITIONS)
     checkpoint = join_location(config.lakehouse.root, f"_checkpoints/bronze/{feed}")
