@@ -38,6 +38,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--conf", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable"
     )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="run even a job whose inputs and settings are unchanged since its last run for these dates",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     pipe = sub.add_parser("pipeline", help="run the DAG in dependency order")
     pipe.add_argument("--from", dest="start", help="start at this job (and run what depends on it)")
     pipe.add_argument("--to", dest="stop", help="stop after this job (running what it needs)")
+    pipe.add_argument(
+        "--catch-up",
+        action="store_true",
+        help="dated jobs cover every date from the day after their last successful run (ops/job_runs) "
+        "to --run-date, e.g. after the machine was off for a few days",
+    )
     _add_common(pipe)
     _add_generate(sub)
     return parser
@@ -108,6 +119,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         names = select_jobs(jobs, args.start, args.stop)
     # Everything that can be wrong with the command line or the environment is checked before Spark starts.
     config, run_date, first_date = _load(args)
+    catch_up = getattr(args, "catch_up", False)
+    if catch_up and args.since is not None:
+        raise UsageError("--catch-up finds the first date itself: give --since or --catch-up, not both")
     for name in names:
         if jobs[name].preflight is not None:
             jobs[name].preflight(config)  # type: ignore[misc]
@@ -118,8 +132,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     spark = build_spark(config)
     runs: list[JobRun] = []
     try:
+        if catch_up:
+            first_date = _catch_up_start(spark, config, names, run_date)
         for name in names:
-            run_job(jobs[name], spark, config, run_date, first_date, runs)
+            run_job(jobs[name], spark, config, run_date, first_date, runs, force=args.force)
     finally:
         spark.stop()  # under spark-submit, a shutdown hook would otherwise race the temp-dir cleanup
         if args.command == "pipeline":
@@ -128,6 +144,20 @@ def _dispatch(args: argparse.Namespace) -> int:
             done = {run.job for run in runs}
             print(render(runs, config, [n for n in names if n not in done]), end="", flush=True)
     return 0
+
+
+def _catch_up_start(spark: object, config: Config, names: Sequence[str], run_date: date) -> date:
+    """The first date a catch-up covers (logged): the day after the earliest last successful run."""
+    from lakeml.runstate import catch_up_start
+
+    start = catch_up_start(spark, config, names, run_date)  # type: ignore[arg-type]
+    runlog.event(
+        "catch_up",
+        first_date=(start or run_date).isoformat(),
+        run_date=run_date.isoformat(),
+        days=1 if start is None else (run_date - start).days + 1,
+    )
+    return start or run_date
 
 
 def print_job_list(jobs: Mapping[str, Any], order: Sequence[str]) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from lakeml import progress, runlog
+from lakeml import progress, runlog, runstate
 from lakeml.config import Config
 from lakeml.errors import ConfigError, JobFailed, LakemlError, UsageError
 from lakeml.lakehouse.table import recording_reads
@@ -154,9 +154,11 @@ def run_job(
     run_date: date,
     first_date: date | None = None,
     runs: list[JobRun] | None = None,
+    force: bool = False,
 ) -> JobResult:
     """Run one job with its start and end log lines and its ops/job_runs row (also appended to ``runs``);
-    any failure becomes JobFailed."""
+    any failure becomes JobFailed. Unless ``force``, a job whose inputs and settings are unchanged since
+    its last successful run for the same dates is skipped (``lakeml.runstate``)."""
     run_id = uuid.uuid4().hex
     common = {"job": spec.name, "run_id": run_id, "run_date": run_date.isoformat(), "env": config.env}
     if first_date is not None and first_date != run_date:
@@ -166,6 +168,13 @@ def run_job(
     if runs is not None:
         runs.append(run)
     started = time.perf_counter()
+    skipped = None if force else runstate.skip_reason(spark, config, spec.name, run_date, run.first_date)
+    if skipped is not None:
+        seconds = round(time.perf_counter() - started, 3)
+        result = JobResult(0, 0, {"skipped": skipped, "noop": True})
+        runlog.event("job_end", **common, status=runstate.SKIPPED, skipped=skipped, seconds=seconds)
+        record_job_run(spark, config, run.finish(runstate.SKIPPED, seconds, {}, result=result))
+        return result
     try:
         with recording_reads() as reads, progress.stage_progress(
             spark, spec.name, config.run.progress, config.run.progress_interval_seconds
@@ -194,6 +203,8 @@ def run_job(
         seconds=seconds,
         **dict(result.details),
     )
+    run.settings = runstate.settings_fingerprint(config)
+    run.input_state = runstate.encode_state(runstate.input_state(spark, config, reads))
     record_job_run(spark, config, run.finish("ok", seconds, reads, result=result))
     return result
 
@@ -213,6 +224,8 @@ class JobRun:
     result: JobResult | None = None
     message: str | None = None
     input_versions: dict[str, int] = field(default_factory=dict)
+    settings: str | None = None
+    input_state: str | None = None
 
     @property
     def noop(self) -> bool | None:
@@ -242,6 +255,7 @@ class JobRun:
             self.run_id, self.job, self.env, self.run_date, self.first_date, self.status, self.noop,
             None if r is None else r.rows_in, None if r is None else r.rows_out, self.seconds,
             json.dumps(versions, sort_keys=True), self.message, self.started_at, datetime.now(UTC),
+            self.settings, self.input_state,
         )  # fmt: skip
 
 

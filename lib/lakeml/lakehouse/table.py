@@ -45,9 +45,13 @@ def recording_reads() -> Iterator[dict[str, int]]:
         _reads = outer
 
 
-def _note_read(uri: str, version: int) -> None:
+def note_input(key: str, version: int) -> None:
+    """Record an input of the running job (a table URI, or another versioned input such as a model)."""
     if _reads is not None:
-        _reads.setdefault(uri, version)
+        _reads.setdefault(key, version)
+
+
+_note_read = note_input
 
 
 class DeltaTableRef:

@@ -33,7 +33,7 @@ SILVER_BATCHES_SCHEMA = T.StructType(
         T.StructField("rows_duplicate", T.LongType(), False),
         T.StructField("rows_quarantined", T.LongType(), False),
         T.StructField("rows_header", T.LongType(), False),
-        T.StructField("status", T.StringType(), False),  # ok | failed
+        T.StructField("status", T.StringType(), False),  # ok | failed | skipped (inputs unchanged)
         T.StructField("message", T.StringType(), True),
         T.StructField("started_at", T.TimestampType(), False),
         T.StructField("finished_at", T.TimestampType(), False),
@@ -48,7 +48,7 @@ JOB_RUNS_SCHEMA = T.StructType(
         T.StructField("env", T.StringType(), False),
         T.StructField("run_date", T.DateType(), False),
         T.StructField("first_date", T.DateType(), False),  # = run_date unless a backfill (--since)
-        T.StructField("status", T.StringType(), False),  # ok | failed
+        T.StructField("status", T.StringType(), False),  # ok | failed | skipped (inputs unchanged)
         T.StructField("noop", T.BooleanType(), True),  # nothing new to do (NULL when failed)
         T.StructField("rows_in", T.LongType(), True),
         T.StructField("rows_out", T.LongType(), True),
@@ -57,6 +57,10 @@ JOB_RUNS_SCHEMA = T.StructType(
         T.StructField("message", T.StringType(), True),  # the error, when failed
         T.StructField("started_at", T.TimestampType(), False),
         T.StructField("finished_at", T.TimestampType(), False),
+        # What a rerun compares (lakeml.runstate): the settings fingerprint and, as the run left
+        # them, the versions of every table and champion model it read (JSON; NULL unless ok).
+        T.StructField("settings", T.StringType(), True),
+        T.StructField("input_state", T.StringType(), True),
     ]
 )
 
