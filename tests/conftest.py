@@ -16,6 +16,8 @@ os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
 # The suite's own PII key (silver tokenizes with it); production keys come from the environment only.
 TEST_PII_KEY = "lakeml-tests-only-pii-key-0123456789"
 os.environ["LAKEML_PII_KEY"] = TEST_PII_KEY
+# Never the developer's own key file (silver.pii_key_file): a test that unsets the variable sees no key.
+os.environ["LAKEML_PII_KEY_FILE"] = "/nonexistent/lakeml-tests/pii.key"
 
 
 @pytest.fixture(scope="session")

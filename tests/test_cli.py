@@ -30,6 +30,10 @@ def run_cli(*args: str, root: Path) -> subprocess.CompletedProcess[str]:
         (["run", "commerce.ingest_bronze", "--env", "test", "--run-date", "2026-13-01"], "bad --run-date"),
         (["run", "commerce.ingest_bronze", "--env", "test", "--conf", "justakey"], "malformed --conf"),
         (["pipeline", "--env", "test", "--from", "nope"], "unknown job 'nope'"),
+        (
+            ["pipeline", "--env", "test", "--from", "commerce.train_recommender", "--to", "commerce.build_silver"],
+            "selects no job: commerce.build_silver does not depend on commerce.train_recommender",
+        ),
         (["frobnicate"], "invalid choice"),
     ],
 )
@@ -62,13 +66,33 @@ def test_missing_pii_key_exits_2_naming_the_variable(tmp_path):
     assert result.returncode == 2
     assert "LAKEML_PII_KEY (silver.pii_key_env) is not set" in result.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "silver").exists()
+    # Checked before Spark starts: no job started, no Spark output.
+    assert "job_start" not in result.stderr and "spark" not in result.stderr.lower()
+
+
+def test_help_texts_name_the_job_argument_and_show_no_raw_markup(capsys):
+    for argv in (["--help"], ["run", "--help"], ["pipeline", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        out = capsys.readouterr().out
+        assert "``" not in out, out
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    help_text = capsys.readouterr().out
+    assert "job name, domain.step" in help_text
 
 
 def test_list_shows_every_job_with_dependencies(capsys):
     assert main(["list"]) == 0
-    out = capsys.readouterr().out
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["job", "after", "does"]
     for name in registry():
-        assert name in out
+        assert any(line.startswith(name + " ") for line in lines[1:])
+    # Columns line up: "after" and "does" start at the same offset on every line, the longest name included.
+    header = lines[0]
+    for line in lines[1:]:
+        after, does = header.index("after"), header.index("does")
+        assert line[after - 2 : after] == "  " and line[after] != " " and line[does - 2 : does] == "  "
 
 
 def test_dag_order_and_selection():

@@ -8,6 +8,9 @@ and LAKEML_LAKEHOUSE=<tmp>/lake, then checked. Run: ``.venv/bin/pytest tests/tes
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +29,7 @@ ARGS = ("--run-date", RUN_DATE)
 # (job file, job args, check, optional setup of inputs under the lake) — one line per job.
 CLUSTER_JOBS = [
     ClusterJob("tests/cluster_jobs/write_partitioned_parquet.py", ARGS, ch.check_partitioned_parquet),
-    ClusterJob("jobs/commerce/ingest_bronze.py", ARGS, ch.check_bronze_clickstream, ch.land_clickstream),
+    # jobs/commerce/ingest_bronze.py runs in test_readme_cluster_quick_start_works_as_written.
 ]
 
 
@@ -57,3 +60,50 @@ def test_job_on_cluster(job: ClusterJob, cluster: tuple[str, Path], tmp_path: Pa
         log_file=tmp_path / "submit.log",
     )
     job.check(run)
+
+
+def readme_cluster_block() -> str:
+    """The bash block of the README's "Running on a cluster" section, as written."""
+    section = (ch.REPO_ROOT / "README.md").read_text(encoding="utf-8").split("## Running on a cluster", 1)[1]
+    return section.split("```bash\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_cluster_quick_start_works_as_written(tmp_path: Path) -> None:
+    """build, cluster-up, generate, submit --env cluster (no master given), cluster-down: verbatim, except
+    that the lake and the cluster state live under tmp_path."""
+    block = readme_cluster_block()
+    lake_line = 'export LAKEML_LAKEHOUSE="$PWD/var/cluster-lake"'
+    assert "scripts/cluster-up" in block and "--env cluster" in block and lake_line in block
+    ensure_built()  # so the block's scripts/build is the quick up-to-date check
+    lake, state_dir = tmp_path / "lake", tmp_path / "cluster"
+    env = {**os.environ, "LAKEML_CLUSTER_DIR": str(state_dir)}
+    env.pop("LAKEML_SPARK_MASTER", None)
+    env.setdefault("LAKEML_SUBMIT_ARGS", "--conf spark.ui.enabled=false")
+    log_file = tmp_path / "readme.log"
+    started = time.monotonic()
+    try:
+        with open(log_file, "w", encoding="utf-8") as err:
+            proc = subprocess.run(
+                ["bash", "-euo", "pipefail", "-c", block.replace(lake_line, f"export LAKEML_LAKEHOUSE={lake}")],
+                cwd=ch.REPO_ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                timeout=ch.SUBMIT_TIMEOUT + ch.CLUSTER_UP_TIMEOUT + ch.BUILD_TIMEOUT,
+            )
+    finally:
+        ch.cluster_down(state_dir)  # idempotent: a failed block must not leave a cluster running
+    text = log_file.read_text(errors="replace")
+    assert proc.returncode == 0, text[-8000:]
+    from deltalake import DeltaTable
+
+    landed = sum(len(f.read_text().splitlines()) for f in (lake / "landing" / "clickstream").glob("*.jsonl"))
+    assert landed > 0 and DeltaTable(str(lake / "bronze" / "clickstream")).to_pyarrow_table().num_rows == landed
+    log(f"README cluster block done in {time.monotonic() - started:.1f} s")
+    master = re.search(r"cluster up in .* master (spark://\S+),", text)
+    assert master, text[-4000:]
+    assert f"--master {master.group(1)} " in text  # submit found the running cluster by itself
+    assert "deleted the workers' application folders" in text  # by the block's own cluster-down
+    assert not list((state_dir / "work").glob("*/app-*")), "cluster-down left application folders"
+    assert not ch.processes_under(state_dir)

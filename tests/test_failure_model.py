@@ -29,6 +29,7 @@ from lakeml.lakehouse import Lakehouse
 from lakeml.ml import models
 from lakeml.ml.splits import SPLIT, with_group_split
 from tests import ml_data
+from tests.browser import assert_renders_with_mlflow_headlines
 
 D = dt.date
 DAY = dt.timedelta(days=1)
@@ -354,3 +355,13 @@ def test_a_new_rul_champion_rescores_the_same_days(trained):
         assert t.scores.version() == t.scores_version + 1
     finally:
         t.client.set_registered_model_alias(RUL, "champion", "1")
+
+
+def test_report_renders_in_chromium_with_the_mlflow_metrics(trained, tmp_path):
+    metrics = run_metrics(trained, RUL, trained.first["rul_version"])
+    assert_renders_with_mlflow_headlines(
+        trained.first["report"],
+        tmp_path,
+        metrics,
+        {"Test metrics (error": RUL, "Test metrics (alert": FAILURE},
+    )

@@ -34,6 +34,7 @@ from lakeml.ml.splits import (
     with_time_split,
 )
 from tests import ml_data
+from tests.browser import assert_renders_with_mlflow_headlines
 
 D = dt.date
 DAY = dt.timedelta(days=1)
@@ -301,8 +302,17 @@ def test_regression_metrics_exact_including_cmapss_score(spark):
     assert m["rmse"] == pytest.approx(math.sqrt((169 + 0 + 100) / 3))
     assert m["mae"] == pytest.approx(23 / 3)
     assert m["mean_error"] == pytest.approx(-1.0)
-    assert m["cmapss_score"] == pytest.approx((math.e - 1) + 0 + (math.e - 1))
+    assert m["cmapss_score"] == pytest.approx(((math.e - 1) + 0 + (math.e - 1)) / 3)  # mean per row
     assert m["rows"] == 3
+
+
+def test_cmapss_score_caps_true_and_predicted_rul(spark):
+    # capped at 40: (50, 37) -> (40, 37): e = -3; (20, 200) -> (20, 40): e = 20; (300, 290) -> 0
+    df = spark.createDataFrame([(50.0, 37.0), (20.0, 200.0), (300.0, 290.0)], "y double, p double")
+    m = ev.regression_metrics(df, "y", "p", score_cap=40)
+    expected = (math.exp(3 / 13) - 1) + (math.exp(2.0) - 1) + 0.0
+    assert m["cmapss_score"] == pytest.approx(expected / 3)
+    assert m["rmse"] == pytest.approx(math.sqrt((13**2 + 180**2 + 10**2) / 3))  # RMSE stays uncapped
 
 
 def test_error_by_bucket_labels_and_counts(spark):
@@ -766,3 +776,13 @@ def test_pinned_version_is_protected_until_its_model_versions_are_deleted(traine
     t.client.delete_model_version(MODEL, "1")
     assert registry.release_unregistered(t.client, t.table) == [(t.table_version, reasons[0])]
     assert t.table.protected_versions() == {}
+
+
+def test_report_renders_in_chromium_with_the_mlflow_metrics(trained, tmp_path):
+    page = assert_renders_with_mlflow_headlines(
+        trained.first["report"], tmp_path, run_of(trained, "1").data.metrics, {"Test metrics": MODEL}
+    )
+    threshold = float(run_of(trained, "1").data.params[f"{MODEL}.threshold"])
+    assert page.table("Test metrics")["rows"][0][-1] == f"{threshold:.4g}"
+    bounds = page.table("Splits")["rows"][-1][-1]
+    assert bounds.startswith("train … ") and "TimeSplitBounds" not in bounds

@@ -23,6 +23,7 @@ from lakeml.domains.commerce.recommender import (
 from lakeml.errors import JobFailed
 from lakeml.lakehouse import Lakehouse
 from lakeml.ml import tracking
+from tests.browser import assert_renders_with_mlflow_headlines
 from tests.ml_data import user_item_interactions
 
 DAY = dt.date(2026, 1, 31)
@@ -267,3 +268,15 @@ def test_a_table_with_only_what_explicit_mode_needs_trains_and_scores(
     assert recs.where(F.col("as_of_date") != DAY).count() == 0
     # no purchased column: nothing the user already rated is recommended
     assert recs.join(ratings, ["user_id", "item_id"]).count() == 0
+
+
+def test_report_renders_in_chromium_with_the_mlflow_metrics(
+    trained: tuple[Config, dict], tmp_path: Path
+) -> None:
+    config, summary = trained
+    mlflow.set_tracking_uri(tracking.tracking_uri(config))
+    client = mlflow.MlflowClient()
+    name = config.ml.recommender.model_name
+    metrics = client.get_run(client.get_model_version(name, summary["version"]).run_id).data.metrics
+    headline = {"Test users' held-out pairs": name}
+    assert_renders_with_mlflow_headlines(summary["report"], tmp_path, metrics, headline)

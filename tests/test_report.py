@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import re
 
 import numpy as np
@@ -20,6 +21,7 @@ from lakeml.ml.report import (
     plot_ranking_curves,
     plot_rul_scatter,
 )
+from lakeml.ml.splits import TimeSplitBounds, describe_bounds
 
 IMG_PREFIX = '<img src="data:image/png;base64,'
 
@@ -121,10 +123,11 @@ def test_table_formats_numbers_and_missing_values():
             {"a": 0.123456, "b": 7, "c": None},
             {"a": 12345.678, "b": np.int64(3), "c": float("nan")},
             {"a": np.float32(2.5), "b": True, "c": "text"},
+            {"a": 74810.0, "b": 1234567, "c": 6.8e15},  # counts logged as floats read as counts
         ],
     )
     text = report.html()
-    for cell in ("0.1235", "1.235e+04", "2.5", ">7<", ">3<", ">True<", ">text<"):
+    for cell in ("0.1235", "12,346", "2.5", ">7<", ">3<", ">True<", ">text<", ">74,810<", ">1,234,567<", "6.8e+15"):
         assert cell in text
     assert text.count("<td>–</td>") == 2  # None and NaN
     assert "0.123456" not in text
@@ -217,6 +220,28 @@ def test_pr_roc_marks_closest_threshold_on_both_panels():
     baseline = [line for line in ax_pr.lines if line.get_linestyle() == "--"]
     assert len(baseline) == 1 and list(baseline[0].get_ydata()) == [0.02, 0.02]
     assert not plot_pr_roc(curve, threshold=None, positive_rate=0.02).axes[0].collections
+
+
+def test_pr_roc_marks_the_exact_operating_point_labelled_with_the_threshold_used():
+    confusion = {"tp": 30.0, "fp": 10.0, "fn": 20.0, "tn": 940.0}
+    figure = plot_pr_roc(pr_curve(), threshold=0.3253, positive_rate=0.05, confusion=confusion)
+    ax_pr, ax_roc = figure.axes
+    (pr_point,) = ax_pr.collections[0].get_offsets()
+    (roc_point,) = ax_roc.collections[0].get_offsets()
+    assert tuple(pr_point) == pytest.approx((30 / 50, 30 / 40))
+    assert tuple(roc_point) == pytest.approx((10 / 950, 30 / 50))
+    labels = [t.get_text() for t in ax_pr.get_legend().get_texts()]
+    assert "threshold 0.3253" in labels
+
+
+def test_split_bounds_read_as_dates():
+    bounds = TimeSplitBounds.ending(dt.date(2026, 11, 20), test_days=3, gap_days=1, validation_days=3)
+    assert describe_bounds(bounds) == (
+        "train … 2026-11-13; validation 2026-11-14 – 2026-11-16; gap 2026-11-17 – 2026-11-17; "
+        "test 2026-11-18 – 2026-11-20"
+    )
+    no_gap = TimeSplitBounds.ending(dt.date(2026, 11, 20), test_days=1, gap_days=0, validation_days=1)
+    assert "gap" not in describe_bounds(no_gap) and "TimeSplitBounds" not in describe_bounds(no_gap)
 
 
 def test_ranking_curves_draw_one_line_per_model_per_panel():

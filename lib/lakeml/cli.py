@@ -1,11 +1,12 @@
-"""The ``lakeml`` command: list, run JOB, pipeline, generate. Exit codes: 0 ok, 1 job failed, 2 usage/config error."""
+"""The lakeml command: list, run JOB, pipeline, generate. Exit codes: 0 ok, 1 job failed, 2 usage/config error."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
+from typing import Any
 
 from lakeml import runlog
 from lakeml.config import Config, available_envs, load_config
@@ -37,18 +38,29 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--conf", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable"
     )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="run even a job whose inputs and settings are unchanged since its last run for these dates",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lakeml", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("list", help="show the jobs and their dependencies")
-    run = sub.add_parser("run", help="run one job")
-    run.add_argument("job")
+    run = sub.add_parser("run", help="run one job", description="Run one job of the DAG (see `lakeml list`).")
+    run.add_argument("job", help="job name, domain.step (e.g. commerce.build_silver); `lakeml list` shows all")
     _add_common(run)
     pipe = sub.add_parser("pipeline", help="run the DAG in dependency order")
     pipe.add_argument("--from", dest="start", help="start at this job (and run what depends on it)")
     pipe.add_argument("--to", dest="stop", help="stop after this job (running what it needs)")
+    pipe.add_argument(
+        "--catch-up",
+        action="store_true",
+        help="dated jobs cover every date from the day after their last successful run (ops/job_runs) "
+        "to --run-date, e.g. after the machine was off for a few days",
+    )
     _add_common(pipe)
     _add_generate(sub)
     return parser
@@ -97,10 +109,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     jobs = registry()
     if args.command == "list":
-        for name in topological_order(jobs):
-            spec = jobs[name]
-            deps = ", ".join(spec.depends_on) or "-"
-            print(f"{name:<28} after: {deps:<40} {spec.description}")
+        print_job_list(jobs, topological_order(jobs))
         return 0
     if args.command == "run":
         if args.job not in jobs:
@@ -108,18 +117,57 @@ def _dispatch(args: argparse.Namespace) -> int:
         names = [args.job]
     else:
         names = select_jobs(jobs, args.start, args.stop)
-    # Everything that can be wrong with the command line is checked before Spark starts.
+    # Everything that can be wrong with the command line or the environment is checked before Spark starts.
     config, run_date, first_date = _load(args)
+    catch_up = getattr(args, "catch_up", False)
+    if catch_up and args.since is not None:
+        raise UsageError("--catch-up finds the first date itself: give --since or --catch-up, not both")
+    for name in names:
+        if jobs[name].preflight is not None:
+            jobs[name].preflight(config)  # type: ignore[misc]
     runlog.configure(config.run.log_format)
+    from lakeml.pipeline import JobRun
     from lakeml.session import build_spark
 
     spark = build_spark(config)
+    runs: list[JobRun] = []
     try:
+        if catch_up:
+            first_date = _catch_up_start(spark, config, names, run_date)
         for name in names:
-            run_job(jobs[name], spark, config, run_date, first_date)
+            run_job(jobs[name], spark, config, run_date, first_date, runs, force=args.force)
     finally:
         spark.stop()  # under spark-submit, a shutdown hook would otherwise race the temp-dir cleanup
+        if args.command == "pipeline":
+            from lakeml.summary import render
+
+            done = {run.job for run in runs}
+            print(render(runs, config, [n for n in names if n not in done]), end="", flush=True)
     return 0
+
+
+def _catch_up_start(spark: object, config: Config, names: Sequence[str], run_date: date) -> date:
+    """The first date a catch-up covers (logged): the day after the earliest last successful run."""
+    from lakeml.runstate import catch_up_start
+
+    start = catch_up_start(spark, config, names, run_date)  # type: ignore[arg-type]
+    runlog.event(
+        "catch_up",
+        first_date=(start or run_date).isoformat(),
+        run_date=run_date.isoformat(),
+        days=1 if start is None else (run_date - start).days + 1,
+    )
+    return start or run_date
+
+
+def print_job_list(jobs: Mapping[str, Any], order: Sequence[str]) -> None:
+    """``lakeml list``: job, what it runs after and what it does, in columns as wide as their longest entry."""
+    rows = [(name, ", ".join(jobs[name].depends_on) or "-", jobs[name].description) for name in order]
+    name_width = max([len("job"), *(len(r[0]) for r in rows)])
+    deps_width = max([len("after"), *(len(r[1]) for r in rows)])
+    print(f"{'job':<{name_width}}  {'after':<{deps_width}}  does")
+    for name, deps, description in rows:
+        print(f"{name:<{name_width}}  {deps:<{deps_width}}  {description}")
 
 
 def _generate(args: argparse.Namespace) -> int:

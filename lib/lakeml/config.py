@@ -44,6 +44,9 @@ class LakehouseConfig:
     root: str = field(metadata=PATH)
     # Raw files as source systems deliver them; relative to ``root`` when relative.
     landing_dir: str
+    # Landing files older than this many days that bronze has loaded are deleted by the bronze
+    # job (0 keeps every file). Raw card numbers live only there, so this bounds their lifetime.
+    landing_retention_days: int
     engine: Literal["auto", "delta-rs", "delta-spark"]
     target_file_size_mb: int
     # Rows buffered per Parquet row group by the delta-rs engine's writer tasks.
@@ -58,11 +61,21 @@ class LakehouseConfig:
     max_operation_retries: int
     vacuum_retention_hours: int
 
+    def __post_init__(self) -> None:
+        if self.landing_retention_days < 0:
+            raise ConfigError(
+                f"lakehouse.landing_retention_days must be >= 0 (0 keeps every file), got {self.landing_retention_days}"
+            )
+
 
 @dataclass(frozen=True)
 class RunConfig:
     # Structured log lines go to stderr as JSON (one object per line) or as key=value text.
     log_format: Literal["json", "text"]
+    # Progress of long Spark work: auto = a bar on a terminal, log lines otherwise; off = none.
+    progress: Literal["auto", "bar", "lines", "off"]
+    # Seconds between progress lines (and before the first one, so short jobs print none).
+    progress_interval_seconds: float
 
 
 @dataclass(frozen=True)
@@ -109,6 +122,8 @@ class SilverConfig:
 
     # Name of the environment variable holding the HMAC key for PII tokens (never a default key).
     pii_key_env: str
+    # Key file read when that variable is unset (``~`` allowed): owner-only, outside the lakehouse.
+    pii_key_file: str
     # An event stamped later than its ingestion time plus this is quarantined as "in the future".
     max_future_skew_hours: float
     # An event before this date (YYYY-MM-DD) is quarantined (e.g. a device clock reset to 1970).
@@ -330,6 +345,8 @@ class FailureModelConfig:
     rul_grid: Mapping[str, tuple[float, ...]]
     failure_grid: Mapping[str, tuple[float, ...]]
     train_ratio: float
+    # C-MAPSS score: true and predicted RUL capped at this many cycles (the benchmark's convention).
+    cmapss_rul_cap: float
     alert_budget: float
     rul_promotion: PromotionConfig
     failure_promotion: PromotionConfig

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import importlib
+import json
 import pkgutil
 import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 from pyspark.sql import SparkSession
 
-from lakeml import runlog
+from lakeml import progress, runlog, runstate
 from lakeml.config import Config
 from lakeml.errors import ConfigError, JobFailed, LakemlError, UsageError
+from lakeml.lakehouse.table import recording_reads
+from lakeml.session import clear_checkpoints
 
 
 @dataclass(frozen=True)
@@ -53,13 +56,18 @@ class JobSpec:
     func: JobFunction
     depends_on: tuple[str, ...]
     description: str
+    # Checks that need only the config and environment (e.g. a secret), run before Spark starts.
+    preflight: Callable[[Config], None] | None = None
 
 
 _REGISTRY: dict[str, JobSpec] = {}
 
 
 def job(
-    name: str, depends_on: Iterable[str] = (), description: str = ""
+    name: str,
+    depends_on: Iterable[str] = (),
+    description: str = "",
+    preflight: Callable[[Config], None] | None = None,
 ) -> Callable[[JobFunction], JobFunction]:
     """Register ``func`` as job ``name`` (``domain.step``) running after ``depends_on``."""
 
@@ -70,7 +78,7 @@ def job(
                 f"job '{name}' is registered twice ({existing.func.__module__}, {func.__module__})"
             )
         doc = description or ((func.__doc__ or "").strip().splitlines() or [""])[0]
-        _REGISTRY[name] = JobSpec(name, func, tuple(depends_on), doc)
+        _REGISTRY[name] = JobSpec(name, func, tuple(depends_on), doc, preflight)
         return func
 
     return register
@@ -129,25 +137,57 @@ def select_jobs(jobs: Mapping[str, JobSpec], start: str | None, stop: str | None
             if name in upstream:
                 upstream.update(jobs[name].depends_on)
         chosen &= upstream
-    return [n for n in order if n in chosen]
+    selected = [n for n in order if n in chosen]
+    if not selected:
+        raise UsageError(
+            f"--from {start} --to {stop} selects no job: {stop} does not depend on {start} "
+            f"({start} runs at step {order.index(start) + 1}, {stop} at step {order.index(stop) + 1} of {len(order)}; "
+            "see `lakeml list`)"
+        )
+    return selected
 
 
 def run_job(
-    spec: JobSpec, spark: SparkSession, config: Config, run_date: date, first_date: date | None = None
+    spec: JobSpec,
+    spark: SparkSession,
+    config: Config,
+    run_date: date,
+    first_date: date | None = None,
+    runs: list[JobRun] | None = None,
+    force: bool = False,
 ) -> JobResult:
-    """Run one job with its start and end log lines; any failure becomes JobFailed."""
+    """Run one job with its start and end log lines and its ops/job_runs row (also appended to ``runs``);
+    any failure becomes JobFailed. Unless ``force``, a job whose inputs and settings are unchanged since
+    its last successful run for the same dates is skipped (``lakeml.runstate``)."""
     run_id = uuid.uuid4().hex
     common = {"job": spec.name, "run_id": run_id, "run_date": run_date.isoformat(), "env": config.env}
     if first_date is not None and first_date != run_date:
         common["since"] = first_date.isoformat()
     runlog.event("job_start", **common)
+    run = JobRun(spec.name, run_id, config.env, run_date, first_date or run_date, datetime.now(UTC))
+    if runs is not None:
+        runs.append(run)
     started = time.perf_counter()
+    skipped = None if force else runstate.skip_reason(spark, config, spec.name, run_date, run.first_date)
+    if skipped is not None:
+        seconds = round(time.perf_counter() - started, 3)
+        result = JobResult(0, 0, {"skipped": skipped, "noop": True})
+        runlog.event("job_end", **common, status=runstate.SKIPPED, skipped=skipped, seconds=seconds)
+        record_job_run(spark, config, run.finish(runstate.SKIPPED, seconds, {}, result=result))
+        return result
     try:
-        result = spec.func(JobContext(spark, config, run_date, run_id, first_date))
+        with recording_reads() as reads, progress.stage_progress(
+            spark, spec.name, config.run.progress, config.run.progress_interval_seconds
+        ):
+            try:
+                result = spec.func(JobContext(spark, config, run_date, run_id, first_date))
+            finally:
+                clear_checkpoints(spark)  # e.g. ALS's rdd-* files: nothing after the job reads them
     except Exception as exc:
         seconds = round(time.perf_counter() - started, 3)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         runlog.event("job_end", **common, status="failed", seconds=seconds, error=reason)
+        record_job_run(spark, config, run.finish("failed", seconds, reads, message=reason))
         if isinstance(exc, ConfigError):
             raise  # a configuration problem (e.g. a missing secret) is exit 2, not a failed job
         if not isinstance(exc, LakemlError):
@@ -163,4 +203,70 @@ def run_job(
         seconds=seconds,
         **dict(result.details),
     )
+    run.settings = runstate.settings_fingerprint(config)
+    run.input_state = runstate.encode_state(runstate.input_state(spark, config, reads))
+    record_job_run(spark, config, run.finish("ok", seconds, reads, result=result))
     return result
+
+
+@dataclass
+class JobRun:
+    """One job run as ops/job_runs records it (JOB_RUNS_SCHEMA)."""
+
+    job: str
+    run_id: str
+    env: str
+    run_date: date
+    first_date: date
+    started_at: datetime
+    status: str = "running"
+    seconds: float = 0.0
+    result: JobResult | None = None
+    message: str | None = None
+    input_versions: dict[str, int] = field(default_factory=dict)
+    settings: str | None = None
+    input_state: str | None = None
+
+    @property
+    def noop(self) -> bool | None:
+        """Nothing new was done: the job says so (``noop``), or it read and wrote no rows."""
+        if self.result is None:
+            return None
+        said = self.result.details.get("noop")
+        return bool(said) if said is not None else self.result.rows_in == 0 and self.result.rows_out == 0
+
+    def finish(
+        self,
+        status: str,
+        seconds: float,
+        reads: Mapping[str, int],
+        result: JobResult | None = None,
+        message: str | None = None,
+    ) -> JobRun:
+        self.status, self.seconds, self.result, self.message = status, seconds, result, message
+        self.input_versions = dict(reads)
+        return self
+
+    def row(self, root: str) -> tuple[Any, ...]:
+        prefix = root.rstrip("/") + "/"
+        versions = {uri.removeprefix(prefix): v for uri, v in sorted(self.input_versions.items())}
+        r = self.result
+        return (
+            self.run_id, self.job, self.env, self.run_date, self.first_date, self.status, self.noop,
+            None if r is None else r.rows_in, None if r is None else r.rows_out, self.seconds,
+            json.dumps(versions, sort_keys=True), self.message, self.started_at, datetime.now(UTC),
+            self.settings, self.input_state,
+        )  # fmt: skip
+
+
+def record_job_run(spark: SparkSession, config: Config, run: JobRun) -> None:
+    """Append the run's row to ops/job_runs; a refused write is logged, never fails the job itself."""
+    from lakeml.lakehouse import Lakehouse
+    from lakeml.quality.ops import JOB_RUNS_SCHEMA
+
+    try:
+        table = Lakehouse(spark, config).table("ops", "job_runs")
+        table.create(JOB_RUNS_SCHEMA)
+        table.append_rows([run.row(config.lakehouse.root)])
+    except LakemlError as exc:
+        runlog.event("job_run_not_recorded", job=run.job, run_id=run.run_id, error=str(exc))

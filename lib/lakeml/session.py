@@ -121,3 +121,15 @@ def resolve_engine(spark: SparkSession, configured: str) -> str:
             raise TableError(f"lakehouse.engine=delta-spark but {reason}")
         return "delta-spark"
     return "delta-rs" if reason else "delta-spark"
+
+
+def clear_checkpoints(spark: SparkSession) -> str | None:
+    """Delete this context's checkpoint folder (``<checkpoint dir>/<uuid>/rdd-*``) once a job no longer
+    needs it; Spark would leave it behind for good. Returns the folder deleted, if any."""
+    folder = spark.sparkContext.getCheckpointDir()
+    if not folder:
+        return None
+    jvm, jsc = spark.sparkContext._jvm, spark.sparkContext._jsc
+    path = jvm.org.apache.hadoop.fs.Path(folder)
+    path.getFileSystem(jsc.hadoopConfiguration()).delete(path, True)
+    return folder

@@ -3,21 +3,31 @@
 The file source tracks which landing files were taken (checkpoint); each micro-batch is appended
 with the Delta txn ``(app_id, batch_id)``, so a batch replayed after a crash commits nothing twice.
 The same code runs as a batch (``availableNow``) or nearline (``processingTime``).
+
+"Raw" means the line as delivered except for card numbers: every PAN-like span is replaced by its
+keyed token as the line is loaded (PCI DSS: a PAN is unreadable wherever it is stored), so the
+clear number lives only in the landing zone, whose loaded files ``lakehouse.landing_retention_days``
+bounds.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from dataclasses import dataclass, field
 
-from pyspark.sql import DataFrame, SparkSession
+from pyarrow import fs as pafs
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from lakeml import runlog
 from lakeml.config import Config, join_location
 from lakeml.errors import JobFailed
-from lakeml.lakehouse import Lakehouse
+from lakeml.ingest.silver import require_pii_key
+from lakeml.lakehouse import DeltaTableRef, Lakehouse
 from lakeml.pipeline import JobContext, JobResult
+from lakeml.transforms.pii import mask_pans, mask_pans_in_bytes
 
 BRONZE_SCHEMA = T.StructType(
     [
@@ -42,15 +52,19 @@ class BronzeLoad:
     skipped_batches: int = 0
     rows: int = 0
     files: set[str] = field(default_factory=set)
+    landing_files_deleted: int = 0
 
 
-def with_bronze_columns(raw: DataFrame, feed: str, batch_id: int) -> DataFrame:
-    """Reads ``value`` and the file source's ``_metadata``; adds raw_bytes, _source_file, _ingested_at, _batch_id, _ingest_date."""
+def with_bronze_columns(raw: DataFrame, feed: str, batch_id: int, pii_key: bytes) -> DataFrame:
+    """Reads ``value`` and the file source's ``_metadata``; adds raw_bytes, _source_file, _ingested_at, _batch_id, _ingest_date.
+
+    Card numbers in ``value`` and ``raw_bytes`` are replaced by their keyed tokens (``mask_pans``).
+    """
     now = F.current_timestamp()
     valid = F.is_valid_utf8(F.col("value"))
     return raw.select(
-        F.make_valid_utf8(F.col("value")).alias("value"),
-        F.when(~valid, F.col("value").cast("binary")).alias("raw_bytes"),
+        mask_pans(F.make_valid_utf8(F.col("value")), pii_key).alias("value"),
+        F.when(~valid, mask_pans_in_bytes(F.col("value").cast("binary"), pii_key)).alias("raw_bytes"),
         F.col("_metadata.file_path").alias("_source_file"),
         now.alias("_ingested_at"),
         F.lit(f"{feed}-{batch_id:08d}").alias("_batch_id"),
@@ -73,6 +87,7 @@ def load_feed_to_bronze(
         raise JobFailed(
             f"landing folder {landing} does not exist (run `lakeml generate` or deliver files there)"
         )
+    key = require_pii_key(config)
     lake = Lakehouse(spark, config)
     table = lake.table("bronze", feed).create(BRONZE_SCHEMA, BRONZE_PARTITIONS)
     checkpoint = join_location(config.lakehouse.root, f"_checkpoints/bronze/{feed}")
@@ -80,7 +95,7 @@ def load_feed_to_bronze(
     load = BronzeLoad(feed)
 
     def write_batch(batch: DataFrame, batch_id: int) -> None:
-        outcome = table.append(with_bronze_columns(batch, feed, batch_id), txn=(app_id, batch_id))
+        outcome = table.append(with_bronze_columns(batch, feed, batch_id, key), txn=(app_id, batch_id))
         if outcome.noop:
             load.skipped_batches += 1
         else:
@@ -104,7 +119,52 @@ def load_feed_to_bronze(
     query.awaitTermination()
     if query.exception() is not None:
         raise JobFailed(f"bronze load of {feed} failed: {query.exception()}")
+    if config.lakehouse.landing_retention_days > 0:
+        load.landing_files_deleted = delete_loaded_landing_files(
+            table, landing, config.lakehouse.landing_retention_days
+        )
     return load
+
+
+def _without_scheme(uri: Column | str) -> Column:
+    """The path part of a URI (``file:///a/b`` → ``/a/b``, ``s3a://bucket/k`` → ``bucket/k``)."""
+    return F.regexp_replace(uri, r"^[A-Za-z][A-Za-z0-9+.-]*:(//)?", "")
+
+
+def delete_loaded_landing_files(table: DeltaTableRef, landing: str, retention_days: int) -> int:
+    """Delete the landing files older than ``retention_days`` whose lines are in ``table``; returns how many.
+
+    Age is the file's modification time. A file counts as loaded only when bronze holds rows from
+    it (its micro-batch committed); the lookup reads bronze's ``_source_file`` column only, with the
+    candidate names pushed down to the Parquet reader. A loaded file holds at least one line (an
+    empty file never reaches bronze and is kept).
+    """
+    filesystem, root = pafs.FileSystem.from_uri(landing if "://" in landing else "file://" + landing)
+    cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=retention_days)
+    old = [
+        info.path
+        for info in filesystem.get_file_info(pafs.FileSelector(root, recursive=True))
+        if info.type == pafs.FileType.File and info.mtime is not None and info.mtime < cutoff
+    ]
+    if not old:
+        return 0
+    loaded = (
+        table.read()
+        .select(_without_scheme(F.col("_source_file")).alias("path"))
+        .where(F.col("path").isin(old))
+        .distinct()
+        .collect()  # one row per landing file: metadata, not data
+    )
+    for row in loaded:
+        filesystem.delete_file(row.path)
+    runlog.event(
+        "landing_files_deleted",
+        folder=landing,
+        files=len(loaded),
+        retention_days=retention_days,
+        kept_unloaded=len(old) - len(loaded),
+    )
+    return len(loaded)
 
 
 def bronze_job(ctx: JobContext, feeds: tuple[str, ...]) -> JobResult:
@@ -114,4 +174,5 @@ def bronze_job(ctx: JobContext, feeds: tuple[str, ...]) -> JobResult:
     details: dict[str, int] = {f"{load.feed}_rows": load.rows for load in loads}
     details["batches"] = sum(load.batches for load in loads)
     details["replayed_batches"] = sum(load.skipped_batches for load in loads)
+    details["landing_files_deleted"] = sum(load.landing_files_deleted for load in loads)
     return JobResult(rows_in=rows, rows_out=rows, details=details)

@@ -14,7 +14,7 @@ each idempotent under the batch's Delta txn ``(app, target bronze version)``:
 3. commit the quarantine files;
 4. record the checks in ``ops/dq_results``; an error-level failure fails the job here, and silver's
    files are dropped uncommitted;
-5. record the accounting in ``ops/job_runs``, then commit the silver files with the txn that says
+5. record the accounting in ``ops/silver_batches``, then commit the silver files with the txn that says
    which bronze version silver now covers.
 
 A run that died after step 3 is replayed with the same target (the quarantine txn says how far it
@@ -43,11 +43,11 @@ from lakeml.pipeline import JobContext, JobResult
 from lakeml.quality.expectations import CheckResult, check_aggregates, check_results, validate_checks
 from lakeml.quality.ops import (
     DQ_RESULTS_SCHEMA,
-    JOB_RUNS_SCHEMA,
     QUARANTINE_PARTITIONS,
     QUARANTINE_SCHEMA,
+    SILVER_BATCHES_SCHEMA,
 )
-from lakeml.transforms.pii import pii_key_from_env
+from lakeml.transforms.pii import pii_key
 
 EVENT_DATE = "event_date"
 REJECT_REASON = "_reject_reason"
@@ -171,7 +171,7 @@ class SilverStep:
         self.bronze = lake.table("bronze", feed.name)
         self.silver = lake.table("silver", feed.name)
         self.quarantine = lake.table("ops", "quarantine")
-        self.job_runs = lake.table("ops", "job_runs")
+        self.job_runs = lake.table("ops", "silver_batches")
         self.dq_results = lake.table("ops", "dq_results")
         self.checks = config.silver.checks.get(feed.name, ())
         validate_checks(feed.name, self.checks, feed.schema.fieldNames())
@@ -192,7 +192,7 @@ class SilverStep:
             )
         self.silver.create(self.feed.schema, [EVENT_DATE])
         self.quarantine.create(QUARANTINE_SCHEMA, QUARANTINE_PARTITIONS)
-        self.job_runs.create(JOB_RUNS_SCHEMA)
+        self.job_runs.create(SILVER_BATCHES_SCHEMA)
         self.dq_results.create(DQ_RESULTS_SCHEMA)
 
     def pending_range(self) -> tuple[int, int]:
@@ -205,12 +205,15 @@ class SilverStep:
         return done, self.bronze.version()
 
 
+def require_pii_key(config: Config) -> bytes:
+    """The PII key (environment or key file); the preflight of every job that tokenizes, before Spark starts."""
+    return pii_key(config.silver.pii_key_env, config.silver.pii_key_file, config.lakehouse.root)
+
+
 def load_bronze_to_silver(ctx: JobContext, feed: SilverFeed, job_name: str) -> SilverLoad:
     """Process every bronze row of ``feed`` not yet in silver; returns the batch's accounting."""
     # The key first: without it nothing may be written, not even empty tables.
-    rules = ParseRules(
-        ctx.config.silver, pii_key_from_env(ctx.config.silver.pii_key_env) if feed.needs_pii_key else None
-    )
+    rules = ParseRules(ctx.config.silver, require_pii_key(ctx.config) if feed.needs_pii_key else None)
     step = SilverStep(ctx.spark, ctx.config, feed)
     step.create_tables()
     done, target = step.pending_range()

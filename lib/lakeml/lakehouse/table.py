@@ -10,7 +10,7 @@ import contextlib
 import datetime as dt
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 from pyarrow import fs as pafs
@@ -30,6 +30,28 @@ Txn = tuple[str, int]
 WhenMatched = Literal["update", "ignore", "delete"]
 WhenNotMatched = Literal["insert", "ignore"]
 PROTECTION_DIR = "_lakeml/protected"
+# While a job runs (recording_reads), the first version of each table it read, by URI.
+_reads: dict[str, int] | None = None
+
+
+@contextlib.contextmanager
+def recording_reads() -> Iterator[dict[str, int]]:
+    """Within the block, collect {table URI: first version read} of every read (a job's input versions)."""
+    global _reads
+    outer, _reads = _reads, {}
+    try:
+        yield _reads
+    finally:
+        _reads = outer
+
+
+def note_input(key: str, version: int) -> None:
+    """Record an input of the running job (a table URI, or another versioned input such as a model)."""
+    if _reads is not None:
+        _reads.setdefault(key, version)
+
+
+_note_read = note_input
 
 
 class DeltaTableRef:
@@ -106,6 +128,8 @@ class DeltaTableRef:
         if version is not None and timestamp is not None:
             raise TableError("read() takes version or timestamp, not both")
         filters = predicates.validate(where, self.schema())
+        if _reads is not None and timestamp is None:
+            _note_read(self.uri, self.version() if version is None else version)
         return self._engine.read(version=version, timestamp=timestamp, filters=filters)
 
     def files(self, where: predicates.Filters = (), version: int | None = None) -> list[FileEntry]:
@@ -121,6 +145,7 @@ class DeltaTableRef:
             raise TableError(
                 f"changes since version {version} requested, but {self.uri} is at version {latest}"
             )
+        _note_read(self.uri, latest)
         schema, partition_by = self.schema(), self.partition_columns()
         adds = []
         for commit in read_commits(self.uri, version + 1, latest):

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from lakeml.config import PromotionConfig
 from lakeml.errors import ConfigError
 from lakeml.lakehouse import DeltaTableRef
+from lakeml.lakehouse.table import note_input
 from lakeml.ml.evaluation import HIGHER_IS_BETTER, is_better
+from lakeml.runstate import model_input
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
@@ -75,9 +77,13 @@ def champion_version(client: object, name: str) -> object | None:
     from mlflow.exceptions import MlflowException
 
     try:
-        return client.get_model_version_by_alias(name, CHAMPION)  # type: ignore[attr-defined]
+        current = client.get_model_version_by_alias(name, CHAMPION)  # type: ignore[attr-defined]
     except MlflowException:
-        return None
+        current = None
+    # The champion is an input of the job that asked (scoring; training compares with it), so a
+    # rerun after a promotion is not skipped as "inputs unchanged".
+    note_input(model_input(name), -1 if current is None else int(current.version))
+    return current
 
 
 def apply_decision(client: object, name: str, version: str, decision: PromotionDecision) -> None:

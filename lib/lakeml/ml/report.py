@@ -64,9 +64,14 @@ def _format_cell(value: object) -> tuple[str, bool]:
     if isinstance(value, bool | np.bool_):
         return str(bool(value)), False
     if isinstance(value, float | np.floating):
-        return f"{float(value):.4g}", True
+        number = float(value)
+        if number.is_integer() and abs(number) < 1e15:
+            return f"{int(number):,}", True  # counts logged as floats (e.g. rows) read as counts
+        if 1e4 <= abs(number) < 1e15:
+            return f"{number:,.0f}", True
+        return f"{number:.4g}", True
     if isinstance(value, int | np.integer):
-        return str(int(value)), True
+        return f"{int(value):,}", True
     return str(value), False
 
 
@@ -174,8 +179,15 @@ def _require(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
         raise ValueError(f"{what}: missing column(s) {missing}; got {list(frame.columns)}")
 
 
-def plot_pr_roc(curve: pd.DataFrame, threshold: float | None, positive_rate: float) -> Figure:
-    """Precision-recall and ROC panels, with random baselines and the chosen threshold marked."""
+def plot_pr_roc(
+    curve: pd.DataFrame,
+    threshold: float | None,
+    positive_rate: float,
+    confusion: Mapping[str, float] | None = None,
+) -> Figure:
+    """Precision-recall and ROC panels, with random baselines and the chosen threshold marked: at its
+    exact operating point when its ``confusion`` counts (tp, fp, fn, tn) are given, else at the curve
+    point of the nearest threshold."""
     fig = Figure(figsize=(11, 4.5), layout="constrained")
     ax_pr, ax_roc = fig.subplots(1, 2)
     if _is_empty(curve):
@@ -196,17 +208,32 @@ def plot_pr_roc(curve: pd.DataFrame, threshold: float | None, positive_rate: flo
     ax_roc.set(title="ROC", xlabel="false positive rate", ylabel="true positive rate (recall)")
     ax_roc.set(xlim=(0, 1.02), ylim=(0, 1.02))
 
-    if threshold is not None:
-        candidates = data.dropna(subset=["threshold"])
-        if len(candidates):
-            point = candidates.loc[(candidates["threshold"] - threshold).abs().idxmin()]
-            label = f"threshold {point['threshold']:.3g}"
-            ax_pr.scatter([point["recall"]], [point["precision"]], s=60, color="C3", zorder=5, label=label)
-            ax_roc.scatter([point["fpr"]], [point["recall"]], s=60, color="C3", zorder=5, label=label)
+    point = None if threshold is None else _operating_point(data, threshold, confusion)
+    if point is not None:
+        label = f"threshold {threshold:.4g}"  # the threshold used, not a neighbouring curve point's
+        ax_pr.scatter([point["recall"]], [point["precision"]], s=60, color="C3", zorder=5, label=label)
+        ax_roc.scatter([point["fpr"]], [point["recall"]], s=60, color="C3", zorder=5, label=label)
     for ax in (ax_pr, ax_roc):
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize=9)
     return fig
+
+
+def _operating_point(
+    data: pd.DataFrame, threshold: float, confusion: Mapping[str, float] | None
+) -> Mapping[str, float] | None:
+    """(precision, recall, fpr) at ``threshold``: from its confusion counts, else the nearest curve point."""
+    if confusion is not None:
+        tp, fp, fn, tn = (float(confusion[k]) for k in ("tp", "fp", "fn", "tn"))
+        return {
+            "precision": tp / (tp + fp) if tp + fp else 1.0,
+            "recall": tp / (tp + fn) if tp + fn else 0.0,
+            "fpr": fp / (fp + tn) if fp + tn else 0.0,
+        }
+    candidates = data.dropna(subset=["threshold"])
+    if not len(candidates):
+        return None
+    return candidates.loc[(candidates["threshold"] - threshold).abs().idxmin()]
 
 
 def plot_calibration(bins: pd.DataFrame) -> Figure:

@@ -40,6 +40,19 @@ class TimeSplitBounds:
         return cls(gap_start - dt.timedelta(days=validation_days), gap_start, test_start, last_day)
 
 
+def describe_bounds(bounds: TimeSplitBounds) -> str:
+    """The split days as a person reads them: train ..–d, validation d–d, gap d–d (if any), test d–d."""
+    day = dt.timedelta(days=1)
+    parts = [
+        f"train … {bounds.validation_start - day}",
+        f"validation {bounds.validation_start} – {bounds.gap_start - day}",
+    ]
+    if bounds.test_start > bounds.gap_start:
+        parts.append(f"gap {bounds.gap_start} – {bounds.test_start - day}")
+    parts.append(f"test {bounds.test_start} – {bounds.last_day}")
+    return "; ".join(parts)
+
+
 def with_time_split(date_column: str, bounds: TimeSplitBounds) -> Transform:
     """Reads ``date_column``; adds ``split``: train < validation < gap < test by whole days (NULL after last_day or undated)."""
 

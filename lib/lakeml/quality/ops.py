@@ -1,4 +1,4 @@
-"""The ``ops`` tables every ingestion batch reports to: quarantine, job_runs and dq_results."""
+"""The ``ops`` tables: quarantine, silver_batches and dq_results (per ingestion batch), job_runs (per job run)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ QUARANTINE_SCHEMA = T.StructType(
 )
 QUARANTINE_PARTITIONS = ["feed"]
 
-JOB_RUNS_SCHEMA = T.StructType(
+# One row per silver batch of one table: its bronze version range and the row accounting.
+SILVER_BATCHES_SCHEMA = T.StructType(
     [
         T.StructField("run_id", T.StringType(), False),
         T.StructField("job", T.StringType(), False),
@@ -32,10 +33,34 @@ JOB_RUNS_SCHEMA = T.StructType(
         T.StructField("rows_duplicate", T.LongType(), False),
         T.StructField("rows_quarantined", T.LongType(), False),
         T.StructField("rows_header", T.LongType(), False),
-        T.StructField("status", T.StringType(), False),  # ok | failed
+        T.StructField("status", T.StringType(), False),  # ok | failed | skipped (inputs unchanged)
         T.StructField("message", T.StringType(), True),
         T.StructField("started_at", T.TimestampType(), False),
         T.StructField("finished_at", T.TimestampType(), False),
+    ]
+)
+
+# One row per job run (every job, ok or failed), written by lakeml.pipeline.run_job.
+JOB_RUNS_SCHEMA = T.StructType(
+    [
+        T.StructField("run_id", T.StringType(), False),
+        T.StructField("job", T.StringType(), False),
+        T.StructField("env", T.StringType(), False),
+        T.StructField("run_date", T.DateType(), False),
+        T.StructField("first_date", T.DateType(), False),  # = run_date unless a backfill (--since)
+        T.StructField("status", T.StringType(), False),  # ok | failed | skipped (inputs unchanged)
+        T.StructField("noop", T.BooleanType(), True),  # nothing new to do (NULL when failed)
+        T.StructField("rows_in", T.LongType(), True),
+        T.StructField("rows_out", T.LongType(), True),
+        T.StructField("seconds", T.DoubleType(), False),
+        T.StructField("input_versions", T.StringType(), False),  # JSON {table: version read}
+        T.StructField("message", T.StringType(), True),  # the error, when failed
+        T.StructField("started_at", T.TimestampType(), False),
+        T.StructField("finished_at", T.TimestampType(), False),
+        # What a rerun compares (lakeml.runstate): the settings fingerprint and, as the run left
+        # them, the versions of every table and champion model it read (JSON; NULL unless ok).
+        T.StructField("settings", T.StringType(), True),
+        T.StructField("input_state", T.StringType(), True),
     ]
 )
 

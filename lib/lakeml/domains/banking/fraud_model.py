@@ -34,7 +34,16 @@ from lakeml.ml.report import (
     plot_feature_importance,
     plot_pr_roc,
 )
-from lakeml.ml.splits import SPLIT, TEST, TRAIN, VALIDATION, TimeSplitBounds, Transform, with_time_split
+from lakeml.ml.splits import (
+    SPLIT,
+    TEST,
+    TRAIN,
+    VALIDATION,
+    TimeSplitBounds,
+    Transform,
+    describe_bounds,
+    with_time_split,
+)
 
 WEIGHT = "_weight"
 LABEL = "_label"
@@ -250,6 +259,7 @@ def train_fraud_model(spark: SparkSession, config: Config, run_date: dt.date) ->
         "rows_test": counts[TEST][0],
         "input_version": pinned.version,
         "report": outcome.report_path,
+        "mlflow_run_id": outcome.run_id,
     }
 
 
@@ -299,7 +309,7 @@ def fraud_report(
             {"split": s, "rows": n, "frauds": p, "rate": p / n if n else None}
             for s, (n, p) in sorted(counts.items())
         ]
-        + [{"split": "bounds", "rows": None, "frauds": None, "rate": None, "days": str(bounds)}],
+        + [{"split": "bounds", "rows": None, "frauds": None, "rate": None, "days": describe_bounds(bounds)}],
     )
     report.add_table(
         "Tuning: validation AUPRC per family (TrainValidationSplit inside train picks each family's params)",
@@ -309,7 +319,7 @@ def fraud_report(
         ],
     )
     curve = ev.binary_curve(test_scored, LABEL, models.SCORE, config.ml.curve_points)
-    report.add_figure("PR and ROC on test", plot_pr_roc(curve, threshold, metrics["positive_rate"]))
+    report.add_figure("PR and ROC on test", plot_pr_roc(curve, threshold, metrics["positive_rate"], metrics))
     report.add_figure(
         "Calibration on test",
         plot_calibration(ev.calibration_bins(test_scored, LABEL, models.SCORE, cfg.calibration_bins)),

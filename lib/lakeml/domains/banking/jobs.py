@@ -6,12 +6,12 @@ from lakeml.domains.banking.features import build_transaction_features, refresh_
 from lakeml.domains.banking.fraud_model import score_fraud, train_fraud_model
 from lakeml.domains.banking.silver import CHARGEBACKS, TRANSACTIONS
 from lakeml.ingest.bronze import bronze_job
-from lakeml.ingest.silver import silver_job
+from lakeml.ingest.silver import require_pii_key, silver_job
 from lakeml.ml.lifecycle import scoring_result, training_result
 from lakeml.pipeline import JobContext, JobResult, job
 
 
-@job("banking.ingest_bronze")
+@job("banking.ingest_bronze", preflight=require_pii_key)
 def ingest_bronze(ctx: JobContext) -> JobResult:
     """landing/{transactions, chargebacks} → bronze: new raw files, every line once."""
     return bronze_job(
@@ -23,7 +23,7 @@ def ingest_bronze(ctx: JobContext) -> JobResult:
     )
 
 
-@job("banking.build_silver", depends_on=["banking.ingest_bronze"])
+@job("banking.build_silver", depends_on=["banking.ingest_bronze"], preflight=require_pii_key)
 def build_silver(ctx: JobContext) -> JobResult:
     """bronze/{transactions, chargebacks} → silver: parsed, standardized, deduplicated; rejects to ops/quarantine."""
     return silver_job(

@@ -20,7 +20,7 @@ from lakeml.ingest.raw import (
     with_values,
 )
 from lakeml.ingest.silver import SILVER_LINEAGE_FIELDS, ParseRules, SilverFeed
-from lakeml.transforms.pii import hmac_sha256_hex, last_digits
+from lakeml.transforms.pii import PAN_TOKEN_PATTERN, hmac_sha256_hex, last_digits
 from lakeml.transforms.standardize import normalize_code, parse_boolean, parse_decimal, parse_finite_double
 
 TRANSACTION_FIELDS = (
@@ -89,6 +89,14 @@ def parse_transactions(bronze: DataFrame, rules: ParseRules) -> DataFrame:
         },
     )
     ts, pan, amount, currency, channel = v["ts"], v["pan"], v["amount"], v["currency"], v["channel"]
+    # Bronze holds the PAN's token (pan:<hmac>:<digits>:<last 4>); a clear PAN (bronze loaded
+    # before tokenization at load) is tokenized here with the same key, so both give the same token.
+    loaded_token = F.regexp_extract(raw("card_number"), PAN_TOKEN_PATTERN, 1)
+    tokenized = loaded_token != ""
+    pan_digits = F.regexp_extract(raw("card_number"), PAN_TOKEN_PATTERN, 2)
+    valid_pan = F.when(tokenized, pan_digits == "16").otherwise(
+        pan.rlike(r"^\d{16}$") & F.call_function("luhn_check", pan)
+    )
     lat, lon, card_present = v["lat"], v["lon"], v["card_present"]
     fields, v = with_values(fields, {"rate": _eur_rate(currency, dict(rules.silver.eur_rates))})
     rate = v["rate"]
@@ -97,10 +105,7 @@ def parse_transactions(bronze: DataFrame, rules: ParseRules) -> DataFrame:
         [
             *missing_rules(TRANSACTION_REQUIRED),
             *timestamp_rules("ts", ts, rules),
-            (
-                ~(pan.rlike(r"^\d{16}$") & F.call_function("luhn_check", pan)),
-                "invalid card_number: not a 16-digit Luhn-valid PAN",
-            ),
+            (~valid_pan, "invalid card_number: not a 16-digit Luhn-valid PAN"),
             (~raw("merchant_category").rlike(r"^\d{4}$"), "invalid merchant_category: not a 4-digit MCC"),
             (amount.isNull(), "invalid amount: not a decimal"),
             (amount < 0, "invalid amount: negative"),
@@ -123,8 +128,10 @@ def parse_transactions(bronze: DataFrame, rules: ParseRules) -> DataFrame:
     return fields.select(
         raw("txn_id").alias("txn_id"),
         ts.alias("ts"),
-        hmac_sha256_hex(pan, rules.pii_key).alias("card_token"),
-        last_digits(pan).alias("card_last4"),
+        F.when(tokenized, loaded_token).otherwise(hmac_sha256_hex(pan, rules.pii_key)).alias("card_token"),
+        F.when(tokenized, F.regexp_extract(raw("card_number"), PAN_TOKEN_PATTERN, 3))
+        .otherwise(last_digits(pan))
+        .alias("card_last4"),
         raw("account_id").alias("account_id"),
         raw("merchant_id").alias("merchant_id"),
         raw("merchant_category").alias("mcc"),

@@ -6,18 +6,18 @@ from lakeml.domains.commerce.features import build_commerce_features
 from lakeml.domains.commerce.recommender import score_recommendations, train_recommender
 from lakeml.domains.commerce.silver import CLICKSTREAM
 from lakeml.ingest.bronze import bronze_job
-from lakeml.ingest.silver import silver_job
+from lakeml.ingest.silver import require_pii_key, silver_job
 from lakeml.ml.lifecycle import scoring_result, training_result
 from lakeml.pipeline import JobContext, JobResult, job
 
 
-@job("commerce.ingest_bronze")
+@job("commerce.ingest_bronze", preflight=require_pii_key)
 def ingest_bronze(ctx: JobContext) -> JobResult:
     """landing/{clickstream} → bronze: new raw files, every line once."""
     return bronze_job(ctx, ("clickstream",))
 
 
-@job("commerce.build_silver", depends_on=["commerce.ingest_bronze"])
+@job("commerce.build_silver", depends_on=["commerce.ingest_bronze"], preflight=require_pii_key)
 def build_silver(ctx: JobContext) -> JobResult:
     """bronze/{clickstream} → silver: parsed, standardized, deduplicated; rejects to ops/quarantine."""
     return silver_job(ctx, (CLICKSTREAM,), "commerce.build_silver")

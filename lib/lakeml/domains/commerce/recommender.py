@@ -473,6 +473,7 @@ def train_recommender(spark: SparkSession, config: Config, run_date: dt.date) ->
         "rows_test": counts[TEST],
         "input_version": pinned.version,
         "report": outcome.report_path,
+        "mlflow_run_id": outcome.run_id,
     }
 
 

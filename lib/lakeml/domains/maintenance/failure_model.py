@@ -266,11 +266,11 @@ def train_failure_models(spark: SparkSession, config: Config, run_date: dt.date)
             .persist(StorageLevel.MEMORY_AND_DISK)
         )
         frames.append(rul_scored)
-        rul_metrics = ev.regression_metrics(rul_scored, RUL_LABEL, PREDICTION)
-        baseline_metrics = ev.regression_metrics(rul_scored, RUL_LABEL, BASELINE)
+        rul_metrics = ev.regression_metrics(rul_scored, RUL_LABEL, PREDICTION, cfg.cmapss_rul_cap)
+        baseline_metrics = ev.regression_metrics(rul_scored, RUL_LABEL, BASELINE, cfg.cmapss_rul_cap)
 
         def evaluate_rul(other: PipelineModel) -> dict[str, float]:
-            return ev.regression_metrics(other.transform(rul_test), RUL_LABEL, PREDICTION)
+            return ev.regression_metrics(other.transform(rul_test), RUL_LABEL, PREDICTION, cfg.cmapss_rul_cap)
 
         # ---- failure-within-horizon classification
         train_counts = counts[TRAIN]
@@ -408,6 +408,7 @@ def train_failure_models(spark: SparkSession, config: Config, run_date: dt.date)
         "rows_test": counts[TEST]["labelled"],
         "input_version": pinned.version,
         "report": rul_outcome.report_path,
+        "mlflow_run_id": rul_outcome.run_id,
     }
 
 
@@ -458,7 +459,8 @@ def failure_report(
     report.add_heading("Remaining useful life (regression)")
     keys = ("rmse", "mae", "mean_error", "cmapss_score", "rows")
     report.add_table(
-        "Test metrics (error = predicted − true, cycles)",
+        "Test metrics (error = predicted − true, cycles; cmapss_score: mean per row of the C-MAPSS "
+        f"penalty with true and predicted RUL capped at {cfg.cmapss_rul_cap} cycles)",
         [
             {"model": "gbt (candidate)", **{k: rul_metrics[k] for k in keys}},
             {
@@ -509,7 +511,7 @@ def failure_report(
         [{**params, "validation_auprc": metric} for params, metric in fail_tuning],
     )
     curve = ev.binary_curve(fail_scored, FAILURE_LABEL, models.SCORE, config.ml.curve_points)
-    report.add_figure("PR and ROC on test", plot_pr_roc(curve, threshold, fail_metrics["positive_rate"]))
+    report.add_figure("PR and ROC on test", plot_pr_roc(curve, threshold, fail_metrics["positive_rate"], fail_metrics))
     report.add_figure(
         "Confusion at the alert threshold",
         plot_confusion(

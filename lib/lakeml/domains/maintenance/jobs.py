@@ -6,12 +6,12 @@ from lakeml.domains.maintenance.failure_model import score_failure, train_failur
 from lakeml.domains.maintenance.features import build_machine_features
 from lakeml.domains.maintenance.silver import MAINTENANCE, TELEMETRY
 from lakeml.ingest.bronze import bronze_job
-from lakeml.ingest.silver import silver_job
+from lakeml.ingest.silver import require_pii_key, silver_job
 from lakeml.ml.lifecycle import scoring_result, training_result
 from lakeml.pipeline import JobContext, JobResult, job
 
 
-@job("maintenance.ingest_bronze")
+@job("maintenance.ingest_bronze", preflight=require_pii_key)
 def ingest_bronze(ctx: JobContext) -> JobResult:
     """landing/{telemetry, maintenance} → bronze: new raw files, every line once."""
     return bronze_job(

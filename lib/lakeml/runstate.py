@@ -1,0 +1,154 @@
+"""Nothing new, nothing done: a job whose inputs and settings are as they were after its last
+successful run for the same dates is skipped, and ``--catch-up`` finds the dates a pipeline missed.
+
+A run's *input state* is what its output was computed from, read when it ends: the version of every
+Delta table it read (the table layer records each read) and of every registered model whose champion
+it loaded. Versions are taken at the end, so a table the job reads and also writes (its own
+incremental state) counts as it left it. With the settings fingerprint (every setting that can
+change an output, plus lakeml's code version) both are stored in the run's ``ops/job_runs`` row; the
+next run for the same ``(job, run date, first date)`` compares them before it starts. A job that
+read nothing (the bronze loads, whose input is the landing folder) is never skipped: its own
+checkpoint already makes a rerun cheap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from lakeml import __version__
+from lakeml.config import Config
+
+SKIPPED = "skipped"
+INPUTS_UNCHANGED = "inputs unchanged"
+MODEL_PREFIX = "models:/"
+# Config sections that tune how a job runs, not what it writes.
+_NOT_OUTPUT_SETTINGS = ("env", "spark", "run", "submit", "generate", "alerts", "airflow")
+
+
+def model_input(name: str) -> str:
+    """The input-state key of a registered model's champion."""
+    return f"{MODEL_PREFIX}{name}@champion"
+
+
+def settings_fingerprint(config: Config) -> str:
+    """Hash of every setting that can change a job's output, and of the code (version + git commit)."""
+    from lakeml.ml.tracking import git_commit
+
+    settings = {
+        f.name: _plain(getattr(config, f.name))
+        for f in dataclasses.fields(config)
+        if f.name not in _NOT_OUTPUT_SETTINGS
+    }
+    payload = json.dumps([settings, __version__, git_commit()], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def _plain(value: Any) -> Any:
+    """JSON-able form of a config value (dataclasses, read-only mappings and tuples included)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value if isinstance(value, str | int | float | bool | None) else str(value)
+
+
+def input_state(spark: SparkSession, config: Config, inputs: Iterable[str]) -> dict[str, int | None]:
+    """The current version of each input: a table URI's Delta version, a model's champion version (None: none)."""
+    from lakeml.lakehouse import Lakehouse
+
+    lake = Lakehouse(spark, config)
+    keys = sorted(set(inputs))
+    state: dict[str, int | None] = {}
+    for key in keys:
+        if not key.startswith(MODEL_PREFIX):
+            table = lake.at(key)
+            state[key] = table.version() if table.exists() else None
+    models = [k for k in keys if k.startswith(MODEL_PREFIX)]
+    if models:
+        state.update(_champion_versions(config, models))
+    return state
+
+
+def _champion_versions(config: Config, keys: Sequence[str]) -> dict[str, int | None]:
+    import os
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+
+    from lakeml.ml import registry, tracking
+
+    client = mlflow.MlflowClient(tracking.tracking_uri(config))
+    out: dict[str, int | None] = {}
+    for key in keys:
+        name = key.removeprefix(MODEL_PREFIX).removesuffix("@champion")
+        current = registry.champion_version(client, name)
+        out[key] = None if current is None else int(current.version)  # type: ignore[attr-defined]
+    return out
+
+
+def last_success(
+    spark: SparkSession, config: Config, job: str, run_date: dt.date, first_date: dt.date
+) -> Any | None:
+    """The newest ops/job_runs row of ``job`` for these dates that succeeded (ran or was skipped)."""
+    from lakeml.lakehouse import Lakehouse
+
+    runs = Lakehouse(spark, config).table("ops", "job_runs")
+    if not runs.exists() or "input_state" not in runs.schema().fieldNames():
+        return None
+    rows = (
+        runs.read(where=[("job", "=", job), ("run_date", "=", run_date), ("first_date", "=", first_date)])
+        .where(F.col("status").isin("ok", SKIPPED))
+        .orderBy(F.col("finished_at").desc())
+        .limit(1)
+        .collect()  # one run record
+    )
+    return rows[0] if rows else None
+
+
+def skip_reason(
+    spark: SparkSession, config: Config, job: str, run_date: dt.date, first_date: dt.date
+) -> str | None:
+    """INPUTS_UNCHANGED when the job's last successful run for these dates saw the same inputs and settings."""
+    previous = last_success(spark, config, job, run_date, first_date)
+    if previous is None or previous.settings != settings_fingerprint(config) or not previous.input_state:
+        return None
+    recorded = json.loads(previous.input_state)
+    if not recorded:
+        return None
+    return INPUTS_UNCHANGED if input_state(spark, config, recorded) == recorded else None
+
+
+def catch_up_start(
+    spark: SparkSession, config: Config, jobs: Sequence[str], run_date: dt.date
+) -> dt.date | None:
+    """The day after the earliest of the jobs' last successful run dates (None: no job ever ran, or all are current)."""
+    from lakeml.lakehouse import Lakehouse
+
+    runs = Lakehouse(spark, config).table("ops", "job_runs")
+    if not runs.exists():
+        return None
+    last = (
+        runs.read()
+        .where(F.col("job").isin(list(jobs)) & F.col("status").isin("ok", SKIPPED))
+        .groupBy("job")
+        .agg(F.max("run_date").alias("last"))
+        .collect()  # one row per job
+    )
+    if not last:
+        return None
+    start = min(r["last"] for r in last) + dt.timedelta(days=1)
+    return start if start <= run_date else None
+
+
+def encode_state(state: Mapping[str, int | None]) -> str:
+    return json.dumps(dict(state), sort_keys=True)
