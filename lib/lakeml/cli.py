@@ -1,4 +1,8 @@
-"""The ``lakeml`` command: list, run JOB, pipeline, generate. Exit codes: 0 ok, 1 job failed, 2 usage/config error."""
+"""The ``lakeml`` command: list, run JOB, pipeline, generate, status.
+
+Exit codes: 0 ok, 1 job failed (status: something failed or stale), 2 usage/config error,
+3 another run holds the lakehouse lock.
+"""
 
 from __future__ import annotations
 
@@ -111,14 +115,23 @@ def _dispatch(args: argparse.Namespace) -> int:
     # Everything that can be wrong with the command line is checked before Spark starts.
     config, run_date, first_date = _load(args)
     runlog.configure(config.run.log_format)
+    from lakeml.alerts import notify_failure
+    from lakeml.runlock import lakehouse_lock
     from lakeml.session import build_spark
 
-    spark = build_spark(config)
-    try:
-        for name in names:
-            run_job(jobs[name], spark, config, run_date, first_date)
-    finally:
-        spark.stop()  # under spark-submit, a shutdown hook would otherwise race the temp-dir cleanup
+    # One run at a time per lakehouse (exit 3 while another holds it); taken before Spark starts.
+    what = f"lakeml {args.command}{' ' + args.job if args.command == 'run' else ''} --run-date {run_date}"
+    with lakehouse_lock(config, what):
+        spark = build_spark(config)
+        try:
+            for name in names:
+                try:
+                    run_job(jobs[name], spark, config, run_date, first_date)
+                except LakemlError as exc:
+                    notify_failure(config.alerts, name, run_date, config.env, exc)
+                    raise
+        finally:
+            spark.stop()  # under spark-submit, a shutdown hook would otherwise race the temp-dir cleanup
     return 0
 
 
