@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--to", dest="stop", help="stop after this job (running what it needs)")
     _add_common(pipe)
     _add_generate(sub)
+    status = sub.add_parser("status", help="last run per job, table freshness, quality failures, drift alerts")
+    _add_common(status)
+    status.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 
 
@@ -106,6 +109,13 @@ def _dispatch(args: argparse.Namespace) -> int:
             deps = ", ".join(spec.depends_on) or "-"
             print(f"{name:<28} after: {deps:<40} {spec.description}")
         return 0
+    if args.command == "status":  # exit 1 when a job failed or a table is stale (for monitors)
+        from lakeml.status import collect, render
+
+        config, run_date, _ = _load(args)
+        report = collect(config, topological_order(jobs), run_date)
+        print(render(report, args.json), end="")
+        return 1 if report["problems"] else 0
     if args.command == "run":
         if args.job not in jobs:
             raise UsageError(f"unknown job '{args.job}' (known: {', '.join(sorted(jobs)) or 'none'})")
