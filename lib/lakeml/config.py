@@ -548,7 +548,7 @@ def _parse_override(item: str) -> tuple[str, Any]:
         raise ConfigError(f"malformed --conf '{item}': empty key")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):  # ValueError: YAML reads 2026-02-30 as a date that does not exist
         value = raw
     return key, value
 
