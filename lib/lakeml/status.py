@@ -16,9 +16,9 @@ from typing import Any
 
 import pyarrow as pa
 from pyarrow import compute as pc
-from pyarrow import fs as pafs
 
 from lakeml.config import Config, join_location
+from lakeml.lakehouse.maintain import find_tables
 
 DATA_LAYERS = ("bronze", "silver", "gold")
 
@@ -74,24 +74,10 @@ def job_status(config: Config, jobs: Sequence[str]) -> list[dict[str, Any]]:
     return out
 
 
-def data_tables(config: Config) -> list[str]:
-    """``<layer>/<name>`` of every Delta table under bronze, silver and gold."""
-    location = config.lakehouse.root
-    uri = location if "://" in location or location.startswith("file:") else f"file://{location}"
-    filesystem, root = pafs.FileSystem.from_uri(uri)
-    found = []
-    for layer in DATA_LAYERS:
-        for info in filesystem.get_file_info(pafs.FileSelector(f"{root}/{layer}", allow_not_found=True)):
-            log = filesystem.get_file_info(f"{info.path}/_delta_log")
-            if info.type == pafs.FileType.Directory and log.type == pafs.FileType.Directory:
-                found.append(f"{layer}/{info.base_name}")
-    return sorted(found)
-
-
 def table_freshness(config: Config, run_date: dt.date) -> list[dict[str, Any]]:
     """Per data table: its newest date partition against the run date (from the log's file list)."""
     out = []
-    for name in data_tables(config):
+    for name in find_tables(config.lakehouse.root, DATA_LAYERS):
         table = _table(config, name)
         if table is None:
             continue

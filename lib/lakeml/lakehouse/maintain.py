@@ -74,20 +74,22 @@ def snapshot(table: DeltaTableRef) -> Snapshot:
     return Snapshot(len(entries), sum(e.size for e in entries), max(per_partition.values(), default=0))
 
 
-def lakehouse_tables(config: Config) -> list[str]:
-    """``<layer>/<name>`` of every Delta table under the lakehouse's layers (or the configured list)."""
-    if config.table_maintenance.tables:
-        return list(config.table_maintenance.tables)
-    filesystem, root = pafs.FileSystem.from_uri(_uri(config.lakehouse.root))
+def find_tables(root: str, layers: Sequence[str] = Lakehouse.LAYERS) -> list[str]:
+    """``<layer>/<name>`` of every Delta table directly under the ``layers`` of the lakehouse at ``root``."""
+    filesystem, base = pafs.FileSystem.from_uri(_uri(root))
     found: list[str] = []
-    for layer in Lakehouse.LAYERS:
-        selector = pafs.FileSelector(f"{root}/{layer}", allow_not_found=True)
-        for info in filesystem.get_file_info(selector):
-            if info.type == pafs.FileType.Directory:
-                log = filesystem.get_file_info(f"{info.path}/_delta_log")
-                if log.type == pafs.FileType.Directory:
-                    found.append(f"{layer}/{info.base_name}")
+    for layer in layers:
+        for info in filesystem.get_file_info(pafs.FileSelector(f"{base}/{layer}", allow_not_found=True)):
+            if info.type != pafs.FileType.Directory:
+                continue
+            if filesystem.get_file_info(f"{info.path}/_delta_log").type == pafs.FileType.Directory:
+                found.append(f"{layer}/{info.base_name}")
     return sorted(found)
+
+
+def lakehouse_tables(config: Config) -> list[str]:
+    """The tables to maintain: ``table_maintenance.tables``, else every table of the lakehouse."""
+    return list(config.table_maintenance.tables) or find_tables(config.lakehouse.root)
 
 
 def maintain_table(lake: Lakehouse, name: str, run_id: str, run_date: date) -> dict[str, Any]:
