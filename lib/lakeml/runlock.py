@@ -87,6 +87,7 @@ class RunLock:
         self.command = command
         self.lease_seconds = lease_seconds
         self._fd: int | None = None
+        self._acquired_at: float | None = None
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
         self._io = threading.Lock()
@@ -147,14 +148,15 @@ class RunLock:
 
     def _write(self, now: float) -> None:
         assert self._fd is not None
+        if self._acquired_at is None:
+            self._acquired_at = now
         record = {
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "command": self.command,
-            "acquired_at": getattr(self, "_acquired_at", now),
+            "acquired_at": self._acquired_at,
             "lease_until": now + self.lease_seconds,
         }
-        self._acquired_at = record["acquired_at"]
         data = json.dumps(record).encode()
         with self._io:
             os.ftruncate(self._fd, 0)
