@@ -153,10 +153,13 @@ def render(report: dict[str, Any], as_json: bool) -> str:
         return json.dumps(report, default=str, indent=2) + "\n"
     lines = [f"status for run date {report['run_date']}", "", "jobs:"]
     for j in report["jobs"]:
+        if j["status"] == "never":
+            lines.append(f"  {j['job']:<32} never run")
+            continue
         extra = f"  {j.get('message')}" if j.get("message") else ""
         lines.append(
-            f"  {j['job']:<32} {j['status']:<7} {j.get('run_date') or '-'!s:<11} "
-            f"{j.get('seconds') if j.get('seconds') is not None else '-'!s:>9}s  rows {j.get('rows_out', '-')}{extra}"
+            f"  {j['job']:<32} {j['status']:<7} {j.get('run_date')!s:<11} "
+            f"{j.get('seconds')!s:>9} s  rows {j.get('rows_out')}{extra}"
         )
     lines += ["", "tables:"]
     for t in report["tables"]:
