@@ -1,4 +1,8 @@
-"""The lakeml command: list, run JOB, pipeline, generate. Exit codes: 0 ok, 1 job failed, 2 usage/config error."""
+"""The ``lakeml`` command: list, run JOB, pipeline, generate, status.
+
+Exit codes: 0 ok, 1 job failed (status: something failed or stale), 2 usage/config error,
+3 another run holds the lakehouse lock.
+"""
 
 from __future__ import annotations
 
@@ -38,6 +42,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--conf", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable"
     )
+
+
+def _add_force(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--force",
         action="store_true",
@@ -52,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run one job", description="Run one job of the DAG (see `lakeml list`).")
     run.add_argument("job", help="job name, domain.step (e.g. commerce.build_silver); `lakeml list` shows all")
     _add_common(run)
+    _add_force(run)
     pipe = sub.add_parser("pipeline", help="run the DAG in dependency order")
     pipe.add_argument("--from", dest="start", help="start at this job (and run what depends on it)")
     pipe.add_argument("--to", dest="stop", help="stop after this job (running what it needs)")
@@ -62,7 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
         "to --run-date, e.g. after the machine was off for a few days",
     )
     _add_common(pipe)
+    _add_force(pipe)
     _add_generate(sub)
+    status = sub.add_parser("status", help="last run per job, table freshness, quality failures, drift alerts")
+    _add_common(status)
+    status.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 
 
@@ -111,6 +123,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "list":
         print_job_list(jobs, topological_order(jobs))
         return 0
+    if args.command == "status":  # exit 1 when a job failed or a table is stale (for monitors)
+        from lakeml.status import collect, render
+
+        config, run_date, _ = _load(args)
+        report = collect(config, topological_order(jobs), run_date)
+        print(render(report, args.json), end="")
+        return 1 if report["problems"] else 0
     if args.command == "run":
         if args.job not in jobs:
             raise UsageError(f"unknown job '{args.job}' (known: {', '.join(sorted(jobs)) or 'none'})")
@@ -126,23 +145,32 @@ def _dispatch(args: argparse.Namespace) -> int:
         if jobs[name].preflight is not None:
             jobs[name].preflight(config)  # type: ignore[misc]
     runlog.configure(config.run.log_format)
+    from lakeml.alerts import notify_failure
     from lakeml.pipeline import JobRun
+    from lakeml.runlock import lakehouse_lock
     from lakeml.session import build_spark
 
-    spark = build_spark(config)
+    # One run at a time per lakehouse (exit 3 while another holds it); taken before Spark starts.
+    what = f"lakeml {args.command}{' ' + args.job if args.command == 'run' else ''} --run-date {run_date}"
     runs: list[JobRun] = []
-    try:
-        if catch_up:
-            first_date = _catch_up_start(spark, config, names, run_date)
-        for name in names:
-            run_job(jobs[name], spark, config, run_date, first_date, runs, force=args.force)
-    finally:
-        spark.stop()  # under spark-submit, a shutdown hook would otherwise race the temp-dir cleanup
-        if args.command == "pipeline":
-            from lakeml.summary import render
+    with lakehouse_lock(config, what):
+        spark = build_spark(config)
+        try:
+            if catch_up:
+                first_date = _catch_up_start(spark, config, names, run_date)
+            for name in names:
+                try:
+                    run_job(jobs[name], spark, config, run_date, first_date, runs, force=args.force)
+                except LakemlError as exc:
+                    notify_failure(config.alerts, name, run_date, config.env, exc)
+                    raise
+        finally:
+            spark.stop()  # under spark-submit, a shutdown hook would otherwise race the temp-dir cleanup
+            if args.command == "pipeline":
+                from lakeml.summary import render
 
-            done = {run.job for run in runs}
-            print(render(runs, config, [n for n in names if n not in done]), end="", flush=True)
+                done = {run.job for run in runs}
+                print(render(runs, config, [n for n in names if n not in done]), end="", flush=True)
     return 0
 
 

@@ -76,6 +76,70 @@ class RunConfig:
     progress: Literal["auto", "bar", "lines", "off"]
     # Seconds between progress lines (and before the first one, so short jobs print none).
     progress_interval_seconds: float
+    # One run at a time per lakehouse: the lock file lives in <lock_dir or lakehouse.root>/_lakeml/.
+    lock_dir: str
+    # A lock whose holder runs on another host is taken over once its lease (renewed every third of
+    # it while the holder lives) has expired.
+    lock_lease_seconds: int
+
+    def __post_init__(self) -> None:
+        if self.lock_lease_seconds < 3:
+            raise ConfigError(f"run.lock_lease_seconds must be at least 3, got {self.lock_lease_seconds}")
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    """Notification on a job failure (lakeml.alerts): a shell command and/or a webhook."""
+
+    # Run with the alert as JSON on stdin and LAKEML_ALERT_* variables (empty: none).
+    command: str
+    # POSTed the alert as JSON (empty: none).
+    webhook_url: str
+    timeout_seconds: float
+
+
+@dataclass(frozen=True)
+class TableMaintenanceConfig:
+    """ops.maintain_tables: compaction, vacuum and log cleanup of the lakehouse's tables."""
+
+    # "<layer>/<name>" of the tables to maintain; empty: every Delta table under bronze, silver, gold, ops.
+    tables: tuple[str, ...]
+    # Vacuum with lakehouse.vacuum_retention_hours (protected versions always kept).
+    vacuum: bool
+    # Write a checkpoint and delete log files older than the table's delta.logRetentionDuration,
+    # only where no protected version needs them.
+    clean_logs: bool
+
+
+@dataclass(frozen=True)
+class StatusConfig:
+    """lakeml status: when a table counts as stale."""
+
+    # A table whose newest date partition is more than this many days before the run date is stale.
+    max_lag_days: int
+    # Tables (<layer>/<name>) left out of the freshness check (e.g. ones only rebuilt weekly).
+    ignore_tables: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AirflowConfig:
+    """The Airflow DAG generated from the job registry (scripts/airflow/lakeml_dag.py)."""
+
+    dag_id: str
+    schedule: str
+    # First logical date; with catchup, Airflow runs every missed interval since.
+    start_date: str
+    catchup: bool
+    # local: `lakeml run JOB --env ENV` on the Airflow worker; cluster: scripts/submit jobs/<domain>/<step>.py.
+    mode: Literal["local", "cluster"]
+    # Jobs in the DAG (with what they need); empty: every job of the registry.
+    jobs: tuple[str, ...]
+    retries: int
+    retry_delay_minutes: float
+    max_retry_delay_minutes: float
+    task_timeout_minutes: float
+    # Per-job timeouts overriding task_timeout_minutes.
+    task_timeouts_minutes: Mapping[str, float]
 
 
 @dataclass(frozen=True)
@@ -428,6 +492,10 @@ class Config:
     silver: SilverConfig
     features: FeaturesConfig
     ml: MLConfig
+    alerts: AlertsConfig
+    table_maintenance: TableMaintenanceConfig
+    status: StatusConfig
+    airflow: AirflowConfig
 
     def landing_path(self) -> str:
         """Absolute landing folder (``lakehouse.landing_dir`` under the root when relative)."""
@@ -530,7 +598,7 @@ def _parse_override(item: str) -> tuple[str, Any]:
         raise ConfigError(f"malformed --conf '{item}': empty key")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):  # ValueError: YAML reads 2026-02-30 as a date that does not exist
         value = raw
     return key, value
 

@@ -30,7 +30,7 @@ SKIPPED = "skipped"
 INPUTS_UNCHANGED = "inputs unchanged"
 MODEL_PREFIX = "models:/"
 # Config sections that tune how a job runs, not what it writes.
-_NOT_OUTPUT_SETTINGS = ("env", "spark", "run", "submit", "generate", "alerts", "airflow")
+_NOT_OUTPUT_SETTINGS = ("env", "spark", "run", "submit", "generate", "alerts", "airflow", "status")
 
 
 def model_input(name: str) -> str:

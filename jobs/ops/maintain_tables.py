@@ -1,0 +1,6 @@
+"""spark-submit entry: ops.maintain_tables [--env E] [--run-date D] [--conf K=V]."""
+
+from lakeml.cli import submit_entry
+
+if __name__ == "__main__":
+    raise SystemExit(submit_entry("ops.maintain_tables"))
