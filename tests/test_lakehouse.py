@@ -319,7 +319,8 @@ def test_a_folder_without_a_table_and_an_unwritable_protocol_get_clear_errors(
     # A later writer raised the protocol to a writer feature neither engine knows.
     t = make_table(spark, config, str(tmp_path / "future"), engine)
     t.append(events(spark, 0, 5))
-    protocol = {"minReaderVersion": 1, "minWriterVersion": 7, "writerFeatures": ["lakemlFutureFeature"]}
+    features = ["appendOnly", "invariants", "lakemlFutureFeature"]  # the first two: writer version 2's
+    protocol = {"minReaderVersion": 1, "minWriterVersion": 7, "writerFeatures": features}
     Path(t.uri, "_delta_log", f"{2:020d}.json").write_text(
         json.dumps({"protocol": protocol}) + "\n" + json.dumps({"commitInfo": {"operation": "UPGRADE"}}) + "\n"
     )

@@ -272,7 +272,8 @@ def _translated(operation: str, uri: str) -> Iterator[None]:
             raise ConcurrentModificationError(f"{operation} on {uri}: {text.splitlines()[0]}") from None
         if any(code in text for code in _PROTOCOL_ERRORS):
             # As on delta-rs: a table whose protocol needs features this engine cannot write.
-            raise TableError(f"{operation} on {uri} could not commit: {text.splitlines()[0]}") from None
+            detail = next(line for line in text.splitlines() if any(c in line for c in _PROTOCOL_ERRORS))
+            raise TableError(f"{operation} on {uri} could not commit: {detail.strip(' :')}") from None
         if "DELTA_REPLACE_WHERE_MISMATCH" in text or "does not conform to partial table overwrite" in text:
             # Delta checks replaceWhere on every row as it writes, and commits nothing on a violation.
             raise TableError(
