@@ -322,7 +322,10 @@ def test_a_folder_without_a_table_and_an_unwritable_protocol_get_clear_errors(
     features = ["appendOnly", "invariants", "lakemlFutureFeature"]  # the first two: writer version 2's
     protocol = {"minReaderVersion": 1, "minWriterVersion": 7, "writerFeatures": features}
     Path(t.uri, "_delta_log", f"{2:020d}.json").write_text(
-        json.dumps({"protocol": protocol}) + "\n" + json.dumps({"commitInfo": {"operation": "UPGRADE"}}) + "\n"
+        json.dumps({"protocol": protocol})
+        + "\n"
+        + json.dumps({"commitInfo": {"operation": "UPGRADE"}})
+        + "\n"
     )
     with pytest.raises(TableError, match="could not commit.*lakemlFutureFeature"):
         t.append(events(spark, 5, 10))
