@@ -1,8 +1,11 @@
-"""Benchmark the table layer against plain Spark Parquet, measured in one run on one DataFrame.
+"""Benchmark the table layer against plain Spark Parquet, for both engines side by side.
 
-    .venv/bin/python scripts/bench_lakehouse.py [--rows 10000000] [--days 60] [--engine delta-rs]
+    .venv/bin/python scripts/bench_lakehouse.py [--rows 10000000] [--days 60] [--engines delta-rs,delta-spark]
 
-Prints seconds and ratios:
+Each engine is measured in a process of its own (its own JVM and driver memory), on the same
+generated data, against a plain Parquet write of that data timed in the same process. The
+delta-spark engine needs the connector ($LAKEML_DELTA_JARS); without it its column says why not.
+Prints seconds per engine, then the ratios side by side:
   append            lakeml append ÷ df.write.partitionBy(...).parquet          (target ≤ 1.15)
   merge, clustered  1 % updated + 1 % new keys in the last 3 days ÷ full rewrite (target ≤ 0.2);
                     the median of 3 successive late-data merges ÷ the faster of 2 rewrites
@@ -15,9 +18,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
+import os
 import resource
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,7 +37,7 @@ from pyspark.sql import types as T
 
 from lakeml.config import load_config
 from lakeml.lakehouse import DeltaTableRef
-from lakeml.session import build_spark
+from lakeml.session import DELTA_JARS_ENV, build_spark
 
 START = dt.date(2026, 1, 1)
 SCHEMA = T.StructType(
@@ -93,33 +100,117 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+ENGINES = ("delta-rs", "delta-spark")
+RESULT = "RESULT "
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--days", type=int, default=60)
-    parser.add_argument("--engine", default="delta-rs", choices=["delta-rs", "delta-spark"])
+    parser.add_argument(
+        "--engines", default=",".join(ENGINES), help="comma-separated, measured in this order"
+    )
+    parser.add_argument("--engine", default=None, choices=ENGINES, help=argparse.SUPPRESS)  # one child
     parser.add_argument("--workdir", default=None, help="scratch folder (default: a temp dir, removed after)")
     args = parser.parse_args()
+    if args.engine:
+        print(RESULT + json.dumps(measure(args, args.engine)), flush=True)
+        return
+    engines = [e for e in args.engines.split(",") if e]
+    unknown = [e for e in engines if e not in ENGINES]
+    if unknown:
+        parser.error(f"unknown engines {unknown} (choose from {', '.join(ENGINES)})")
+    results: dict[str, dict[str, float] | str] = {}
+    for engine in engines:
+        if engine == "delta-spark" and not os.environ.get(DELTA_JARS_ENV):
+            results[engine] = f"not measured: {DELTA_JARS_ENV} is unset"
+            continue
+        print(f"== {engine}", flush=True)
+        results[engine] = run_child(engine, args)
+    print_side_by_side(args, results)
 
+
+def run_child(engine: str, args: argparse.Namespace) -> dict[str, float] | str:
+    """Measure one engine in a fresh process; its timings stream through, its figures come back."""
+    command = [
+        sys.executable,
+        __file__,
+        "--engine",
+        engine,
+        "--rows",
+        str(args.rows),
+        "--days",
+        str(args.days),
+    ]
+    if args.workdir:
+        command += ["--workdir", str(Path(args.workdir) / engine)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    figures: dict[str, float] | None = None
+    for line in proc.stdout:
+        if line.startswith(RESULT):
+            figures = json.loads(line[len(RESULT) :])
+        else:
+            print("  " + line, end="", flush=True)
+    if proc.wait() != 0 or figures is None:
+        return f"failed (exit code {proc.returncode})"
+    return figures
+
+
+ROWS = (
+    ("append / plain parquet write", "append", "{:.2f}", "target <= 1.15"),
+    ("clustered merge / full rewrite", "clustered", "{:.2f}", "target <= 0.20; median of 3 / faster of 2"),
+    ("random 1% merge / full rewrite", "random", "{:.2f}", "every file holds a key"),
+    ("pruned read / full scan", "pruned", "{:.3f}", "one date + id range"),
+    ("driver peak RSS, small write (MB)", "rss_small", "{:.0f}", "Python driver process"),
+    ("driver peak RSS, full write (MB)", "rss_full", "{:.0f}", "must not grow with rows"),
+)
+
+
+def print_side_by_side(args: argparse.Namespace, results: dict[str, dict[str, float] | str]) -> None:
+    names = list(results)
+    print(f"results (rows={args.rows:,} days={args.days})")
+    print(f"  {'':<36}" + "".join(f"{n:>14}" for n in names))
+    for label, key, fmt, note in ROWS:
+        cells = []
+        for name in names:
+            figures = results[name]
+            cells.append(fmt.format(figures[key]) if isinstance(figures, dict) else "-")
+        print(f"  {label:<36}" + "".join(f"{c:>14}" for c in cells) + f"   ({note})")
+    for name in names:
+        figures = results[name]
+        if isinstance(figures, dict):
+            print(
+                f"  {name}: plain write {figures['base']:.1f} s, pruned read scans "
+                f"{figures['files_read']:.0f} of {figures['files_total']:.0f} files"
+            )
+        else:
+            print(f"  {name}: {figures}")
+
+
+def measure(args: argparse.Namespace, engine: str) -> dict[str, float]:
+    """Every figure for one engine, each ratio against a baseline timed in this process."""
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-lakehouse-"))
     config = load_config(
         "local",
         [
             f"lakehouse.root={work}",
+            f"lakehouse.engine={engine}",
             "spark.conf.spark.driver.memory=10g",
             "spark.conf.spark.sql.shuffle.partitions=8",
         ],
     )
-    spark = build_spark(config, app_name="bench-lakehouse")
+    spark = build_spark(config, app_name=f"bench-lakehouse-{engine}")
     lake = config.lakehouse
     print(
-        f"rows={args.rows:,} days={args.days} engine={args.engine} cores={spark.sparkContext.defaultParallelism}"
+        f"rows={args.rows:,} days={args.days} engine={engine} cores={spark.sparkContext.defaultParallelism}"
     )
 
     small_rows = max(args.rows // 10, 1000)
-    warm = DeltaTableRef(spark, str(work / "warm"), lake, args.engine).create(SCHEMA, ["event_date"])
+    warm = DeltaTableRef(spark, str(work / "warm"), lake, engine).create(SCHEMA, ["event_date"])
     warm.append(generate(spark, small_rows, args.days))
     # Warm-up on the small table, so every timed operation below runs on a warmed JVM (JIT, codegen)
     # as the baseline write does: steady-state figures, not first-call ones.
@@ -133,7 +224,7 @@ def main() -> None:
         "plain Spark parquet write (partitioned)",
         lambda: source.write.mode("overwrite").partitionBy("event_date").parquet(str(work / "plain")),
     )
-    table = DeltaTableRef(spark, str(work / "table"), lake, args.engine).create(SCHEMA, ["event_date"])
+    table = DeltaTableRef(spark, str(work / "table"), lake, engine).create(SCHEMA, ["event_date"])
     append = timed("lakeml append", lambda: table.append(source))
     rss_full = peak_rss_mb()
     source.unpersist()
@@ -145,7 +236,7 @@ def main() -> None:
         timed(
             f"full-table rewrite (read all + write all) #{i + 1}",
             lambda i=i: (
-                DeltaTableRef(spark, str(work / f"rewrite{i}"), lake, args.engine)
+                DeltaTableRef(spark, str(work / f"rewrite{i}"), lake, engine)
                 .create(SCHEMA, ["event_date"])
                 .append(table.read())
             ),
@@ -183,24 +274,20 @@ def main() -> None:
     )
     files_total, files_read = len(table.files()), len(table.files(where))
 
-    print("results")
-    print(f"  append / plain parquet write            {append / base:6.2f}   (target <= 1.15)")
-    print(
-        f"  clustered merge / full rewrite          {clustered / rewrite:6.2f}   (target <= 0.20; median of 3 ÷ faster of 2)"
-    )
-    print(
-        f"  random 1% merge / full rewrite          {random_merge / rewrite:6.2f}   (native connector ~3.0)"
-    )
-    print(
-        f"  pruned read / full scan                 {pruned / full_scan:6.2f}   ({files_read} of {files_total} files)"
-    )
-    print(
-        f"  driver peak RSS  {rss_small:7.0f} MB after {small_rows:,} rows, "
-        f"{rss_full:7.0f} MB after {args.rows:,} rows"
-    )
     spark.stop()
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
+    return {
+        "base": base,
+        "append": append / base,
+        "clustered": clustered / rewrite,
+        "random": random_merge / rewrite,
+        "pruned": pruned / full_scan,
+        "files_read": files_read,
+        "files_total": files_total,
+        "rss_small": rss_small,
+        "rss_full": rss_full,
+    }
 
 
 if __name__ == "__main__":

@@ -266,6 +266,7 @@ class ClusterJob:
     check: Callable[[SubmitRun], None]
     setup: Callable[[Path], None] | None = None
     id: str = field(default="")
+    native: bool = False  # submitted with the delta-spark connector jars (skipped without them)
 
     def test_id(self) -> str:
         return self.id or Path(self.job_file).stem
@@ -344,6 +345,18 @@ def land_clickstream(lake: Path) -> None:
         (folder / f"clickstream-2026-11-20-{part:05d}.jsonl").write_text(
             "\n".join(clickstream_lines(part)) + "\n"
         )
+
+
+def check_bronze_clickstream_native(run: SubmitRun) -> None:
+    """check_bronze_clickstream, and every commit of the table was made by the Delta connector."""
+    from lakeml.lakehouse.log import read_commits
+
+    check_bronze_clickstream(run)
+    table = run.lake / "bronze" / "clickstream"
+    commits = read_commits(str(table), 0, len(list((table / "_delta_log").glob("*.json"))) - 1)
+    engines = {c.info.get("engineInfo", "") for c in commits}
+    assert len(commits) >= 2 and all("Delta-Lake/" in e for e in engines), engines
+    assert "--jars" in run.log_file.read_text(errors="replace"), "submitted without the connector jars"
 
 
 def check_bronze_clickstream(run: SubmitRun) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +30,8 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
 @pytest.fixture(scope="session")
 def spark(config: Config) -> Iterator[SparkSession]:
     """local[2], UI off, 2 shuffle partitions (conf/test.yaml); delta-spark jars when LAKEML_DELTA_JARS is set."""
-    session = build_spark(config, app_name="lakeml-tests")
+    # Built as for engine auto, so the connector jars load when LAKEML_DELTA_JARS is set.
+    session = build_spark(with_engine(config, "auto"), app_name="lakeml-tests")
     yield session
     session.stop()
 
@@ -49,6 +51,11 @@ def engine(request: pytest.FixtureRequest, spark: SparkSession) -> str:
             pytest.skip(reason)
         assert delta_connector_jars(), "LAKEML_DELTA_JARS holds no jars"
     return request.param
+
+
+def with_engine(config: Config, engine: str) -> Config:
+    """``config`` with ``lakehouse.engine`` replaced."""
+    return dataclasses.replace(config, lakehouse=dataclasses.replace(config.lakehouse, engine=engine))
 
 
 @pytest.fixture

@@ -13,7 +13,9 @@ Usage: ``python tests/lake_worker.py '<json spec>'``. The spec names the table a
       "keys": ["id"],                         # merge
       "start_gate": "/path/go" | null,        # print READY, then wait for this file before the operation
       "commit_gate": "/path/go" | null,       # delta-rs: print AT_COMMIT at the first commit, wait for the file
-      "crash_at_commit": false                # delta-rs: SIGKILL this process instead of committing
+      "crash_at_commit": false                # SIGKILL this process after data files are written, before
+                                              # the commit (delta-rs: at the commit call; delta-spark,
+                                              # which commits inside its JVM: in the write's last task)
     }
 
 Protocol on stdout, one line each: ``READY``, ``AT_COMMIT``, and last ``RESULT {json}``.
@@ -136,6 +138,32 @@ class CommitProbe:
         deltalake.DeltaTable.create_write_transaction = create_write_transaction  # type: ignore[method-assign]
 
 
+_DRIVER_PID = "LAKE_WORKER_DRIVER_PID"
+_CRASH_TASKS = 2
+
+
+def crash_in_last_task(df: DataFrame) -> DataFrame:
+    """``df`` in two tasks; the second kills this worker (driver, JVM, Python workers) at its first batch.
+
+    With ``local[1]`` the tasks run in order: the first one's data files are written and the
+    commit, which needs every task, never comes. Prints AT_COMMIT on the driver's stdout first.
+    """
+
+    def kill(batches: Any) -> Any:
+        from pyspark import TaskContext
+
+        context = TaskContext.get()
+        for batch in batches:
+            if context is not None and context.partitionId() == _CRASH_TASKS - 1:
+                pid = int(os.environ[_DRIVER_PID])
+                with open(f"/proc/{pid}/fd/1", "a") as driver_stdout:  # append: keep its lines
+                    driver_stdout.write("AT_COMMIT\n")
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+            yield batch
+
+    return df.repartition(_CRASH_TASKS).sortWithinPartitions("id").mapInArrow(kill, df.schema)
+
+
 def run(spec: dict[str, Any]) -> int:
     began = time.monotonic()
     from lakeml.config import load_config
@@ -160,13 +188,17 @@ def run(spec: dict[str, Any]) -> int:
     probe = CommitProbe(spec.get("commit_gate"), bool(spec.get("crash_at_commit")))
     if engine == "delta-rs":
         probe.install()
-    elif probe.commit_gate or probe.crash:
-        raise SystemExit("lake_worker: commit_gate and crash_at_commit need the delta-rs engine")
+    elif probe.commit_gate:
+        raise SystemExit("lake_worker: commit_gate needs the delta-rs engine")
+    # The JVM and its Python workers inherit this: a task can kill the whole worker.
+    os.environ[_DRIVER_PID] = str(os.getpid())
 
     spark = build_spark(config, app_name=f"lake-worker-{os.getpid()}")
     try:
         table = DeltaTableRef(spark, spec["table"], config.lakehouse, engine)
         df = frame(spark, spec["rows"])
+        if probe.crash and engine == "delta-spark":
+            df = crash_in_last_task(df)
         txn = tuple(spec["txn"]) if spec.get("txn") else None
         ready = time.monotonic()
         if spec.get("start_gate"):

@@ -19,6 +19,7 @@ import pytest
 
 from tests import cluster_helpers as ch
 from tests.cluster_helpers import ClusterJob, ensure_built, log, standalone_cluster, submit
+from tests.conftest import delta_spark_skip_reason
 
 pytestmark = pytest.mark.cluster
 
@@ -29,7 +30,16 @@ ARGS = ("--run-date", RUN_DATE)
 # (job file, job args, check, optional setup of inputs under the lake) — one line per job.
 CLUSTER_JOBS = [
     ClusterJob("tests/cluster_jobs/write_partitioned_parquet.py", ARGS, ch.check_partitioned_parquet),
-    # jobs/commerce/ingest_bronze.py runs in test_readme_cluster_quick_start_works_as_written.
+    # jobs/commerce/ingest_bronze.py on delta-rs runs in test_readme_cluster_quick_start_works_as_written;
+    # here the same job with the connector jars (--jars): driver and executors write through delta-spark.
+    ClusterJob(
+        "jobs/commerce/ingest_bronze.py",
+        (*ARGS, "--conf", "lakehouse.engine=delta-spark"),
+        ch.check_bronze_clickstream_native,
+        ch.land_clickstream,
+        id="ingest_bronze-delta-spark",
+        native=True,
+    ),
 ]
 
 
@@ -51,6 +61,12 @@ def test_job_on_cluster(job: ClusterJob, cluster: tuple[str, Path], tmp_path: Pa
     lake.mkdir()
     if job.setup is not None:
         job.setup(lake)
+    extra_env = {}
+    if job.native:
+        reason = delta_spark_skip_reason()
+        if reason:
+            pytest.skip(reason)
+        extra_env["LAKEML_DELTA_JARS"] = os.environ["LAKEML_DELTA_JARS"]
     run = submit(
         job.job_file,
         job.args,
@@ -58,6 +74,7 @@ def test_job_on_cluster(job: ClusterJob, cluster: tuple[str, Path], tmp_path: Pa
         master_url=master_url,
         state_dir=state_dir,
         log_file=tmp_path / "submit.log",
+        extra_env=extra_env,
     )
     job.check(run)
 

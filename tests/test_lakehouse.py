@@ -304,6 +304,35 @@ def test_nested_fields_take_stricter_data_and_refuse_looser(spark, config, table
     assert strict_table.version() == 0
 
 
+def test_a_folder_without_a_table_and_an_unwritable_protocol_get_clear_errors(
+    spark, config, tmp_path, engine
+):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "data.csv").write_text("id\n1\n")
+    ref = DeltaTableRef(spark, str(plain), config.lakehouse, engine)
+    assert not ref.exists()
+    with pytest.raises(TableError, match="no Delta table at"):
+        ref.read()
+    with pytest.raises(TableError, match="no Delta table at"):
+        ref.append(events(spark, 0, 3))
+    # A later writer raised the protocol to a writer feature neither engine knows.
+    t = make_table(spark, config, str(tmp_path / "future"), engine)
+    t.append(events(spark, 0, 5))
+    features = ["appendOnly", "invariants", "lakemlFutureFeature"]  # the first two: writer version 2's
+    protocol = {"minReaderVersion": 1, "minWriterVersion": 7, "writerFeatures": features}
+    Path(t.uri, "_delta_log", f"{2:020d}.json").write_text(
+        json.dumps({"protocol": protocol})
+        + "\n"
+        + json.dumps({"commitInfo": {"operation": "UPGRADE"}})
+        + "\n"
+    )
+    with pytest.raises(TableError, match="could not commit.*lakemlFutureFeature"):
+        t.append(events(spark, 5, 10))
+    assert t.version() == 2
+    same_rows(t.read(), events(spark, 0, 5))
+
+
 # ---------------------------------------------------------------------------- overwrite_where
 
 

@@ -5,6 +5,11 @@ races deterministic: ``go-start`` releases the workers at once after each printe
 the delta-rs engine ``go-commit`` holds each worker at its first commit (after its data files are
 written) until all of them are there, so they all commit against the same table version and all
 but one must go through the engine's conflict handling.
+
+delta-spark commits inside its JVM, where no gate can hold it; on a local path its log store is not
+safe across processes, so the engine serializes each table's writes with a lock file. The races
+below hold that lock in the test process while the workers start their operations, then release it:
+they must wait, and then commit one after the other, each against the version the previous made.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from lakeml.config import Config
 from lakeml.lakehouse import DeltaTableRef
+from lakeml.lakehouse.delta_spark import local_write_lock
 from lakeml.lakehouse.log import read_commits
 from tests.lake_worker import PARTITION_BY, SCHEMA, day, frame, segment
 
@@ -40,7 +46,8 @@ WORKER_SCRIPT = Path(__file__).with_name("lake_worker.py")
 # A worker JVM takes 5-15 s to start on a busy 2-core machine; these bound a hung child, not a slow one.
 STARTUP_TIMEOUT_S = 180.0
 FINISH_TIMEOUT_S = 180.0
-SEED = [segment(0, 60, "seed")]  # 20 rows in each of the three day partitions
+SEED = [segment(0, 60, "seed")]
+LOCK_HOLD_S = 4.0  # delta-spark races: the write lock is held this long after the workers are released  # 20 rows in each of the three day partitions
 
 
 # ---------------------------------------------------------------------------------------------- workers
@@ -124,7 +131,14 @@ class Workers:
         return worker
 
     def race(self, specs: dict[str, dict[str, Any]], hold_at_commit: bool) -> dict[str, dict[str, Any]]:
-        """Start all at once; release them together; with ``hold_at_commit`` also commit together."""
+        """Start all at once; release them together; with ``hold_at_commit`` also commit together.
+
+        delta-spark workers cannot be held at their commit: the table's write lock is held instead
+        for a while after the release, and nothing may commit meanwhile.
+        """
+        engines = {spec["engine"] for spec in specs.values()}
+        if engines == {"delta-spark"}:
+            return self._race_on_lock(specs)
         start_gate, commit_gate = self.folder / "go-start", self.folder / "go-commit"
         start_gate.unlink(missing_ok=True)
         commit_gate.unlink(missing_ok=True)
@@ -146,6 +160,23 @@ class Workers:
             for worker in workers:
                 worker.wait_for("AT_COMMIT")
             commit_gate.touch()
+        results = {worker.name: worker.result() for worker in workers}
+        print("race:", json.dumps(results, indent=1))  # shown when a test fails
+        return results
+
+    def _race_on_lock(self, specs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        start_gate = self.folder / "go-start"
+        start_gate.unlink(missing_ok=True)
+        workers = [self.start(name, spec | {"start_gate": str(start_gate)}) for name, spec in specs.items()]
+        for worker in workers:
+            worker.wait_for("READY")
+        table = next(iter(specs.values()))["table"]
+        with local_write_lock(table):
+            before = DeltaTable(table).version()
+            start_gate.touch()
+            time.sleep(LOCK_HOLD_S)
+            assert DeltaTable(table).version() == before, "a worker committed while the lock was held"
+            assert all(w.proc.poll() is None for w in workers), [w.describe() for w in workers]
         results = {worker.name: worker.result() for worker in workers}
         print("race:", json.dumps(results, indent=1))  # shown when a test fails
         return results
@@ -240,21 +271,17 @@ def test_concurrent_appends_from_processes_each_land_exactly_once(spark, config,
     rows = {i: [segment(1000 * (i + 1), 1000 * (i + 1) + 45, f"w{i}")] for i in range(n)}
     specs = {f"writer-{i}": spec(tmp_path, ref, "append", rows[i], txn=[f"writer-{i}", 1]) for i in range(n)}
 
-    # delta-spark commits inside its JVM, so only the delta-rs commit can be held at a gate. Caveat:
-    # on a local path Delta's HDFSLogStore makes "exists?, write temp file, rename" atomic only within
-    # one JVM (RawLocalFileSystem's rename replaces), so two processes committing in the same
-    # millisecond can overwrite each other's version file; this test would then fail on the version
-    # count and the missing rows. delta-rs commits with an atomic rename-no-replace.
-    held = engine == "delta-rs"
-    results = workers.race(specs, hold_at_commit=held)
+    # delta-rs: all held at their commit; delta-spark: all held at the table's write lock (its local
+    # log store could otherwise let two processes overwrite each other's version file).
+    results = workers.race(specs, hold_at_commit=engine == "delta-rs")
 
     for name, r in results.items():
         assert r["status"] == "ok" and r["version"] is not None, (name, r)
-    if held:
-        # All three committed against version 1: two lost the first attempt and rebased.
-        assert sorted(r["version"] for r in results.values()) == [2, 3, 4], results
+    # Every writer committed once, each on the version the one before it made.
+    assert sorted(r["version"] for r in results.values()) == [2, 3, 4], results
+    assert all(r["rows_added"] == 45 for r in results.values()), results
+    if engine == "delta-rs":  # all three committed against version 1: two lost the first attempt and rebased
         assert sum(r["commit_failures"] for r in results.values()) >= n - 1, results
-        assert all(r["rows_added"] == 45 for r in results.values()), results
     table = DeltaTable(ref.uri)
     assert table.version() == 1 + n
     for i in range(n):
@@ -270,8 +297,8 @@ def test_concurrent_appends_from_processes_each_land_exactly_once(spark, config,
     assert_rows(read_all(ref), expected)
 
 
-def test_same_txn_from_two_processes_commits_once(spark, config, tmp_path, workers):
-    ref = make_table(spark, config, tmp_path, "delta-rs")
+def test_same_txn_from_two_processes_commits_once(spark, config, tmp_path, engine, workers):
+    ref = make_table(spark, config, tmp_path, engine)
     rows = [segment(5000, 5050, "same")]
     specs = {name: spec(tmp_path, ref, "append", rows, txn=["same", 7]) for name in ("same-a", "same-b")}
 
@@ -280,9 +307,9 @@ def test_same_txn_from_two_processes_commits_once(spark, config, tmp_path, worke
     assert all(r["status"] == "ok" for r in results.values()), results
     versions = sorted((r["version"] for r in results.values()), key=lambda v: -1 if v is None else v)
     assert versions == [None, 2], f"one commit must win, the other become a no-op: {results}"
-    # The loser's single commit attempt failed, then it found its txn already committed.
-    assert sum(r["commit_attempts"] for r in results.values()) == 2, results
-    assert sum(r["commit_failures"] for r in results.values()) == 1, results
+    if engine == "delta-rs":  # the loser's single commit attempt failed, then it found its txn committed
+        assert sum(r["commit_attempts"] for r in results.values()) == 2, results
+        assert sum(r["commit_failures"] for r in results.values()) == 1, results
     table = DeltaTable(ref.uri)
     assert table.version() == 2
     assert table.transaction_version("same") == 7
@@ -290,8 +317,10 @@ def test_same_txn_from_two_processes_commits_once(spark, config, tmp_path, worke
     assert orphans(ref.uri) == set(), "the no-op writer must delete the files it wrote"
 
 
-def test_killed_writer_leaves_table_intact_and_vacuum_removes_its_files(spark, config, tmp_path, workers):
-    ref = make_table(spark, config, tmp_path, "delta-rs")
+def test_killed_writer_leaves_table_intact_and_vacuum_removes_its_files(
+    spark, config, tmp_path, engine, workers
+):
+    ref = make_table(spark, config, tmp_path, engine)
     rows = [segment(7000, 7060, "crash")]
     before = frame(spark, SEED)
 
@@ -312,7 +341,10 @@ def test_killed_writer_leaves_table_intact_and_vacuum_removes_its_files(spark, c
     assert left, "the child wrote no data files before its commit"
     assert all(path.startswith("day=") for path in left), left
     ids = pa.concat_tables([pq.read_table(Path(ref.uri) / p) for p in sorted(left)]).column("id").to_pylist()
-    assert sorted(ids) == list(range(7000, 7060))
+    if engine == "delta-rs":  # killed at the commit call: every row was written
+        assert sorted(ids) == list(range(7000, 7060))
+    else:  # killed in the write's second task: the first task's rows were written
+        assert ids and len(set(ids)) == len(ids) < 60 and set(ids) <= set(range(7000, 7060)), ids
 
     # A normal rerun of the same append (same txn; in this process) commits exactly once.
     rerun = ref.append(frame(spark, rows), txn=("crasher", 1))
@@ -329,17 +361,17 @@ def test_killed_writer_leaves_table_intact_and_vacuum_removes_its_files(spark, c
     live = live_files(ref.uri)
     assert live.isdisjoint(left)
     listed = ref.vacuum(retention_hours=0, dry_run=True, enforce_retention=False)
-    assert {_relative(ref.uri, p) for p in listed} == left
+    assert vacuumed_data(ref.uri, listed) == left
     assert data_files(ref.uri) >= left  # a dry run deletes nothing
     deleted = ref.vacuum(retention_hours=0, enforce_retention=False)
-    assert {_relative(ref.uri, p) for p in deleted} == left
+    assert vacuumed_data(ref.uri, deleted) == left
     assert data_files(ref.uri) == live
     assert live_files(ref.uri) == live
     assert_rows(read_all(ref), expected)
 
 
-def test_racing_overwrites_of_one_partition_serialize_or_one_fails(spark, config, tmp_path, workers):
-    ref = make_table(spark, config, tmp_path, "delta-rs")
+def test_racing_overwrites_of_one_partition_serialize_or_one_fails(spark, config, tmp_path, engine, workers):
+    ref = make_table(spark, config, tmp_path, engine)
     target = day(1)
     inputs = {
         "overwrite-a": [segment(1000, 1040, "A", day=target)],
@@ -360,8 +392,10 @@ def test_racing_overwrites_of_one_partition_serialize_or_one_fails(spark, config
             message = r["message"].lower()  # names the operation, the table and the conflict
             assert "overwrite_where" in message and ref.uri.lower() in message, (name, r)
             assert "conflict" in message or "concurrent" in message, (name, r)
-    # Both read version 1 and committed at the same moment: someone's first commit attempt lost.
-    assert sum(r["commit_failures"] for r in results.values()) >= 1, results
+    if engine == "delta-rs":  # both read version 1 and committed at once: someone's first attempt lost
+        assert sum(r["commit_failures"] for r in results.values()) >= 1, results
+    else:  # serialized by the write lock: both replace the partition, one after the other
+        assert len(done) == 2, results
     assert sorted(r["version"] for r in done.values()) == list(range(2, 2 + len(done))), results
     assert DeltaTable(ref.uri).version() == 1 + len(done)
 
@@ -374,8 +408,8 @@ def test_racing_overwrites_of_one_partition_serialize_or_one_fails(spark, config
     assert orphans(ref.uri) == set(), "a conflicted attempt must delete the files it wrote"
 
 
-def test_append_racing_a_merge_on_another_partition_both_land(spark, config, tmp_path, workers):
-    ref = make_table(spark, config, tmp_path, "delta-rs")
+def test_append_racing_a_merge_on_another_partition_both_land(spark, config, tmp_path, engine, workers):
+    ref = make_table(spark, config, tmp_path, engine)
     # The merge updates every seed row of day(2) with id < 30 and inserts ten new ids there.
     merge_rows = [segment(2, 30, "M", step=3, day=day(2)), segment(3000, 3010, "M", day=day(2))]
     append_rows = [segment(4000, 4020, "P", day=day(0))]
@@ -388,13 +422,21 @@ def test_append_racing_a_merge_on_another_partition_both_land(spark, config, tmp
 
     assert all(r["status"] == "ok" for r in results.values()), results
     assert sorted(r["version"] for r in results.values()) == [2, 3], results
-    assert sum(r["commit_failures"] for r in results.values()) >= 1, results  # the loser rebased
+    if engine == "delta-rs":
+        assert sum(r["commit_failures"] for r in results.values()) >= 1, results  # the loser rebased
     assert results["merge"]["files_removed"] >= 1, results  # it really rewrote the day(2) files
     assert DeltaTable(ref.uri).version() == 3
     kept = frame(spark, SEED).where(~((F.col("id") < 30) & (F.col("id") % 3 == 2)))
     expected = kept.unionByName(frame(spark, merge_rows)).unionByName(frame(spark, append_rows))
     assert_rows(read_all(ref), expected)
     assert orphans(ref.uri) == set()
+
+
+def vacuumed_data(uri: str, paths: list[str]) -> set[str]:
+    """The data files among what vacuum listed: delta-spark's local writes leave hidden Hadoop
+    ``.<file>.crc`` checksums beside their files, which vacuum lists (and removes) too."""
+    relative = {_relative(uri, p) for p in paths}
+    return {p for p in relative if not Path(p).name.startswith(".")}
 
 
 def _relative(uri: str, path: str) -> str:

@@ -5,21 +5,25 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
-from pyspark.sql import SparkSession
+from chispa import assert_df_equality
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from lakeml.config import Config, load_config
 from lakeml.domains.banking.silver import CHARGEBACKS, TRANSACTIONS
 from lakeml.domains.commerce.silver import CLICKSTREAM
 from lakeml.domains.maintenance.silver import MAINTENANCE, TELEMETRY
 from lakeml.generate import run_generation
-from lakeml.lakehouse import Lakehouse
+from lakeml.lakehouse import DeltaTableRef, Lakehouse
 from lakeml.pipeline import registry, run_job, topological_order
 from lakeml.runstate import INPUTS_UNCHANGED
 from lakeml.transforms.pii import PAN_SPAN
+from tests.conftest import delta_spark_skip_reason, with_engine
 
 FEEDS = (CLICKSTREAM, TRANSACTIONS, CHARGEBACKS, TELEMETRY, MAINTENANCE)
 # Yesterday, so generated events are never "in the future" next to their ingestion time.
@@ -30,11 +34,11 @@ END = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
 DATA_STEPS = ("ingest_bronze", "build_silver", "build_features")
 
 
-def run_pipeline(spark: SparkSession, config: Config) -> dict[str, dict]:
+def run_pipeline(spark: SparkSession, config: Config, run_date: dt.date = END) -> dict[str, dict]:
     jobs = registry()
     names = [n for n in topological_order(jobs) if n.split(".", 1)[1] in DATA_STEPS]
     assert len(names) == 9
-    return {name: dict(run_job(jobs[name], spark, config, END).details) for name in names}
+    return {name: dict(run_job(jobs[name], spark, config, run_date).details) for name in names}
 
 
 def table_versions(lake: Lakehouse) -> dict[str, int]:
@@ -174,3 +178,152 @@ def test_every_job_run_is_recorded_in_ops_job_runs_with_its_input_versions(spark
         "silver/telemetry",
         "silver/maintenance",
     }
+
+
+# ---------------------------------------------------------------------------- both engines
+# Columns that differ between two runs by nature: when something ran, and the run's id.
+RUN_COLUMNS = ("run_id",)
+
+
+def lake_tables(root: Path) -> list[str]:
+    """``layer/name`` of every Delta table under ``root``."""
+    return sorted(
+        f"{layer}/{table.name}"
+        for layer in Lakehouse.LAYERS
+        for table in (root / layer).glob("*")
+        if (table / "_delta_log").is_dir()
+    )
+
+
+def comparable_rows(
+    spark: SparkSession, config: Config, name: str, ignore: tuple[str, ...] = RUN_COLUMNS
+) -> DataFrame:
+    """The table's rows without run ids and run timestamps; its lake's root in strings made ``<root>``."""
+    layer, table = name.split("/", 1)
+    df = Lakehouse(spark, with_engine(config, "delta-rs")).table(layer, table).read()
+    root = str(Path(config.lakehouse.root).resolve())
+    kept = []
+    for field in df.schema.fields:
+        if field.name in ignore or (
+            isinstance(field.dataType, T.TimestampType) and field.name.endswith("_at")
+        ):
+            continue
+        column = F.col(f"`{field.name}`")
+        if isinstance(field.dataType, T.StringType):
+            column = F.replace(column, F.lit(root), F.lit("<root>"))
+        kept.append(column.alias(field.name))
+    return df.select(*kept)
+
+
+def rerun_checked_versions(lake: Lakehouse, root: Path) -> dict[str, int]:
+    """Versions of the tables a rerun must leave alone: bronze, silver, ops (as table_versions).
+
+    Not gold: on either engine a rerun of build_features commits its date range again (found here,
+    not fixed by this change; the delta-rs rerun test above does not check gold either).
+    """
+    return {
+        name: lake.at(str(root / name)).version()
+        for name in lake_tables(root)
+        if not name.startswith("gold/")
+    }
+
+
+def lake_config(root: Path, engine: str) -> Config:
+    return load_config("test", [f"lakehouse.root={root}", f"lakehouse.engine={engine}"])
+
+
+@pytest.fixture(scope="module")
+def native_lake(spark: SparkSession, pipeline_lake, tmp_path_factory: pytest.TempPathFactory) -> Config:
+    """The pipeline of ``pipeline_lake`` (a copy of its landing files, same day) run on delta-spark."""
+    reason = delta_spark_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    config = lake_config(tmp_path_factory.mktemp("e2e-native"), "delta-spark")
+    shutil.copytree(pipeline_lake[0].landing_path(), config.landing_path())
+    run_pipeline(spark, config)
+    return config
+
+
+def test_delta_spark_builds_the_same_tables_and_a_rerun_changes_nothing(spark, pipeline_lake, native_lake):
+    rs_config, _ = pipeline_lake
+    rs_root, native_root = Path(rs_config.lakehouse.root), Path(native_lake.lakehouse.root)
+    names = lake_tables(rs_root)
+    assert lake_tables(native_root) == names
+    assert {n.split("/")[0] for n in names} == set(Lakehouse.LAYERS)
+    for name in names:
+        expected = comparable_rows(spark, rs_config, name)
+        assert expected.count() > 0 or name.startswith("ops/"), name
+        assert_df_equality(
+            comparable_rows(spark, native_lake, name),
+            expected,
+            ignore_row_order=True,
+            ignore_nullable=True,
+            allow_nan_equality=True,
+            ignore_metadata=True,
+        )
+    lake = Lakehouse(spark, native_lake)
+    before = rerun_checked_versions(lake, native_root)
+    details = run_pipeline(spark, native_lake)
+    assert rerun_checked_versions(lake, native_root) == before
+    assert all(v == 0 for job in details.values() for k, v in job.items() if k.endswith("_loaded"))
+
+
+# Loading the same files over two days instead of one also changes the batches and versions they came in.
+BATCH_COLUMNS = (*RUN_COLUMNS, "_batch_id", "batch_id", "_ingest_date", "bronze_version")
+
+
+def deliver(generated: Path, landing: Path, until: dt.date) -> None:
+    """Copy the generated landing files delivered up to ``until`` (their names carry the day)."""
+    for path in generated.rglob("*-20??-??-??-*"):
+        day = dt.date.fromisoformat(path.name.split("-", 1)[1][:10])
+        target = landing / path.relative_to(generated)
+        if day <= until and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+
+
+def test_switching_engines_between_days_loads_nothing_twice_and_loses_nothing(
+    spark, pipeline_lake, tmp_path_factory
+):
+    """Day 1 on delta-rs, day 2 on delta-spark, then back: the same rows as one run on one engine."""
+    reason = delta_spark_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    rs_config, _ = pipeline_lake
+    generated = Path(rs_config.landing_path())
+    root = tmp_path_factory.mktemp("e2e-switch")
+    day_one = END - dt.timedelta(days=1)
+    landing = Path(lake_config(root, "delta-rs").landing_path())
+
+    deliver(generated, landing, day_one)
+    run_pipeline(spark, lake_config(root, "delta-rs"), day_one)
+    names = lake_tables(root)
+    clicks = DeltaTableRef(spark, str(root / "silver/clickstream"), rs_config.lakehouse, "delta-rs")
+    kept_version = clicks.version()
+    kept_rows = clicks.read().count()
+    clicks.protect(kept_version, "switch test")
+
+    deliver(generated, landing, END + dt.timedelta(days=30))
+    run_pipeline(spark, lake_config(root, "delta-spark"), END)
+    native_clicks = DeltaTableRef(spark, clicks.uri, rs_config.lakehouse, "delta-spark")
+    native_clicks.vacuum(retention_hours=0, enforce_retention=False)
+    assert native_clicks.read(version=kept_version).count() == kept_rows  # protected across engines
+
+    lake = Lakehouse(spark, lake_config(root, "delta-rs"))
+    before = rerun_checked_versions(lake, root)
+    details = run_pipeline(spark, lake_config(root, "delta-rs"), END)
+    assert rerun_checked_versions(lake, root) == before
+    assert all(v == 0 for job in details.values() for k, v in job.items() if k.endswith("_loaded"))
+
+    tables = lake_tables(root)
+    assert set(names) <= set(tables) == set(lake_tables(Path(rs_config.lakehouse.root)))
+    switched = lake_config(root, "delta-rs")
+    for name in tables:
+        if name.split("/")[0] in ("bronze", "silver") or name == "ops/quarantine":
+            assert_df_equality(
+                comparable_rows(spark, switched, name, BATCH_COLUMNS),
+                comparable_rows(spark, rs_config, name, BATCH_COLUMNS),
+                ignore_row_order=True,
+                ignore_nullable=True,
+                allow_nan_equality=True,
+            )

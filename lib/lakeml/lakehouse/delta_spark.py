@@ -2,15 +2,28 @@
 
 Same operations and semantics as the delta-rs engine; Delta's own optimistic concurrency decides
 conflicts, and its exceptions are translated to ConcurrentModificationError.
+
+On a local path, Delta's log store (HDFSLogStore) writes a commit as "exists? -> write a temp file ->
+rename", and the local file system's rename replaces an existing file: two processes committing the
+same version at once can both "succeed", one commit silently overwriting the other (Delta makes the
+sequence atomic within one JVM only). So every write to a local table takes an exclusive lock
+file (flock) per table for its whole operation: writers in other processes on this machine wait,
+then commit against the newer version. Object stores and HDFS keep Delta's own concurrency.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
+import functools
+import hashlib
+import os
+import tempfile
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
+from urllib.parse import urlparse
 
 from deltalake import DeltaTable as RsTable
 from pyspark.sql import DataFrame, SparkSession
@@ -20,12 +33,25 @@ from lakeml.config import LakehouseConfig
 from lakeml.errors import ConcurrentModificationError, TableError
 from lakeml.lakehouse import predicates
 from lakeml.lakehouse.delta_rs import CommitOutcome, _committed
+from lakeml.lakehouse.log import parse_stats, read_commit
 
 _TXN_APP = "spark.databricks.delta.write.txnAppId"
 _TXN_VERSION = "spark.databricks.delta.write.txnVersion"
 _MAX_FILE_SIZE = "spark.databricks.delta.optimize.maxFileSize"
 _USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
 _MAX_OPEN_WRITERS = "spark.sql.maxConcurrentOutputFileWriters"
+_PROTOCOL_ERRORS = ("DELTA_UNSUPPORTED_FEATURES", "DELTA_INVALID_PROTOCOL_VERSION", "InvalidProtocolVersion")
+
+
+def _serialized(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a writing method of the engine under the table's local write lock."""
+
+    @functools.wraps(method)
+    def locked(self: DeltaSparkEngine, *args: Any, **kwargs: Any) -> Any:
+        with local_write_lock(self.uri):
+            return method(self, *args, **kwargs)
+
+    return locked
 
 
 class DeltaSparkEngine:
@@ -50,6 +76,7 @@ class DeltaSparkEngine:
 
         return bool(DeltaTable.isDeltaTable(self.spark, self.uri))
 
+    @_serialized
     def create(self, schema: T.StructType, partition_by: Sequence[str], properties: dict[str, str]) -> None:
         from delta.tables import DeltaTable
 
@@ -100,6 +127,8 @@ class DeltaSparkEngine:
         try:
             df = reader.load(self.uri)
         except Exception as exc:
+            if not self.exists():
+                raise TableError(f"no Delta table at {self.uri}") from None
             raise TableError(f"cannot read {self.uri}: {str(exc).splitlines()[0]}") from None
         return df.where(predicates.to_column(filters)) if filters else df
 
@@ -107,13 +136,19 @@ class DeltaSparkEngine:
         return txn is not None and _committed(self.transaction_version(txn[0]), txn[1])
 
     def _outcome(self, before: int, tag: str) -> CommitOutcome:
-        """The version this write committed: the one whose commitInfo carries ``tag`` (None: Delta skipped it)."""
-        newer = (
-            self._delta().history().where(f"version > {before}").select("version", "userMetadata").collect()
-        )
-        ours = [int(r.version) for r in newer if r.userMetadata == tag]
-        return CommitOutcome(ours[0] if ours else None)
+        """What this write committed: the version whose commitInfo carries ``tag`` (None: Delta skipped it)."""
+        version = before + 1
+        while True:
+            try:
+                commit = read_commit(self.uri, version)
+            except TableError:  # past the latest version
+                return CommitOutcome(None)
+            if commit.info.get("userMetadata") == tag:
+                rows = sum(int(parse_stats(a.get("stats")).get("numRecords", 0)) for a in commit.adds)
+                return CommitOutcome(version, len(commit.adds), len(commit.removes), rows)
+            version += 1
 
+    @_serialized
     def append(
         self, df: DataFrame, txn: tuple[str, int] | None, added: Sequence[T.StructField]
     ) -> CommitOutcome:
@@ -130,8 +165,10 @@ class DeltaSparkEngine:
         return self._outcome(before, tag)
 
     def append_rows(self, rows: Sequence[Sequence[Any]], txn: tuple[str, int] | None) -> CommitOutcome:
-        return self.append(self.spark.createDataFrame(list(rows), self.schema()), txn, [])
+        # A few rows: one task, so one file per partition value (as the delta-rs engine writes them).
+        return self.append(self.spark.createDataFrame(list(rows), self.schema()).coalesce(1), txn, [])
 
+    @_serialized
     def overwrite_where(
         self,
         df: DataFrame,
@@ -152,6 +189,7 @@ class DeltaSparkEngine:
             writer.save(self.uri)
         return self._outcome(before, tag)
 
+    @_serialized
     def merge(
         self,
         source: DataFrame,
@@ -176,6 +214,7 @@ class DeltaSparkEngine:
             builder.execute()
         return self._outcome(before, tag)
 
+    @_serialized
     def optimize(self, target_file_size_mb: int, filters: predicates.Filters) -> CommitOutcome:
         before, tag = self.version(), _tag()
         settings = {_MAX_FILE_SIZE: str(target_file_size_mb * 1024 * 1024), _USER_METADATA: tag}
@@ -231,9 +270,29 @@ def _translated(operation: str, uri: str) -> Iterator[None]:
         text = f"{type(exc).__name__}: {exc}"
         if "Concurrent" in text:
             raise ConcurrentModificationError(f"{operation} on {uri}: {text.splitlines()[0]}") from None
+        if any(code in text for code in _PROTOCOL_ERRORS):
+            # As on delta-rs: a table whose protocol needs features this engine cannot write.
+            detail = next(line for line in text.splitlines() if any(c in line for c in _PROTOCOL_ERRORS))
+            raise TableError(f"{operation} on {uri} could not commit: {detail.strip(' :')}") from None
         if "DELTA_REPLACE_WHERE_MISMATCH" in text or "does not conform to partial table overwrite" in text:
             # Delta checks replaceWhere on every row as it writes, and commits nothing on a violation.
             raise TableError(
                 f"{operation}: data has rows outside the predicate; nothing was written"
             ) from None
         raise
+
+
+@contextlib.contextmanager
+def local_write_lock(uri: str) -> Iterator[None]:
+    """One writer at a time per local table across processes (no-op for other file systems)."""
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("", "file"):
+        yield
+        return
+    path = os.path.realpath(parsed.path if parsed.scheme else uri)
+    folder = os.path.join(tempfile.gettempdir(), "lakeml-delta-locks")
+    os.makedirs(folder, exist_ok=True)
+    name = hashlib.sha256(path.encode()).hexdigest()[:32]
+    with open(os.path.join(folder, f"{name}.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released by close, and by the OS if the process dies
+        yield
