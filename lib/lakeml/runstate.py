@@ -29,8 +29,19 @@ from lakeml.config import Config
 SKIPPED = "skipped"
 INPUTS_UNCHANGED = "inputs unchanged"
 MODEL_PREFIX = "models:/"
-# Config sections that tune how a job runs, not what it writes.
-_NOT_OUTPUT_SETTINGS = ("env", "spark", "run", "submit", "generate", "alerts", "airflow", "status")
+# Config sections that tune how a job runs, not what it writes. `lakehouse` too: the engine, file
+# sizes and retries change files, not rows, and a lake at another root has other table URIs anyway.
+_NOT_OUTPUT_SETTINGS = (
+    "env",
+    "spark",
+    "run",
+    "submit",
+    "generate",
+    "alerts",
+    "airflow",
+    "status",
+    "lakehouse",
+)
 
 
 def model_input(name: str) -> str:
