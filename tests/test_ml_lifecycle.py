@@ -658,6 +658,16 @@ def test_scoring_before_any_training_fails_clearly(trained, spark):
         score_fraud(spark, cfg, *SCORE_DAYS)
 
 
+def test_report_renders_in_chromium_with_the_mlflow_metrics(trained, tmp_path):
+    page = assert_renders_with_mlflow_headlines(
+        trained.first["report"], tmp_path, run_of(trained, "1").data.metrics, {"Test metrics": MODEL}
+    )
+    threshold = float(run_of(trained, "1").data.params[f"{MODEL}.threshold"])
+    assert page.table("Test metrics")["rows"][0][-1] == f"{threshold:.4g}"
+    bounds = page.table("Splits")["rows"][-1][-1]
+    assert bounds.startswith("train … ") and "TimeSplitBounds" not in bounds
+
+
 def test_pinned_version_is_protected_until_its_model_versions_are_deleted(trained):
     """Last lifecycle test: it deletes the registered model versions."""
     t = trained
@@ -673,13 +683,3 @@ def test_pinned_version_is_protected_until_its_model_versions_are_deleted(traine
     t.client.delete_model_version(MODEL, "1")
     assert registry.release_unregistered(t.client, t.table) == [(t.table_version, reasons[0])]
     assert t.table.protected_versions() == {}
-
-
-def test_report_renders_in_chromium_with_the_mlflow_metrics(trained, tmp_path):
-    page = assert_renders_with_mlflow_headlines(
-        trained.first["report"], tmp_path, run_of(trained, "1").data.metrics, {"Test metrics": MODEL}
-    )
-    threshold = float(run_of(trained, "1").data.params[f"{MODEL}.threshold"])
-    assert page.table("Test metrics")["rows"][0][-1] == f"{threshold:.4g}"
-    bounds = page.table("Splits")["rows"][-1][-1]
-    assert bounds.startswith("train … ") and "TimeSplitBounds" not in bounds
