@@ -171,7 +171,7 @@ class DeltaTableRef:
         """Add rows; with ``txn=(app_id, version)`` a second commit of the same pair is a no-op."""
         _check_txn(txn)
         conformed, added = conform(df, self.schema(), self.partition_columns(), merge_schema)
-        return self._engine.append(conformed, txn, added)
+        return self._engine.append(by_table_partition(conformed, self.partition_columns()), txn, added)
 
     def append_rows(self, rows: Sequence[Sequence[Any]], txn: Txn | None = None) -> CommitOutcome:
         """Add a few rows built on the driver, in the table's column order; ``txn`` as for append.
@@ -207,6 +207,7 @@ class DeltaTableRef:
                 f"overwrite_where predicates may use partition columns {partition_by} only, not {outside}"
             )
         conformed, _ = conform(df, self.schema(), partition_by, merge_schema=False)
+        conformed = by_table_partition(conformed, partition_by)
         # Rows outside the predicate are refused by the engine as it writes (no pass of their own).
         return self._retrying(
             "overwrite_where", lambda: self._engine.overwrite_where(conformed, filters, txn, open_files)
@@ -356,7 +357,8 @@ def write_split(
         # Cast positionally to the table's types; NOT NULL is enforced on the written data instead.
         nullable = T.StructType([T.StructField(f.name, f.dataType, True) for f in schema.fields])
         routed.append(F.when(route == F.lit(name), F.struct(*columns).cast(nullable)).alias(name))
-    split = df.select(*routed)
+    partition_values = [F.col(name)[c] for name, (ref, _) in targets.items() for c in ref.partition_columns()]
+    split = df.select(*routed).repartition(F.col(_ROUTE), *partition_values)  # as by_table_partition
     if engines == {"delta-rs"}:
         return _write_split_files(split, targets)
     return _stage_split_cached(split, targets)
@@ -440,6 +442,14 @@ def _stage_split_cached(
         )
         for name in targets
     }
+
+
+def by_table_partition(df: DataFrame, partition_by: Sequence[str]) -> DataFrame:
+    """``df`` with each table partition's rows in one task, so a write makes one file per partition
+    (more only past lakehouse.target_file_size_mb), not one per task per partition (many small files)."""
+    if not partition_by:
+        return df
+    return df.repartition(*[F.col(f"`{c}`") for c in partition_by])
 
 
 def deduplicate(df: DataFrame, keys: Sequence[str], order_by: Sequence[str]) -> DataFrame:
