@@ -37,6 +37,7 @@ _FLOAT_CONVERTERS = (TypeConverters.toFloat,)
 # Rows of the training data held out to rank grid points (and to stop GBT / xgboost early).
 TUNING_VALIDATION = "_tuning_validation"
 XGBOOST_EARLY_STOPPING_ROUNDS = 10
+_SNAKE_CASE = {"labelCol": "label_col", "featuresCol": "features_col", "weightCol": "weight_col"}
 
 
 def feature_stages(
@@ -102,9 +103,11 @@ def _xgboost(task: str, common: Mapping[str, Any], seed: int) -> PipelineStage:
     """xgboost.spark's estimator (trains on Spark executors, one barrier task per worker)."""
     from xgboost.spark import SparkXGBClassifier, SparkXGBRegressor
 
+    # Its constructor takes snake_case aliases of the Spark column params (labelCol -> label_col).
+    named = {_SNAKE_CASE.get(k, k): v for k, v in common.items()}
     if task == "classifier":
-        return SparkXGBClassifier(random_state=seed, eval_metric="aucpr", **common)
-    return SparkXGBRegressor(random_state=seed, eval_metric="rmse", **common)
+        return SparkXGBClassifier(random_state=seed, eval_metric="aucpr", **named)
+    return SparkXGBRegressor(random_state=seed, eval_metric="rmse", **named)
 
 
 def classifier_stages(family: str, label: str, weight: str | None, seed: int) -> list[PipelineStage]:
