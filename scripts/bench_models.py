@@ -37,6 +37,7 @@ from pyspark import StorageLevel
 from pyspark.ml.recommendation import ALS
 from pyspark.sql import functions as F
 
+from lakeml import runlog
 from lakeml.config import load_config
 from lakeml.domains.banking.fraud_model import train_fraud_model
 from lakeml.domains.commerce.recommender import train_recommender
@@ -274,6 +275,7 @@ def main() -> int:
             print(f"  build  {step:<28} {s:8.1f} s", flush=True)
 
     config = load_config("local", args.conf)
+    runlog.configure(config.run.log_format)  # the trainers' progress lines (fit_done, family_done)
     spark = build_spark(config, app_name="bench-models")
     checks: list[tuple[str, float, str, bool]] = []
     phases = args.phases.split(",")
