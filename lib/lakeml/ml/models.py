@@ -280,7 +280,7 @@ def tune(
         return index, model, metric, seconds
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        fitted = sorted(pool.map(inheritable_thread_target(fit_one), range(total)))
+        fitted = sorted(pool.map(inheritable_thread_target(data.sparkSession)(fit_one), range(total)))
     pick = max if evaluator.isLargerBetter() else min
     best = pick(fitted, key=lambda f: f[2])
     results = [

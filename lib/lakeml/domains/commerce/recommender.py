@@ -274,7 +274,7 @@ def tune_implicit(
         return score
 
     with ThreadPoolExecutor(max_workers=max(1, config.ml.parallelism)) as pool:
-        scores = list(pool.map(inheritable_thread_target(fit_one), points))
+        scores = list(pool.map(inheritable_thread_target(train.sparkSession)(fit_one), points))
     results = list(zip(points, scores, strict=True))
     return max(results, key=lambda r: r[1])[0], results
 
