@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import secrets
 import subprocess
@@ -32,13 +33,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from pyspark import StorageLevel
 from pyspark.ml.recommendation import ALS
 from pyspark.sql import functions as F
 
+from lakeml import runlog
 from lakeml.config import load_config
 from lakeml.domains.banking.fraud_model import train_fraud_model
 from lakeml.domains.commerce.recommender import train_recommender
 from lakeml.domains.maintenance.failure_model import train_failure_models
+from lakeml.ml import models
 from lakeml.session import build_spark
 
 LAKEML = str(Path(sys.executable).with_name("lakeml"))
@@ -142,6 +146,98 @@ MODELS = {
 }
 
 
+def train_recorded(train, spark, config, end):  # type: ignore[no-untyped-def]
+    """Run a trainer with the tuning records kept; (records, summary, seconds)."""
+    models.FIT_RECORDS = []
+    started = time.perf_counter()
+    try:
+        result = train(spark, config, end)
+        return models.FIT_RECORDS, result, time.perf_counter() - started
+    finally:
+        models.FIT_RECORDS = None
+
+
+def bare_fit_seconds(record: models.FitRecord) -> float:
+    """A plain ``fit`` of the record's estimator (winning params) on its training rows, cached first."""
+    data = record.data.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        data.count()
+        started = time.perf_counter()
+        record.estimator.fit(data)
+        return time.perf_counter() - started
+    finally:
+        data.unpersist()
+
+
+def winners(name: str, config, result: dict, records: Sequence[models.FitRecord]) -> list[models.FitRecord]:  # type: ignore[no-untyped-def]
+    """The records of the models the trainer kept (the winning family of each model)."""
+    if name == "fraud":
+        wanted = {f"{config.ml.fraud.model_name}/{result['family']}"}
+    elif name == "failure":
+        cfg = config.ml.failure
+        wanted = {
+            f"{cfg.rul_model_name}/{result['rul_family']}",
+            f"{cfg.failure_model_name}/{result['failure_family']}",
+        }
+    else:
+        wanted = {config.ml.recommender.model_name}
+    return [r for r in records if r.name in wanted]
+
+
+def one_point_overrides(name: str, config, result: dict, records: Sequence[models.FitRecord]) -> list[str]:  # type: ignore[no-untyped-def]
+    """--conf overrides that leave only the winner's family and grid point of each model."""
+
+    def grid(record: models.FitRecord) -> dict[str, list[float]]:
+        return {k: [float(v)] for k, v in record.params.items()}
+
+    kept = winners(name, config, result, records)
+    if name == "fraud":
+        return [f"ml.fraud.families={json.dumps({result['family']: grid(kept[0])})}"]
+    if name == "als":
+        return [f"ml.recommender.grid={json.dumps(grid(kept[0]))}"]
+    cfg, out, families = config.ml.failure, [], {}
+    for record in kept:
+        task = "rul" if record.name.startswith(cfg.rul_model_name + "/") else "failure"
+        family = record.name.rsplit("/", 1)[1]
+        if family == "gbt":
+            out.append(f"ml.failure.{task}_grid={json.dumps(grid(record))}")
+        else:  # one grid for both models: the union of their points
+            merged = families.setdefault(family, {})
+            for k, v in grid(record).items():
+                merged[k] = sorted({*merged.get(k, []), *v})
+    return [*out, f"ml.failure.families={json.dumps(families)}"]
+
+
+def report_tuning(
+    name: str, records: Sequence[models.FitRecord], parallelism: int
+) -> list[tuple[str, float, str, bool]]:
+    """Per tuning: wall seconds vs the sum of its fits ÷ parallelism (a one-point grid has nothing to check)."""
+    checks = []
+    for r in records:
+        ideal = sum(r.grid_seconds) / max(1, r.parallelism)
+        print(f"    tuning {r.name:<28} {len(r.grid_seconds)} point(s), wall {r.wall_seconds:7.1f} s, fits "
+              f"{', '.join(f'{s:.1f}' for s in r.grid_seconds)} s, sum ÷ {r.parallelism} = {ideal:.1f} s, "
+              f"winner {r.params}", flush=True)  # fmt: skip
+        if len(r.grid_seconds) > 1:
+            ratio = r.wall_seconds / ideal
+            checks.append((f"{r.name} grid wall ÷ (fits ÷ par.)", ratio, "<= 1.3", ratio <= 1.3))
+    return checks
+
+
+def report_families(name: str, result: dict, records: Sequence[models.FitRecord]) -> None:
+    """Validation quality and tuning seconds of each family, side by side."""
+    seconds = {r.name: r.wall_seconds for r in records}
+    for key in ("validation_auprc_by_family", "validation_rmse_by_family"):
+        for family, metric in result.get(key, {}).items():
+            spent = {n: s for n, s in seconds.items() if n.endswith("/" + family)}
+            if key.endswith("rmse_by_family"):
+                spent = {n: s for n, s in spent.items() if "rul" in n}
+            elif name == "failure":
+                spent = {n: s for n, s in spent.items() if "rul" not in n}
+            print(f"    family {family:<9} {key.split('_')[1]} {metric:.4f} on validation, tuning "
+                  f"{sum(spent.values()):.1f} s", flush=True)  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -159,6 +255,11 @@ def main() -> int:
     parser.add_argument("--models", default="fraud,failure,als", help="comma-separated subset to train")
     parser.add_argument("--conf", action="append", default=[], help="config override KEY=VALUE (repeatable)")
     parser.add_argument("--als-interactions", type=int, default=5_000_000, help="0 skips the timing")
+    parser.add_argument(
+        "--phases",
+        default="default,one",
+        help="default: train with the conf grids; one: retrain with the winner's one-point grid and time a bare fit",
+    )
     args = parser.parse_args()
     end = dt.date.fromisoformat(args.end_date)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="lakeml-bench-models-"))
@@ -174,15 +275,27 @@ def main() -> int:
             print(f"  build  {step:<28} {s:8.1f} s", flush=True)
 
     config = load_config("local", args.conf)
+    runlog.configure(config.run.log_format)  # the trainers' progress lines (fit_done, family_done)
     spark = build_spark(config, app_name="bench-models")
     checks: list[tuple[str, float, str, bool]] = []
+    phases = args.phases.split(",")
     for name in names:
         train, report = MODELS[name]
-        started = time.perf_counter()
-        result = train(spark, config, end)
-        seconds = time.perf_counter() - started
+        records, result, seconds = train_recorded(train, spark, config, end)
         checks += report(result)
-        print(f"  training seconds {name:<15} {seconds:8.1f}", flush=True)
+        print(f"  training seconds {name:<15} {seconds:8.1f}   (default grid)", flush=True)
+        checks += report_tuning(name, records, config.ml.parallelism)
+        report_families(name, result, records)
+        if "one" in phases:
+            overrides = one_point_overrides(name, config, result, records)
+            one_config = load_config("local", [*args.conf, *overrides])
+            one_records, one_result, one_seconds = train_recorded(train, spark, one_config, end)
+            report(one_result)
+            bare = sum(bare_fit_seconds(r) for r in winners(name, one_config, one_result, one_records))
+            ratio = one_seconds / bare
+            print(f"  training seconds {name:<15} {one_seconds:8.1f}   (one-point grid {overrides}); bare fit of "
+                  f"the winner(s) on the same cached rows {bare:.1f} s", flush=True)  # fmt: skip
+            checks.append((f"{name} training ÷ bare fit (1 point)", ratio, "<= 1.5", ratio <= 1.5))
     if args.als_interactions:
         per_iteration, fit6 = als_seconds_per_iteration(spark, args.als_interactions)
         print(f"  ALS seconds per iteration at {args.als_interactions:,} interactions: {per_iteration:.2f} "

@@ -330,7 +330,7 @@ class FraudModelConfig:
     positive_weight_divisor: float
     # Alert budget: the top fraction of transactions by score that get an alert.
     alert_budget: float
-    # Model family -> parameter grid (param name -> values), tuned by TrainValidationSplit.
+    # Model family -> parameter grid (param name -> values), tuned on a held-out share of train.
     families: Mapping[str, Mapping[str, tuple[float, ...]]]
     train_ratio: float
     promotion: PromotionConfig
@@ -408,6 +408,8 @@ class FailureModelConfig:
     cycle_minutes: float
     rul_grid: Mapping[str, tuple[float, ...]]
     failure_grid: Mapping[str, tuple[float, ...]]
+    # Families competing with gbt (rul_grid / failure_grid) for both models on validation: family -> grid.
+    families: Mapping[str, Mapping[str, tuple[float, ...]]]
     train_ratio: float
     # C-MAPSS score: true and predicted RUL capped at this many cycles (the benchmark's convention).
     cmapss_rul_cap: float
@@ -468,7 +470,7 @@ class MLConfig:
     reports_dir: str
     experiment_prefix: str
     seed: int
-    # Models fitted in parallel by TrainValidationSplit.
+    # Grid points fitted at a time (each fit's tasks share the cores).
     parallelism: int
     # ALS checkpoints (relative to the lakehouse root when relative).
     checkpoint_dir: str

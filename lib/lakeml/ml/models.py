@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, cast
 
+from pyspark import StorageLevel, inheritable_thread_target
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.base import Estimator, Transformer
 from pyspark.ml.classification import GBTClassifier, LogisticRegression, RandomForestClassifier
 from pyspark.ml.evaluation import Evaluator
 from pyspark.ml.feature import OneHotEncoder, SQLTransformer, StandardScaler, StringIndexer, VectorAssembler
 from pyspark.ml.functions import vector_to_array
+from pyspark.ml.param import TypeConverters
 from pyspark.ml.regression import GBTRegressor, RandomForestRegressor
-from pyspark.ml.tuning import ParamGridBuilder, TrainValidationSplit
+from pyspark.ml.tuning import ParamGridBuilder
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from lakeml import runlog
 from lakeml.errors import ConfigError
 from lakeml.sqltext import sql_identifier as _q
 
@@ -26,6 +33,11 @@ PipelineStage = Estimator | Transformer
 FEATURES = "features"
 SCORE = "score"
 _NUMERIC = (T.NumericType, T.BooleanType)
+_FLOAT_CONVERTERS = (TypeConverters.toFloat,)
+# Rows of the training data held out to rank grid points (and to stop GBT / xgboost early).
+TUNING_VALIDATION = "_tuning_validation"
+XGBOOST_EARLY_STOPPING_ROUNDS = 10
+_SNAKE_CASE = {"labelCol": "label_col", "featuresCol": "features_col", "weightCol": "weight_col"}
 
 
 def feature_stages(
@@ -87,8 +99,19 @@ class SummaryFreeRandomForestClassifier(_DropsTrainingSummary, RandomForestClass
     """RandomForestClassifier whose fitted model holds no training summary."""
 
 
+def _xgboost(task: str, common: Mapping[str, Any], seed: int) -> PipelineStage:
+    """xgboost.spark's estimator (trains on Spark executors, one barrier task per worker)."""
+    from xgboost.spark import SparkXGBClassifier, SparkXGBRegressor
+
+    # Its constructor takes snake_case aliases of the Spark column params (labelCol -> label_col).
+    named = {_SNAKE_CASE.get(k, k): v for k, v in common.items()}
+    if task == "classifier":
+        return SparkXGBClassifier(random_state=seed, eval_metric="aucpr", **named)
+    return SparkXGBRegressor(random_state=seed, eval_metric="rmse", **named)
+
+
 def classifier_stages(family: str, label: str, weight: str | None, seed: int) -> list[PipelineStage]:
-    """The estimator (and any scaling it needs) of a classifier family: gbt, random_forest, logistic."""
+    """The estimator (and any scaling it needs) of a classifier family: gbt, random_forest, logistic, xgboost."""
     common: dict[str, Any] = {"labelCol": label, "featuresCol": FEATURES}
     if weight:
         common["weightCol"] = weight
@@ -102,16 +125,30 @@ def classifier_stages(family: str, label: str, weight: str | None, seed: int) ->
             StandardScaler(inputCol=FEATURES, outputCol=FEATURES + "_scaled"),
             SummaryFreeLogisticRegression(maxIter=100, **scaled),
         ]
-    raise ConfigError(f"unknown classifier family '{family}' (gbt, random_forest, logistic)")
+    if family == "xgboost":
+        return [_xgboost("classifier", common, seed)]
+    raise ConfigError(f"unknown classifier family '{family}' (gbt, random_forest, logistic, xgboost)")
 
 
 def regressor_stages(family: str, label: str, seed: int) -> list[PipelineStage]:
-    """The estimator of a regressor family: gbt or random_forest."""
+    """The estimator of a regressor family: gbt, random_forest or xgboost."""
     if family == "gbt":
         return [GBTRegressor(labelCol=label, featuresCol=FEATURES, seed=seed)]
     if family == "random_forest":
         return [RandomForestRegressor(labelCol=label, featuresCol=FEATURES, seed=seed)]
-    raise ConfigError(f"unknown regressor family '{family}' (gbt, random_forest)")
+    if family == "xgboost":
+        return [_xgboost("regressor", {"labelCol": label, "featuresCol": FEATURES}, seed)]
+    raise ConfigError(f"unknown regressor family '{family}' (gbt, random_forest, xgboost)")
+
+
+def _grid_value(param: Any, value: float) -> Any:
+    """A conf number as the param's type; integral floats become ints for params without a numeric
+    type (xgboost's, which pass values through to the booster: ``max_depth=6.0`` is refused)."""
+    converted = param.typeConverter(value)
+    integral = isinstance(converted, float) and converted.is_integer()
+    if integral and param.typeConverter not in _FLOAT_CONVERTERS:
+        return int(converted)
+    return converted
 
 
 def param_grid(estimator: PipelineStage, grid: Mapping[str, Sequence[float]]) -> list[dict[Any, Any]]:
@@ -121,8 +158,64 @@ def param_grid(estimator: PipelineStage, grid: Mapping[str, Sequence[float]]) ->
         if not estimator.hasParam(name):
             raise ConfigError(f"{type(estimator).__name__} has no parameter '{name}' (grid in conf)")
         param = estimator.getParam(name)
-        builder.addGrid(param, [param.typeConverter(v) for v in values])
+        builder.addGrid(param, [_grid_value(param, v) for v in values])
     return builder.build()
+
+
+@dataclass(frozen=True)
+class FitRecord:
+    """One tuned fit, kept for scripts/bench_models.py: the winner's estimator and its training rows."""
+
+    name: str
+    params: dict[str, Any]  # the winning grid point
+    estimator: Estimator  # with the winning params set
+    data: DataFrame  # the training rows it was fitted on (lineage, not cached)
+    seconds: float  # the winner's own fit
+    grid_seconds: tuple[float, ...]  # every grid point's fit
+    wall_seconds: float  # the whole tuning, fits in parallel
+    parallelism: int
+
+
+# scripts/bench_models.py sets a list here to collect every tuning's FitRecord; None = not recorded.
+FIT_RECORDS: list[FitRecord] | None = None
+
+
+def record_fit(record: FitRecord) -> None:
+    """Keep ``record`` when a benchmark is collecting them (no cost otherwise)."""
+    if FIT_RECORDS is not None:
+        FIT_RECORDS.append(record)
+
+
+def _params_text(params: Mapping[Any, Any]) -> dict[str, Any]:
+    return {p.name: v for p, v in params.items()}
+
+
+def _last_stage(estimator: Estimator) -> PipelineStage:
+    return estimator.getStages()[-1] if isinstance(estimator, Pipeline) else estimator
+
+
+def _with_cores(estimator: Estimator, params: dict[Any, Any], cores: int) -> dict[Any, Any]:
+    """``params`` plus xgboost's ``num_workers`` (barrier tasks of one core each) = ``cores``, unless set."""
+    last = _last_stage(estimator)
+    if (
+        not last.hasParam("num_workers")
+        or last.getParam("num_workers") in params
+        or last.isSet("num_workers")
+    ):
+        return params
+    return {**params, last.getParam("num_workers"): max(1, cores)}
+
+
+def _with_early_stopping(estimator: Estimator, params: dict[Any, Any]) -> dict[Any, Any]:
+    """``params`` plus the tuning's validation rows as the estimator's early-stopping set, when it has one
+    (MLlib GBT's ``validationIndicatorCol``, xgboost's ``validationIndicatorCol`` + early_stopping_rounds)."""
+    last = _last_stage(estimator)
+    if not last.hasParam("validationIndicatorCol"):
+        return params
+    out = {**params, last.getParam("validationIndicatorCol"): TUNING_VALIDATION}
+    if last.hasParam("early_stopping_rounds") and not last.isSet("early_stopping_rounds"):
+        out[last.getParam("early_stopping_rounds")] = XGBOOST_EARLY_STOPPING_ROUNDS
+    return out
 
 
 def tune(
@@ -133,28 +226,91 @@ def tune(
     train_ratio: float,
     parallelism: int,
     seed: int,
+    name: str = "model",
 ) -> tuple[Transformer, list[tuple[dict[str, float], float]]]:
-    """TrainValidationSplit over ``grid_maps``; returns the refitted best model and each point's metric.
+    """Fit every grid point on a ``train_ratio`` share of ``data``, score it on the rest, keep the best.
 
-    A one-point grid has nothing to choose: it is fitted once on all of ``data`` (its metric is NaN),
-    which saves the held-out fit a split would spend on a foregone conclusion.
+    A one-point grid has nothing to choose: it is fitted once on all of ``data`` (its metric is NaN).
+    Otherwise the held-out rows are chosen once (seeded) and ``parallelism`` points are fitted at a
+    time; an estimator with early stopping (GBT, xgboost) also stops on those rows. The winner is the
+    model fitted on the training share (no refit on all rows: a refit would cost one more fit than
+    the grid itself). Each fit logs a ``fit_done`` line (which point, how many left, seconds).
+    ``data`` should be cached and hold only the columns the estimator reads.
     """
-    if len(grid_maps) == 1:
-        params = {p.name: float(v) for p, v in grid_maps[0].items()}
-        return estimator.fit(data, grid_maps[0]), [(params, float("nan"))]
-    tuned = TrainValidationSplit(
-        estimator=estimator,
-        estimatorParamMaps=list(grid_maps),
-        evaluator=evaluator,
-        trainRatio=train_ratio,
-        parallelism=parallelism,
-        seed=seed,
-    ).fit(data)
+    started = time.perf_counter()
+    total = len(grid_maps)
+    workers = max(1, min(parallelism, total))
+    cores = max(1, data.sparkSession.sparkContext.defaultParallelism // workers)
+    runlog.event("tuning_start", model=name, grid_points=total, parallelism=workers)
+    if total == 1:
+        params = _with_cores(estimator, dict(grid_maps[0]), cores)
+        model = estimator.fit(data, params)
+        seconds = time.perf_counter() - started
+        runlog.event("fit_done", model=name, point="1/1", left=0, params=_params_text(grid_maps[0]),
+                     seconds=round(seconds, 1), elapsed=round(seconds, 1))  # fmt: skip
+        record_fit(
+            FitRecord(
+                name,
+                _params_text(grid_maps[0]),
+                estimator.copy(params),
+                data,
+                seconds,
+                (seconds,),
+                seconds,
+                1,
+            )
+        )
+        return model, [({p.name: float(v) for p, v in grid_maps[0].items()}, float("nan"))]
+    flagged = data.withColumn(TUNING_VALIDATION, F.rand(seed) >= F.lit(train_ratio))
+    held_out = flagged.where(F.col(TUNING_VALIDATION))
+    fit_rows = flagged.where(~F.col(TUNING_VALIDATION))
+    done: list[int] = []
+
+    def fit_one(index: int) -> tuple[int, Transformer, float, float]:
+        point_started = time.perf_counter()
+        params = _with_early_stopping(estimator, _with_cores(estimator, dict(grid_maps[index]), cores))
+        early_stops = TUNING_VALIDATION in params.values()
+        model = estimator.fit(flagged if early_stops else fit_rows, params)
+        seconds = time.perf_counter() - point_started
+        metric = evaluator.evaluate(model.transform(held_out))
+        done.append(index)
+        runlog.event("fit_done", model=name, point=f"{len(done)}/{total}", left=total - len(done),
+                     params=_params_text(grid_maps[index]), metric=round(metric, 5),
+                     seconds=round(seconds, 1), elapsed=round(time.perf_counter() - started, 1))  # fmt: skip
+        return index, model, metric, seconds
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        fitted = sorted(pool.map(inheritable_thread_target(data.sparkSession)(fit_one), range(total)))
+    pick = max if evaluator.isLargerBetter() else min
+    best = pick(fitted, key=lambda f: f[2])
     results = [
-        ({p.name: float(v) for p, v in pm.items()}, float(m))
-        for pm, m in zip(grid_maps, tuned.validationMetrics, strict=True)
+        ({p.name: float(v) for p, v in grid_maps[i].items()}, float(metric)) for i, _, metric, _ in fitted
     ]
-    return tuned.bestModel, results
+    record_fit(
+        FitRecord(
+            name,
+            _params_text(grid_maps[best[0]]),
+            estimator.copy(
+                _with_early_stopping(estimator, _with_cores(estimator, dict(grid_maps[best[0]]), cores))
+            ),
+            flagged,
+            best[3],
+            tuple(f[3] for f in fitted),
+            time.perf_counter() - started,
+            workers,
+        )
+    )
+    return best[1], results
+
+
+def _estimator_columns(stages: Sequence[PipelineStage]) -> list[str]:
+    """The input columns besides ``features`` the estimator stages read (label, weight)."""
+    last = stages[-1]
+    return [
+        last.getOrDefault(name)
+        for name in ("labelCol", "weightCol")
+        if last.hasParam(name) and last.isDefined(last.getParam(name)) and last.getOrDefault(name)
+    ]
 
 
 def fit_tuned(
@@ -166,16 +322,24 @@ def fit_tuned(
     train_ratio: float,
     parallelism: int,
     seed: int,
+    name: str = "model",
 ) -> tuple[PipelineModel, list[tuple[dict[str, float], float]]]:
     """Fit the feature stages once, tune the estimator (see ``tune``), return one PipelineModel.
 
+    The assembled vectors (with label and weight only) are cached once and every grid point reads
+    them, instead of each fit re-running the feature stages over the whole training table.
     Returns the fitted pipeline (features + best estimator) and each grid point's validation metric.
     """
     features = Pipeline(stages=list(prefix)).fit(train)
-    prepared = features.transform(train)
-    inner = Pipeline(stages=list(estimator_stages))
-    grid_maps = param_grid(estimator_stages[-1], grid)
-    best, results = tune(inner, grid_maps, evaluator, prepared, train_ratio, parallelism, seed)
+    columns = [FEATURES, *_estimator_columns(estimator_stages)]
+    prepared = features.transform(train).select(*columns).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        prepared.count()  # materialized once here, not by each parallel fit at the same time
+        inner = Pipeline(stages=list(estimator_stages))
+        grid_maps = param_grid(estimator_stages[-1], grid)
+        best, results = tune(inner, grid_maps, evaluator, prepared, train_ratio, parallelism, seed, name)
+    finally:
+        prepared.unpersist()
     return PipelineModel(stages=[*features.stages, *cast(PipelineModel, best).stages]), results
 
 
@@ -191,8 +355,43 @@ def feature_importance(model: PipelineModel, prepared_schema: T.StructType) -> d
         values = last.featureImportances.toArray()
     elif hasattr(last, "coefficients"):
         values = abs(last.coefficients.toArray())
+    elif hasattr(last, "get_booster"):  # xgboost: total gain per feature ("f<index>")
+        gains = last.get_booster().get_score(importance_type="total_gain")
+        values = [0.0] * (1 + max((int(k[1:]) for k in gains), default=-1))
+        for key, gain in gains.items():
+            values[int(key[1:])] = gain
     else:
         return {}
     meta = prepared_schema[FEATURES].metadata.get("ml_attr", {}).get("attrs", {})
     names = {a["idx"]: a["name"] for group in meta.values() for a in group}
     return {names.get(i, f"f{i}"): float(v) for i, v in enumerate(values) if v}
+
+
+def fit_families(
+    prefix: Sequence[PipelineStage],
+    families: Mapping[str, tuple[Sequence[PipelineStage], Mapping[str, Sequence[float]]]],
+    evaluator: Evaluator,
+    train: DataFrame,
+    validation: DataFrame,
+    train_ratio: float,
+    parallelism: int,
+    seed: int,
+    name: str,
+) -> tuple[str, dict[str, tuple[PipelineModel, float, list[tuple[dict[str, float], float]]]]]:
+    """Tune each family (estimator stages, grid) on ``train`` and rank them by ``evaluator`` on ``validation``.
+
+    Returns the winning family and, per family, (fitted pipeline, validation metric, grid results).
+    A single family is not scored on validation (nothing to choose; its metric is NaN).
+    """
+    fitted: dict[str, tuple[PipelineModel, float, list[tuple[dict[str, float], float]]]] = {}
+    for n, (family, (stages, grid)) in enumerate(families.items(), start=1):
+        runlog.event("family_start", model=name, family=family, family_point=f"{n}/{len(families)}")
+        model, tuning = fit_tuned(
+            prefix, stages, grid, evaluator, train, train_ratio, parallelism, seed, f"{name}/{family}"
+        )
+        metric = evaluator.evaluate(model.transform(validation)) if len(families) > 1 else math.nan
+        runlog.event("family_done", model=name, family=family, validation_metric=round(metric, 5))
+        fitted[family] = (model, metric, tuning)
+    sign = 1.0 if evaluator.isLargerBetter() else -1.0
+    best = max(fitted, key=lambda f: -math.inf if math.isnan(fitted[f][1]) else sign * fitted[f][1])
+    return best, fitted

@@ -3,7 +3,7 @@
 Split: whole days of ``date_column`` among rows with a label (a NULL label = window still open, never
 used): ``train | validation (validation_days) | gap (gap_days) | test (test_days)``, the test ending at
 the newest labelled day on or before the run date. Imbalance: positives weighted in training only.
-Each model family is tuned by TrainValidationSplit inside train; the family with the best validation
+Each model family is tuned on a held-out share of train; the family with the best validation
 AUPRC wins; its alert threshold is the lowest validation score whose alert rate stays within
 ``alert_budget`` (ties alert together: see ``evaluation.alert_threshold``); test is scored once, with
 the baseline beside it: the rule score ``baseline_score_column``, or with ``""`` the prior (every
@@ -159,15 +159,11 @@ def train_fraud_model(spark: SparkSession, config: Config, run_date: dt.date) ->
     try:
         prefix = models.feature_stages(pinned.df.schema, cfg.numeric_features, cfg.categorical_features)
         auprc = BinaryClassificationEvaluator(labelCol=LABEL, metricName="areaUnderPR")
-        fitted: dict[str, tuple[PipelineModel, float, list[Any]]] = {}
-        for family, grid in cfg.families.items():
-            stages = models.classifier_stages(family, LABEL, WEIGHT, seed)
-            model, tuning = models.fit_tuned(
-                prefix, stages, grid, auprc, train, cfg.train_ratio, config.ml.parallelism, seed
-            )
-            val_auprc = ev.binary_metrics(_scored(model, validation), LABEL, models.SCORE)["auprc"]
-            fitted[family] = (model, val_auprc, tuning)
-        family = max(fitted, key=lambda f: fitted[f][1])
+        families = {f: (models.classifier_stages(f, LABEL, WEIGHT, seed), g) for f, g in cfg.families.items()}
+        family, fitted = models.fit_families(
+            prefix, families, auprc, train, validation, cfg.train_ratio, config.ml.parallelism, seed,
+            cfg.model_name,
+        )  # fmt: skip
         model = fitted[family][0]
         threshold = ev.alert_threshold(_scored(model, validation), models.SCORE, cfg.alert_budget)
         validation_rate = ev.metrics_at_threshold(_scored(model, validation), LABEL, models.SCORE, threshold)[
@@ -215,7 +211,7 @@ def train_fraud_model(spark: SparkSession, config: Config, run_date: dt.date) ->
             tags={"threshold": repr(threshold), "family": family, "alert_budget": repr(cfg.alert_budget)},
         )
         run_metrics = {f"baseline.{k}": float(v) for k, v in baseline.items()}
-        run_metrics.update({f"validation.{f}.auprc": v[1] for f, v in fitted.items()})
+        run_metrics.update({f"validation.{f}.auprc": v[1] for f, v in fitted.items() if v[1] == v[1]})
         run_metrics.update({f"rows.{s}": float(n) for s, (n, _) in counts.items()})
         run_metrics["validation.alert_rate"] = validation_rate
         (outcome,) = lifecycle.finish_training(
@@ -244,6 +240,7 @@ def train_fraud_model(spark: SparkSession, config: Config, run_date: dt.date) ->
         "promoted": outcome.promoted,
         "reason": outcome.reason,
         "family": family,
+        "validation_auprc_by_family": {f: round(v[1], 4) for f, v in fitted.items()},
         "auprc": round(metrics["auprc"], 4),
         "roc_auc": round(metrics["roc_auc"], 4),
         "precision_at_budget": round(metrics["precision_at_budget"], 4),
@@ -312,7 +309,7 @@ def fraud_report(
         + [{"split": "bounds", "rows": None, "frauds": None, "rate": None, "days": describe_bounds(bounds)}],
     )
     report.add_table(
-        "Tuning: validation AUPRC per family (TrainValidationSplit inside train picks each family's params)",
+        "Tuning: validation AUPRC per family (a held-out share of train picks each family's params)",
         [
             {"family": f, "validation_auprc": v[1], "best_params": str(_best_params(v[2]))}
             for f, v in fitted.items()

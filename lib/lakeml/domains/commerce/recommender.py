@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import reduce
 from typing import Any
 
-from pyspark import StorageLevel
+from pyspark import StorageLevel, inheritable_thread_target
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.evaluation import RegressionEvaluator
 from pyspark.ml.feature import IndexToString, StringIndexer
@@ -44,6 +45,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from lakeml import runlog
 from lakeml.config import Config, RecommenderConfig, join_location
 from lakeml.errors import JobFailed
 from lakeml.lakehouse import Lakehouse
@@ -297,10 +299,23 @@ def tune_implicit(
         return points[0], [(points[0], float("nan"))]
     users = validation.select(cfg.user_column).distinct()
     relevant = relevant_lists(validation, cfg, None)
+    started, done = time.perf_counter(), []
+    runlog.event(
+        "tuning_start", model=cfg.model_name, grid_points=len(points), parallelism=config.ml.parallelism
+    )
+
+    def fit_one(point: dict[str, float]) -> float:
+        point_started = time.perf_counter()
+        score = _fit_and_score(cfg, point, config.ml.seed, train, users, train, relevant)
+        done.append(point)
+        runlog.event("fit_done", model=cfg.model_name, point=f"{len(done)}/{len(points)}",
+                     left=len(points) - len(done), params=point, metric=round(score, 5),
+                     seconds=round(time.perf_counter() - point_started, 1),
+                     elapsed=round(time.perf_counter() - started, 1))  # fmt: skip
+        return score
+
     with ThreadPoolExecutor(max_workers=max(1, config.ml.parallelism)) as pool:
-        scores = list(
-            pool.map(lambda p: _fit_and_score(cfg, p, config.ml.seed, train, users, train, relevant), points)
-        )
+        scores = list(pool.map(inheritable_thread_target(train.sparkSession)(fit_one), points))
     results = list(zip(points, scores, strict=True))
     if all(s == 0 for s in scores):
         raise JobFailed(
@@ -400,7 +415,16 @@ def train_recommender(spark: SparkSession, config: Config, run_date: dt.date) ->
             best, tuning = tune_implicit(cfg, config, train, validation)
         else:
             best, tuning = tune_explicit(cfg, config, train)
-        model = als_pipeline(cfg, best, seed).fit(fit_on)
+        fit_started = time.perf_counter()
+        final = als_pipeline(cfg, best, seed)
+        model = final.fit(fit_on)
+        fit_seconds = time.perf_counter() - fit_started
+        runlog.event(
+            "fit_done", model=cfg.model_name, point="final", params=best, seconds=round(fit_seconds, 1)
+        )
+        models.record_fit(
+            models.FitRecord(cfg.model_name, best, final, fit_on, fit_seconds, (fit_seconds,), fit_seconds, 1)
+        )
         test_users = test.select(u).distinct()
         relevant_from = relevance_threshold(cfg, fit_on)
         relevant = relevant_lists(test, cfg, relevant_from).persist(StorageLevel.MEMORY_AND_DISK)

@@ -12,7 +12,8 @@ Two models share one pinned input, one split and one MLflow run:
 
 Split: rows with ``date_column <= run_date``, by a hash of ``group_column`` (machine), so no machine
 is in two splits; each task uses the rows whose own label is known (NULL = unknown, never used).
-Each model is tuned by TrainValidationSplit inside train and scored once on test.
+Each model family (gbt, plus ``families`` such as xgboost) is tuned on a held-out share of train, the
+families compete on the validation machines, and the winner is scored once on test.
 """
 
 from __future__ import annotations
@@ -249,16 +250,15 @@ def train_failure_models(spark: SparkSession, config: Config, run_date: dt.date)
         rul_train = part(RUL_LABEL, TRAIN)
         rul_test = part(RUL_LABEL, TEST)
         rmse = RegressionEvaluator(labelCol=RUL_LABEL, predictionCol=PREDICTION, metricName="rmse")
-        rul_model, rul_tuning = models.fit_tuned(
-            prefix,
-            models.regressor_stages("gbt", RUL_LABEL, seed),
-            cfg.rul_grid,
-            rmse,
-            rul_train,
-            cfg.train_ratio,
-            config.ml.parallelism,
-            seed,
-        )
+        rul_families = {
+            f: (models.regressor_stages(f, RUL_LABEL, seed), g)
+            for f, g in {"gbt": cfg.rul_grid, **cfg.families}.items()
+        }
+        rul_family, rul_fitted = models.fit_families(
+            prefix, rul_families, rmse, rul_train, part(RUL_LABEL, VALIDATION), cfg.train_ratio,
+            config.ml.parallelism, seed, cfg.rul_model_name,
+        )  # fmt: skip
+        rul_model, _, rul_tuning = rul_fitted[rul_family]
         per_bucket, overall = age_baseline(rul_train, cfg)
         rul_scored = (
             rul_model.transform(rul_test)
@@ -281,16 +281,15 @@ def train_failure_models(spark: SparkSession, config: Config, run_date: dt.date)
         fail_validation = part(FAILURE_LABEL, VALIDATION)
         fail_test = part(FAILURE_LABEL, TEST)
         auprc = BinaryClassificationEvaluator(labelCol=FAILURE_LABEL, metricName="areaUnderPR")
-        fail_model, fail_tuning = models.fit_tuned(
-            prefix,
-            models.classifier_stages("gbt", FAILURE_LABEL, WEIGHT, seed),
-            cfg.failure_grid,
-            auprc,
-            fail_train,
-            cfg.train_ratio,
-            config.ml.parallelism,
-            seed,
-        )
+        fail_families = {
+            f: (models.classifier_stages(f, FAILURE_LABEL, WEIGHT, seed), g)
+            for f, g in {"gbt": cfg.failure_grid, **cfg.families}.items()
+        }
+        fail_family, fail_fitted = models.fit_families(
+            prefix, fail_families, auprc, fail_train, fail_validation, cfg.train_ratio,
+            config.ml.parallelism, seed, cfg.failure_model_name,
+        )  # fmt: skip
+        fail_model, _, fail_tuning = fail_fitted[fail_family]
         threshold = ev.alert_threshold(_scored(fail_model, fail_validation), models.SCORE, cfg.alert_budget)
         validation_rate = ev.metrics_at_threshold(
             _scored(fail_model, fail_validation), FAILURE_LABEL, models.SCORE, threshold
@@ -332,11 +331,11 @@ def train_failure_models(spark: SparkSession, config: Config, run_date: dt.date)
                 evaluate=evaluate_rul,
                 promotion=cfg.rul_promotion,
                 params={
-                    "family": "gbt",
+                    "family": rul_family,
                     "features": features,
                     **{f"tuned.{k}": v for k, v in _best_params(rul_tuning, False).items()},
                 },
-                tags={"family": "gbt", "task": "rul"},
+                tags={"family": rul_family, "task": "rul"},
             ),
             lifecycle.Candidate(
                 name=cfg.failure_model_name,
@@ -345,7 +344,7 @@ def train_failure_models(spark: SparkSession, config: Config, run_date: dt.date)
                 evaluate=evaluate_failure,
                 promotion=cfg.failure_promotion,
                 params={
-                    "family": "gbt",
+                    "family": fail_family,
                     "threshold": threshold,
                     "positive_weight": positive_weight,
                     "features": features,
@@ -353,13 +352,15 @@ def train_failure_models(spark: SparkSession, config: Config, run_date: dt.date)
                 },
                 tags={
                     "threshold": repr(threshold),
-                    "family": "gbt",
+                    "family": fail_family,
                     "task": "failure",
                     "alert_budget": repr(cfg.alert_budget),
                 },
             ),
         ]
         run_metrics = {f"baseline.{k}": float(v) for k, v in baseline_metrics.items()}
+        for task, fitted in (("rul.rmse", rul_fitted), ("failure.auprc", fail_fitted)):
+            run_metrics.update({f"validation.{f}.{task}": v[1] for f, v in fitted.items() if v[1] == v[1]})
         run_metrics.update(
             {f"rows.{s}.{k}": float(n) for s, c in counts.items() for k, n in c.items() if k != "machines"}
         )
@@ -394,6 +395,10 @@ def train_failure_models(spark: SparkSession, config: Config, run_date: dt.date)
         "failure_version": fail_outcome.version,
         "failure_promoted": fail_outcome.promoted,
         "failure_reason": fail_outcome.reason,
+        "rul_family": rul_family,
+        "failure_family": fail_family,
+        "validation_rmse_by_family": {f: round(v[1], 4) for f, v in rul_fitted.items()},
+        "validation_auprc_by_family": {f: round(v[1], 4) for f, v in fail_fitted.items()},
         "rmse": round(rul_metrics["rmse"], 4),
         "baseline_rmse": round(baseline_metrics["rmse"], 4),
         "auprc": round(fail_metrics["auprc"], 4),
@@ -462,7 +467,10 @@ def failure_report(
         "Test metrics (error = predicted − true, cycles; cmapss_score: mean per row of the C-MAPSS "
         f"penalty with true and predicted RUL capped at {cfg.cmapss_rul_cap} cycles)",
         [
-            {"model": "gbt (candidate)", **{k: rul_metrics[k] for k in keys}},
+            {
+                "model": f"{type(rul_model.stages[-1]).__name__} (candidate)",
+                **{k: rul_metrics[k] for k in keys},
+            },
             {
                 "model": f"baseline: mean RUL by {cfg.age_column} bucket of {cfg.age_bucket}",
                 **{k: baseline_metrics[k] for k in keys},
@@ -470,7 +478,7 @@ def failure_report(
         ],
     )
     report.add_table(
-        "Tuning: RMSE per grid point (TrainValidationSplit inside train)",
+        "Tuning: RMSE per grid point (held-out share of train)",
         [{**params, "validation_rmse": metric} for params, metric in rul_tuning],
     )
     points = rul_sample(rul_scored, counts[TEST]["rul_rows"], config.ml.curve_points, config.ml.seed)
@@ -494,7 +502,7 @@ def failure_report(
         f"Test metrics (alert threshold chosen on validation for a budget of {cfg.alert_budget:.2%})",
         [
             {
-                "model": "gbt (candidate)",
+                "model": f"{type(fail_model.stages[-1]).__name__} (candidate)",
                 **{k: fail_metrics[k] for k in keys},
                 "threshold": threshold,
                 "alert_budget": cfg.alert_budget,
@@ -507,7 +515,7 @@ def failure_report(
         ],
     )
     report.add_table(
-        "Tuning: AUPRC per grid point (TrainValidationSplit inside train)",
+        "Tuning: AUPRC per grid point (held-out share of train)",
         [{**params, "validation_auprc": metric} for params, metric in fail_tuning],
     )
     curve = ev.binary_curve(fail_scored, FAILURE_LABEL, models.SCORE, config.ml.curve_points)
