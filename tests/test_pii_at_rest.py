@@ -37,6 +37,7 @@ MASKED = [
     ("tx02,x,4532 0151 1283 0366,A1", f"tx02,x,{token(VISA)},A1"),  # grouped form, same token
     ("5555-5555-5555-4444", token(MASTERCARD)),
     (f"<html>card {AMEX} declined</html", f"<html>card {token(AMEX)} declined</html"),  # garbage line
+    ("3782 822463 10005", token(AMEX)),  # Amex grouping
     (f'{{"card":"{VISA}","again":{VISA}}}', f'{{"card":"{token(VISA)}","again":{token(VISA)}}}'),
     (f"tx03,{VISA[:9]}", f"tx03,{VISA[:9]}"),  # truncated line: too short to be a PAN
 ]
@@ -46,6 +47,8 @@ KEPT = [
     f"12.{VISA}",  # the decimals of a number
     f"{VISA}0000",  # 20 digits
     "2026-11-20,1763647387122,48.1234",  # dates, non-Luhn epoch, coordinates
+    "00000000-0000-4000-8000-000100000123",  # an all-digit UUID (its groups are Luhn-valid)
+    "4532 0151-1283 0366",  # mixed separators: not a grouping a PAN is printed in
 ]
 
 

@@ -1,4 +1,4 @@
-"""The ``lakeml`` command: list, run JOB, pipeline, generate, status.
+"""The lakeml command: list, run JOB, pipeline, generate, status.
 
 Exit codes: 0 ok, 1 job failed (status: something failed or stale), 2 usage/config error,
 3 another run holds the lakehouse lock.

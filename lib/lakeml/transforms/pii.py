@@ -20,9 +20,14 @@ from lakeml.errors import ConfigError
 
 _BLOCK = 64
 MIN_KEY_BYTES = 16
-# A card number as it may appear anywhere in a raw line: 13-19 digits, optionally grouped by single
-# spaces or dashes ("4532 0112 3456 7890"), not part of a longer word or a decimal number.
-PAN_SPAN = r"(?<![0-9A-Za-z.])[0-9](?:[ -]?[0-9]){12,18}(?![0-9A-Za-z]|[.][0-9])"
+# A card number as it may appear anywhere in a raw line: 13-19 digits in a row, or 16 in groups of
+# four ("4532 0112 3456 7890", "4532-0112-...") or 15 as 4-6-5 (Amex), one separator throughout; not
+# part of a longer word, a decimal number or a dash-joined id (a UUID's all-digit groups).
+PAN_SPAN = (
+    r"(?<![0-9A-Za-z.\-])"
+    r"(?:[0-9]{13,19}|[0-9]{4}([ -])[0-9]{4}\1[0-9]{4}\1[0-9]{4}|[0-9]{4}([ -])[0-9]{6}\2[0-9]{5})"
+    r"(?![0-9A-Za-z]|[.\-][0-9])"
+)
 # What a PAN becomes at load: pan:<HMAC-SHA-256 of its digits>:<digit count>:<last 4>. The token is
 # the one silver stores as card_token (same key), so tables stay joinable on it.
 PAN_TOKEN_PATTERN = r"^pan:([0-9a-f]{64}):([0-9]{2}):([0-9]{4})$"
