@@ -42,7 +42,7 @@ def test_status_reports_failed_jobs_stale_tables_quality_and_drift(spark, tmp_pa
     runs.append_rows([
         row(JOB_RUNS_SCHEMA, job="commerce.build_silver", status="ok", started_at=early, finished_at=early),
         row(JOB_RUNS_SCHEMA, job="commerce.build_silver", status="failed", message="quality error",
-            started_at=late, finished_at=late + dt.timedelta(seconds=12)),
+            started_at=late, finished_at=late + dt.timedelta(seconds=12), seconds=12.0),
         row(JOB_RUNS_SCHEMA, job="banking.build_silver", status="ok", started_at=late, finished_at=late),
     ])  # fmt: skip
     events = lake.table("silver", "events").create(EVENTS, ["event_date"])
