@@ -182,9 +182,8 @@ def test_every_job_run_is_recorded_in_ops_job_runs_with_its_input_versions(spark
 
 
 # ---------------------------------------------------------------------------- both engines
-# Columns that differ between two runs by nature: when something ran, how long it took, the run's id,
-# and (ops/job_runs) the settings fingerprint (the lakes' roots and engines differ) and input versions.
-RUN_COLUMNS = ("run_id", "seconds", "settings", "input_state", "input_versions")
+# Columns that differ between two runs by nature: when something ran, how long it took, the run's id.
+RUN_COLUMNS = ("run_id", "seconds")
 
 
 def lake_tables(root: Path) -> list[str]:
@@ -246,6 +245,8 @@ def test_delta_spark_builds_the_same_tables_and_a_rerun_changes_nothing(spark, p
     assert lake_tables(native_root) == names
     assert {n.split("/")[0] for n in names} == set(Lakehouse.LAYERS)
     for name in names:
+        if name == "ops/job_runs":
+            continue  # a log of runs: the delta-rs lake has had more of them (the rerun tests above)
         expected = comparable_rows(spark, rs_config, name)
         assert expected.count() > 0 or name.startswith("ops/"), name
         assert_df_equality(
