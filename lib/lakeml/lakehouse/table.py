@@ -51,9 +51,6 @@ def note_input(key: str, version: int) -> None:
         _reads.setdefault(key, version)
 
 
-_note_read = note_input
-
-
 class DeltaTableRef:
     """A Delta table at ``uri`` and the operations jobs may run on it."""
 
@@ -129,7 +126,7 @@ class DeltaTableRef:
             raise TableError("read() takes version or timestamp, not both")
         filters = predicates.validate(where, self.schema())
         if _reads is not None and timestamp is None:
-            _note_read(self.uri, self.version() if version is None else version)
+            note_input(self.uri, self.version() if version is None else version)
         return self._engine.read(version=version, timestamp=timestamp, filters=filters)
 
     def files(self, where: predicates.Filters = (), version: int | None = None) -> list[FileEntry]:
@@ -145,7 +142,7 @@ class DeltaTableRef:
             raise TableError(
                 f"changes since version {version} requested, but {self.uri} is at version {latest}"
             )
-        _note_read(self.uri, latest)
+        note_input(self.uri, latest)
         schema, partition_by = self.schema(), self.partition_columns()
         adds = []
         for commit in read_commits(self.uri, version + 1, latest):
