@@ -20,6 +20,7 @@ from pyspark.sql import types as T
 from lakeml.config import Config
 from lakeml.errors import TableError
 from lakeml.lakehouse import DeltaTableRef, write_split
+from lakeml.lakehouse.lineage import commit_lineage
 
 EVENTS = T.StructType(
     [
@@ -518,6 +519,25 @@ def test_history_lists_every_commit_newest_first(spark, config, table_path, engi
     history = t.history()
     assert [h["version"] for h in history] == [2, 1, 0]
     assert all(isinstance(h["timestamp"], int) for h in history)
+    assert all(h["lineage"] == {} for h in history)  # written outside a job
+
+
+def test_every_commit_of_a_job_names_the_run_that_made_it(spark, config, table_path, engine):
+    t = make_table(spark, config, table_path, engine)  # created outside a job
+    with commit_lineage("demo.job", "run-1", dt.date(2026, 1, 2)):
+        t.append(events(spark, 0, 10))
+        t.merge(events(spark, 5, 15), ["id"])
+        t.overwrite_where(events(spark, 0, 5, days=1), [("event_date", "=", DAY)])
+        t.optimize()
+        t.vacuum(retention_hours=0, enforce_retention=False)
+    with commit_lineage("demo.other", "run-2", dt.date(2026, 1, 3)):
+        t.append(events(spark, 20, 25))
+    by_version = {h["version"]: h["lineage"] for h in t.history()}
+    first = {"job": "demo.job", "run_id": "run-1", "run_date": "2026-01-02"}
+    assert by_version[0] == {}
+    assert by_version[1] == by_version[2] == by_version[3] == first
+    assert all(lineage == first for v, lineage in by_version.items() if 3 < v < t.version())
+    assert by_version[t.version()] == {"job": "demo.other", "run_id": "run-2", "run_date": "2026-01-03"}
 
 
 # ---------------------------------------------------------------------------- optimize, vacuum

@@ -51,3 +51,20 @@ def test_runs_ok_and_failed_are_recorded_with_input_versions_and_checkpoints_are
     assert json.loads(failed.input_versions) == {"silver/numbers": 1}
     assert failed.first_date == DAY - dt.timedelta(days=2)
     assert Path(tmp_path, "ops", "job_runs").is_dir()
+
+
+def test_every_commit_of_a_job_run_carries_its_lineage(spark, tmp_path):
+    config = load_config("test", [f"lakehouse.root={tmp_path}"])
+    lake = Lakehouse(spark, config)
+    target = lake.table("gold", "numbers").create(SCHEMA)
+
+    def write(ctx):
+        target.append(spark.range(4).toDF("n"))
+        return JobResult(0, 4)
+
+    run_job(JobSpec("demo.write", write, (), ""), spark, config, DAY)
+    (run,) = lake.table("ops", "job_runs").read().collect()
+    expected = {"job": "demo.write", "run_id": run.run_id, "run_date": DAY.isoformat()}
+    assert target.history(1)[0]["lineage"] == expected
+    assert lake.table("ops", "job_runs").history(1)[0]["lineage"] == expected  # its own record too
+    assert target.history()[-1]["lineage"] == {}  # created by the test, outside any job

@@ -18,6 +18,7 @@ from pyspark.sql import SparkSession
 from lakeml import progress, runlog, runstate
 from lakeml.config import Config
 from lakeml.errors import ConfigError, JobFailed, LakemlError, UsageError
+from lakeml.lakehouse.lineage import commit_lineage
 from lakeml.lakehouse.table import recording_reads
 from lakeml.session import clear_checkpoints
 
@@ -158,8 +159,23 @@ def run_job(
 ) -> JobResult:
     """Run one job with its start and end log lines and its ops/job_runs row (also appended to ``runs``);
     any failure becomes JobFailed. Unless ``force``, a job whose inputs and settings are unchanged since
-    its last successful run for the same dates is skipped (``lakeml.runstate``)."""
+    its last successful run for the same dates is skipped (``lakeml.runstate``). Every commit the run
+    makes, its ops/job_runs row included, carries its lineage (``lakeml.lakehouse.lineage``)."""
     run_id = uuid.uuid4().hex
+    with commit_lineage(spec.name, run_id, run_date):
+        return _run_job(spec, spark, config, run_date, run_id, first_date, runs, force)
+
+
+def _run_job(
+    spec: JobSpec,
+    spark: SparkSession,
+    config: Config,
+    run_date: date,
+    run_id: str,
+    first_date: date | None,
+    runs: list[JobRun] | None,
+    force: bool,
+) -> JobResult:
     common = {"job": spec.name, "run_id": run_id, "run_date": run_date.isoformat(), "env": config.env}
     if first_date is not None and first_date != run_date:
         common["since"] = first_date.isoformat()

@@ -29,7 +29,7 @@ from pyspark.sql import types as T
 
 from lakeml.config import LakehouseConfig
 from lakeml.errors import ConcurrentModificationError, TableError
-from lakeml.lakehouse import predicates
+from lakeml.lakehouse import lineage, predicates
 from lakeml.lakehouse.files import (
     FILE_COLUMN,
     FileEntry,
@@ -136,6 +136,7 @@ class DeltaRsEngine:
             mode="error",
             partition_by=list(partition_by) or None,
             configuration=properties or None,
+            commit_properties=lineage_properties(),
         )
 
     def version(self) -> int:
@@ -279,6 +280,9 @@ class DeltaRsEngine:
             "lakeml.operation": operation,
             **{f"lakeml.{k}": str(v) for k, v in (parameters or {}).items()},
         }
+        user_metadata = lineage.user_metadata()
+        if user_metadata:
+            metadata["userMetadata"] = user_metadata
         props = CommitProperties(
             custom_metadata=metadata,
             max_commit_retries=0,
@@ -544,7 +548,14 @@ class DeltaRsEngine:
             enforce_retention_duration=enforce_retention,
             full=True,
             keep_versions=keep_versions or None,
+            commit_properties=lineage_properties(),
         )
+
+
+def lineage_properties() -> CommitProperties | None:
+    """Commit properties carrying the running job's lineage (None outside a job)."""
+    user_metadata = lineage.user_metadata()
+    return CommitProperties(custom_metadata={"userMetadata": user_metadata}) if user_metadata else None
 
 
 def _rewrite_touched(

@@ -31,8 +31,8 @@ from pyspark.sql import types as T
 
 from lakeml.config import LakehouseConfig
 from lakeml.errors import ConcurrentModificationError, TableError
-from lakeml.lakehouse import predicates
-from lakeml.lakehouse.delta_rs import CommitOutcome, _committed
+from lakeml.lakehouse import lineage, predicates
+from lakeml.lakehouse.delta_rs import CommitOutcome, _committed, lineage_properties
 from lakeml.lakehouse.log import parse_stats, read_commit
 
 _TXN_APP = "spark.databricks.delta.write.txnAppId"
@@ -85,7 +85,9 @@ class DeltaSparkEngine:
             builder = builder.partitionedBy(*partition_by)
         for key, value in properties.items():
             builder = builder.property(key, value)
-        builder.execute()
+        user_metadata = lineage.user_metadata()
+        with _session_conf(self.spark, {_USER_METADATA: user_metadata} if user_metadata else {}):
+            builder.execute()
 
     def version(self) -> int:
         return int(self._delta().history(1).select("version").first()[0])
@@ -143,7 +145,7 @@ class DeltaSparkEngine:
                 commit = read_commit(self.uri, version)
             except TableError:  # past the latest version
                 return CommitOutcome(None)
-            if commit.info.get("userMetadata") == tag:
+            if commit.info.get("userMetadata") == tag:  # unique: it holds a fresh uuid
                 rows = sum(int(parse_stats(a.get("stats")).get("numRecords", 0)) for a in commit.adds)
                 return CommitOutcome(version, len(commit.adds), len(commit.removes), rows)
             version += 1
@@ -240,11 +242,13 @@ class DeltaSparkEngine:
             enforce_retention_duration=enforce_retention,
             full=True,
             keep_versions=keep_versions or None,
+            commit_properties=lineage_properties(),
         )
 
 
 def _tag() -> str:
-    return f"lakeml:{uuid.uuid4().hex}"
+    """The commit's ``userMetadata``: a fresh tag to find the version it commits, plus the run's lineage."""
+    return lineage.user_metadata(f"lakeml:{uuid.uuid4().hex}") or ""
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ from pyspark.sql import types as T
 
 from lakeml.config import LakehouseConfig
 from lakeml.errors import ConcurrentModificationError, TableError
-from lakeml.lakehouse import predicates
+from lakeml.lakehouse import lineage, predicates
 from lakeml.lakehouse.delta_rs import CommitOutcome, DeltaRsEngine
 from lakeml.lakehouse.files import FileEntry, entry_from_log_add, scan_files
 from lakeml.lakehouse.log import read_commits
@@ -111,8 +111,9 @@ class DeltaTableRef:
         return self._engine.partition_columns()
 
     def history(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """Newest first: version, timestamp, operation and its parameters per commit."""
-        return self._engine.history(limit)
+        """Newest first: version, timestamp, operation, its parameters and ``lineage`` (the job, run id
+        and run date that committed it; {} outside a job) per commit."""
+        return [{**entry, "lineage": lineage.parse(entry)} for entry in self._engine.history(limit)]
 
     # ------------------------------------------------------------------ reads
     def read(
