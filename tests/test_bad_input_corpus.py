@@ -27,6 +27,7 @@ from lakeml.domains.banking.silver import CHARGEBACK_FIELDS, CHARGEBACKS, TRANSA
 from lakeml.domains.commerce.silver import CLICKSTREAM
 from lakeml.domains.maintenance.silver import MAINTENANCE, MAINTENANCE_FIELDS, SENSORS, SETTINGS, TELEMETRY
 from lakeml.lakehouse import Lakehouse
+from tests.reliability_report import record
 from tests.test_silver import run_silver, tolerant_of_quarantine
 
 FEEDS = {f.name: f for f in (CLICKSTREAM, TRANSACTIONS, CHARGEBACKS, TELEMETRY, MAINTENANCE)}
@@ -608,3 +609,13 @@ def test_every_batch_balances_and_adds_up_to_the_kinds(corpus):
         "header": sum(k.header for k in KINDS),
         "duplicate": sum(k.duplicate for k in KINDS),
     }
+    outcomes, _, _ = corpus
+    lost = sum(max(k.expected_bronze_rows() - outcomes[k.name].bronze, 0) for k in KINDS)
+    doubled = sum(max(outcomes[k.name].bronze - k.expected_bronze_rows(), 0) for k in KINDS)
+    record(
+        f"bad input corpus: {len(KINDS)} kinds over 5 feeds",
+        len(batches),
+        lost,
+        doubled,
+        "each line loaded, quarantined with its reason, a header or a duplicate, as expected",
+    )

@@ -28,7 +28,7 @@ from tests.test_silver import click
 pytestmark = pytest.mark.slow
 
 SOAK_WORKERS = 4
-# 8 in the suite: 4 x 6 took 1.5 min on delta-rs and 9 min on delta-spark (its local writes are
+# 8 in the suite: 4 x 6 took 3 min on delta-rs and 11 min on delta-spark (its local writes are
 # serialized) on a 2-core machine at load ~30; the 4 x 50 is what scripts/bench_reliability.py
 # runs (it sets LAKEML_SOAK_OPERATIONS=50).
 SOAK_OPERATIONS = int(os.environ.get("LAKEML_SOAK_OPERATIONS", "8"))
