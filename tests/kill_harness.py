@@ -39,6 +39,9 @@ KILL_POINTS = ("commit.before", "commit.during", "commit.after", "registry.regis
 RUN_COLUMNS = (
     "run_id", "seconds", "_batch_id", "batch_id", "_ingest_date", "bronze_version",
     "model_version", "mlflow_run_id",
+    # Delta versions of inputs and outputs: a crashed job that is redone commits again (the same
+    # rows, a new version), so version numbers count commits, not content.
+    "input_version", "source_version", "derived_version", "reference_version", "current_version",
 )  # fmt: skip
 # Logs of runs, not data: a crashed run adds its own rows (compared by invariants instead).
 RUN_LOGS = ("ops/job_runs", "ops/dq_results", "ops/silver_batches", "ops/maintenance")
