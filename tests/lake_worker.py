@@ -164,6 +164,48 @@ def crash_in_last_task(df: DataFrame) -> DataFrame:
     return df.repartition(_CRASH_TASKS).sortWithinPartitions("id").mapInArrow(kill, df.schema)
 
 
+SOAK_ROWS = 5  # rows per operation
+SOAK_RETRIES = 20  # a conflict that outlasts the table layer's own retries is retried here
+
+
+def soak_segment(base: int, i: int, tag: str) -> dict[str, Any]:
+    """The rows operation ``i`` of a soak inserts: ``base + 10 i`` and the next SOAK_ROWS - 1 ids."""
+    return segment(base + 10 * i, base + 10 * i + SOAK_ROWS, tag)
+
+
+def soak(spark: SparkSession, table: Any, name: str, count: int, base: int) -> dict[str, Any]:
+    """``count`` operations on ``table``: even ones append new ids, odd ones merge (update the previous
+    operation's ids, insert new ones), each with the txn ``(name, i)``. A ConcurrentModificationError
+    (the table layer gave up retrying) is counted and the operation retried: nothing may fail otherwise.
+    """
+    from lakeml.errors import ConcurrentModificationError
+
+    conflicts: list[str] = []
+    noops = 0
+    for i in range(count):
+        tag = f"{name}-{i}"
+        rows = [soak_segment(base, i, tag)]
+        for attempt in range(SOAK_RETRIES):
+            try:
+                if i % 2 == 0:
+                    outcome = table.append(frame(spark, rows), txn=(name, i))
+                else:
+                    updates = [soak_segment(base, i - 1, tag), *rows]
+                    outcome = table.merge(frame(spark, updates), ["id"], txn=(name, i))
+                noops += outcome.noop
+                break
+            except ConcurrentModificationError as exc:
+                conflicts.append(str(exc)[:300])
+                if attempt == SOAK_RETRIES - 1:
+                    raise
+    return {
+        "operations": count,
+        "conflicts_retried": len(conflicts),
+        "conflict_samples": conflicts[:3],
+        "noops": noops,
+    }
+
+
 def run(spec: dict[str, Any]) -> int:
     began = time.monotonic()
     from lakeml.config import load_config
@@ -196,7 +238,7 @@ def run(spec: dict[str, Any]) -> int:
     spark = build_spark(config, app_name=f"lake-worker-{os.getpid()}")
     try:
         table = DeltaTableRef(spark, spec["table"], config.lakehouse, engine)
-        df = frame(spark, spec["rows"])
+        df = frame(spark, spec["rows"]) if spec["rows"] else spark.createDataFrame([], SCHEMA)  # soak: none
         if probe.crash and engine == "delta-spark":
             df = crash_in_last_task(df)
         txn = tuple(spec["txn"]) if spec.get("txn") else None
@@ -214,15 +256,19 @@ def run(spec: dict[str, Any]) -> int:
                 outcome = table.overwrite_where(df, [tuple(f) for f in spec["where"]], txn=txn)
             elif op == "merge":
                 outcome = table.merge(df, spec["keys"], txn=txn)
+            elif op == "soak":
+                result |= soak(spark, table, spec["name"], int(spec["count"]), int(spec["base"]))
+                outcome = None
             else:
                 raise SystemExit(f"lake_worker: unknown op {op!r}")
-            result |= {
-                "status": "ok",
-                "version": outcome.version,
-                "files_added": outcome.files_added,
-                "files_removed": outcome.files_removed,
-                "rows_added": outcome.rows_added,
-            }
+            result |= {"status": "ok"}
+            if outcome is not None:
+                result |= {
+                    "version": outcome.version,
+                    "files_added": outcome.files_added,
+                    "files_removed": outcome.files_removed,
+                    "rows_added": outcome.rows_added,
+                }
             code = 0
         except TableError as exc:
             result |= {"status": "error", "error": type(exc).__name__, "message": str(exc)}

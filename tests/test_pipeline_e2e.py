@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import re
 import shutil
 from pathlib import Path
@@ -48,12 +49,29 @@ def table_versions(lake: Lakehouse) -> dict[str, int]:
     return versions
 
 
+# The run log lines (lakeml's JSON events) of the fixture's pipeline run, for the PAN scan.
+RUN_LOG: list[str] = []
+
+
+class _Collect(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        RUN_LOG.append(record.getMessage())
+
+
 @pytest.fixture(scope="module")
 def pipeline_lake(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, dict]:
     root: Path = tmp_path_factory.mktemp("e2e")
     config = load_config("test", [f"lakehouse.root={root}"])
     run_generation(spark, config.landing_path(), scale=1, days=2, seed=11, end_date=END)
-    return config, run_pipeline(spark, config)
+    collect, logger = _Collect(), logging.getLogger("lakeml")
+    level = logger.level
+    logger.addHandler(collect)
+    logger.setLevel(logging.INFO)
+    try:
+        return config, run_pipeline(spark, config)
+    finally:
+        logger.removeHandler(collect)
+        logger.setLevel(level)
 
 
 def test_every_bronze_row_is_loaded_duplicate_quarantined_or_a_header(spark, pipeline_lake):
@@ -145,6 +163,10 @@ def test_no_card_number_is_stored_past_the_landing_zone(spark, pipeline_lake):
     for path in others:
         text = path.read_bytes().decode("latin-1")
         assert not any(holds_a_pan(run, pans) for run in digit_runs(text)), f"clear card number in {path}"
+    # The run's log lines (stderr, where a scheduler keeps them): quarantine samples, errors, paths.
+    assert len(RUN_LOG) > 9
+    for line in RUN_LOG:
+        assert not any(holds_a_pan(run, pans) for run in digit_runs(line)), f"clear card number in {line[:300]}"
 
 
 def test_rerunning_the_pipeline_changes_nothing(spark, pipeline_lake):

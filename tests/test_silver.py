@@ -160,7 +160,7 @@ def test_clickstream_bad_input_is_quarantined_with_reasons_and_the_batch_balance
         ('{"event_id": "e-\ufffd\ufffd", "x": 1}', "line is not valid UTF-8"),
         ("\ufffdPNG", "line is not valid UTF-8"),
         ("\x1a", "malformed JSON (not one complete object)"),
-        ("\x00\x00", "malformed JSON (not one complete object)"),
+        ("\x00\x00", "line holds NUL bytes"),
     ]
     assertDataFrameEqual(
         quarantined(spark, lake_config, "clickstream"),

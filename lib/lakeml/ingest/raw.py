@@ -132,6 +132,9 @@ def _line_rules() -> list[tuple[Column, str]]:
     return [
         (is_blank(F.col("value")), "empty line"),
         (F.col("raw_bytes").isNotNull(), "line is not valid UTF-8"),
+        # No feed's text holds NUL: it means binary or UTF-16 content, and a parser may keep it in a
+        # field (JSON and CSV readers do) where it would reach silver unseen.
+        (F.col("value").contains("\u0000"), "line holds NUL bytes"),
     ]
 
 

@@ -27,6 +27,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from lakeml import faults
 from lakeml.config import LakehouseConfig
 from lakeml.errors import ConcurrentModificationError, TableError
 from lakeml.lakehouse import lineage, predicates
@@ -291,6 +292,7 @@ class DeltaRsEngine:
         table = base
         for _attempt in range(self.settings.max_commit_attempts):
             read_version = table.version()
+            faults.point("commit.during", faults.table_label(self.uri))
             try:
                 table.create_write_transaction(
                     actions, "append", table.schema(), self.partition_columns(table), commit_properties=props

@@ -10,7 +10,7 @@ import contextlib
 import datetime as dt
 import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 from pyarrow import fs as pafs
@@ -18,6 +18,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from lakeml import faults
 from lakeml.config import LakehouseConfig
 from lakeml.errors import ConcurrentModificationError, TableError
 from lakeml.lakehouse import lineage, predicates
@@ -169,7 +170,9 @@ class DeltaTableRef:
         """Add rows; with ``txn=(app_id, version)`` a second commit of the same pair is a no-op."""
         _check_txn(txn)
         conformed, added = conform(df, self.schema(), self.partition_columns(), merge_schema)
-        return self._engine.append(by_table_partition(conformed, self.partition_columns()), txn, added)
+        return self._committing(
+            lambda: self._engine.append(by_table_partition(conformed, self.partition_columns()), txn, added)
+        )
 
     def append_rows(self, rows: Sequence[Sequence[Any]], txn: Txn | None = None) -> CommitOutcome:
         """Add a few rows built on the driver, in the table's column order; ``txn`` as for append.
@@ -178,7 +181,7 @@ class DeltaTableRef:
         this process, without a Spark job.
         """
         _check_txn(txn)
-        return self._engine.append_rows(rows, txn)
+        return self._committing(lambda: self._engine.append_rows(rows, txn))
 
     def overwrite_where(
         self,
@@ -207,8 +210,10 @@ class DeltaTableRef:
         conformed, _ = conform(df, self.schema(), partition_by, merge_schema=False)
         conformed = by_table_partition(conformed, partition_by)
         # Rows outside the predicate are refused by the engine as it writes (no pass of their own).
-        return self._retrying(
-            "overwrite_where", lambda: self._engine.overwrite_where(conformed, filters, txn, open_files)
+        return self._committing(
+            lambda: self._retrying(
+                "overwrite_where", lambda: self._engine.overwrite_where(conformed, filters, txn, open_files)
+            )
         )
 
     def merge(
@@ -245,8 +250,10 @@ class DeltaTableRef:
             error = duplicate_key_error(source, keys)
             if error is not None:
                 raise error
-        return self._retrying(
-            "merge", lambda: self._engine.merge(source, keys, when_matched, when_not_matched, txn)
+        return self._committing(
+            lambda: self._retrying(
+                "merge", lambda: self._engine.merge(source, keys, when_matched, when_not_matched, txn)
+            )
         )
 
     def optimize(
@@ -293,6 +300,14 @@ class DeltaTableRef:
         return out
 
     # ------------------------------------------------------------------ internals
+    def _committing(self, write: Callable[[], CommitOutcome]) -> CommitOutcome:
+        """Run one write between the fault-injection points before and after its commit."""
+        label = faults.table_label(self.uri)
+        faults.point("commit.before", label)
+        outcome = write()
+        faults.point("commit.after", label)
+        return outcome
+
     def _retrying(self, operation: str, attempt: Any) -> CommitOutcome:
         """Re-run a whole read-modify-write operation after a conflict, a bounded number of times."""
         for tries in range(self.settings.max_operation_retries + 1):
@@ -318,7 +333,7 @@ class StagedAppend:
         if self.done:
             raise TableError(f"staged rows for {self.table.uri} were already committed or discarded")
         self.done = True
-        return self._commit(txn)
+        return self.table._committing(lambda: self._commit(txn))
 
     def discard(self) -> None:
         """Drop the staged rows (no-op once committed or discarded)."""

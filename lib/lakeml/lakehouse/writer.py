@@ -7,6 +7,7 @@ values, and Delta statistics. Only those rows travel to the driver, which commit
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 import json
@@ -25,6 +26,7 @@ from pyarrow import fs as pafs
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
+from lakeml.errors import TableError
 from lakeml.lakehouse.schema import spark_schema_from_delta_json, to_arrow_schema
 
 # Delta's convention for a null partition value in a folder name.
@@ -82,7 +84,36 @@ def write_files(df: DataFrame, spec: WriteSpec) -> list[WrittenFile]:
     if spec.partition_by and spec.open_files is None:
         # Like Spark's own partitioned writer: a local sort so each task keeps one file open at a time.
         df = df.sortWithinPartitions(*spec.partition_by)
-    return [_written_file(r.asDict()) for r in df.mapInArrow(_task_writer(spec), FILE_META_SCHEMA).collect()]
+    with storage_errors_named(spec.root_uri):
+        metas = df.mapInArrow(_task_writer(spec), FILE_META_SCHEMA).collect()
+    return [_written_file(r.asDict()) for r in metas]
+
+
+# What the OS says when the storage, not the data, refuses a write (a task's traceback carries it).
+STORAGE_ERRORS = (
+    "No space left on device",
+    "Disk quota exceeded",
+    "Read-only file system",
+    "Permission denied",
+)
+
+
+@contextlib.contextmanager
+def storage_errors_named(table_uri: str) -> Iterator[None]:
+    """Re-raise a write task's storage failure as a TableError naming the table (not a worker traceback).
+
+    Files that finished before the failure are referenced by no commit; vacuum removes them.
+    """
+    try:
+        yield
+    except Exception as exc:
+        text = str(exc)
+        reason = next((e for e in STORAGE_ERRORS if e in text), None)
+        if reason is None:
+            raise
+        raise TableError(
+            f"writing data files of table {table_uri} failed: {reason}; nothing was committed"
+        ) from None
 
 
 SPLIT_META_SCHEMA = T.StructType([*FILE_META_SCHEMA.fields, T.StructField("target", T.StringType(), False)])
@@ -94,7 +125,8 @@ def write_split_files(df: DataFrame, route: str, specs: dict[str, WriteSpec]) ->
     ``df`` has the string column ``route`` and, per target name, a struct column of that name holding
     the table's columns (in table order). Rows whose route names no target are not written.
     """
-    metas = df.mapInArrow(_split_task_writer(route, specs), SPLIT_META_SCHEMA).collect()
+    with storage_errors_named(", ".join(sorted(spec.root_uri for spec in specs.values()))):
+        metas = df.mapInArrow(_split_task_writer(route, specs), SPLIT_META_SCHEMA).collect()
     files: dict[str, list[WrittenFile]] = {name: [] for name in specs}
     for meta in metas:
         files[meta["target"]].append(_written_file(meta.asDict()))

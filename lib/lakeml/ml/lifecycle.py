@@ -19,6 +19,7 @@ from typing import Any
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 
+from lakeml import faults
 from lakeml.config import Config, join_location
 from lakeml.errors import JobFailed
 from lakeml.lakehouse import DeltaTableRef, Lakehouse
@@ -181,6 +182,7 @@ def finish_training(
                 info.model_uri, c.name, tags={"run_date": run_date.isoformat()}
             )
             version = str(registered.version)
+            faults.point("registry.registered", c.name)
             for key, value in {
                 **c.tags,
                 **{f"input.{k}.version": str(v) for k, v in versions.items()},
@@ -190,6 +192,7 @@ def finish_training(
             for p in inputs:  # lift protections of model versions deleted from the registry since
                 registry.release_unregistered(client, p.table)
             registry.apply_decision(client, c.name, version, decision)
+            faults.point("registry.aliased", c.name)
             if champion is not None:
                 mlflow.log_metrics(
                     {f"{c.name}.champion.{k}": float(v) for k, v in champion.items() if isinstance(v, float)}

@@ -24,8 +24,8 @@ def strip_bom(text: Column) -> Column:
 
 
 def is_blank(text: Column) -> Column:
-    """True for NULL or whitespace-only text."""
-    return F.coalesce(F.trim(text) == "", F.lit(True))
+    """True for NULL or whitespace-only text (spaces, tabs, vertical tabs, form feeds)."""
+    return F.coalesce(F.trim(text, F.lit(" \t\u000b\f")) == "", F.lit(True))
 
 
 def parse_utc_timestamp(text: Column) -> Column:
