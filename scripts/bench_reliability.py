@@ -5,7 +5,7 @@
 Runs the fault tests (tests/test_kill_points.py, test_races.py, test_storage_faults.py,
 test_bad_input_corpus.py) with ``LAKEML_RELIABILITY_REPORT`` set, so each writes one line per fault
 it checked (tests/reliability_report.py), then prints them as a table. The soak runs 50 operations
-per process (``--fast``: 8, as the test suite does). A fault whose test failed shows the failure instead.
+per process and the kill chain 22 kill points (``--fast``: 5 and 5, as the test suite does). A fault whose test failed shows the failure instead.
 
 Then the cost of PAN masking at load: bronze's column expressions with and without ``mask_pans``
 on the same generated transaction and clickstream lines, written as Parquet, best of three in one
@@ -37,7 +37,8 @@ TESTS = [
 def run_fault_tests(work: Path, fast: bool) -> tuple[list[dict], int, str]:
     report = work / "reliability.jsonl"
     env = {**os.environ, "LAKEML_RELIABILITY_REPORT": str(report)}
-    env["LAKEML_SOAK_OPERATIONS"] = "8" if fast else "50"
+    env["LAKEML_SOAK_OPERATIONS"] = "5" if fast else "50"
+    env["LAKEML_KILL_POINTS"] = "5" if fast else "22"
     jars = REPO.parent / "shared" / "deltajars"
     if not env.get("LAKEML_DELTA_JARS") and jars.is_dir():
         env["LAKEML_DELTA_JARS"] = str(jars)

@@ -148,10 +148,20 @@ def pick_points(trace: list[tuple[str, str]], count: int) -> list[tuple[str, str
         first_seen.setdefault(event, i)
     must = [e for e in first_seen if e[0].startswith("registry.") or e[1].startswith(("bronze/", "silver/"))]
     rest = [e for e in first_seen if e not in must]
-    wanted = max(count - len(must), 0)
-    step = max(len(rest) / max(wanted, 1), 1.0)
-    chosen = set(must) | {rest[int(i * step)] for i in range(min(wanted, len(rest)))}
+    if count < len(must):  # a short chain (the CI default): spread over every point instead
+        return _spread(list(first_seen), count)
+    chosen = set(must) | set(_spread(rest, count - len(must)))
     return sorted(chosen, key=first_seen.__getitem__)
+
+
+def _spread(events: list[tuple[str, str]], count: int) -> list[tuple[str, str]]:
+    """``count`` events evenly spaced over ``events``, first and last included when count > 1."""
+    if count <= 0 or not events:
+        return []
+    if count == 1 or len(events) <= count:
+        return events[:count] if count == 1 else list(events)
+    step = (len(events) - 1) / (count - 1)
+    return [events[round(i * step)] for i in range(count)]
 
 
 def kill_chain(root: Path, reference_landing: Path, points: list[tuple[str, str]]) -> list[KillRun]:
