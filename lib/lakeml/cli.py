@@ -75,7 +75,45 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="last run per job, table freshness, quality failures, drift alerts")
     _add_common(status)
     status.add_argument("--json", action="store_true", help="print the report as JSON")
+    stream = sub.add_parser("stream", help="run a streaming job (e.g. banking.fraud_alerts)")
+    stream.add_argument("job", help=f"streaming job: {', '.join(STREAM_JOBS)}")
+    stream.add_argument("--env", default="local", help="config environment: conf/<env>.yaml (default local)")
+    stream.add_argument(
+        "--conf", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable"
+    )
+    stream.add_argument(
+        "--available-now", action="store_true", help="process every file already landed, then stop"
+    )
     return parser
+
+
+STREAM_JOBS = ("banking.fraud_alerts",)
+
+
+def _stream(args: argparse.Namespace) -> int:
+    """lakeml stream JOB: runs until stopped (Ctrl-C / SIGTERM stop it between micro-batches)."""
+    if args.job not in STREAM_JOBS:
+        raise UsageError(f"unknown streaming job '{args.job}' (known: {', '.join(STREAM_JOBS)})")
+    if args.env not in available_envs():
+        raise UsageError(f"unknown env '{args.env}' (known: {', '.join(available_envs())})")
+    config = load_config(args.env, args.conf)
+    from lakeml.ingest.silver import require_pii_key
+
+    require_pii_key(config)
+    runlog.configure(config.run.log_format)
+    import signal
+
+    from lakeml.domains.banking.nearline import run_fraud_alerts
+    from lakeml.session import build_spark
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops it as Ctrl-C does
+    spark = build_spark(config)
+    try:
+        result = run_fraud_alerts(spark, config, available_now=args.available_now)
+    finally:
+        spark.stop()
+    runlog.event("stream_end", job=args.job, **result)
+    return 0
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -117,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "generate":
         return _generate(args)
+    if args.command == "stream":
+        return _stream(args)
     from lakeml.pipeline import registry, run_job, select_jobs, topological_order
 
     jobs = registry()
