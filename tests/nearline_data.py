@@ -74,7 +74,14 @@ def deliver(config: Config, name: str, lines: list[str], order: int, header: boo
     return path
 
 
-def register_model(spark: SparkSession, config: Config, flip: bool = False, threshold: float = 0.5) -> str:
+def register_model(
+    spark: SparkSession,
+    config: Config,
+    flip: bool = False,
+    threshold: float = 0.5,
+    tags: dict | None = None,
+    experiment: str = "fraud-stream-tests",
+) -> str:
     """Fit a small logistic fraud model on synthetic features, register it and make it the champion.
 
     ``flip``: a model whose scores differ (trained on inverted labels), to tell versions apart.
@@ -82,11 +89,13 @@ def register_model(spark: SparkSession, config: Config, flip: bool = False, thre
     import mlflow
     import mlflow.spark
 
-    from tests import ml_data
     from lakeml.ml import registry, tracking
+    from tests import ml_data
 
     cfg = config.ml.fraud
-    rows = ml_data.transaction_features(spark, rows_per_day=80, first_day=dt.date(2026, 1, 1), days=2, mature_days=2)
+    rows = ml_data.transaction_features(
+        spark, rows_per_day=80, first_day=dt.date(2026, 1, 1), days=2, mature_days=2
+    )
     label = F.col("label_fraud").cast("double")
     rows = rows.where(F.col("label_fraud").isNotNull()).withColumn("_label", (1 - label) if flip else label)
     stages = [
@@ -96,12 +105,15 @@ def register_model(spark: SparkSession, config: Config, flip: bool = False, thre
     model = Pipeline(stages=stages).fit(rows)
     uri = tracking.tracking_uri(config)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(experiment_id=tracking.experiment_id(config, "fraud-stream-tests"))
+    mlflow.set_experiment(experiment_id=tracking.experiment_id(config, experiment))
     with mlflow.start_run():
-        info = mlflow.spark.log_model(model, artifact_path=MODEL, pip_requirements=[f"pyspark=={spark.version}"])
+        info = mlflow.spark.log_model(
+            model, artifact_path=MODEL, pip_requirements=[f"pyspark=={spark.version}"]
+        )
     version = str(mlflow.register_model(info.model_uri, MODEL).version)
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-    client.set_model_version_tag(MODEL, version, "threshold", repr(threshold))
+    for key, value in {"threshold": repr(threshold), **(tags or {})}.items():
+        client.set_model_version_tag(MODEL, version, key, value)
     client.set_registered_model_alias(MODEL, registry.CHAMPION, version)
     return version
 

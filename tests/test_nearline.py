@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import shutil
+import json
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,6 @@ from pyspark.testing import assertDataFrameEqual
 
 from lakeml.domains.banking.card_state import LATE_REASON
 from lakeml.domains.banking.nearline import APP_ID, FRAUD_ALERTS_SCHEMA, run_fraud_alerts
-from lakeml.errors import JobFailed
 from lakeml.lakehouse import Lakehouse
 from tests.conftest import with_engine
 from tests.nearline_data import alerts, deliver, line, register_model, stream_config
@@ -58,3 +56,203 @@ def test_each_micro_batch_commits_once_with_its_txn_id_and_a_replay_commits_noth
     assert again["batches"] == 1
     assert table.version() == version  # the replayed batch committed nothing
     assert table.read().count() == 3
+
+
+# ---------------------------------------------------------------------------------------------- one day
+
+CARDS = (1, 2, 3, 4)
+PLACES = (("DE", 52.52, 13.405), ("FR", 48.857, 2.352), ("JP", 35.68, 139.69))
+
+
+def day_lines(day: dt.datetime, per_card: int, start_hour: int = 0, hours: int = 24) -> list[tuple[str, str]]:
+    """(txn_id, landing line) of a generated stretch of ``day``: a few transactions per card, some at the same instant."""
+    out = []
+    for card in CARDS:
+        for k in range(per_card):
+            minute = (
+                ((card * 37 + k * 53 + day.day * 11) % (hours * 60))
+                if k != 2
+                else ((card * 37) % (hours * 60))
+            )
+            ts = day + dt.timedelta(hours=start_hour, minutes=minute)
+            country, lat, lon = PLACES[(card + k + day.day) % 3]
+            amount = 5 + ((card * 31 + k * 17 + day.day * 7) % 90) * 1.37
+            txn_id = f"c{card}-{ts:%d%H%M}-{k}"
+            out.append(
+                (txn_id, line(txn_id, ts, card, amount, f"M{(card + k) % 4}", country, "5411", lat, lon))
+            )
+    return out
+
+
+def shuffled(lines: list[tuple[str, str]]) -> list[str]:
+    """Out of order within the file (a fixed permutation: reversed, odd positions first)."""
+    rev = [text for _, text in reversed(lines)]
+    return rev[1::2] + rev[0::2]
+
+
+def silver_from_lines(spark, config, lines: list[str]) -> None:
+    """silver/transactions from landing lines through silver's own parse (as bronze → silver would load them)."""
+    from lakeml.domains.banking.silver import (
+        CHARGEBACKS_SILVER_SCHEMA,
+        TRANSACTIONS_SILVER_SCHEMA,
+        parse_transactions,
+    )
+    from lakeml.ingest.silver import ParseRules, require_pii_key
+
+    now = dt.datetime.now(dt.UTC)
+    bronze = spark.createDataFrame(
+        [(text, None, "file:/landing/x.csv", now, "b0") for text in lines],
+        "value string, raw_bytes binary, _source_file string, _ingested_at timestamp, _batch_id string",
+    )
+    parsed = parse_transactions(bronze, ParseRules(config.silver, require_pii_key(config)))
+    assert parsed.where(F.col("_reject_reason").isNotNull()).count() == 0
+    lake = Lakehouse(spark, config)
+    silver = lake.table("silver", "transactions").create(TRANSACTIONS_SILVER_SCHEMA, ["event_date"])
+    silver.append(parsed.select(*TRANSACTIONS_SILVER_SCHEMA.fieldNames()))
+    lake.table("silver", "chargebacks").create(CHARGEBACKS_SILVER_SCHEMA, ["event_date"])
+
+
+class Receiver:
+    """A webhook on 127.0.0.1 that keeps every JSON body it is POSTed."""
+
+    def __init__(self) -> None:
+        import http.server
+        import json
+        import threading
+
+        bodies = self.bodies = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/alerts"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture(scope="module")
+def one_day(spark, tmp_path_factory):
+    """A generated day (after 3 days of history) through a running stream, the champion changing midway."""
+    from types import SimpleNamespace
+
+    from lakeml.domains.banking.features import build_transaction_features
+    from lakeml.domains.banking.fraud_model import score_fraud
+    from lakeml.domains.banking.nearline import start_fraud_alerts
+
+    receiver = Receiver()
+    root = tmp_path_factory.mktemp("nearline_day")
+    config = stream_config(root, "nearline.fraud_alerts.trigger_seconds=0.5",
+                           f"nearline.fraud_alerts.sink.webhook_url={receiver.url}")  # fmt: skip
+    history = [x for d in (3, 2, 1) for x in day_lines(D - d * 24 * H, 3)]
+    morning = day_lines(D, 4, 0, 12)
+    evening = day_lines(D, 4, 12, 12)
+    last_evening = max(evening, key=lambda x: x[0].split("-")[1])  # the day's latest transaction
+    card = int(last_evening[0][1])
+    last_ts = dt.datetime.strptime("2026-03-" + last_evening[0].split("-")[1], "%Y-%m-%d%H%M")
+    # Late but within the watermark (60 min behind the newest event): the same card, 15 min earlier.
+    within = ("late-ok", line("late-ok", last_ts - dt.timedelta(minutes=15), card, 77.0))
+    # Later than the watermark: a card of its own, so no other transaction's batch features count it.
+    too_late = ("late-out", line("late-out", D + 2 * H, 9, 55.0))
+    silver_from_lines(spark, config, [t for _, t in (*history, *morning, *evening, within, too_late)])
+    build_transaction_features(spark, config, (D - 3 * 24 * H).date(), D.date())
+    gold = Lakehouse(spark, config).table("gold", "transaction_features")
+    pinned = {"input.gold/transaction_features.version": str(gold.version())}  # for the batch's drift check
+    first = register_model(spark, config, threshold=0.5, tags=pinned)
+
+    (Path(config.landing_path()) / "transactions").mkdir(parents=True)
+    query, handler = start_fraud_alerts(spark, config)
+    try:
+        deliver(config, "h.csv", shuffled(history), 0)
+        deliver(config, "d1.csv", shuffled(morning), 1)
+        query.processAllAvailable()
+        second = register_model(
+            spark, config, flip=True, threshold=0.0, tags=pinned
+        )  # promoted while the query runs
+        deliver(config, "d2.csv", shuffled(evening), 2)
+        query.processAllAvailable()
+        deliver(config, "late.csv", [within[1], too_late[1]], 3)
+        query.processAllAvailable()
+    finally:
+        query.stop()
+    yield SimpleNamespace(
+        config=config, first=first, second=second, handler=handler, receiver=receiver,
+        within=within[0], too_late=too_late[0], affected=last_evening[0],
+        day1=[x[0] for x in (*history, *morning)], day2=[x[0] for x in (*evening, within)],
+        batch_scores=lambda: score_fraud(spark, config, D.date(), D.date()),
+    )  # fmt: skip
+
+
+FEATURE_COLUMNS = [f.name for f in FRAUD_ALERTS_SCHEMA.fields][
+    : FRAUD_ALERTS_SCHEMA.fieldNames().index("score")
+]
+
+
+def test_every_feature_of_every_streamed_transaction_equals_the_batch_features(spark, one_day):
+    t = one_day
+    gold = Lakehouse(spark, t.config).table("gold", "transaction_features").read().select(*FEATURE_COLUMNS)
+    stream = alerts(spark, t.config).select(*FEATURE_COLUMNS)
+    # Every transaction once; the one later than the watermark is not scored (quarantined below).
+    assert stream.count() == stream.select("txn_id").distinct().count() == gold.count() - 1
+    assert {r.txn_id for r in gold.join(stream, "txn_id", "left_anti").collect()} == {t.too_late}
+    # Out of order within files and micro-batches, and late within the watermark: the same features,
+    # except the one transaction scored before a late, earlier one of its card arrived (it cannot
+    # count what the stream had not seen yet: one transaction fewer in its windows).
+    same = stream.where(F.col("txn_id") != t.affected)
+    assertDataFrameEqual(
+        same.orderBy("txn_id"), gold.join(same.select("txn_id"), "txn_id").select(*FEATURE_COLUMNS).orderBy("txn_id"),
+        checkRowOrder=True, rtol=1e-9,
+    )  # fmt: skip
+    got = stream.where(F.col("txn_id") == t.affected).first()
+    want = gold.where(F.col("txn_id") == t.affected).first()
+    assert (got.txn_count_1h, got.txn_count_24h) == (want.txn_count_1h - 1, want.txn_count_24h - 1)
+    late = Lakehouse(spark, t.config).table("ops", "quarantine").read().where(F.col("reason") == LATE_REASON)
+    assert [json.loads(r.raw_record)["txn_id"] for r in late.collect()] == [t.too_late]
+
+
+def test_a_new_champion_scores_from_the_next_micro_batch_without_a_restart(spark, one_day):
+    t = one_day
+    rows = alerts(spark, t.config)
+    versions = {r.txn_id: r.model_version for r in rows.select("txn_id", "model_version").collect()}
+    assert {versions[x] for x in t.day1} == {t.first}
+    assert {versions[x] for x in t.day2} == {t.second}
+    assert t.first != t.second
+    # the threshold travels with the version: v2's 0.0 alerts everything it scored
+    assert rows.where((F.col("model_version") == t.second) & ~F.col("alert")).count() == 0
+
+
+def test_alerts_reach_the_hourly_json_lines_and_the_webhook_once_each(spark, one_day):
+    import json
+
+    t = one_day
+    flagged = {r.txn_id for r in alerts(spark, t.config).where("alert").select("txn_id").collect()}
+    assert flagged
+    folder = Path(str(t.config.lakehouse.root)) / "alerts"
+    lines = [
+        json.loads(x) for f in sorted(folder.glob("fraud-alerts-*.jsonl")) for x in f.read_text().splitlines()
+    ]
+    assert sorted(x["txn_id"] for x in lines) == sorted(flagged)
+    posted = [a["txn_id"] for body in t.receiver.bodies for a in body["alerts"]]
+    assert sorted(posted) == sorted(flagged)
+
+
+def test_the_daily_batch_and_the_stream_give_the_same_score_for_the_same_model_version(spark, one_day):
+    t = one_day
+    t.batch_scores()
+    batch = Lakehouse(spark, t.config).table("gold", "fraud_scores").read()
+    stream = alerts(spark, t.config).where(
+        (F.col("model_version") == t.second) & (F.col("txn_id") != t.affected)
+    )
+    assert stream.count() > 5
+    assertDataFrameEqual(
+        stream.select("txn_id", "score", "alert", "threshold", "model_version").orderBy("txn_id"),
+        batch.join(stream.select("txn_id"), "txn_id")
+        .select("txn_id", "score", "alert", "threshold", "model_version")
+        .orderBy("txn_id"),
+        checkRowOrder=True, rtol=1e-9,
+    )  # fmt: skip

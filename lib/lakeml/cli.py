@@ -57,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("list", help="show the jobs and their dependencies")
     run = sub.add_parser("run", help="run one job", description="Run one job of the DAG (see `lakeml list`).")
-    run.add_argument("job", help="job name, domain.step (e.g. commerce.build_silver); `lakeml list` shows all")
+    run.add_argument(
+        "job", help="job name, domain.step (e.g. commerce.build_silver); `lakeml list` shows all"
+    )
     _add_common(run)
     _add_force(run)
     pipe = sub.add_parser("pipeline", help="run the DAG in dependency order")
@@ -72,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(pipe)
     _add_force(pipe)
     _add_generate(sub)
-    status = sub.add_parser("status", help="last run per job, table freshness, quality failures, drift alerts")
+    status = sub.add_parser(
+        "status", help="last run per job, table freshness, quality failures, drift alerts"
+    )
     _add_common(status)
     status.add_argument("--json", action="store_true", help="print the report as JSON")
     stream = sub.add_parser("stream", help="run a streaming job (e.g. banking.fraud_alerts)")

@@ -87,6 +87,8 @@ _STATE_INPUT = (
     "txn_id", "ts", "card_token", "merchant_id", "mcc", "amount_eur", "channel", "country", "lat", "lon",
     "card_present", "event_date", "_source_file", "_ingested_at", REJECT_REASON, "value", "raw_bytes", CARD_KEY,
 )  # fmt: skip
+_LATE_RECORD = ("txn_id", "ts", "card_token", "merchant_id", "mcc", "amount_eur", "channel", "country", "lat", "lon",
+                "card_present")  # fmt: skip
 _SINK_FIELDS = ("txn_id", "card_token", "ts", "amount_eur", "mcc", "country", "score", "threshold",
                 "model_version", "arrived_at", "scored_at", "stream_batch_id")  # fmt: skip
 
@@ -143,7 +145,8 @@ def quarantine_rows(rows: DataFrame, feed: str, batch_id: int, run_id: str) -> D
     """Rejected and late rows → QUARANTINE_SCHEMA rows (bronze_version -1: they never came through bronze)."""
     return rows.select(
         F.lit(feed).alias("feed"),
-        F.col("value").alias("raw_record"),
+        # Silver's parse keeps the line of rejected rows only; a late row (it parsed) is its silver values.
+        F.coalesce(F.col("value"), F.to_json(F.struct(*_LATE_RECORD))).alias("raw_record"),
         F.col("raw_bytes"),
         F.coalesce(F.col(REJECT_REASON), F.lit(LATE_REASON)).alias("reason"),
         F.lit(f"fraud_alerts-{batch_id:08d}").alias("batch_id"),
