@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from lakeml.domains.banking.card_state import LATE_REASON
 from lakeml.domains.banking.nearline import APP_ID, FRAUD_ALERTS_SCHEMA, run_fraud_alerts
+from lakeml.errors import JobFailed
 from lakeml.lakehouse import Lakehouse
 from tests.conftest import with_engine
 from tests.nearline_data import alerts, deliver, line, register_model, stream_config
@@ -131,7 +133,7 @@ class Receiver:
             def log_message(self, *args) -> None:
                 pass
 
-        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}/alerts"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -256,3 +258,105 @@ def test_the_daily_batch_and_the_stream_give_the_same_score_for_the_same_model_v
         .orderBy("txn_id"),
         checkRowOrder=True, rtol=1e-9,
     )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- crashes
+
+
+class HangingReceiver(Receiver):
+    """A webhook that, while ``hang`` is set, never answers (the stream waits inside a micro-batch)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.reached = threading.Event()
+        self.hang = threading.Event()
+        self.hang.set()
+        super().__init__()
+        handler = self.server.RequestHandlerClass
+        outer = self
+        original = handler.do_POST
+
+        def do_post(self) -> None:
+            if outer.hang.is_set():
+                outer.reached.set()
+                self.rfile.read(int(self.headers["Content-Length"]))
+                import time
+
+                time.sleep(3600)
+            original(self)
+
+        handler.do_POST = do_post
+
+
+def test_sigkill_mid_batch_then_restart_with_another_model_scores_everything_exactly_once(spark, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    receiver = HangingReceiver()
+    overrides = [
+        "nearline.fraud_alerts.sink.jsonl_dir=",
+        f"nearline.fraud_alerts.sink.webhook_url={receiver.url}",
+    ]
+    config = stream_config(tmp_path, *overrides)
+    first = register_model(spark, config, threshold=0.0)  # every transaction alerts: the webhook is called
+    a = deliver(config, "a.csv", [line(f"a{i}", D + i * H, i % 2, 10.0 + i) for i in range(4)], 0)
+    deliver(config, "b.csv", [line(f"b{i}", D + (5 + i) * H, i % 2, 20.0 + i) for i in range(3)], 1)
+    args = ["stream", "banking.fraud_alerts", "--env", "test", f"--conf=lakehouse.root={tmp_path}"]
+    args += [f"--conf={o}" for o in ("nearline.fraud_alerts.max_files_per_trigger=1", *overrides)]
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from lakeml.cli import main; sys.exit(main(sys.argv[1:]))",
+            *args,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        # Batch 0's alerts are committed to the table; its webhook call hangs: the query's commit log has no batch 0.
+        assert receiver.reached.wait(300), "the stream never reached the sink"
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    table = Lakehouse(spark, config).table("gold", "fraud_alerts")
+    assert table.transaction_version(APP_ID) == 0
+    assert not (tmp_path / config.nearline.fraud_alerts.checkpoint_dir / "query" / "commits" / "0").exists()
+
+    second = register_model(spark, config, flip=True, threshold=0.0)  # a new champion before the restart
+    receiver.hang.clear()
+    receiver.bodies.clear()
+    result = run_fraud_alerts(spark, config, available_now=True)
+    assert result["batches"] == 2  # batch 0 replayed, batch 1 new
+    rows = table.read()
+    assert rows.count() == rows.select("txn_id").distinct().count() == 7
+    got = {r.txn_id: (r.stream_batch_id, r.model_version) for r in rows.collect()}
+    # the replayed batch was not rescored by the new champion: its commit was a no-op
+    assert got == {**{f"a{i}": (0, first) for i in range(4)}, **{f"b{i}": (1, second) for i in range(3)}}
+    # the sink is at-least-once: batch 0's alerts (not delivered before the kill) were sent on restart, from the table
+    sent = {
+        (body["stream_batch_id"], a["txn_id"], a["model_version"])
+        for body in receiver.bodies
+        for a in body["alerts"]
+    }
+    assert sent == {(b, txn, v) for txn, (b, v) in got.items()}
+
+    # A champion that cannot be loaded: a clear error, nothing committed, the checkpoint moves on only after a fix.
+    import mlflow
+
+    broken = register_model(spark, config, threshold=0.0, experiment="fraud-stream-broken")
+    shutil.rmtree(Path(str(tmp_path)) / "_mlflow" / "artifacts" / "fraud-stream-broken")
+    deliver(config, "c.csv", [line("c0", D + 12 * H, 1, 5.0)], 2)
+    with pytest.raises(JobFailed, match=rf"champion lakeml-fraud v{broken} cannot be loaded"):
+        run_fraud_alerts(spark, config, available_now=True)
+    assert table.read().count() == 7
+    client = mlflow.MlflowClient(tracking_uri=str(mlflow.get_tracking_uri()))
+    client.set_registered_model_alias("lakeml-fraud", "champion", second)
+    assert run_fraud_alerts(spark, config, available_now=True)["scored"] == 1
+    assert table.read().where(F.col("txn_id") == "c0").count() == 1
+    assert a.exists()
