@@ -69,21 +69,23 @@ def register_model(spark, config) -> None:  # type: ignore[no-untyped-def]
     import mlflow.spark
     from pyspark.ml import Pipeline
     from pyspark.sql import functions as F
+    from pyspark.sql import types as T
 
     from lakeml.domains.banking.features import TRANSACTION_FEATURES_SCHEMA
     from lakeml.ml import models, registry, tracking
 
     cfg = config.ml.fraud
+    types = {f.name: f.dataType for f in TRANSACTION_FEATURES_SCHEMA.fields}
+    numeric = [
+        ((F.rand(i) < 0.5) if isinstance(types[c], T.BooleanType) else (F.rand(i) * 10).cast(types[c])).alias(
+            c
+        )
+        for i, c in enumerate(cfg.numeric_features)
+    ]
+    categorical = [F.lit("pos" if c == "channel" else "5411").alias(c) for c in cfg.categorical_features]
     df = (
         spark.range(2000)
-        .select(
-            *[
-                (F.rand(i) * 10).cast(f.dataType).alias(f.name)
-                if f.name not in ("channel", "mcc", "txn_id", "card_token")
-                else F.lit("pos" if f.name == "channel" else "5411").alias(f.name)
-                for i, f in enumerate(TRANSACTION_FEATURES_SCHEMA.fields)
-            ]
-        )
+        .select(*numeric, *categorical)
         .withColumn("_label", (F.rand(99) < 0.05).cast("double"))
     )
     stages = [
@@ -160,7 +162,10 @@ def main() -> None:
     stop.set()
     feed.join()
     fed_seconds = time.time() - started
-    query.processAllAvailable()
+    # Up to a minute to drain what landed; what is left then is reported as the backlog.
+    deadline = time.time() + 60
+    while time.time() < deadline and query.status["isDataAvailable"]:
+        time.sleep(1)
     query.stop()
 
     steady = handler.metrics[warm:]
@@ -183,6 +188,8 @@ def main() -> None:
     print(f"fed {sum(written)} transactions in {len(written)} files over {fed_seconds:.0f} s "
           f"(target rate {args.rate:.0f}/s, {args.file_rows} per file); {len(handler.metrics)} micro-batches, "
           f"{warm} in the 30 s warm-up")  # fmt: skip
+    done = sum(sum(m.counts.values()) for m in handler.metrics)
+    print(f"backlog at the end: {sum(written) - done} of {sum(written)} transactions fed were not processed")
     print(
         f"sustained throughput (steady batches): {throughput:.0f} txn/s = {throughput / args.rate:.2f}x the feed rate"
     )
