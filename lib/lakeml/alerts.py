@@ -84,7 +84,11 @@ def notify(settings: AlertsConfig, alert: dict[str, Any]) -> list[str]:
             else:
                 tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
                 runlog.event(
-                    "alert_failed", channel="command", job=alert.get("job"), exit_code=done.returncode, error=tail[0]
+                    "alert_failed",
+                    channel="command",
+                    job=alert.get("job"),
+                    exit_code=done.returncode,
+                    error=tail[0],
                 )
         except (OSError, subprocess.TimeoutExpired) as exc:
             runlog.event("alert_failed", channel="command", job=alert.get("job"), error=str(exc))

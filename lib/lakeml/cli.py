@@ -57,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("list", help="show the jobs and their dependencies")
     run = sub.add_parser("run", help="run one job", description="Run one job of the DAG (see `lakeml list`).")
-    run.add_argument("job", help="job name, domain.step (e.g. commerce.build_silver); `lakeml list` shows all")
+    run.add_argument(
+        "job", help="job name, domain.step (e.g. commerce.build_silver); `lakeml list` shows all"
+    )
     _add_common(run)
     _add_force(run)
     pipe = sub.add_parser("pipeline", help="run the DAG in dependency order")
@@ -72,10 +74,50 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(pipe)
     _add_force(pipe)
     _add_generate(sub)
-    status = sub.add_parser("status", help="last run per job, table freshness, quality failures, drift alerts")
+    status = sub.add_parser(
+        "status", help="last run per job, table freshness, quality failures, drift alerts"
+    )
     _add_common(status)
     status.add_argument("--json", action="store_true", help="print the report as JSON")
+    stream = sub.add_parser("stream", help="run a streaming job (e.g. banking.fraud_alerts)")
+    stream.add_argument("job", help=f"streaming job: {', '.join(STREAM_JOBS)}")
+    stream.add_argument("--env", default="local", help="config environment: conf/<env>.yaml (default local)")
+    stream.add_argument(
+        "--conf", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable"
+    )
+    stream.add_argument(
+        "--available-now", action="store_true", help="process every file already landed, then stop"
+    )
     return parser
+
+
+STREAM_JOBS = ("banking.fraud_alerts",)
+
+
+def _stream(args: argparse.Namespace) -> int:
+    """lakeml stream JOB: runs until stopped (Ctrl-C / SIGTERM stop it between micro-batches)."""
+    if args.job not in STREAM_JOBS:
+        raise UsageError(f"unknown streaming job '{args.job}' (known: {', '.join(STREAM_JOBS)})")
+    if args.env not in available_envs():
+        raise UsageError(f"unknown env '{args.env}' (known: {', '.join(available_envs())})")
+    config = load_config(args.env, args.conf)
+    from lakeml.ingest.silver import require_pii_key
+
+    require_pii_key(config)
+    runlog.configure(config.run.log_format)
+    import signal
+
+    from lakeml.domains.banking.nearline import run_fraud_alerts
+    from lakeml.session import build_spark
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops it as Ctrl-C does
+    spark = build_spark(config)
+    try:
+        result = run_fraud_alerts(spark, config, available_now=args.available_now)
+    finally:
+        spark.stop()
+    runlog.event("stream_end", job=args.job, **result)
+    return 0
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -117,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "generate":
         return _generate(args)
+    if args.command == "stream":
+        return _stream(args)
     from lakeml.pipeline import registry, run_job, select_jobs, topological_order
 
     jobs = registry()

@@ -484,6 +484,49 @@ class MLConfig:
 
 
 @dataclass(frozen=True)
+class AlertSinkConfig:
+    """Where the nearline stream sends alerts (flag set) besides gold/fraud_alerts; at-least-once."""
+
+    # A JSON-lines file per hour of scoring under this folder (relative: under the lakehouse root; "": off).
+    jsonl_dir: str
+    # POSTed {"alerts": [...]} once per micro-batch with alerts ("": off).
+    webhook_url: str
+    timeout_seconds: float
+
+
+@dataclass(frozen=True)
+class FraudAlertsStreamConfig:
+    """lakeml stream banking.fraud_alerts: landing transactions scored by the champion within seconds."""
+
+    # Processing-time trigger (a micro-batch every this many seconds, or right after a slow one).
+    trigger_seconds: float
+    # Files taken per micro-batch at most (bounds a catch-up batch).
+    max_files_per_trigger: int
+    # Event-time watermark: events older than (newest event seen - this) are late: quarantined.
+    watermark_minutes: float
+    # Under the lakehouse root: the query's checkpoint (offsets, commits, per-card state).
+    checkpoint_dir: str
+    alerts_table: str
+    # ops/quarantine feed name of the stream's rejects (silver's own are under "transactions").
+    quarantine_feed: str
+    sink: AlertSinkConfig
+
+    def __post_init__(self) -> None:
+        if self.trigger_seconds < 0 or self.max_files_per_trigger < 1 or self.watermark_minutes < 0:
+            raise ConfigError(
+                "nearline.fraud_alerts: trigger_seconds and watermark_minutes must be >= 0, "
+                "max_files_per_trigger >= 1"
+            )
+
+
+@dataclass(frozen=True)
+class NearlineConfig:
+    """Streaming jobs (lakeml stream NAME)."""
+
+    fraud_alerts: FraudAlertsStreamConfig
+
+
+@dataclass(frozen=True)
 class Config:
     env: str
     spark: SparkConfig
@@ -498,6 +541,7 @@ class Config:
     table_maintenance: TableMaintenanceConfig
     status: StatusConfig
     airflow: AirflowConfig
+    nearline: NearlineConfig
 
     def landing_path(self) -> str:
         """Absolute landing folder (``lakehouse.landing_dir`` under the root when relative)."""

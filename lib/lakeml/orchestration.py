@@ -56,7 +56,9 @@ def task_command(config: Config, job: str, overrides: Sequence[str]) -> list[str
     return [str(PROJECT_ROOT / "scripts" / "submit"), str(job_file), *args]
 
 
-def dag_spec(config: Config, depends_on: Mapping[str, Sequence[str]], overrides: Sequence[str] = ()) -> dict[str, Any]:
+def dag_spec(
+    config: Config, depends_on: Mapping[str, Sequence[str]], overrides: Sequence[str] = ()
+) -> dict[str, Any]:
     """DAG settings and one task per job, in registry order, for the DAG file."""
     settings = config.airflow
     try:

@@ -192,8 +192,11 @@ def _run_job(
         record_job_run(spark, config, run.finish(runstate.SKIPPED, seconds, {}, result=result))
         return result
     try:
-        with recording_reads() as reads, progress.stage_progress(
-            spark, spec.name, config.run.progress, config.run.progress_interval_seconds
+        with (
+            recording_reads() as reads,
+            progress.stage_progress(
+                spark, spec.name, config.run.progress, config.run.progress_interval_seconds
+            ),
         ):
             try:
                 result = spec.func(JobContext(spark, config, run_date, run_id, first_date))

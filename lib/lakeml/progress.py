@@ -47,7 +47,12 @@ def active_stages(spark: SparkSession) -> list[StageProgress]:
             name = info.name.split(" at ", 1)[0]  # "count at NativeMethodAccessorImpl.java:0" -> "count"
             out.append(
                 StageProgress(
-                    stage_id, name, info.numTasks, info.numCompletedTasks, info.numActiveTasks, info.numFailedTasks
+                    stage_id,
+                    name,
+                    info.numTasks,
+                    info.numCompletedTasks,
+                    info.numActiveTasks,
+                    info.numFailedTasks,
                 )
             )
     return out

@@ -102,7 +102,9 @@ class RunLock:
             holder = _parse(_read(fd))
             os.close(fd)
             who = holder.describe() if holder else "another process"
-            raise LockHeld(f"lakehouse {self.path.parent.parent} is in use by {who}; lock {self.path}") from None
+            raise LockHeld(
+                f"lakehouse {self.path.parent.parent} is in use by {who}; lock {self.path}"
+            ) from None
         try:
             self._check_previous(_parse(_read(fd)), _read(fd))
         except BaseException:

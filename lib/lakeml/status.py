@@ -36,7 +36,9 @@ def _rows(config: Config, name: str) -> list[dict[str, Any]]:
     return [] if table is None else pa.table(table.to_pyarrow_table()).to_pylist()
 
 
-def _newest(rows: Sequence[dict[str, Any]], key: str, time_columns: Sequence[str]) -> dict[str, dict[str, Any]]:
+def _newest(
+    rows: Sequence[dict[str, Any]], key: str, time_columns: Sequence[str]
+) -> dict[str, dict[str, Any]]:
     """Per value of ``key``, the row with the greatest first present time column."""
     out: dict[str, dict[str, Any]] = {}
     for row in rows:
@@ -82,7 +84,11 @@ def table_freshness(config: Config, run_date: dt.date) -> list[dict[str, Any]]:
         if table is None:
             continue
         partitions = set(table.metadata().partition_columns)
-        dated = [f.name for f in table.schema().fields if f.name in partitions and getattr(f.type, "type", None) == "date"]
+        dated = [
+            f.name
+            for f in table.schema().fields
+            if f.name in partitions and getattr(f.type, "type", None) == "date"
+        ]
         entry: dict[str, Any] = {"table": name, "version": table.version()}
         if not dated:
             entry["freshness"] = "not dated"
@@ -96,7 +102,12 @@ def table_freshness(config: Config, run_date: dt.date) -> list[dict[str, Any]]:
         lag = None if newest is None else (run_date - newest).days
         stale = name not in config.status.ignore_tables and (lag is None or lag > config.status.max_lag_days)
         entry.update(
-            {"partition_column": column, "newest": newest, "lag_days": lag, "freshness": "stale" if stale else "ok"}
+            {
+                "partition_column": column,
+                "newest": newest,
+                "lag_days": lag,
+                "freshness": "stale" if stale else "ok",
+            }
         )
         out.append(entry)
     return out
@@ -133,16 +144,22 @@ def collect(config: Config, jobs: Sequence[str], run_date: dt.date) -> dict[str,
         "quality_failures": quality_failures(config),
         "drift_alerts": drift_alerts(config),
     }
-    problems = [f"job {j['job']} failed for {j['run_date']}" for j in report["jobs"] if j["status"] == "failed"]
+    problems = [
+        f"job {j['job']} failed for {j['run_date']}" for j in report["jobs"] if j["status"] == "failed"
+    ]
     problems += [
         f"table {t['table']} is stale: newest {t['partition_column']} {t['newest']}"
         for t in report["tables"]
         if t["freshness"] == "stale"
     ]
     problems += [
-        f"{q['table']}: {q['check']} on {q['target']} failed" for q in report["quality_failures"] if q["level"] == "error"
+        f"{q['table']}: {q['check']} on {q['target']} failed"
+        for q in report["quality_failures"]
+        if q["level"] == "error"
     ]
-    problems += [f"drift alert: {a['model_name']} {a['feature']} psi {a['psi']:.3f}" for a in report["drift_alerts"]]
+    problems += [
+        f"drift alert: {a['model_name']} {a['feature']} psi {a['psi']:.3f}" for a in report["drift_alerts"]
+    ]
     report["problems"] = problems
     return report
 

@@ -55,12 +55,15 @@ class BronzeLoad:
     landing_files_deleted: int = 0
 
 
-def with_bronze_columns(raw: DataFrame, feed: str, batch_id: int, pii_key: bytes) -> DataFrame:
+def with_bronze_columns(
+    raw: DataFrame, feed: str, batch_id: int, pii_key: bytes, ingested_at: Column | None = None
+) -> DataFrame:
     """Reads ``value`` and the file source's ``_metadata``; adds raw_bytes, _source_file, _ingested_at, _batch_id, _ingest_date.
 
     Card numbers in ``value`` and ``raw_bytes`` are replaced by their keyed tokens (``mask_pans``).
+    ``ingested_at``: the ingestion time (default: the micro-batch's start).
     """
-    now = F.current_timestamp()
+    now = F.current_timestamp() if ingested_at is None else ingested_at
     valid = F.is_valid_utf8(F.col("value"))
     return raw.select(
         mask_pans(F.make_valid_utf8(F.col("value")), pii_key).alias("value"),

@@ -146,7 +146,9 @@ def maintain_tables(lake: Lakehouse, run_id: str, run_date: date) -> list[dict[s
     rows = [maintain_table(lake, name, run_id, run_date) for name in names]
     record = lake.table(*MAINTENANCE_TABLE).create(MAINTENANCE_SCHEMA, MAINTENANCE_PARTITIONS)
     if rows:
-        record.append_rows([[r[f] for f in MAINTENANCE_SCHEMA.names] for r in rows], txn=(f"ops.maintain_tables:{run_id}", 0))
+        record.append_rows(
+            [[r[f] for f in MAINTENANCE_SCHEMA.names] for r in rows], txn=(f"ops.maintain_tables:{run_id}", 0)
+        )
     return rows
 
 

@@ -346,6 +346,18 @@ def with_labels(
     )
 
 
+def with_mcc_risk(mcc_rates: DataFrame, settings: BankingFeaturesConfig) -> Transform:
+    """Reads mcc, as_of_date; adds mcc_risk_rate from ``mcc_rates`` (the prior for a category without one)."""
+
+    def apply(df: DataFrame) -> DataFrame:
+        joined = df.join(F.broadcast(mcc_rates), ["mcc", "as_of_date"], "left")
+        return joined.withColumn(
+            "mcc_risk_rate", F.coalesce(F.col("mcc_risk_rate"), F.lit(settings.mcc_risk_prior_rate))
+        )
+
+    return apply
+
+
 def compute_transaction_features(
     row_level: DataFrame,
     daily: DataFrame | None,
@@ -363,11 +375,8 @@ def compute_transaction_features(
         "event_date", "as_of_date"
     )
     combined = with_aggregate_contributions(on_targets, daily, hours)
-    features = with_derived_features(combined, settings, longest).join(
-        F.broadcast(mcc_rates), ["mcc", "as_of_date"], "left"
-    )
-    features = features.withColumn(
-        "mcc_risk_rate", F.coalesce(F.col("mcc_risk_rate"), F.lit(settings.mcc_risk_prior_rate))
+    features = with_derived_features(combined, settings, longest).transform(
+        with_mcc_risk(mcc_rates, settings)
     )
     labelled = with_labels(features, fraud, settings, label_cutoff)
     return labelled.select(*TRANSACTION_FEATURES_SCHEMA.fieldNames())
@@ -427,6 +436,28 @@ def _fraud_rows(
     small = None not in rows and sum(rows) <= settings.chargeback_broadcast_rows
     fraud = fraud_chargebacks(chargeback_table.read(where=since), narrow, settings, broadcast=small)
     return fraud.persist(StorageLevel.MEMORY_AND_DISK)
+
+
+def day_mcc_risk_rates(spark: SparkSession, config: Config, day: dt.date) -> DataFrame:
+    """(mcc, as_of_date, mcc_risk_rate) of one ``day`` from silver, as a one-day build_transaction_features run has them.
+
+    Empty when silver has no transactions or chargebacks yet (every category then gets the prior).
+    """
+    settings = config.features.banking
+    lake = Lakehouse(spark, config)
+    empty = spark.createDataFrame([], "mcc string, as_of_date date, mcc_risk_rate double")
+    if not (lake.table("silver", "transactions").exists() and lake.table("silver", "chargebacks").exists()):
+        return empty
+    risk_start = day - dt.timedelta(days=settings.mcc_risk_days)
+    narrow = _narrow_transactions(lake, risk_start, day)
+    fraud = _fraud_rows(lake, settings, narrow, risk_start)
+    try:
+        target_days = spark.createDataFrame([(day,)], "as_of_date date")
+        rates = mcc_risk_rates(narrow.where(F.col("event_date") < F.lit(day)), fraud, target_days, settings)
+        # One row per merchant category: kept on the driver for the day, so the stream never rereads silver.
+        return spark.createDataFrame(rates.collect(), empty.schema)
+    finally:
+        fraud.unpersist()
 
 
 def build_transaction_features(

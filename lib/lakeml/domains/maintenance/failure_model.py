@@ -519,7 +519,9 @@ def failure_report(
         [{**params, "validation_auprc": metric} for params, metric in fail_tuning],
     )
     curve = ev.binary_curve(fail_scored, FAILURE_LABEL, models.SCORE, config.ml.curve_points)
-    report.add_figure("PR and ROC on test", plot_pr_roc(curve, threshold, fail_metrics["positive_rate"], fail_metrics))
+    report.add_figure(
+        "PR and ROC on test", plot_pr_roc(curve, threshold, fail_metrics["positive_rate"], fail_metrics)
+    )
     report.add_figure(
         "Confusion at the alert threshold",
         plot_confusion(

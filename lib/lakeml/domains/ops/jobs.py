@@ -16,4 +16,8 @@ def maintain(ctx: JobContext) -> JobResult:
     """every table → compacted (optimize), vacuumed (protected versions kept), log cleaned; ops/maintenance."""
     rows = maintain_tables(Lakehouse(ctx.spark, ctx.config), ctx.run_id, ctx.run_date)
     totals = {k: sum(r[k] for r in rows) for k in ("files_before", "files_after", "files_vacuumed")}
-    return JobResult(rows_in=totals["files_before"], rows_out=totals["files_after"], details={"tables": len(rows), **totals})
+    return JobResult(
+        rows_in=totals["files_before"],
+        rows_out=totals["files_after"],
+        details={"tables": len(rows), **totals},
+    )
