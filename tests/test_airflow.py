@@ -120,7 +120,7 @@ def test_a_silver_quality_error_fails_the_run_and_a_rerun_after_the_fix_complete
     write_feed(spark, lines, window, config.landing_path(), f"{lake_root}/_tmp-{uuid.uuid4().hex}")
     # A bad delivery: an HTML error page saved as a clickstream file, 1,000 lines (~15 % of the day).
     page = "".join(f"<html><body>502 Bad Gateway {i}</body></html>\n" for i in range(1000))
-    (config.landing_path() / "clickstream" / f"clickstream-{DAY}-00090.jsonl").write_text(page)
+    (Path(config.landing_path()) / "clickstream" / f"clickstream-{DAY}-00090.jsonl").write_text(page)
     home = tmp_path / "airflow"
     # Three tasks (commerce ingest → silver → features): each task is a lakeml process of its own.
     conf = "airflow.jobs=[commerce.build_features] airflow.retries=0"
