@@ -40,13 +40,14 @@ from tests.test_airflow import AIRFLOW_BIN, airflow_env, task_states
 DAY = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
 DAYS = 14
 # What lets 14 generated days train every model (conf/test.yaml has the small grids): labels mature
-# after 6 days (a third of the generated chargebacks are filed by then), one day each for fraud's
-# validation and test split, and promotion floors that a few dozen test frauds cannot be held to.
+# after 6 days (a third of the generated chargebacks are filed by then; 0-4 known frauds a day), two
+# days each for fraud's validation and test split (one day had none: the trainer refused), and
+# promotion floors that a handful of test frauds cannot be held to.
 TRAINABLE = (
     "features.banking.label_window_days=6",
     "features.banking.label_refresh_days=6",
-    "ml.fraud.test_days=1",
-    "ml.fraud.validation_days=1",
+    "ml.fraud.test_days=2",
+    "ml.fraud.validation_days=2",
     "ml.fraud.promotion.floors.auprc=0.0",
     "ml.fraud.promotion.floors.roc_auc=0.0",
     "ml.failure.failure_promotion.floors.auprc=0.0",
