@@ -1,6 +1,6 @@
 """The Airflow DAG (scripts/airflow/lakeml_dag.py) in real Airflow 3 from .venv-airflow (scripts/install):
-it loads with the registry's task graph, and `airflow dags test` fails on a failing task and completes
-after the fix."""
+it loads with the registry's task graph, bad settings are one import error, and `airflow dags test`
+fails on a silver quality error and completes after the fix (the whole DAG: tests/test_scheduled_e2e.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from pyspark.sql import functions as F
 
 from lakeml.config import PROJECT_ROOT, load_config
 from lakeml.generate import feed_builders, make_window, write_feed
@@ -46,7 +47,12 @@ def load():
 
 good = load()
 os.environ["LAKEML_CONF"] = "airflow.jobs=[commerce.build_silver,no.such_job]"
-print(json.dumps({"good": good, "bad": load()}))
+bad = load()
+# Cluster mode with the Spark master in an Airflow connection: not defined, then defined.
+os.environ["LAKEML_CONF"] = "airflow.jobs=[commerce.ingest_bronze] airflow.mode=cluster airflow.spark_conn_id=lakeml_spark"
+no_connection = load()
+os.environ["AIRFLOW_CONN_LAKEML_SPARK"] = "spark://10.1.2.3:7077"
+print(json.dumps({"good": good, "bad": bad, "no_connection": no_connection, "cluster": load()}))
 """
 
 
@@ -88,6 +94,14 @@ def test_the_dag_is_the_job_registry(tmp_path):
     assert "tasks" not in bad and len(bad["errors"]) == 1
     assert "airflow.jobs names unknown job(s) no.such_job" in bad["errors"][0]
     assert len(bad["errors"][0].strip().splitlines()[-1]) < 1000
+    # Cluster mode naming an Airflow connection that is not defined: one import error naming it.
+    missing = report["no_connection"]
+    assert "tasks" not in missing and len(missing["errors"]) == 1
+    assert "Airflow connection 'lakeml_spark' is not defined" in missing["errors"][0].strip().splitlines()[-1]
+    # Defined: its host and port are the master scripts/submit gets.
+    (command,) = report["cluster"]["commands"].values()
+    assert command.startswith(str(PROJECT_ROOT / "scripts" / "submit"))
+    assert command.endswith("--conf submit.master=spark://10.1.2.3:7077")
 
 
 def task_states(home: Path) -> dict[str, str]:
@@ -98,12 +112,15 @@ def task_states(home: Path) -> dict[str, str]:
     return dict(rows)
 
 
-def test_dags_test_fails_on_a_failing_task_and_completes_after_the_fix(spark, tmp_path):
+def test_a_silver_quality_error_fails_the_run_and_a_rerun_after_the_fix_completes_it(spark, tmp_path):
     lake_root = tmp_path / "lake"
     config = load_config("test", [f"lakehouse.root={lake_root}"])
     window = make_window(scale=1, days=1, seed=5, end_date=DAY)
     lines = feed_builders()["clickstream"](spark, window)
     write_feed(spark, lines, window, config.landing_path(), f"{lake_root}/_tmp-{uuid.uuid4().hex}")
+    # A bad delivery: an HTML error page saved as a clickstream file, 1,000 lines (~15 % of the day).
+    page = "".join(f"<html><body>502 Bad Gateway (test delivery {i})</body></html>\n" for i in range(1000))
+    (Path(config.landing_path()) / "clickstream" / f"clickstream-{DAY}-00090.jsonl").write_text(page)
     home = tmp_path / "airflow"
     # Three tasks (commerce ingest → silver → features): each task is a lakeml process of its own.
     conf = "airflow.jobs=[commerce.build_features] airflow.retries=0"
@@ -113,21 +130,30 @@ def test_dags_test_fails_on_a_failing_task_and_completes_after_the_fix(spark, tm
     assert migrate.returncode == 0, migrate.stderr[-3000:]
     dags_test = [str(AIRFLOW_BIN / "airflow"), "dags", "test", "lakeml", DAY.isoformat()]
 
-    # Bronze tokenizes card numbers with the PII key: without it the first task fails, silver and
-    # features never run, the run fails.
-    without_key = {k: v for k, v in env.items() if k != "LAKEML_PII_KEY"}
-    first = subprocess.run(dags_test, capture_output=True, text=True, env=without_key, timeout=1800)
+    # Bronze loads every line; silver quarantines the page and its quarantine-rate check (error level,
+    # max 5 %) fails the job before it commits: the run fails and features never run.
+    first = subprocess.run(dags_test, capture_output=True, text=True, env=env, timeout=1800)
     assert task_states(home) == {
-        "commerce.ingest_bronze": "failed",
-        "commerce.build_silver": "upstream_failed",
+        "commerce.ingest_bronze": "success",
+        "commerce.build_silver": "failed",
         "commerce.build_features": "upstream_failed",
     }, first.stdout[-3000:]
-    assert "LAKEML_PII_KEY" in first.stdout + first.stderr
+    assert "silver/clickstream: " in first.stdout + first.stderr
+    assert "the batch was not committed" in first.stdout + first.stderr
     lake = Lakehouse(spark, config)
-    assert not lake.table("bronze", "clickstream").exists() and not lake.table("silver", "clickstream").exists()
+    assert lake.table("bronze", "clickstream").read().count() > 1000
+    assert lake.table("silver", "clickstream").read().count() == 0  # created, but the batch not committed
+    assert not lake.table("gold", "user_item_interactions").exists()
 
-    # The fix, then the run of that date again: every task succeeds.
-    second = subprocess.run(dags_test, capture_output=True, text=True, env=env, timeout=1800)
+    # The fix: the delivery is accepted with that feed's quarantine-rate limit raised (the page's lines
+    # stay in ops/quarantine with their reason); the run of that date again completes.
+    fixed = f"{conf} 'silver.checks.clickstream=[{{check: quarantine_rate, max_value: 0.5, level: error}}]'"
+    second = subprocess.run(dags_test, capture_output=True, text=True, env={**env, "LAKEML_CONF": fixed},
+                            timeout=1800)  # fmt: skip
     assert second.returncode == 0, second.stdout[-3000:]
     assert set(task_states(home).values()) == {"success"}, second.stdout[-3000:]
+    assert lake.table("silver", "clickstream").read().count() > 0
     assert lake.table("gold", "user_item_interactions").read().count() > 0
+    page_rows = lake.table("ops", "quarantine").read(where=[("feed", "=", "clickstream")])
+    # Once each, though the failed run had quarantined them too (the generator's own dirt has HTML pages).
+    assert page_rows.where(F.col("raw_record").contains("(test delivery ")).count() == 1000

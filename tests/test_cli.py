@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from lakeml.cli import main, parse_run_date
+from lakeml.config import PROJECT_ROOT
 from lakeml.errors import UsageError
 from lakeml.pipeline import JobSpec, registry, select_jobs, topological_order
 
@@ -35,6 +36,11 @@ def run_cli(*args: str, root: Path) -> subprocess.CompletedProcess[str]:
             "selects no job: commerce.build_silver does not depend on commerce.train_recommender",
         ),
         (["frobnicate"], "invalid choice"),
+        # Malformed dates of a cron line or a catch-up: nothing runs, no lake is created.
+        (["pipeline", "--env", "test", "--catch-up", "--run-date", "2026-02-30"], "bad --run-date '2026-02-30'"),
+        (["pipeline", "--env", "test", "--catch-up", "--run-date", "20261201"], "bad --run-date '20261201'"),
+        (["pipeline", "--env", "test", "--since", "2026-13-01"], "bad --since '2026-13-01': expected YYYY-MM-DD"),
+        (["pipeline", "--env", "test", "--catch-up", "--since", "2026-11-01"], "give --since or --catch-up, not both"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line_and_write_nothing(tmp_path, args, message):
@@ -42,6 +48,17 @@ def test_usage_errors_exit_2_with_one_line_and_write_nothing(tmp_path, args, mes
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not (tmp_path / "lake").exists()
+
+
+def test_cron_run_with_a_malformed_date_is_one_error_line_and_runs_nothing(tmp_path):
+    env = {**os.environ, "LAKEML_LAKEHOUSE": str(tmp_path / "lake")}
+    cron = [str(PROJECT_ROOT / "scripts" / "cron-run"), "--env", "test", "--run-date", "2026-11-31"]
+    result = subprocess.run(cron, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 2, result.stderr
+    # The wrapper's own line says what it runs; lakeml's error is one line after it.
+    started, error = [line for line in result.stderr.splitlines() if line.strip()]
+    assert started.startswith("cron-run: ") and error == "lakeml: error: bad --run-date '2026-11-31': expected YYYY-MM-DD"
     assert not (tmp_path / "lake").exists()
 
 
@@ -125,8 +142,11 @@ def test_dag_order_and_selection():
 
 def test_run_date_parsing():
     assert str(parse_run_date("2026-11-20")) == "2026-11-20"
-    with pytest.raises(UsageError):
-        parse_run_date("20-11-2026")
+    for bad in ("20-11-2026", "20261120", "2026-W47-5", "2026-11-20T00:00"):
+        with pytest.raises(UsageError, match=f"bad --run-date '{bad}'"):
+            parse_run_date(bad)
+    with pytest.raises(UsageError, match="bad --since '2026-02-29'"):
+        parse_run_date("2026-02-29", "--since")
 
 
 @pytest.mark.parametrize("version", [None, "1.8.0_292", "11.0.2"])

@@ -102,3 +102,40 @@ def test_a_new_champion_is_a_changed_input(spark, tmp_path):
     client.set_registered_model_alias("lakeml-test", "champion", "2")
     run_job(spec, spark, config, DAY)
     assert [str(v) for v in scored] == ["1", "2"]
+
+
+def test_table_maintenance_is_no_new_input_and_a_maintenance_rerun_is_skipped(spark, tmp_path):
+    config = load_config("test", [f"lakehouse.root={tmp_path}"])
+    lake = Lakehouse(spark, config)
+    source = lake.table("silver", "numbers").create(SCHEMA)
+    for start in (0, 5, 10):  # three small files: something to compact
+        source.append(spark.range(start, start + 5).toDF("n"))
+    calls: list[int] = []
+
+    def count(ctx: JobContext) -> JobResult:
+        calls.append(1)
+        return JobResult(source.read().count(), 0)
+
+    reader = JobSpec("test.count", count, (), "counts numbers")
+    maintain = registry_spec("ops.maintain_tables")
+    run_job(reader, spark, config, DAY)
+    first = run_job(maintain, spark, config, DAY)
+    assert first.details["files_before"] > first.details["files_after"]  # it compacted: a new version
+    maintained = {n: lake.table(*n.split("/")).version() for n in ("silver/numbers", "ops/maintenance")}
+
+    # Compaction rewrote files, not rows: the reader's input is unchanged, and so are the maintenance job's.
+    assert run_job(reader, spark, config, DAY).details["skipped"] == INPUTS_UNCHANGED
+    assert run_job(maintain, spark, config, DAY).details["skipped"] == INPUTS_UNCHANGED
+    assert {n: lake.table(*n.split("/")).version() for n in maintained} == maintained
+    assert calls == [1]
+
+    source.append(spark.range(15, 16).toDF("n"))  # new rows: both run again
+    assert "skipped" not in run_job(reader, spark, config, DAY).details
+    assert "skipped" not in run_job(maintain, spark, config, DAY).details
+    assert calls == [1, 1]
+
+
+def registry_spec(name: str) -> JobSpec:
+    from lakeml.pipeline import registry as jobs
+
+    return jobs()[name]

@@ -7,6 +7,7 @@ Exit codes: 0 ok, 1 job failed (status: something failed or stale), 2 usage/conf
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
@@ -22,14 +23,18 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def parse_run_date(text: str | None) -> date:
-    """``YYYY-MM-DD`` (default: today in UTC)."""
+def parse_run_date(text: str | None, option: str = "--run-date") -> date:
+    """``YYYY-MM-DD`` (default: today in UTC); UsageError naming ``option`` otherwise."""
     if text is None:
         return datetime.now(UTC).date()
     try:
+        # Only the documented form: fromisoformat also takes 20261201 or 2026-W49-1, which a cron
+        # line's $(date ...) typo should not slip through as.
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            raise ValueError(text)
         return date.fromisoformat(text)
     except ValueError:
-        raise UsageError(f"bad --run-date '{text}': expected YYYY-MM-DD") from None
+        raise UsageError(f"bad {option} '{text}': expected YYYY-MM-DD") from None
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -136,7 +141,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
 
 def _load(args: argparse.Namespace) -> tuple[Config, date, date]:
     run_date = parse_run_date(args.run_date)
-    first_date = run_date if args.since is None else parse_run_date(args.since)
+    first_date = run_date if args.since is None else parse_run_date(args.since, "--since")
     if first_date > run_date:
         raise UsageError(f"--since {first_date} is after the run date {run_date}")
     if args.env not in available_envs():

@@ -140,6 +140,9 @@ class AirflowConfig:
     task_timeout_minutes: float
     # Per-job timeouts overriding task_timeout_minutes.
     task_timeouts_minutes: Mapping[str, float]
+    # Cluster mode: the Airflow connection (conn type spark) whose host[:port] is the master that
+    # scripts/submit passes to spark-submit; empty: submit.master of this config.
+    spark_conn_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,8 @@ def dag_spec(
         "start_date": settings.start_date,
         "catchup": settings.catchup,
         "mode": settings.mode,
+        # Cluster mode: the DAG file resolves this Airflow connection into submit.master (or fails to load).
+        "spark_conn_id": settings.spark_conn_id if settings.mode == "cluster" else "",
         "retries": settings.retries,
         "retry_delay_seconds": 60 * settings.retry_delay_minutes,
         "max_retry_delay_seconds": 60 * settings.max_retry_delay_minutes,

@@ -8,7 +8,8 @@ incremental state) counts as it left it. With the settings fingerprint (every se
 change an output, plus lakeml's code version) both are stored in the run's ``ops/job_runs`` row; the
 next run for the same ``(job, run date, first date)`` compares them before it starts. A job that
 read nothing (the bronze loads, whose input is the landing folder) is never skipped: its own
-checkpoint already makes a rerun cheap.
+checkpoint already makes a rerun cheap. Table maintenance (``ops.maintain_tables``: optimize, vacuum)
+commits new versions that change no row; a table whose only newer commits are such is unchanged.
 """
 
 from __future__ import annotations
@@ -136,7 +137,35 @@ def skip_reason(
     recorded = json.loads(previous.input_state)
     if not recorded:
         return None
-    return INPUTS_UNCHANGED if input_state(spark, config, recorded) == recorded else None
+    current = input_state(spark, config, recorded)
+    return INPUTS_UNCHANGED if all(_same_input(k, recorded[k], current.get(k)) for k in recorded) else None
+
+
+def _same_input(key: str, recorded: int | None, current: int | None) -> bool:
+    """The input is as the last run left it: the same version, or, for a table, only later commits
+    that rewrote files without changing a row (``optimize`` compaction, ``vacuum``: table maintenance)."""
+    if recorded == current:
+        return True
+    if key.startswith(MODEL_PREFIX) or recorded is None or current is None or current < recorded:
+        return False
+    return not changes_rows(key, recorded, current)
+
+
+def changes_rows(uri: str, old: int, new: int) -> bool:
+    """Whether any commit of ``uri`` after version ``old`` up to ``new`` may change its rows or schema:
+    one that adds or removes a file with ``dataChange`` true (or unset), or changes metadata or protocol.
+    A log already cleaned past ``old`` counts as a change (it cannot be told)."""
+    from lakeml.errors import TableError
+    from lakeml.lakehouse.log import read_commits
+
+    try:
+        commits = read_commits(uri, old + 1, new)
+    except TableError:
+        return True
+    return any(
+        c.metadata_changed or c.protocol_changed or any(a.get("dataChange", True) for a in [*c.adds, *c.removes])
+        for c in commits
+    )
 
 
 def catch_up_start(

@@ -14,6 +14,10 @@ time, on the dag processor; the tasks inherit the worker's environment):
 Each task runs ``lakeml run JOB --env ENV --run-date {{ ds }}`` (airflow.mode=local) or
 ``scripts/submit jobs/<domain>/<step>.py ...`` (airflow.mode=cluster). The lakeml CLI itself needs
 whatever its jobs need in the task's environment (LAKEML_PII_KEY, LAKEML_LAKEHOUSE, ...).
+
+Connections: in cluster mode with ``airflow.spark_conn_id`` set, that Airflow connection's host
+(and port) is the Spark master (``--conf submit.master=...``). A connection that is not defined is
+one import error naming it: no DAG, so no run starts half-configured.
 """
 
 from __future__ import annotations
@@ -51,7 +55,32 @@ def _spec() -> dict:
     return json.loads(done.stdout)
 
 
+def _spark_master(conn_id: str) -> str:
+    """The Spark master of Airflow connection ``conn_id``: its host (``spark://`` unless it has a
+    scheme, or is yarn / local[...]) and port, as the Spark provider reads a spark connection."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        raise RuntimeError(
+            f"airflow.spark_conn_id: Airflow connection '{conn_id}' is not defined "
+            f"(add it: airflow connections add {conn_id} --conn-uri spark://HOST:PORT)"
+        ) from None
+    host = (conn.host or "").strip()
+    if not host:
+        raise RuntimeError(f"airflow.spark_conn_id: Airflow connection '{conn_id}' has no host")
+    if "://" not in host and host != "yarn" and not host.startswith("local"):
+        host = f"spark://{host}"
+    return f"{host}:{conn.port}" if conn.port else host
+
+
 SPEC = _spec()
+if SPEC.get("spark_conn_id"):
+    _MASTER = shlex.quote(f"submit.master={_spark_master(SPEC['spark_conn_id'])}")
+    for _task in SPEC["tasks"]:
+        _task["bash_command"] += f" --conf {_MASTER}"
 
 with DAG(
     dag_id=SPEC["dag_id"],

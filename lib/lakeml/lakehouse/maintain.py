@@ -26,8 +26,11 @@ from pyspark.sql import types as T
 from lakeml import runlog
 from lakeml.config import Config, join_location
 from lakeml.lakehouse import DeltaTableRef, Lakehouse
+from lakeml.lakehouse.table import note_input
 
 MAINTENANCE_TABLE = ("ops", "maintenance")
+# The log of job runs: every run, skipped or not, appends to it, so it is no input that says "new work".
+RUN_LOG = "ops/job_runs"
 AUTO_LOG_CLEANUP = "delta.enableExpiredLogCleanup"
 
 # One row per table per maintenance run.
@@ -143,12 +146,19 @@ def maintain_table(lake: Lakehouse, name: str, run_id: str, run_date: date) -> d
 def maintain_tables(lake: Lakehouse, run_id: str, run_date: date) -> list[dict[str, Any]]:
     """Maintain every table of the lakehouse, then append one ops/maintenance row per table."""
     names = lakehouse_tables(lake.config)
+    record_name = "/".join(MAINTENANCE_TABLE)
     rows = [maintain_table(lake, name, run_id, run_date) for name in names]
     record = lake.table(*MAINTENANCE_TABLE).create(MAINTENANCE_SCHEMA, MAINTENANCE_PARTITIONS)
     if rows:
         record.append_rows(
             [[r[f] for f in MAINTENANCE_SCHEMA.names] for r in rows], txn=(f"ops.maintain_tables:{run_id}", 0)
         )
+    # Its inputs, for a rerun to skip when nothing changed (lakeml.runstate): every table it maintained
+    # and its own record; not ops/job_runs, which every job run, skipped or not, appends to.
+    for name in [*names, record_name]:
+        if name != RUN_LOG:
+            table = lake.at(join_location(lake.config.lakehouse.root, name))
+            note_input(table.uri, table.version())
     return rows
 
 
