@@ -160,17 +160,17 @@ def check_training_input(df: DataFrame, cfg: FraudModelConfig) -> None:
 
 
 def split_rows(
-    labelled: DataFrame, cfg: FraudModelConfig, run_date: dt.date, seed: int
+    table: DataFrame, labelled: DataFrame, cfg: FraudModelConfig, run_date: dt.date, seed: int
 ) -> tuple[DataFrame, str, str]:
-    """Labelled rows with ``split`` by ``cfg.split`` (rows outside every split dropped); returns
-    (rows, the split as a person reads it, the same as logged in ``split.bounds``).
+    """The ``labelled`` rows of ``table`` with ``split`` by ``cfg.split`` (rows outside every split
+    dropped); returns (rows, the split as a person reads it, the same as logged in ``split.bounds``).
 
-    Every split uses only days up to the newest mature one (see ``last_mature_day``)."""
+    Every split uses only days up to the newest mature one of ``table`` (see ``last_mature_day``)."""
     if cfg.split == "day":
-        bounds = split_bounds(labelled, cfg, run_date)
+        bounds = split_bounds(table, cfg, run_date)
         rows = labelled.transform(with_time_split(cfg.date_column, bounds))
         return rows.where(F.col(SPLIT).isNotNull()), describe_bounds(bounds), str(bounds)
-    mature = labelled.where(F.col(cfg.date_column) <= F.lit(last_mature_day(labelled, cfg, run_date)))
+    mature = labelled.where(F.col(cfg.date_column) <= F.lit(last_mature_day(table, cfg, run_date)))
     if cfg.split == "time_fraction":
         first, last = mature.agg(F.min(cfg.time_column), F.max(cfg.time_column)).first()
         if first is None or first == last:
@@ -262,7 +262,7 @@ def train_fraud_model(spark: SparkSession, config: Config, run_date: dt.date) ->
     features = [*cfg.numeric_features, *cfg.categorical_features]
     check_training_input(pinned.df, cfg)
     labelled = pinned.df.where(F.col(cfg.label_column).isNotNull()).transform(with_training_columns(cfg))
-    split, split_text, bounds = split_rows(labelled, cfg, run_date, seed)
+    split, split_text, bounds = split_rows(pinned.df, labelled, cfg, run_date, seed)
     counts = {
         (r[SPLIT]): (int(r["n"]), int(r["pos"]))
         for r in split.groupBy(SPLIT).agg(F.count(F.lit(1)).alias("n"), F.sum(LABEL).alias("pos")).collect()
