@@ -210,10 +210,12 @@ def test_fraud_input_errors_name_the_column_or_setting_before_any_fit(
             "ml.fraud.label_column: txn_count_1h must be 0/1",
         ),
         (["ml.fraud.label_column=channel"], rows, ConfigError, "ml.fraud.label_column: channel must be 0/1"),
-        # frauds only in the first hours: none in validation
+        # frauds on the first day only: none in validation (the second day's first half)
         (
             [],
-            rows.withColumn("label_fraud", F.when(F.hour("ts") < 6, F.col("label_fraud")).otherwise(0)),
+            rows.withColumn(
+                "label_fraud", F.when(F.col("as_of_date") == FIRST, F.col("label_fraud")).otherwise(0)
+            ),
             JobFailed,
             "'validation' has .* 0 frauds.*ml.fraud.validation_fraction",
         ),
