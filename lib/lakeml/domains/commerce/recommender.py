@@ -473,6 +473,7 @@ def fold_biases(model: PipelineModel, biases: BiasModel, cfg: RecommenderConfig)
     for param, value in als.extractParamMap().items():
         if folded.hasParam(param.name):
             folded.set(folded.getParam(param.name), value)
+    folded._transfer_params_to_java()  # recommendForUserSubset calls the JVM model directly
     return PipelineModel(stages=[user_indexer, item_indexer, folded])
 
 
