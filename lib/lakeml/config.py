@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import math
 import os
 import re
 import types
@@ -339,6 +340,54 @@ class FraudModelConfig:
     promotion: PromotionConfig
     score_table: str
     calibration_bins: int
+    # Imbalance handling searched with the families (best validation AUPRC wins): "none" (no weights),
+    # "balanced" (positives weighted n_neg/n_pos), "divisor" (n_neg/n_pos ÷ positive_weight_divisor),
+    # "divisor:<d>" (n_neg/n_pos ÷ d, for a divisor grid).
+    imbalance: tuple[str, ...] = ("none", "divisor")
+    # Scores calibrated on validation: "platt" (logistic on the model's margin: keeps the ranking),
+    # "isotonic" (monotone steps: may tie scores), "none".
+    calibration: Literal["platt", "isotonic", "none"] = "platt"
+    # "day": whole days (test_days, gap_days, validation_days, above); "time_fraction": fractions of the
+    # time range of time_column (tables of a few days); "stratified": random rows, same fraud rate in
+    # each split (no time order: rows of one entity may land in two splits — see README).
+    split: Literal["day", "time_fraction", "stratified"] = "day"
+    # Shares of the labelled rows / time range held out by the time_fraction and stratified splits.
+    validation_fraction: float = 0.15
+    test_fraction: float = 0.15
+
+    def __post_init__(self) -> None:
+        for option in self.imbalance:
+            imbalance_divisor(option, self.positive_weight_divisor)  # raises on a malformed option
+        if not self.imbalance:
+            raise ConfigError(
+                "ml.fraud.imbalance: needs at least one option (none, balanced, divisor, divisor:<d>)"
+            )
+        if not (self.validation_fraction > 0 and self.test_fraction > 0
+                and self.validation_fraction + self.test_fraction < 1):  # fmt: skip
+            raise ConfigError(
+                "ml.fraud: need 0 < validation_fraction, 0 < test_fraction and their sum < 1, got "
+                f"{self.validation_fraction}, {self.test_fraction}"
+            )
+
+
+def imbalance_divisor(option: str, default_divisor: float) -> float | None:
+    """The divisor of n_neg/n_pos an ``ml.fraud.imbalance`` option weights positives by (None = no weights)."""
+    if option == "none":
+        return None
+    if option == "balanced":
+        return 1.0
+    if option == "divisor":
+        return default_divisor
+    name, _, value = option.partition(":")
+    try:
+        divisor = float(value) if name == "divisor" else math.nan
+    except ValueError:
+        divisor = math.nan
+    if not divisor > 0:
+        raise ConfigError(
+            f"ml.fraud.imbalance: unknown option '{option}' (none, balanced, divisor, divisor:<d> with d > 0)"
+        )
+    return divisor
 
 
 @dataclass(frozen=True)
@@ -375,8 +424,18 @@ class RecommenderConfig:
     grid: Mapping[str, tuple[float, ...]]
     promotion: PromotionConfig
     score_table: str
+    # Explicit mode: the bias baseline (global mean + user and item biases shrunk by this
+    # regularisation, chosen on validation RMSE) is reported beside ALS and is the model's floor;
+    # with explicit_residuals ALS learns the residuals after the biases (prediction = biases + factors)
+    # and the grid's regParam values are multiples of the residuals' standard deviation.
+    bias_regularization: tuple[float, ...] = (1.0, 5.0, 25.0)
+    explicit_residuals: bool = True
 
     def __post_init__(self) -> None:
+        if not self.bias_regularization or min(self.bias_regularization) < 0:
+            raise ConfigError(
+                f"ml.recommender.bias_regularization: needs values >= 0, got {list(self.bias_regularization)}"
+            )
         if not 0 <= self.relevant_rating_fraction <= 1:
             raise ConfigError(
                 f"ml.recommender.relevant_rating_fraction must be in [0, 1], got {self.relevant_rating_fraction}"

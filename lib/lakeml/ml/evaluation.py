@@ -158,6 +158,13 @@ def calibration_bins(scored: DataFrame, label: str, score: str, bins: int) -> pd
     )
 
 
+def brier_score(scored: DataFrame, label: str, score: str) -> float:
+    """Mean squared difference between a probability ``score`` and the 0/1 label (one aggregate)."""
+    diff = F.col(score).cast("double") - F.col(label).cast("double")
+    value = scored.agg(F.avg(diff * diff)).first()[0]
+    return float(value) if value is not None else math.nan
+
+
 # ---------------------------------------------------------------------------------------------- ranking
 
 

@@ -49,13 +49,8 @@ def feature_stages(
     indicator (for nullable columns), so a missing value is information, not an error. Categories are
     indexed by frequency and one-hot encoded; a category unseen in training gets its own slot.
     """
+    check_feature_types(schema, numeric, categorical)
     fields = {f.name: f for f in schema.fields}
-    missing = [c for c in (*numeric, *categorical) if c not in fields]
-    if missing:
-        raise ConfigError(f"feature columns not in the input table: {', '.join(missing)}")
-    wrong = [c for c in numeric if not isinstance(fields[c].dataType, _NUMERIC)]
-    if wrong:
-        raise ConfigError(f"numeric features must be numeric or boolean columns: {', '.join(wrong)}")
     exprs, vector_inputs = [], []
     for c in numeric:
         value = f"nanvl(CAST({_q(c)} AS DOUBLE), CAST(NULL AS DOUBLE))"
@@ -73,6 +68,17 @@ def feature_stages(
         vector_inputs.extend(onehot)
     stages.append(VectorAssembler(inputCols=vector_inputs, outputCol=FEATURES))
     return stages
+
+
+def check_feature_types(schema: T.StructType, numeric: Sequence[str], categorical: Sequence[str]) -> None:
+    """ConfigError unless every feature column exists and every numeric feature is numeric or boolean."""
+    fields = {f.name: f for f in schema.fields}
+    missing = [c for c in (*numeric, *categorical) if c not in fields]
+    if missing:
+        raise ConfigError(f"feature columns not in the input table: {', '.join(missing)}")
+    wrong = [c for c in numeric if not isinstance(fields[c].dataType, _NUMERIC)]
+    if wrong:
+        raise ConfigError(f"numeric features must be numeric or boolean columns: {', '.join(wrong)}")
 
 
 class _DropsTrainingSummary:

@@ -2,7 +2,10 @@
 
 - time: whole days of a date column, newest last, with an optional gap before test (label maturity);
 - latest per user: each user's newest rows go to test, the ones just before to validation;
-- grouped: a hash of the group key decides, so no group (machine) is in two splits.
+- grouped: a hash of the group key decides, so no group (machine) is in two splits;
+- time fraction: shares of a timestamp range, oldest rows train (tables of a few days or hours);
+- stratified: a seeded hash of a row id decides, cut per class so each split has the same positive rate
+  (no time order: an entity whose rows span splits leaks between them).
 """
 
 from __future__ import annotations
@@ -119,6 +122,92 @@ def with_group_split(
             .when(u < test_fraction + validation_fraction, VALIDATION)
             .otherwise(TRAIN)
         )
+        return df.withColumn(SPLIT, split)
+
+    return apply
+
+
+@dataclass(frozen=True)
+class TimeFractionBounds:
+    """Instants splitting a time range: train < ``validation_start`` <= validation < ``test_start`` <= test."""
+
+    first: dt.datetime
+    validation_start: dt.datetime
+    test_start: dt.datetime
+    last: dt.datetime
+
+    @classmethod
+    def of_range(
+        cls, first: dt.datetime, last: dt.datetime, validation_fraction: float, test_fraction: float
+    ) -> TimeFractionBounds:
+        """The last ``test_fraction`` of [first, last] is test, the ``validation_fraction`` before it validation."""
+        if not (validation_fraction > 0 and test_fraction > 0 and validation_fraction + test_fraction < 1):
+            raise ValueError("need 0 < validation_fraction, 0 < test_fraction, and their sum < 1")
+        span = last - first
+        test_start = last - span * test_fraction
+        return cls(first, test_start - span * validation_fraction, test_start, last)
+
+    def __str__(self) -> str:
+        return (
+            f"train {self.first} … < {self.validation_start}; validation < {self.test_start}; "
+            f"test … {self.last}"
+        )
+
+
+def with_time_fraction_split(time_column: str, bounds: TimeFractionBounds) -> Transform:
+    """Reads ``time_column``; adds ``split`` by the instants of ``bounds`` (NULL when untimed or after ``last``)."""
+
+    def apply(df: DataFrame) -> DataFrame:
+        ts = F.col(time_column).cast("timestamp")
+        split = (
+            F.when(ts.isNull() | (ts > F.lit(bounds.last)), F.lit(None).cast("string"))
+            .when(ts >= F.lit(bounds.test_start), TEST)
+            .when(ts >= F.lit(bounds.validation_start), VALIDATION)
+            .otherwise(TRAIN)
+        )
+        return df.withColumn(SPLIT, split)
+
+    return apply
+
+
+def row_bucket(id_column: str, seed: int) -> Column:
+    """A uniform number in [0, 1) per row id, stable across runs for a seed."""
+    return group_bucket(id_column, seed)
+
+
+def stratified_cuts(
+    df: DataFrame,
+    label_column: str,
+    id_column: str,
+    validation_fraction: float,
+    test_fraction: float,
+    seed: int,
+) -> dict[float, tuple[float, float]]:
+    """Per label value, the row-bucket quantiles at ``test_fraction`` and ``test + validation`` (one small
+    aggregate: a row per class), so each class is cut in the same shares, however rare it is."""
+    if not (validation_fraction > 0 and test_fraction > 0 and validation_fraction + test_fraction < 1):
+        raise ValueError("need 0 < validation_fraction, 0 < test_fraction, and their sum < 1")
+    q = F.percentile_approx(
+        row_bucket(id_column, seed), [test_fraction, test_fraction + validation_fraction], 100_000
+    )
+    rows = df.groupBy(F.col(label_column).cast("double").alias("y")).agg(q.alias("q")).collect()  # per class
+    return {float(r["y"]): (float(r["q"][0]), float(r["q"][1])) for r in rows if r["y"] is not None}
+
+
+def with_stratified_split(
+    label_column: str, id_column: str, cuts: dict[float, tuple[float, float]], seed: int
+) -> Transform:
+    """Reads the label and id columns; adds ``split`` from the row's bucket against its class's ``cuts``
+    (bucket <= first cut: test, <= second: validation, else train)."""
+
+    def apply(df: DataFrame) -> DataFrame:
+        u, y = row_bucket(id_column, seed), F.col(label_column).cast("double")
+        split = F.lit(None).cast("string")
+        for value, (test_cut, validation_cut) in sorted(cuts.items(), reverse=True):
+            split = F.when(
+                y == F.lit(value),
+                F.when(u <= test_cut, TEST).when(u <= validation_cut, VALIDATION).otherwise(TRAIN),
+            ).otherwise(split)
         return df.withColumn(SPLIT, split)
 
     return apply

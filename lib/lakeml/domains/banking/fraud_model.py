@@ -1,29 +1,37 @@
 """Fraud classifier: train on gold/transaction_features (time split), register, gate, and score alerts.
 
-Split: whole days of ``date_column`` among rows with a label (a NULL label = window still open, never
-used): ``train | validation (validation_days) | gap (gap_days) | test (test_days)``, the test ending at
-the newest labelled day on or before the run date. Imbalance: positives weighted in training only.
-Each model family is tuned on a held-out share of train; the family with the best validation
-AUPRC wins; its alert threshold is the lowest validation score whose alert rate stays within
-``alert_budget`` (ties alert together: see ``evaluation.alert_threshold``); test is scored once, with
-the baseline beside it: the rule score ``baseline_score_column``, or with ``""`` the prior (every
-transaction scored the train fraud rate: AUPRC = the fraud rate, no alert).
+Split (``split``): by default whole days of ``date_column`` among rows with a label (a NULL label =
+window still open, never used): ``train | validation (validation_days) | gap (gap_days) | test
+(test_days)``, the test ending at the newest labelled day on or before the run date; or fractions of
+the time range of ``time_column`` (``time_fraction``), or a stratified random split (``stratified``).
+Imbalance: each option of ``imbalance`` (no weights, balanced, divided weights) weights positives in
+training only, and every family is fitted under each; each family is tuned on a held-out share of
+train, and the (imbalance, family) pair with the best validation AUPRC wins. Its scores are then
+calibrated on validation (``calibration``: Platt or isotonic, stored as the pipeline's last stage so
+batch scoring applies it too); the alert threshold is the lowest calibrated validation score whose
+alert rate stays within ``alert_budget`` (ties alert together: see ``evaluation.alert_threshold``);
+test is scored once, with the baseline beside it: the rule score ``baseline_score_column``, or with
+``""`` the prior (every transaction scored the train fraud rate: AUPRC = the fraud rate, no alert).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any
 
 from pyspark import StorageLevel
 from pyspark.ml import PipelineModel
 from pyspark.ml.evaluation import BinaryClassificationEvaluator
+from pyspark.ml.functions import vector_to_array
+from pyspark.ml.regression import IsotonicRegression
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from lakeml.config import Config, FraudModelConfig
-from lakeml.errors import JobFailed
+from lakeml import runlog
+from lakeml.config import Config, FraudModelConfig, imbalance_divisor
+from lakeml.errors import ConfigError, JobFailed
 from lakeml.lakehouse import Lakehouse
 from lakeml.ml import evaluation as ev
 from lakeml.ml import lifecycle, models, scoring
@@ -39,15 +47,23 @@ from lakeml.ml.splits import (
     TEST,
     TRAIN,
     VALIDATION,
+    TimeFractionBounds,
     TimeSplitBounds,
     Transform,
     describe_bounds,
+    stratified_cuts,
+    with_stratified_split,
+    with_time_fraction_split,
     with_time_split,
 )
 
 WEIGHT = "_weight"
 LABEL = "_label"
 BASELINE = "_baseline"
+RAW_SCORE = "_raw_score"  # the classifier's own P(fraud), before calibration
+# Output columns of the calibration stage (Platt: a probability vector; isotonic: a number).
+CALIBRATED_PROBABILITY = "_calibrated_probability"
+CALIBRATED_SCORE = "_calibrated_score"
 
 FRAUD_SCORES_SCHEMA = T.StructType(
     [
@@ -82,6 +98,13 @@ def split_bounds(rows: DataFrame, cfg: FraudModelConfig, run_date: dt.date) -> T
     A day with any unlabelled row still has open label windows: its known frauds are in, its legit
     rows are not yet, so training on it would inflate the fraud rate.
     """
+    return TimeSplitBounds.ending(
+        last_mature_day(rows, cfg, run_date), cfg.test_days, cfg.gap_days, cfg.validation_days
+    )
+
+
+def last_mature_day(rows: DataFrame, cfg: FraudModelConfig, run_date: dt.date) -> dt.date:
+    """The newest day on or before ``run_date`` before which no day has an unlabelled row (one aggregate)."""
     day = F.col(cfg.date_column)
     per_day = rows.where(day <= F.lit(run_date)).groupBy(day.alias("d"))
     open_days = per_day.agg(F.count_if(F.col(cfg.label_column).isNull()).alias("open"))
@@ -97,11 +120,124 @@ def split_bounds(rows: DataFrame, cfg: FraudModelConfig, run_date: dt.date) -> T
             f"{cfg.input_table} has no day on or before {run_date} whose labels are all mature "
             "(label window still open everywhere): build features over more history"
         )
-    return TimeSplitBounds.ending(last, cfg.test_days, cfg.gap_days, cfg.validation_days)
+    return last
+
+
+def check_training_input(df: DataFrame, cfg: FraudModelConfig) -> None:
+    """Before any fit: every configured column exists, the label is 0/1 (numeric or boolean), the
+    features have usable types; a ConfigError naming the column or setting otherwise (one line)."""
+    needed = [
+        cfg.label_column,
+        cfg.date_column,
+        *([cfg.time_column] if cfg.split == "time_fraction" else []),
+        *([cfg.id_column] if cfg.split == "stratified" else []),
+        *([cfg.baseline_score_column] if cfg.baseline_score_column else []),
+        *cfg.numeric_features,
+        *cfg.categorical_features,
+    ]
+    missing = [c for c in dict.fromkeys(needed) if c not in df.columns]
+    if missing:
+        raise ConfigError(
+            f"ml.fraud: {cfg.input_table} has no column {', '.join(missing)} (set in ml.fraud; "
+            f"the table has: {', '.join(df.columns)})"
+        )
+    label_type = df.schema[cfg.label_column].dataType
+    if not isinstance(label_type, T.NumericType | T.BooleanType):
+        raise ConfigError(
+            f"ml.fraud.label_column: {cfg.label_column} must be 0/1 (numeric or boolean), is {label_type.simpleString()}"
+        )
+    label = F.col(cfg.label_column).cast("double")
+    bad = df.agg(
+        F.count_if(label.isNotNull() & ~label.isin(0.0, 1.0)).alias("n"),
+        F.first(F.when(label.isNotNull() & ~label.isin(0.0, 1.0), label), ignorenulls=True).alias("v"),
+    ).first()
+    if bad["n"]:
+        raise ConfigError(
+            f"ml.fraud.label_column: {cfg.label_column} must be 0/1 (NULL = not yet labelled); "
+            f"{bad['n']} rows hold other values, e.g. {bad['v']:g}"
+        )
+    models.check_feature_types(df.schema, cfg.numeric_features, cfg.categorical_features)
+
+
+def split_rows(
+    table: DataFrame, labelled: DataFrame, cfg: FraudModelConfig, run_date: dt.date, seed: int
+) -> tuple[DataFrame, str, str]:
+    """The ``labelled`` rows of ``table`` with ``split`` by ``cfg.split`` (rows outside every split
+    dropped); returns (rows, the split as a person reads it, the same as logged in ``split.bounds``).
+
+    Every split uses only days up to the newest mature one of ``table`` (see ``last_mature_day``)."""
+    if cfg.split == "day":
+        bounds = split_bounds(table, cfg, run_date)
+        rows = labelled.transform(with_time_split(cfg.date_column, bounds))
+        return rows.where(F.col(SPLIT).isNotNull()), describe_bounds(bounds), str(bounds)
+    mature = labelled.where(F.col(cfg.date_column) <= F.lit(last_mature_day(table, cfg, run_date)))
+    if cfg.split == "time_fraction":
+        first, last = mature.agg(F.min(cfg.time_column), F.max(cfg.time_column)).first()
+        if first is None or first == last:
+            raise ConfigError(
+                f"ml.fraud.split=time_fraction: {cfg.time_column} has no time range to split "
+                f"(first {first}, last {last})"
+            )
+        fractions = TimeFractionBounds.of_range(first, last, cfg.validation_fraction, cfg.test_fraction)
+        rows = mature.transform(with_time_fraction_split(cfg.time_column, fractions))
+        text = f"time fractions of {cfg.time_column}: {fractions}"
+        return rows.where(F.col(SPLIT).isNotNull()), text, text
+    cuts = stratified_cuts(mature, LABEL, cfg.id_column, cfg.validation_fraction, cfg.test_fraction, seed)
+    rows = mature.transform(with_stratified_split(LABEL, cfg.id_column, cuts, seed))
+    text = (
+        f"stratified random rows (hash of {cfg.id_column}, seed {seed}): validation "
+        f"{cfg.validation_fraction:g}, test {cfg.test_fraction:g} of each class"
+    )
+    return rows, text, text
+
+
+def split_setting(cfg: FraudModelConfig, name: str) -> str:
+    """The conf setting that sizes split ``name``, for error messages."""
+    if cfg.split == "day":
+        return (
+            f"ml.fraud.{'train' if name == TRAIN else name}_days" if name != TRAIN else "ml.fraud (more days)"
+        )
+    return f"ml.fraud.{name}_fraction" if name != TRAIN else "ml.fraud.validation_fraction/test_fraction"
+
+
+def with_calibrated_score(predictions: DataFrame) -> DataFrame:
+    """Reads a scored pipeline's output; adds ``score``: the calibrated P(fraud) when the pipeline ends
+    with a calibration stage, else the classifier's probability of class 1 (models before calibration)."""
+    if CALIBRATED_PROBABILITY in predictions.columns:
+        return predictions.withColumn(models.SCORE, vector_to_array(F.col(CALIBRATED_PROBABILITY))[1])
+    if CALIBRATED_SCORE in predictions.columns:
+        return predictions.withColumn(models.SCORE, F.col(CALIBRATED_SCORE))
+    return models.with_positive_score(predictions)
+
+
+def fit_calibration(model: PipelineModel, validation: DataFrame, method: str) -> PipelineModel:
+    """``model`` plus a calibration stage fitted on its ``validation`` scores (distributed MLlib fits).
+
+    Platt: a logistic regression on the classifier's margin (``rawPrediction``), strictly monotone,
+    so rankings, AUPRC and the alert set stay those of the raw score. Isotonic: MLlib's isotonic
+    regression on P(fraud), a monotone step function (may tie scores). ``none``: ``model`` as it is.
+    """
+    if method == "none":
+        return model
+    scored = model.transform(validation)
+    calibrator: Any
+    if method == "platt":
+        calibrator = models.SummaryFreeLogisticRegression(
+            featuresCol="rawPrediction", labelCol=LABEL, regParam=1e-6, maxIter=100,
+            rawPredictionCol="_calibration_raw", probabilityCol=CALIBRATED_PROBABILITY,
+            predictionCol="_calibration_prediction",
+        )  # fmt: skip
+    else:
+        calibrator = IsotonicRegression(
+            featuresCol="probability", featureIndex=1, labelCol=LABEL, predictionCol=CALIBRATED_SCORE
+        )
+    return PipelineModel(stages=[*model.stages, calibrator.fit(scored)])
 
 
 def _scored(model: PipelineModel, df: DataFrame) -> DataFrame:
-    return models.with_positive_score(model.transform(df))
+    """``score`` (calibrated when the model has a calibration stage) and ``_raw_score`` (before it)."""
+    out = model.transform(df)
+    return with_calibrated_score(out).withColumn(RAW_SCORE, vector_to_array(F.col("probability"))[1])
 
 
 def with_baseline_score(cfg: FraudModelConfig, prior: float) -> Transform:
@@ -124,18 +260,9 @@ def train_fraud_model(spark: SparkSession, config: Config, run_date: dt.date) ->
     lake = Lakehouse(spark, config)
     pinned = lifecycle.pin(lake, cfg.input_table)
     features = [*cfg.numeric_features, *cfg.categorical_features]
-    lifecycle.require_columns(
-        pinned.df,
-        [
-            cfg.label_column,
-            cfg.date_column,
-            *([cfg.baseline_score_column] if cfg.baseline_score_column else []),
-        ],
-        "fraud",
-    )
-    bounds = split_bounds(pinned.df, cfg, run_date)
+    check_training_input(pinned.df, cfg)
     labelled = pinned.df.where(F.col(cfg.label_column).isNotNull()).transform(with_training_columns(cfg))
-    split = labelled.transform(with_time_split(cfg.date_column, bounds)).where(F.col(SPLIT).isNotNull())
+    split, split_text, bounds = split_rows(pinned.df, labelled, cfg, run_date, seed)
     counts = {
         (r[SPLIT]): (int(r["n"]), int(r["pos"]))
         for r in split.groupBy(SPLIT).agg(F.count(F.lit(1)).alias("n"), F.sum(LABEL).alias("pos")).collect()
@@ -145,34 +272,42 @@ def train_fraud_model(spark: SparkSession, config: Config, run_date: dt.date) ->
         if pos == 0 or pos == n:
             raise JobFailed(
                 f"fraud split '{name}' has {n} rows and {pos} frauds; need both classes "
-                f"(split days: {bounds}); generate more days or widen the split in ml.fraud"
+                f"(split: {split_text}); widen {split_setting(cfg, name)} or train on more history"
             )
     n_train, pos_train = counts[TRAIN]
-    positive_weight = max(1.0, (n_train - pos_train) / pos_train / cfg.positive_weight_divisor)
+    imbalance = {o: imbalance_divisor(o, cfg.positive_weight_divisor) for o in cfg.imbalance}
+    weights = {
+        o: (None if d is None else max(1.0, (n_train - pos_train) / pos_train / d))
+        for o, d in imbalance.items()
+    }
     prior = pos_train / n_train
     split = split.transform(with_baseline_score(cfg, prior))
-    train = split.where(F.col(SPLIT) == TRAIN).transform(with_class_weight(positive_weight))
-    train = train.persist(StorageLevel.MEMORY_AND_DISK)
+    train = split.where(F.col(SPLIT) == TRAIN).persist(StorageLevel.MEMORY_AND_DISK)
     validation = split.where(F.col(SPLIT) == VALIDATION).persist(StorageLevel.MEMORY_AND_DISK)
     test = split.where(F.col(SPLIT) == TEST).persist(StorageLevel.MEMORY_AND_DISK)
     test_scored: DataFrame | None = None
     try:
         prefix = models.feature_stages(pinned.df.schema, cfg.numeric_features, cfg.categorical_features)
         auprc = BinaryClassificationEvaluator(labelCol=LABEL, metricName="areaUnderPR")
-        families = {f: (models.classifier_stages(f, LABEL, WEIGHT, seed), g) for f, g in cfg.families.items()}
-        family, fitted = models.fit_families(
-            prefix, families, auprc, train, validation, cfg.train_ratio, config.ml.parallelism, seed,
-            cfg.model_name,
-        )  # fmt: skip
-        model = fitted[family][0]
-        threshold = ev.alert_threshold(_scored(model, validation), models.SCORE, cfg.alert_budget)
-        validation_rate = ev.metrics_at_threshold(_scored(model, validation), LABEL, models.SCORE, threshold)[
+        searched = search_imbalance_and_family(prefix, cfg, config, weights, auprc, train, validation)
+        option, family = max(searched, key=lambda key: _rank(searched[key][1]))
+        fitted = {f: v for (o, f), v in searched.items() if o == option}
+        positive_weight = weights[option] or 1.0
+        uncalibrated = fitted[family][0]
+        model = fit_calibration(uncalibrated, validation, cfg.calibration)
+        validation_scored = _scored(model, validation)
+        threshold = ev.alert_threshold(validation_scored, models.SCORE, cfg.alert_budget)
+        validation_rate = ev.metrics_at_threshold(validation_scored, LABEL, models.SCORE, threshold)[
             "alert_rate"
         ]
         base_threshold = ev.alert_threshold(validation, BASELINE, cfg.alert_budget)
         test_scored = _scored(model, test).persist(StorageLevel.MEMORY_AND_DISK)
         metrics = ev.alert_metrics(test_scored, LABEL, models.SCORE, threshold)
         baseline = ev.alert_metrics(test, LABEL, BASELINE, base_threshold)
+        brier = {
+            "raw": ev.brier_score(test_scored, LABEL, RAW_SCORE),
+            "calibrated": ev.brier_score(test_scored, LABEL, models.SCORE),
+        }
 
         def evaluate(other: PipelineModel) -> dict[str, float]:
             return ev.binary_metrics(_scored(other, test), LABEL, models.SCORE)
@@ -182,17 +317,19 @@ def train_fraud_model(spark: SparkSession, config: Config, run_date: dt.date) ->
             config,
             run_date,
             pinned,
-            bounds,
+            split_text,
             counts,
-            fitted,
-            family,
+            searched,
+            (option, family),
+            weights,
             threshold,
             metrics,
             baseline,
             test_scored,
-            model,
+            uncalibrated,
             validation_rate,
             baseline_name(cfg, prior),
+            brier,
         )
         candidate = lifecycle.Candidate(
             name=cfg.model_name,
@@ -203,16 +340,28 @@ def train_fraud_model(spark: SparkSession, config: Config, run_date: dt.date) ->
             baseline=baseline,
             params={
                 "family": family,
+                "imbalance": option,
+                "calibration": cfg.calibration,
                 "threshold": threshold,
                 "positive_weight": positive_weight,
                 "features": ",".join(features),
                 **{f"tuned.{k}": v for k, v in _best_params(fitted[family][2]).items()},
             },
-            tags={"threshold": repr(threshold), "family": family, "alert_budget": repr(cfg.alert_budget)},
+            tags={
+                "threshold": repr(threshold),
+                "family": family,
+                "imbalance": option,
+                "calibration": cfg.calibration,
+                "alert_budget": repr(cfg.alert_budget),
+            },
         )
         run_metrics = {f"baseline.{k}": float(v) for k, v in baseline.items()}
         run_metrics.update({f"validation.{f}.auprc": v[1] for f, v in fitted.items() if v[1] == v[1]})
+        run_metrics.update(
+            {f"validation.{o}.{f}.auprc": v[1] for (o, f), v in searched.items() if v[1] == v[1]}
+        )
         run_metrics.update({f"rows.{s}": float(n) for s, (n, _) in counts.items()})
+        run_metrics.update({f"brier.{k}": v for k, v in brier.items()})
         run_metrics["validation.alert_rate"] = validation_rate
         (outcome,) = lifecycle.finish_training(
             spark,
@@ -224,9 +373,11 @@ def train_fraud_model(spark: SparkSession, config: Config, run_date: dt.date) ->
             [candidate],
             report,
             {
-                "split.bounds": str(bounds),
+                "split": cfg.split,
+                "split.bounds": bounds,
                 "alert_budget": cfg.alert_budget,
                 "baseline": baseline_name(cfg, prior),
+                "imbalance.searched": ",".join(cfg.imbalance),
             },
             run_metrics,
         )
@@ -240,12 +391,21 @@ def train_fraud_model(spark: SparkSession, config: Config, run_date: dt.date) ->
         "promoted": outcome.promoted,
         "reason": outcome.reason,
         "family": family,
+        "imbalance": option,
+        "positive_weight": round(positive_weight, 4),
+        "calibration": cfg.calibration,
+        "split": cfg.split,
         "validation_auprc_by_family": {f: round(v[1], 4) for f, v in fitted.items()},
+        "validation_auprc_by_imbalance": {
+            o: {f: round(v[1], 4) for (o2, f), v in searched.items() if o2 == o} for o in imbalance
+        },
         "auprc": round(metrics["auprc"], 4),
         "roc_auc": round(metrics["roc_auc"], 4),
         "precision_at_budget": round(metrics["precision_at_budget"], 4),
         "recall_at_budget": round(metrics["recall_at_budget"], 4),
         "positive_rate": round(metrics["positive_rate"], 6),
+        "brier_raw": round(brier["raw"], 6),
+        "brier_calibrated": round(brier["calibrated"], 6),
         "alert_budget": cfg.alert_budget,
         "validation_alert_rate": round(validation_rate, 6),
         "test_alert_rate": round(metrics["alert_rate"], 6),
@@ -260,6 +420,44 @@ def train_fraud_model(spark: SparkSession, config: Config, run_date: dt.date) ->
     }
 
 
+Fitted = tuple[PipelineModel, float, list[tuple[dict[str, float], float]]]
+
+
+def _rank(metric: float) -> float:
+    return -math.inf if math.isnan(metric) else metric
+
+
+def search_imbalance_and_family(
+    prefix: list[Any],
+    cfg: FraudModelConfig,
+    config: Config,
+    weights: dict[str, float | None],
+    auprc: BinaryClassificationEvaluator,
+    train: DataFrame,
+    validation: DataFrame,
+) -> dict[tuple[str, str], Fitted]:
+    """Every family tuned under every imbalance option (positive weight, None = unweighted), each
+    scored by validation AUPRC (NaN only when there is a single candidate: nothing to choose)."""
+    searched: dict[tuple[str, str], Fitted] = {}
+    seed = config.ml.seed
+    for option, weight in weights.items():
+        data = train if weight is None else train.transform(with_class_weight(weight))
+        families = {
+            f: (models.classifier_stages(f, LABEL, None if weight is None else WEIGHT, seed), g)
+            for f, g in cfg.families.items()
+        }
+        runlog.event("imbalance_start", model=cfg.model_name, imbalance=option, positive_weight=weight or 1.0)
+        _, fitted = models.fit_families(
+            prefix, families, auprc, data, validation, cfg.train_ratio, config.ml.parallelism, seed,
+            f"{cfg.model_name}@{option}",
+        )  # fmt: skip
+        for family, (model, metric, tuning) in fitted.items():
+            if math.isnan(metric) and len(weights) > 1:  # one family: fit_families did not score it
+                metric = auprc.evaluate(model.transform(validation))
+            searched[(option, family)] = (model, metric, tuning)
+    return searched
+
+
 def _best_params(tuning: list[tuple[dict[str, float], float]]) -> dict[str, float]:
     return max(tuning, key=lambda t: t[1])[0] if tuning else {}
 
@@ -269,10 +467,11 @@ def fraud_report(
     config: Config,
     run_date: dt.date,
     pinned: lifecycle.PinnedTable,
-    bounds: TimeSplitBounds,
+    split_text: str,
     counts: dict[str, tuple[int, int]],
-    fitted: dict[str, tuple[PipelineModel, float, list[Any]]],
-    family: str,
+    searched: dict[tuple[str, str], Fitted],
+    chosen: tuple[str, str],
+    weights: dict[str, float | None],
     threshold: float,
     metrics: dict[str, float],
     baseline: dict[str, float],
@@ -280,11 +479,15 @@ def fraud_report(
     model: PipelineModel,
     validation_rate: float,
     baseline_label: str,
+    brier: dict[str, float],
 ) -> HtmlReport:
-    """Metric table vs baseline, PR/ROC with the threshold, calibration, confusion, importances."""
+    """Metric table vs baseline, imbalance x family search, PR/ROC with the threshold, reliability and
+    Brier score before and after calibration, confusion, importances (``model``: before calibration)."""
+    option, family = chosen
     report = HtmlReport(
         f"Fraud classifier — {cfg.model_name}",
-        f"run date {run_date}, {cfg.input_table} v{pinned.version}, chosen family {family}",
+        f"run date {run_date}, {cfg.input_table} v{pinned.version}, chosen family {family}, "
+        f"imbalance {option}, calibration {cfg.calibration}",
     )
     keys = ("auprc", "roc_auc", "precision_at_budget", "recall_at_budget", "alert_rate", "positive_rate")
     report.add_table(
@@ -301,24 +504,43 @@ def fraud_report(
         ],
     )
     report.add_table(
-        "Splits (whole days; labels as known at the cut-off)",
+        f"Splits ({cfg.split}; labels as known at the cut-off)",
         [
             {"split": s, "rows": n, "frauds": p, "rate": p / n if n else None}
             for s, (n, p) in sorted(counts.items())
         ]
-        + [{"split": "bounds", "rows": None, "frauds": None, "rate": None, "days": describe_bounds(bounds)}],
+        + [{"split": "bounds", "rows": None, "frauds": None, "rate": None, "days": split_text}],
     )
     report.add_table(
-        "Tuning: validation AUPRC per family (a held-out share of train picks each family's params)",
+        "Search: validation AUPRC per imbalance option and family (a held-out share of train picks "
+        "each family's params); the best pair wins",
         [
-            {"family": f, "validation_auprc": v[1], "best_params": str(_best_params(v[2]))}
-            for f, v in fitted.items()
+            {
+                "imbalance": o,
+                "positive_weight": weights[o] or 1.0,
+                "family": f,
+                "validation_auprc": v[1],
+                "chosen": (o, f) == chosen,
+                "best_params": str(_best_params(v[2])),
+            }
+            for (o, f), v in searched.items()
         ],
     )
     curve = ev.binary_curve(test_scored, LABEL, models.SCORE, config.ml.curve_points)
     report.add_figure("PR and ROC on test", plot_pr_roc(curve, threshold, metrics["positive_rate"], metrics))
+    report.add_table(
+        f"Calibration ({cfg.calibration}, fitted on validation): Brier score on test, lower is better",
+        [
+            {"score": "before calibration (classifier probability)", "brier": brier["raw"]},
+            {"score": f"after calibration ({cfg.calibration})", "brier": brier["calibrated"]},
+        ],
+    )
     report.add_figure(
-        "Calibration on test",
+        "Reliability on test before calibration",
+        plot_calibration(ev.calibration_bins(test_scored, LABEL, RAW_SCORE, cfg.calibration_bins)),
+    )
+    report.add_figure(
+        f"Reliability on test after calibration ({cfg.calibration})",
         plot_calibration(ev.calibration_bins(test_scored, LABEL, models.SCORE, cfg.calibration_bins)),
     )
     report.add_figure(

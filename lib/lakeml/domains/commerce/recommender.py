@@ -15,6 +15,13 @@
   (lists are generated max(ks) long), catalog coverage, and RMSE in explicit mode; a popularity
   baseline (items by distinct train users, minus what the user has seen) is scored on the same users
   in the same run.
+- **Explicit mode** also fits a bias baseline (global mean + user and item biases, each shrunk by
+  ``bias_regularization`` chosen on validation RMSE; Spark aggregations only), reported beside ALS on
+  the same test pairs; it is the promotion floor (ALS must have a lower test RMSE). With
+  ``explicit_residuals`` ALS learns the residuals after the biases (regParam values of the grid are
+  multiples of the training residuals' standard deviation) and the saved model predicts biases +
+  factors: the biases are folded into two extra factor columns (user ``[p, 1, mu + b_u]``, item
+  ``[q, b_i, 1]``), so the registered ALSModel, its top-k and batch scoring need nothing else.
 - **Scoring**: top ``k`` per user of the snapshot, excluding items the user purchased
   (``purchased_column > 0``; every item the user has when ``purchased_column`` is ""), into
   gold/recommendations.
@@ -29,9 +36,11 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import math
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from functools import reduce
 from typing import Any
 
@@ -47,7 +56,7 @@ from pyspark.sql import types as T
 
 from lakeml import runlog
 from lakeml.config import Config, RecommenderConfig, join_location
-from lakeml.errors import JobFailed
+from lakeml.errors import ConfigError, JobFailed
 from lakeml.lakehouse import Lakehouse
 from lakeml.ml import evaluation as ev
 from lakeml.ml import lifecycle, models, scoring
@@ -55,6 +64,7 @@ from lakeml.ml.report import HtmlReport, plot_ranking_curves
 from lakeml.ml.splits import SPLIT, TEST, TRAIN, VALIDATION, with_latest_per_user_split
 
 USER_IDX, ITEM_IDX, TARGET = "_user_idx", "_item_idx", "_target"
+BIAS_PREDICTION = "_bias_prediction"
 ITEM_KEY_SPACE = 2**52  # item keys for RankingEvaluator: exact as doubles
 
 # user_id / item_id as in the input table: recommendations_schema() swaps in the input's id types.
@@ -345,6 +355,157 @@ def tune_explicit(
     return min(results, key=lambda r: r[1])[0], results
 
 
+@dataclass(frozen=True)
+class BiasModel:
+    """Global mean + regularised user and item biases: r_ui ≈ mu + b_u + b_i (Koren's baseline predictor)."""
+
+    mu: float
+    users: DataFrame  # (user, _b_u)
+    items: DataFrame  # (item, _b_i)
+    regularization: float
+
+
+def fit_biases(train: DataFrame, cfg: RecommenderConfig, regularization: float) -> BiasModel:
+    """mu = mean rating; b_u = sum(r - mu) / (reg + n_u); b_i = sum(r - mu - b_u) / (reg + n_i) (aggregations)."""
+    u, i = cfg.user_column, cfg.item_column
+    mu = train.agg(F.avg(TARGET)).first()[0]
+    if mu is None:
+        raise JobFailed(f"{cfg.input_table}: no training row has a {cfg.rating_column}")
+    mu = float(mu)
+    reg = F.lit(float(regularization))
+    users = train.groupBy(u).agg((F.sum(F.col(TARGET) - mu) / (reg + F.count(F.lit(1)))).alias("_b_u"))
+    items = (
+        train.join(users, u)
+        .groupBy(i)
+        .agg((F.sum(F.col(TARGET) - mu - F.col("_b_u")) / (reg + F.count(F.lit(1)))).alias("_b_i"))
+    )
+    return BiasModel(mu, users.localCheckpoint(), items.localCheckpoint(), float(regularization))
+
+
+def with_bias_prediction(biases: BiasModel, cfg: RecommenderConfig) -> Any:
+    """Reads user and item ids; adds ``_bias_prediction`` = mu + b_u + b_i (0 bias for an unseen id)."""
+
+    def apply(df: DataFrame) -> DataFrame:
+        joined = df.join(biases.users, cfg.user_column, "left").join(biases.items, cfg.item_column, "left")
+        value = F.lit(biases.mu) + F.coalesce("_b_u", F.lit(0.0)) + F.coalesce("_b_i", F.lit(0.0))
+        return joined.withColumn(BIAS_PREDICTION, value).drop("_b_u", "_b_i")
+
+    return apply
+
+
+def rmse(df: DataFrame, prediction: str) -> float:
+    """Root mean squared error of ``prediction`` against ``_target`` (one aggregate)."""
+    e = F.col(prediction) - F.col(TARGET)
+    value = df.agg(F.sqrt(F.avg(e * e))).first()[0]
+    return float(value) if value is not None else float("nan")
+
+
+def known_pairs(rows: DataFrame, fit_on: DataFrame, cfg: RecommenderConfig) -> DataFrame:
+    """``rows`` whose user and item both occur in ``fit_on``: the pairs ALS can score (cold-start drop)."""
+    u, i = cfg.user_column, cfg.item_column
+    return rows.join(fit_on.select(u).distinct(), u, "left_semi").join(
+        fit_on.select(i).distinct(), i, "left_semi"
+    )
+
+
+def tune_biases(
+    cfg: RecommenderConfig, train: DataFrame, validation: DataFrame
+) -> tuple[float, list[tuple[float, float]]]:
+    """The bias regularisation with the lowest validation RMSE (on pairs whose user and item are in train)."""
+    held_out = known_pairs(validation, train, cfg)
+    results = [
+        (
+            reg,
+            rmse(held_out.transform(with_bias_prediction(fit_biases(train, cfg, reg), cfg)), BIAS_PREDICTION),
+        )
+        for reg in cfg.bias_regularization
+    ]
+    return min(results, key=lambda r: r[1])[0], results
+
+
+def with_residual_target(biases: BiasModel, cfg: RecommenderConfig) -> Any:
+    """Reads user, item and ``_target``; replaces ``_target`` by the residual after the biases."""
+    return lambda df: (
+        df.transform(with_bias_prediction(biases, cfg))
+        .withColumn(TARGET, (F.col(TARGET) - F.col(BIAS_PREDICTION)).cast("float"))
+        .drop(BIAS_PREDICTION)
+    )
+
+
+def residual_scale(residuals: DataFrame) -> float:
+    """Standard deviation of the training residuals: the unit of the explicit grid's regParam."""
+    value = residuals.agg(F.stddev_pop(TARGET)).first()[0]
+    return float(value) if value else 1.0
+
+
+def scaled_grid(cfg: RecommenderConfig, scale: float) -> list[dict[str, float]]:
+    """Explicit grid points (alpha dropped: implicit only), regParam multiplied by ``scale``."""
+    grid = {k: v for k, v in cfg.grid.items() if k != "alpha"}
+    names = list(grid)
+    points = [dict(zip(names, values, strict=True)) for values in itertools.product(*grid.values())]
+    return [{**p, **({"regParam": p["regParam"] * scale} if "regParam" in p else {})} for p in points]
+
+
+def fold_biases(model: PipelineModel, biases: BiasModel, cfg: RecommenderConfig) -> PipelineModel:
+    """The residual ALS pipeline with the biases folded into its factors: user [p, 1, mu + b_u], item
+    [q, b_i, 1], so its dot product, top-k and scoring give biases + factors (rank + 2)."""
+    user_indexer, item_indexer, als = model.stages[0], model.stages[1], model.stages[-1]
+    spark = als.userFactors.sparkSession
+    users = user_indexer.transform(biases.users).select(F.col(USER_IDX).cast("int").alias("id"), "_b_u")
+    items = item_indexer.transform(biases.items).select(F.col(ITEM_IDX).cast("int").alias("id"), "_b_i")
+    one = F.lit(1.0).cast("float")
+    user_factors = als.userFactors.join(users, "id", "left").select(
+        "id",
+        F.concat(
+            "features", F.array(one, (F.lit(biases.mu) + F.coalesce("_b_u", F.lit(0.0))).cast("float"))
+        ).alias("features"),
+    )
+    item_factors = als.itemFactors.join(items, "id", "left").select(
+        "id",
+        F.concat("features", F.array(F.coalesce("_b_i", F.lit(0.0)).cast("float"), one)).alias("features"),
+    )
+    # Materialized: the factors are the model (saved with it), not a plan over the training data.
+    user_factors, item_factors = user_factors.localCheckpoint(), item_factors.localCheckpoint()
+    java = spark._jvm.org.apache.spark.ml.recommendation.ALSModel(
+        als.uid, als.rank + 2, user_factors._jdf, item_factors._jdf
+    )
+    folded = ALSModel(java)
+    for param, value in als.extractParamMap().items():
+        if folded.hasParam(param.name):
+            folded.set(folded.getParam(param.name), value)
+    folded._transfer_params_to_java()  # recommendForUserSubset calls the JVM model directly
+    return PipelineModel(stages=[user_indexer, item_indexer, folded])
+
+
+def tune_explicit_residuals(
+    cfg: RecommenderConfig, config: Config, train: DataFrame, validation: DataFrame, biases: BiasModel
+) -> tuple[dict[str, float], list[tuple[dict[str, float], float]], float]:
+    """Grid points fitted on train's residuals after ``biases``, ranked by validation RMSE of biases +
+    factors (``ml.parallelism`` at a time); returns (best, results, the regParam scale)."""
+    residuals = train.transform(with_residual_target(biases, cfg)).persist(StorageLevel.MEMORY_AND_DISK)
+    scale = residual_scale(residuals)
+    points = scaled_grid(cfg, scale)
+    held_out = known_pairs(validation, train, cfg).transform(with_bias_prediction(biases, cfg))
+    if len(points) == 1:
+        residuals.unpersist()
+        return points[0], [(points[0], float("nan"))], scale
+
+    def fit_one(point: dict[str, float]) -> float:
+        model = als_pipeline(cfg, point, config.ml.seed).fit(residuals)
+        predicted = model.transform(held_out).withColumn("_p", F.col("prediction") + F.col(BIAS_PREDICTION))
+        score = rmse(predicted, "_p")
+        runlog.event("fit_done", model=cfg.model_name, params=point, metric=round(score, 5))
+        return score
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, config.ml.parallelism)) as pool:
+            scores = list(pool.map(inheritable_thread_target(train.sparkSession)(fit_one), points))
+    finally:
+        residuals.unpersist()
+    results = list(zip(points, scores, strict=True))
+    return min(results, key=lambda r: r[1])[0], results, scale
+
+
 def _flat(result: dict[str, Any], k: int) -> dict[str, float]:
     return {**result["by_k"][k], "coverage": result["coverage"]}
 
@@ -363,6 +524,28 @@ def required_columns(cfg: RecommenderConfig) -> list[str]:
         cfg.time_column,
         *([cfg.date_column] if cfg.date_column else []),
     ]
+
+
+def check_input(df: DataFrame, cfg: RecommenderConfig) -> None:
+    """Before any fit: each column the mode needs exists (the error names its setting) and the target
+    (rating or strength) is numeric; a one-line ConfigError otherwise."""
+    settings = {
+        "user_column": cfg.user_column,
+        "item_column": cfg.item_column,
+        ("strength_column" if cfg.mode == "implicit" else "rating_column"): target_column(cfg),
+        "time_column": cfg.time_column,
+        **({"date_column": cfg.date_column} if cfg.date_column else {}),
+    }
+    missing = [f"ml.recommender.{k}={v}" for k, v in settings.items() if v not in df.columns]
+    if missing:
+        raise ConfigError(
+            f"{cfg.input_table} has no column for {', '.join(missing)} (the table has: {', '.join(df.columns)})"
+        )
+    target = target_column(cfg)
+    kind = df.schema[target].dataType
+    if not isinstance(kind, T.NumericType):
+        setting = "strength_column" if cfg.mode == "implicit" else "rating_column"
+        raise ConfigError(f"ml.recommender.{setting}: {target} must be numeric, is {kind.simpleString()}")
 
 
 def _snapshot_tag(day: dt.date | None) -> str:
@@ -390,7 +573,7 @@ def train_recommender(spark: SparkSession, config: Config, run_date: dt.date) ->
     spark.sparkContext.setCheckpointDir(join_location(config.lakehouse.root, config.ml.checkpoint_dir))
     pinned = lifecycle.pin(lake, cfg.input_table)
     u, i = cfg.user_column, cfg.item_column
-    lifecycle.require_columns(pinned.df, required_columns(cfg), "recommender")
+    check_input(pinned.df, cfg)
     day = snapshot_date(pinned.df, cfg, run_date)
     snapshot = pinned.df if day is None else pinned.df.where(F.col(cfg.date_column) == F.lit(day))
     rows = snapshot.transform(with_target(cfg))
@@ -411,19 +594,36 @@ def train_recommender(spark: SparkSession, config: Config, run_date: dt.date) ->
         validation = split.where(F.col(SPLIT) == VALIDATION)
         test = split.where(F.col(SPLIT) == TEST)
         fit_on = split.where(F.col(SPLIT) != TEST)  # final fit: train + validation
+        explicit = cfg.mode == "explicit"
+        residuals = explicit and cfg.explicit_residuals
+        bias: dict[str, Any] = {}
+        if explicit:  # the bias baseline: regularisation chosen on validation, refitted on train + validation
+            bias["regularization"], bias["tuning"] = tune_biases(cfg, train, validation)
         if cfg.mode == "implicit":
             best, tuning = tune_implicit(cfg, config, train, validation)
+        elif residuals:
+            best, tuning, bias["regparam_scale"] = tune_explicit_residuals(
+                cfg, config, train, validation, fit_biases(train, cfg, bias["regularization"])
+            )
         else:
             best, tuning = tune_explicit(cfg, config, train)
+        final_biases = fit_biases(fit_on, cfg, bias["regularization"]) if explicit else None
         fit_started = time.perf_counter()
         final = als_pipeline(cfg, best, seed)
-        model = final.fit(fit_on)
+        if residuals and final_biases is not None:
+            fit_rows = fit_on.transform(with_residual_target(final_biases, cfg))
+            model = fold_biases(final.fit(fit_rows), final_biases, cfg)
+        else:
+            fit_rows = fit_on
+            model = final.fit(fit_on)
         fit_seconds = time.perf_counter() - fit_started
         runlog.event(
             "fit_done", model=cfg.model_name, point="final", params=best, seconds=round(fit_seconds, 1)
         )
         models.record_fit(
-            models.FitRecord(cfg.model_name, best, final, fit_on, fit_seconds, (fit_seconds,), fit_seconds, 1)
+            models.FitRecord(
+                cfg.model_name, best, final, fit_rows, fit_seconds, (fit_seconds,), fit_seconds, 1
+            )
         )
         test_users = test.select(u).distinct()
         relevant_from = relevance_threshold(cfg, fit_on)
@@ -436,9 +636,17 @@ def train_recommender(spark: SparkSession, config: Config, run_date: dt.date) ->
         baseline = ranking_report(baseline_recs, relevant, cfg, catalog)
         check_not_degenerate(result, baseline, cfg)
         metrics = _flat(result, cfg.k)
-        if cfg.mode == "explicit":
+        promotion = cfg.promotion
+        if final_biases is not None:
             predicted = model.transform(test)
             metrics["rmse"] = RegressionEvaluator(labelCol=TARGET, metricName="rmse").evaluate(predicted)
+            # the same test pairs as ALS's (both ids known to the model)
+            scoreable = known_pairs(test, fit_on, cfg).transform(with_bias_prediction(final_biases, cfg))
+            bias["rmse"] = rmse(scoreable, BIAS_PREDICTION)
+            # the floor of explicit mode: a lower test RMSE than the bias baseline (strictly)
+            floor = math.nextafter(bias["rmse"], 0.0)
+            floors = {**promotion.floors, "rmse": min(floor, promotion.floors.get("rmse", math.inf))}
+            promotion = replace(promotion, floors=floors)
 
         def evaluate(other: PipelineModel) -> dict[str, float]:
             out = _flat(
@@ -452,20 +660,29 @@ def train_recommender(spark: SparkSession, config: Config, run_date: dt.date) ->
             return out
 
         report = recommender_report(
-            cfg, run_date, day, pinned, counts, best, tuning, result, baseline, metrics, relevant_from
+            cfg, run_date, day, pinned, counts, best, tuning, result, baseline, metrics, relevant_from, bias
         )
         candidate = lifecycle.Candidate(
             name=cfg.model_name,
             model=model,
             metrics=metrics,
             evaluate=evaluate,
-            promotion=cfg.promotion,
+            promotion=promotion,
             baseline=_flat(baseline, cfg.k),
             params={
                 "mode": cfg.mode,
                 "k": cfg.k,
                 "max_iter": cfg.max_iter,
                 **{f"tuned.{k}": v for k, v in best.items()},
+                **(
+                    {
+                        "bias_regularization": bias["regularization"],
+                        "explicit_residuals": cfg.explicit_residuals,
+                    }
+                    if explicit
+                    else {}
+                ),
+                **({"regparam_scale": bias["regparam_scale"]} if "regparam_scale" in bias else {}),
             },
             tags={"mode": cfg.mode, "snapshot": _snapshot_tag(day)},
         )
@@ -475,6 +692,12 @@ def train_recommender(spark: SparkSession, config: Config, run_date: dt.date) ->
              for kk, by in res["by_k"].items() for m, v in by.items()}
         )  # fmt: skip
         run_metrics.update({f"rows.{s}": float(n) for s, n in counts.items()})
+        run_metrics["als.coverage"], run_metrics["baseline.coverage"] = (
+            result["coverage"],
+            baseline["coverage"],
+        )
+        if "rmse" in bias:
+            run_metrics["bias_baseline.rmse"] = bias["rmse"]
         (outcome,) = lifecycle.finish_training(
             spark, config, lake, "recommender", run_date, [pinned], [candidate], report,
             {"snapshot": _snapshot_tag(day), "mode": cfg.mode}, run_metrics,
@@ -492,6 +715,27 @@ def train_recommender(spark: SparkSession, config: Config, run_date: dt.date) ->
         "snapshot": _snapshot_tag(day),
         "precision_at_k": round(metrics["precision_at_k"], 4),
         "baseline_precision_at_k": round(_flat(baseline, cfg.k)["precision_at_k"], 4),
+        "ndcg_at_k": round(metrics["ndcg_at_k"], 4),
+        "baseline_ndcg_at_k": round(_flat(baseline, cfg.k)["ndcg_at_k"], 4),
+        "coverage": round(result["coverage"], 4),
+        "baseline_coverage": round(baseline["coverage"], 4),
+        "by_k": {
+            kk: {
+                name: {m: round(res["by_k"][kk][m], 4) for m in ("precision_at_k", "ndcg_at_k")}
+                for name, res in (("als", result), ("popularity", baseline))
+            }
+            for kk in sorted(result["by_k"])
+        },
+        **(
+            {
+                "rmse": round(metrics["rmse"], 4),
+                "bias_baseline_rmse": round(bias["rmse"], 4),
+                "bias_regularization": bias["regularization"],
+                "explicit_residuals": cfg.explicit_residuals,
+            }
+            if "rmse" in bias
+            else {}
+        ),
         "rows_train": counts[TRAIN],
         "rows_validation": counts[VALIDATION],
         "rows_test": counts[TEST],
@@ -513,8 +757,10 @@ def recommender_report(
     baseline: dict[str, Any],
     metrics: dict[str, float],
     relevant_from: float | None,
+    bias: dict[str, Any] | None = None,
 ) -> HtmlReport:
-    """Metric table vs popularity, precision/recall/NDCG@k curves, coverage, tuning grid."""
+    """Metric table vs popularity, metrics at every k, precision/recall/NDCG@k curves, coverage, tuning
+    grid; in explicit mode the bias baseline's RMSE beside ALS's and its regularisation search."""
     relevance = "any positive strength" if relevant_from is None else f"rating >= {relevant_from:.4g}"
     report = HtmlReport(
         f"ALS recommender — {cfg.model_name} ({cfg.mode})",
@@ -542,9 +788,54 @@ def recommender_report(
     ]
     import pandas as pd
 
+    report.add_table(
+        "Ranking at every k (precision, recall, NDCG, MAP) and catalogue coverage of the top-k lists",
+        [
+            {
+                "k": kk,
+                "model": name,
+                **{m: res["by_k"][kk][m] for m in res["by_k"][kk]},
+                "coverage": res["coverage"],
+            }
+            for kk in sorted(result["by_k"])
+            for name, res in (("ALS", result), ("popularity", baseline))
+        ],
+    )
+    if bias and "rmse" in bias:
+        how = (
+            "ALS on the residuals after the biases (biases + factors)"
+            if cfg.explicit_residuals
+            else "plain ALS"
+        )
+        report.add_table(
+            "Rating prediction on the test pairs both can score (RMSE, lower is better; ALS must beat the "
+            "bias baseline to be promoted)",
+            [
+                {"model": f"{how} (candidate)", "rmse": metrics["rmse"]},
+                {
+                    "model": "bias baseline: global mean + user and item biases",
+                    "rmse": bias["rmse"],
+                    "regularization": bias["regularization"],
+                },
+            ],
+        )
+        report.add_table(
+            "Bias baseline: validation RMSE per regularisation",
+            [{"regularization": r, "validation rmse": v} for r, v in bias["tuning"]],
+        )
+        if "regparam_scale" in bias:
+            report.add_text(
+                f"regParam values of the grid are multiples of the training residuals' standard deviation "
+                f"({bias['regparam_scale']:.4g}); the tuning table shows the scaled values."
+            )
     report.add_figure("Precision, recall and NDCG at k", plot_ranking_curves(pd.DataFrame(rows)))
     report.add_table("Splits (pairs)", [{"split": s, "pairs": n} for s, n in sorted(counts.items())])
-    metric = "validation precision@k" if cfg.mode == "implicit" else "validation RMSE (TrainValidationSplit)"
+    if cfg.mode == "implicit":
+        metric = "validation precision@k"
+    elif cfg.explicit_residuals:
+        metric = "validation RMSE (biases + factors)"
+    else:
+        metric = "validation RMSE (TrainValidationSplit)"
     report.add_table(
         f"Tuning grid ({metric}); best {best}", [{**params, metric: value} for params, value in tuning]
     )
