@@ -54,6 +54,7 @@ from lakeml.domains.banking.features import (
     with_derived_features,
     with_mcc_risk,
 )
+from lakeml.domains.banking.fraud_model import with_calibrated_score
 from lakeml.domains.banking.silver import TRANSACTION_FIELDS, parse_transactions
 from lakeml.errors import JobFailed
 from lakeml.ingest.bronze import with_bronze_columns
@@ -352,7 +353,8 @@ class FraudAlertBatches:
 
     def _scores(self, features: DataFrame, champion: scoring.Champion, batch_id: int) -> DataFrame:
         threshold = float(champion.tags["threshold"])
-        scored = models.with_positive_score(champion.model.transform(features))
+        # The model's own calibration stage, as banking.score_fraud applies it: one score per version.
+        scored = with_calibrated_score(champion.model.transform(features))
         now = dt.datetime.now(dt.UTC)
         return scored.select(
             *[F.col(f.name) for f in FEATURE_FIELDS],
