@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from lakeml.domains.commerce.recommender import (
     popularity_baseline,
     score_recommendations,
     train_recommender,
+    validation_sample,
 )
 from lakeml.errors import JobFailed
 from lakeml.lakehouse import Lakehouse
@@ -280,3 +282,19 @@ def test_report_renders_in_chromium_with_the_mlflow_metrics(
     metrics = client.get_run(client.get_model_version(name, summary["version"]).run_id).data.metrics
     headline = {"Test users' held-out pairs": name}
     assert_renders_with_mlflow_headlines(summary["report"], tmp_path, metrics, headline)
+
+
+def test_validation_sample_is_a_fixed_subset_of_the_validation_users(
+    spark: SparkSession, config: Config
+) -> None:
+    cfg = dataclasses.replace(config.ml.recommender, validation_users=3)
+    validation = spark.createDataFrame(
+        [(f"u{n % 10}", f"i{n}") for n in range(40)], "user_id string, item_id string"
+    )
+    picked = {r.user_id for r in validation_sample(validation, cfg, 42).collect()}
+    assert len(picked) == 3 and picked <= {f"u{n}" for n in range(10)}
+    assert picked == {
+        r.user_id for r in validation_sample(validation.orderBy(F.desc("item_id")), cfg, 42).collect()
+    }
+    every = dataclasses.replace(cfg, validation_users=0)
+    assert validation_sample(validation, every, 42).count() == 10

@@ -372,8 +372,13 @@ class RecommenderConfig:
     grid: Mapping[str, tuple[float, ...]]
     promotion: PromotionConfig
     score_table: str
+    # Implicit tuning ranks grid points on at most this many validation users (a seeded hash sample;
+    # each point's top-k pass then costs the sample, not every user); 0 = every validation user.
+    validation_users: int = 0
 
     def __post_init__(self) -> None:
+        if self.validation_users < 0:
+            raise ConfigError(f"ml.recommender.validation_users must be >= 0, got {self.validation_users}")
         if not 0 <= self.relevant_rating_fraction <= 1:
             raise ConfigError(
                 f"ml.recommender.relevant_rating_fraction must be in [0, 1], got {self.relevant_rating_fraction}"
@@ -481,6 +486,9 @@ class MLConfig:
     failure: FailureModelConfig
     drift: DriftConfig
     alerts: AlertCheckConfig
+    # Early dropping: a model family tuned after another gets this many rounds of ``parallelism`` grid
+    # points to beat the best family so far on validation, else its other points are skipped; 0 = off.
+    family_patience: int = 1
 
 
 @dataclass(frozen=True)

@@ -162,7 +162,7 @@ def train_fraud_model(spark: SparkSession, config: Config, run_date: dt.date) ->
         families = {f: (models.classifier_stages(f, LABEL, WEIGHT, seed), g) for f, g in cfg.families.items()}
         family, fitted = models.fit_families(
             prefix, families, auprc, train, validation, cfg.train_ratio, config.ml.parallelism, seed,
-            cfg.model_name,
+            cfg.model_name, config.ml.family_patience,
         )  # fmt: skip
         model = fitted[family][0]
         threshold = ev.alert_threshold(_scored(model, validation), models.SCORE, cfg.alert_budget)
