@@ -20,11 +20,14 @@ from lakeml.domains.commerce.recommender import (
     popularity_baseline,
     score_recommendations,
     train_recommender,
+    tune_implicit,
     validation_sample,
+    with_target,
 )
 from lakeml.errors import JobFailed
 from lakeml.lakehouse import Lakehouse
 from lakeml.ml import tracking
+from lakeml.ml.splits import SPLIT, TRAIN, VALIDATION, with_latest_per_user_split
 from tests.browser import assert_renders_with_mlflow_headlines
 from tests.ml_data import user_item_interactions
 
@@ -298,3 +301,26 @@ def test_validation_sample_is_a_fixed_subset_of_the_validation_users(
     }
     every = dataclasses.replace(cfg, validation_users=0)
     assert validation_sample(validation, every, 42).count() == 10
+
+
+def test_implicit_tuning_ranks_every_point_on_the_validation_user_sample(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    config = _config(
+        tmp_path,
+        "ml.recommender.max_iter=2",
+        "ml.recommender.grid={rank: [2, 4], regParam: [0.1], alpha: [20.0]}",
+        "ml.recommender.validation_users=40",
+    )
+    cfg = config.ml.recommender
+    rows = user_item_interactions(spark, 80, 12, DAY).transform(with_target(cfg))
+    split = rows.transform(
+        with_latest_per_user_split(
+            cfg.user_column, cfg.time_column, cfg.item_column, cfg.test_items, cfg.validation_items, 5
+        )
+    )
+    train, validation = split.where(F.col(SPLIT) == TRAIN), split.where(F.col(SPLIT) == VALIDATION)
+    best, results = tune_implicit(cfg, config, train, validation)
+    assert [p["rank"] for p, _ in results] == [2, 4]
+    assert all(0 <= metric <= 1 for _, metric in results) and any(metric > 0 for _, metric in results)
+    assert best == max(results, key=lambda r: r[1])[0]

@@ -126,8 +126,11 @@ def test_a_family_that_cannot_beat_the_best_within_its_rounds_is_dropped(spark, 
     prefix = models.feature_stages(rows.schema, ["x1", "x2"], [])
     families = {
         "gbt": (models.classifier_stages("gbt", LABEL, None, 7), {"maxIter": [5], "maxDepth": [3]}),
-        # so regularized that every score ties: no better than the positive rate on validation
-        "logistic": (models.classifier_stages("logistic", LABEL, None, 7), {"regParam": [1e4, 2e4, 3e4]}),
+        # L1 so strong that every coefficient is 0: every score ties, AUPRC = the positive rate
+        "logistic": (
+            models.classifier_stages("logistic", LABEL, None, 7),
+            {"regParam": [1e4, 2e4, 3e4], "elasticNetParam": [1.0]},
+        ),
     }
     winner, fitted = models.fit_families(prefix, families, auprc, train, validation, 0.75, 1, 7, "m", 1)
     assert winner == "gbt" and fitted["gbt"][1] > fitted["logistic"][1]
