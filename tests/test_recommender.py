@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 
@@ -19,10 +20,14 @@ from lakeml.domains.commerce.recommender import (
     popularity_baseline,
     score_recommendations,
     train_recommender,
+    tune_implicit,
+    validation_sample,
+    with_target,
 )
 from lakeml.errors import JobFailed
 from lakeml.lakehouse import Lakehouse
 from lakeml.ml import tracking
+from lakeml.ml.splits import SPLIT, TRAIN, VALIDATION, with_latest_per_user_split
 from tests.browser import assert_renders_with_mlflow_headlines
 from tests.ml_data import user_item_interactions
 
@@ -280,3 +285,42 @@ def test_report_renders_in_chromium_with_the_mlflow_metrics(
     metrics = client.get_run(client.get_model_version(name, summary["version"]).run_id).data.metrics
     headline = {"Test users' held-out pairs": name}
     assert_renders_with_mlflow_headlines(summary["report"], tmp_path, metrics, headline)
+
+
+def test_validation_sample_is_a_fixed_subset_of_the_validation_users(
+    spark: SparkSession, config: Config
+) -> None:
+    cfg = dataclasses.replace(config.ml.recommender, validation_users=3)
+    validation = spark.createDataFrame(
+        [(f"u{n % 10}", f"i{n}") for n in range(40)], "user_id string, item_id string"
+    )
+    picked = {r.user_id for r in validation_sample(validation, cfg, 42).collect()}
+    assert len(picked) == 3 and picked <= {f"u{n}" for n in range(10)}
+    assert picked == {
+        r.user_id for r in validation_sample(validation.orderBy(F.desc("item_id")), cfg, 42).collect()
+    }
+    every = dataclasses.replace(cfg, validation_users=0)
+    assert validation_sample(validation, every, 42).count() == 10
+
+
+def test_implicit_tuning_ranks_every_point_on_the_validation_user_sample(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    config = _config(
+        tmp_path,
+        "ml.recommender.max_iter=2",
+        "ml.recommender.grid={rank: [2, 4], regParam: [0.1], alpha: [20.0]}",
+        "ml.recommender.validation_users=40",
+    )
+    cfg = config.ml.recommender
+    rows = user_item_interactions(spark, 80, 12, DAY).transform(with_target(cfg))
+    split = rows.transform(
+        with_latest_per_user_split(
+            cfg.user_column, cfg.time_column, cfg.item_column, cfg.test_items, cfg.validation_items, 5
+        )
+    )
+    train, validation = split.where(F.col(SPLIT) == TRAIN), split.where(F.col(SPLIT) == VALIDATION)
+    best, results = tune_implicit(cfg, config, train, validation)
+    assert [p["rank"] for p, _ in results] == [2, 4]
+    assert all(0 <= metric <= 1 for _, metric in results) and any(metric > 0 for _, metric in results)
+    assert best == max(results, key=lambda r: r[1])[0]

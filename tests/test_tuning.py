@@ -119,3 +119,23 @@ def test_xgboost_competes_with_gbt_and_round_trips_through_mlflow(spark, rows, e
     before = {r["id"]: r[models.SCORE] for r in score(xgb).collect()}
     after = {r["id"]: r[models.SCORE] for r in score(loaded).collect()}
     assert after == pytest.approx(before)
+
+
+def test_a_family_that_cannot_beat_the_best_within_its_rounds_is_dropped(spark, rows, events, auprc):
+    train, validation = rows.where(F.col("id") % 4 != 0), rows.where(F.col("id") % 4 == 0)
+    prefix = models.feature_stages(rows.schema, ["x1", "x2"], [])
+    families = {
+        "gbt": (models.classifier_stages("gbt", LABEL, None, 7), {"maxIter": [5], "maxDepth": [3]}),
+        # L1 so strong that every coefficient is 0: every score ties, AUPRC = the positive rate
+        "logistic": (
+            models.classifier_stages("logistic", LABEL, None, 7),
+            {"regParam": [1e4, 2e4, 3e4], "elasticNetParam": [1.0]},
+        ),
+    }
+    winner, fitted = models.fit_families(prefix, families, auprc, train, validation, 0.75, 1, 7, "m", 1)
+    assert winner == "gbt" and fitted["gbt"][1] > fitted["logistic"][1]
+    assert [p["regParam"] for p, _ in fitted["logistic"][2]] == [1e4]  # one round of one point, then dropped
+    (dropped,) = [f for name, f in events if name == "family_dropped"]
+    assert dropped["family"] == "logistic" and dropped["rounds"] == 1
+    assert dropped["best_metric"] == round(fitted["gbt"][1], 5)
+    assert sum(name == "fit_done" and f["model"] == "m/logistic" for name, f in events) == 1

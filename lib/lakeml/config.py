@@ -430,12 +430,17 @@ class RecommenderConfig:
     # and the grid's regParam values are multiples of the residuals' standard deviation.
     bias_regularization: tuple[float, ...] = (1.0, 5.0, 25.0)
     explicit_residuals: bool = True
+    # Implicit tuning ranks grid points on at most this many validation users (a seeded hash sample;
+    # each point's top-k pass then costs the sample, not every user); 0 = every validation user.
+    validation_users: int = 0
 
     def __post_init__(self) -> None:
         if not self.bias_regularization or min(self.bias_regularization) < 0:
             raise ConfigError(
                 f"ml.recommender.bias_regularization: needs values >= 0, got {list(self.bias_regularization)}"
             )
+        if self.validation_users < 0:
+            raise ConfigError(f"ml.recommender.validation_users must be >= 0, got {self.validation_users}")
         if not 0 <= self.relevant_rating_fraction <= 1:
             raise ConfigError(
                 f"ml.recommender.relevant_rating_fraction must be in [0, 1], got {self.relevant_rating_fraction}"
@@ -543,6 +548,9 @@ class MLConfig:
     failure: FailureModelConfig
     drift: DriftConfig
     alerts: AlertCheckConfig
+    # Early dropping: a model family tuned after another gets this many rounds of ``parallelism`` grid
+    # points to beat the best family so far on validation, else its other points are skipped; 0 = off.
+    family_patience: int = 1
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
@@ -233,6 +233,7 @@ def tune(
     parallelism: int,
     seed: int,
     name: str = "model",
+    keep_going: Callable[[Transformer], bool] | None = None,
 ) -> tuple[Transformer, list[tuple[dict[str, float], float]]]:
     """Fit every grid point on a ``train_ratio`` share of ``data``, score it on the rest, keep the best.
 
@@ -241,7 +242,9 @@ def tune(
     time; an estimator with early stopping (GBT, xgboost) also stops on those rows. The winner is the
     model fitted on the training share (no refit on all rows: a refit would cost one more fit than
     the grid itself). Each fit logs a ``fit_done`` line (which point, how many left, seconds).
-    ``data`` should be cached and hold only the columns the estimator reads.
+    ``data`` should be cached and hold only the columns the estimator reads. Points are fitted in
+    rounds of ``parallelism``; after each round but the last, ``keep_going(best model so far)`` may
+    stop the tuning (the points not yet fitted are left out of the results).
     """
     started = time.perf_counter()
     total = len(grid_maps)
@@ -285,9 +288,18 @@ def tune(
                      seconds=round(seconds, 1), elapsed=round(time.perf_counter() - started, 1))  # fmt: skip
         return index, model, metric, seconds
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        fitted = sorted(pool.map(inheritable_thread_target(data.sparkSession)(fit_one), range(total)))
     pick = max if evaluator.isLargerBetter() else min
+    fitted: list[tuple[int, Transformer, float, float]] = []
+    # Without a stop rule every point is queued at once (a freed worker starts the next point).
+    step = total if keep_going is None else workers
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for first in range(0, total, step):
+            indexes = range(first, min(total, first + step))
+            fitted += pool.map(inheritable_thread_target(data.sparkSession)(fit_one), indexes)
+            more = keep_going is not None and first + step < total
+            if more and not keep_going(pick(fitted, key=lambda f: f[2])[1]):  # type: ignore[misc]
+                break
+    fitted.sort(key=lambda f: f[0])
     best = pick(fitted, key=lambda f: f[2])
     results = [
         ({p.name: float(v) for p, v in grid_maps[i].items()}, float(metric)) for i, _, metric, _ in fitted
@@ -319,6 +331,11 @@ def _estimator_columns(stages: Sequence[PipelineStage]) -> list[str]:
     ]
 
 
+def _estimator_columns_of(families: Sequence[Sequence[PipelineStage]]) -> list[str]:
+    """``features`` plus every column the families' estimators read (label, weight), once each."""
+    return list(dict.fromkeys([FEATURES, *(c for stages in families for c in _estimator_columns(stages))]))
+
+
 def fit_tuned(
     prefix: Sequence[PipelineStage],
     estimator_stages: Sequence[PipelineStage],
@@ -337,16 +354,35 @@ def fit_tuned(
     Returns the fitted pipeline (features + best estimator) and each grid point's validation metric.
     """
     features = Pipeline(stages=list(prefix)).fit(train)
-    columns = [FEATURES, *_estimator_columns(estimator_stages)]
+    columns = _estimator_columns_of([estimator_stages])
     prepared = features.transform(train).select(*columns).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         prepared.count()  # materialized once here, not by each parallel fit at the same time
-        inner = Pipeline(stages=list(estimator_stages))
-        grid_maps = param_grid(estimator_stages[-1], grid)
-        best, results = tune(inner, grid_maps, evaluator, prepared, train_ratio, parallelism, seed, name)
+        best, results = _tune_stages(estimator_stages, grid, evaluator, prepared, train_ratio, parallelism,
+                                     seed, name)  # fmt: skip
     finally:
         prepared.unpersist()
-    return PipelineModel(stages=[*features.stages, *cast(PipelineModel, best).stages]), results
+    return PipelineModel(stages=[*features.stages, *best.stages]), results
+
+
+def _tune_stages(
+    estimator_stages: Sequence[PipelineStage],
+    grid: Mapping[str, Sequence[float]],
+    evaluator: Evaluator,
+    prepared: DataFrame,
+    train_ratio: float,
+    parallelism: int,
+    seed: int,
+    name: str,
+    keep_going: Callable[[Transformer], bool] | None = None,
+) -> tuple[PipelineModel, list[tuple[dict[str, float], float]]]:
+    """``tune`` of the estimator stages on already-assembled vectors; the best fitted stages."""
+    inner = Pipeline(stages=list(estimator_stages))
+    grid_maps = param_grid(estimator_stages[-1], grid)
+    best, results = tune(
+        inner, grid_maps, evaluator, prepared, train_ratio, parallelism, seed, name, keep_going
+    )
+    return cast(PipelineModel, best), results
 
 
 def with_positive_score(predictions: DataFrame) -> DataFrame:
@@ -383,21 +419,84 @@ def fit_families(
     parallelism: int,
     seed: int,
     name: str,
+    patience: int = 0,
 ) -> tuple[str, dict[str, tuple[PipelineModel, float, list[tuple[dict[str, float], float]]]]]:
     """Tune each family (estimator stages, grid) on ``train`` and rank them by ``evaluator`` on ``validation``.
 
-    Returns the winning family and, per family, (fitted pipeline, validation metric, grid results).
-    A single family is not scored on validation (nothing to choose; its metric is NaN).
+    The feature stages are fitted once and the assembled training vectors cached once for all
+    families (and the validation vectors once when families are ranked), so a second family costs
+    its own fits only. Returns the winning family and, per family, (fitted pipeline, validation
+    metric, grid results). A single family is not scored on validation (nothing to choose; NaN).
+
+    Early dropping (``patience`` > 0): a family tuned after another gets ``patience`` rounds of
+    grid points (``parallelism`` points a round) to beat the best family so far on validation; when
+    its best point does not, its other points are not fitted and a ``family_dropped`` line says so
+    (the family stays in the results with the points it fitted: it lost). Rounds, not seconds, so
+    the same data and conf always drop the same families.
     """
+    features = Pipeline(stages=list(prefix)).fit(train)
+    columns = _estimator_columns_of([stages for stages, _ in families.values()])
+    prepared = features.transform(train).select(*columns).persist(StorageLevel.MEMORY_AND_DISK)
+    ranked = len(families) > 1
+    held: DataFrame | None = None
     fitted: dict[str, tuple[PipelineModel, float, list[tuple[dict[str, float], float]]]] = {}
-    for n, (family, (stages, grid)) in enumerate(families.items(), start=1):
-        runlog.event("family_start", model=name, family=family, family_point=f"{n}/{len(families)}")
-        model, tuning = fit_tuned(
-            prefix, stages, grid, evaluator, train, train_ratio, parallelism, seed, f"{name}/{family}"
-        )
-        metric = evaluator.evaluate(model.transform(validation)) if len(families) > 1 else math.nan
-        runlog.event("family_done", model=name, family=family, validation_metric=round(metric, 5))
-        fitted[family] = (model, metric, tuning)
+    try:
+        prepared.count()  # materialized once here, not by each parallel fit at the same time
+        if ranked:
+            # Validation rows carry the label but not necessarily a training weight.
+            kept = [c for c in columns if c == FEATURES or c in validation.columns]
+            held = features.transform(validation).select(*kept).persist(StorageLevel.MEMORY_AND_DISK)
+        for n, (family, (stages, grid)) in enumerate(families.items(), start=1):
+            runlog.event("family_start", model=name, family=family, family_point=f"{n}/{len(families)}")
+            keep_going = None
+            if held is not None and patience > 0 and fitted:
+                keep_going = _beats_within(
+                    evaluator, held, _best_metric(fitted, evaluator), patience, name, family
+                )
+            best, tuning = _tune_stages(
+                stages, grid, evaluator, prepared, train_ratio, parallelism, seed, f"{name}/{family}",
+                keep_going,
+            )  # fmt: skip
+            metric = evaluator.evaluate(best.transform(held)) if held is not None else math.nan
+            runlog.event("family_done", model=name, family=family, validation_metric=round(metric, 5))
+            fitted[family] = (PipelineModel(stages=[*features.stages, *best.stages]), metric, tuning)
+    finally:
+        prepared.unpersist()
+        if held is not None:
+            held.unpersist()
     sign = 1.0 if evaluator.isLargerBetter() else -1.0
-    best = max(fitted, key=lambda f: -math.inf if math.isnan(fitted[f][1]) else sign * fitted[f][1])
-    return best, fitted
+    best_family = max(fitted, key=lambda f: -math.inf if math.isnan(fitted[f][1]) else sign * fitted[f][1])
+    return best_family, fitted
+
+
+def _best_metric(fitted: Mapping[str, tuple[Any, float, Any]], evaluator: Evaluator) -> float:
+    """The best validation metric among the families tuned so far."""
+    pick = max if evaluator.isLargerBetter() else min
+    return pick(metric for _, metric, _ in fitted.values())
+
+
+def _beats_within(
+    evaluator: Evaluator, held: DataFrame, best: float, patience: int, name: str, family: str
+) -> Callable[[Transformer], bool]:
+    """``tune``'s ``keep_going``: after ``patience`` rounds, go on only while the family's best point so
+    far beats ``best`` on the validation vectors ``held``; logs ``family_dropped`` when it stops."""
+    rounds = 0
+
+    def keep_going(model: Transformer) -> bool:
+        nonlocal rounds
+        rounds += 1
+        if rounds < patience:
+            return True
+        metric = evaluator.evaluate(model.transform(held))
+        if _better(evaluator, metric, best):
+            return True
+        runlog.event("family_dropped", model=name, family=family, rounds=rounds,
+                     validation_metric=round(metric, 5), best_metric=round(best, 5))  # fmt: skip
+        return False
+
+    return keep_going
+
+
+def _better(evaluator: Evaluator, metric: float, other: float) -> bool:
+    """Whether ``metric`` is strictly better than ``other`` in the evaluator's direction."""
+    return metric > other if evaluator.isLargerBetter() else metric < other

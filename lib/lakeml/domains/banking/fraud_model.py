@@ -449,7 +449,7 @@ def search_imbalance_and_family(
         runlog.event("imbalance_start", model=cfg.model_name, imbalance=option, positive_weight=weight or 1.0)
         _, fitted = models.fit_families(
             prefix, families, auprc, data, validation, cfg.train_ratio, config.ml.parallelism, seed,
-            f"{cfg.model_name}@{option}",
+            f"{cfg.model_name}@{option}", config.ml.family_patience,
         )  # fmt: skip
         for family, (model, metric, tuning) in fitted.items():
             if math.isnan(metric) and len(weights) > 1:  # one family: fit_families did not score it

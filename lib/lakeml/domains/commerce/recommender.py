@@ -8,7 +8,8 @@
   test, the ``validation_items`` before them validation, the rest train; users with fewer than
   ``min_user_items`` pairs stay in train only.
 - **Tuning**: every grid point is fitted on train and ranked by precision@k on validation (pairs the
-  user already has in train are never recommended), ``ml.parallelism`` fits at a time. The random
+  user already has in train are never recommended; at most ``validation_users`` users, a seeded
+  sample), ``ml.parallelism`` fits at a time. The random
   split of TrainValidationSplit would put a user's later pairs into training, so it is used only for
   explicit mode's RMSE tuning. The best point is refitted on train + validation and tested once.
 - **Metrics** on test users: precision/recall/NDCG/MAP@k (RankingEvaluator) for every k of ``ks``
@@ -296,6 +297,16 @@ def _fit_and_score(
     ]
 
 
+def validation_sample(validation: DataFrame, cfg: RecommenderConfig, seed: int) -> DataFrame:
+    """Reads validation's user column; the distinct users, at most ``validation_users`` of them (those
+    with the smallest seeded hash: the same sample for every grid point and run), all when 0."""
+    users = validation.select(cfg.user_column).distinct()
+    if not cfg.validation_users:
+        return users
+    by_hash = F.xxhash64(cfg.user_column, F.lit(seed))
+    return users.orderBy(by_hash, cfg.user_column).limit(cfg.validation_users)
+
+
 def tune_implicit(
     cfg: RecommenderConfig, config: Config, train: DataFrame, validation: DataFrame
 ) -> tuple[dict[str, float], list[tuple[dict[str, float], float]]]:
@@ -307,8 +318,10 @@ def tune_implicit(
     points = [dict(zip(names, values, strict=True)) for values in itertools.product(*cfg.grid.values())]
     if len(points) == 1:  # nothing to choose: no validation fit
         return points[0], [(points[0], float("nan"))]
-    users = validation.select(cfg.user_column).distinct()
-    relevant = relevant_lists(validation, cfg, None)
+    users = validation_sample(validation, cfg, config.ml.seed).persist(StorageLevel.MEMORY_AND_DISK)
+    relevant = relevant_lists(validation.join(users, cfg.user_column, "left_semi"), cfg, None).persist(
+        StorageLevel.MEMORY_AND_DISK
+    )
     started, done = time.perf_counter(), []
     runlog.event(
         "tuning_start", model=cfg.model_name, grid_points=len(points), parallelism=config.ml.parallelism
@@ -324,8 +337,12 @@ def tune_implicit(
                      elapsed=round(time.perf_counter() - started, 1))  # fmt: skip
         return score
 
-    with ThreadPoolExecutor(max_workers=max(1, config.ml.parallelism)) as pool:
-        scores = list(pool.map(inheritable_thread_target(train.sparkSession)(fit_one), points))
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, config.ml.parallelism)) as pool:
+            scores = list(pool.map(inheritable_thread_target(train.sparkSession)(fit_one), points))
+    finally:
+        users.unpersist()
+        relevant.unpersist()
     results = list(zip(points, scores, strict=True))
     if all(s == 0 for s in scores):
         raise JobFailed(

@@ -256,7 +256,7 @@ def train_failure_models(spark: SparkSession, config: Config, run_date: dt.date)
         }
         rul_family, rul_fitted = models.fit_families(
             prefix, rul_families, rmse, rul_train, part(RUL_LABEL, VALIDATION), cfg.train_ratio,
-            config.ml.parallelism, seed, cfg.rul_model_name,
+            config.ml.parallelism, seed, cfg.rul_model_name, config.ml.family_patience,
         )  # fmt: skip
         rul_model, _, rul_tuning = rul_fitted[rul_family]
         per_bucket, overall = age_baseline(rul_train, cfg)
@@ -287,13 +287,20 @@ def train_failure_models(spark: SparkSession, config: Config, run_date: dt.date)
         }
         fail_family, fail_fitted = models.fit_families(
             prefix, fail_families, auprc, fail_train, fail_validation, cfg.train_ratio,
-            config.ml.parallelism, seed, cfg.failure_model_name,
+            config.ml.parallelism, seed, cfg.failure_model_name, config.ml.family_patience,
         )  # fmt: skip
         fail_model, _, fail_tuning = fail_fitted[fail_family]
-        threshold = ev.alert_threshold(_scored(fail_model, fail_validation), models.SCORE, cfg.alert_budget)
-        validation_rate = ev.metrics_at_threshold(
-            _scored(fail_model, fail_validation), FAILURE_LABEL, models.SCORE, threshold
-        )["alert_rate"]
+        # Scored once: the threshold search and the alert rate take two to four passes over it.
+        validation_scored = (
+            _scored(fail_model, fail_validation)
+            .select(FAILURE_LABEL, models.SCORE)
+            .persist(StorageLevel.MEMORY_AND_DISK)
+        )
+        frames.append(validation_scored)
+        threshold = ev.alert_threshold(validation_scored, models.SCORE, cfg.alert_budget)
+        validation_rate = ev.metrics_at_threshold(validation_scored, FAILURE_LABEL, models.SCORE, threshold)[
+            "alert_rate"
+        ]
         fail_scored = _scored(fail_model, fail_test).persist(StorageLevel.MEMORY_AND_DISK)
         frames.append(fail_scored)
         fail_metrics = {
