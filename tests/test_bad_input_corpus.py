@@ -29,6 +29,7 @@ from lakeml.domains.maintenance.silver import MAINTENANCE, MAINTENANCE_FIELDS, S
 from lakeml.lakehouse import Lakehouse
 from tests.reliability_report import record
 from tests.test_silver import run_silver, tolerant_of_quarantine
+from tests.test_silver import transaction as silver_transaction
 
 FEEDS = {f.name: f for f in (CLICKSTREAM, TRANSACTIONS, CHARGEBACKS, TELEMETRY, MAINTENANCE)}
 EXTENSIONS = {
@@ -76,23 +77,7 @@ def click(event_id: str, **fields: object) -> str:
 
 
 def transaction(txn_id: str, **fields: str) -> str:
-    row = {
-        "txn_id": txn_id,
-        "ts": TS,
-        "card_number": PAN,
-        "account_id": "A00000001",
-        "merchant_id": "M00000001",
-        "merchant_category": "5411",
-        "amount": "12.50",
-        "currency": "EUR",
-        "channel": "pos",
-        "country": "DE",
-        "lat": "52.5200",
-        "lon": "13.4050",
-        "card_present": "true",
-    }
-    row.update(fields)
-    return ",".join(row[f] for f in TRANSACTION_FIELDS)
+    return silver_transaction(txn_id, **{"ts": TS, "card_number": PAN, **fields})
 
 
 def chargeback(txn_id: str, ts: str = TS, code: str = "10.4") -> str:

@@ -249,21 +249,29 @@ def test_biases_by_hand(spark: SparkSession, config: Config) -> None:
     assert items == pytest.approx({"x": (1 + 0) / 3, "y": -1 / 2})
 
 
+def explicit_ratings_lake(
+    spark: SparkSession, tmp_path: Path, users: int, items: int, *overrides: str
+) -> Config:
+    """The test config with ``overrides`` over a lake holding generated user-item ratings for DAY."""
+    config = load_config("test", [f"lakehouse.root={tmp_path}", *overrides])
+    Lakehouse(spark, config).table("gold", "user_item_interactions").create(
+        USER_ITEM_INTERACTIONS_SCHEMA, ["as_of_date"]
+    ).append(ml_data.user_item_interactions(spark, users, items, DAY))
+    return config
+
+
 def test_explicit_als_on_residuals_reports_the_bias_baseline_as_its_floor(
     spark: SparkSession, tmp_path: Path
 ) -> None:
-    config = load_config(
-        "test",
-        [
-            f"lakehouse.root={tmp_path}",
-            *SMALL,
-            "ml.recommender.mode=explicit",
-            "ml.recommender.model_name=als-bias",
-        ],
+    config = explicit_ratings_lake(
+        spark,
+        tmp_path,
+        200,
+        25,
+        *SMALL,
+        "ml.recommender.mode=explicit",
+        "ml.recommender.model_name=als-bias",
     )
-    Lakehouse(spark, config).table("gold", "user_item_interactions").create(
-        USER_ITEM_INTERACTIONS_SCHEMA, ["as_of_date"]
-    ).append(ml_data.user_item_interactions(spark, 200, 25, DAY))
     summary = train_recommender(spark, config, DAY)
     assert summary["rmse"] > 0 and summary["bias_baseline_rmse"] > 0
     # the floor of explicit mode: promoted only with a lower test RMSE than the bias baseline
@@ -280,21 +288,18 @@ def test_explicit_als_on_residuals_reports_the_bias_baseline_as_its_floor(
 def test_explicit_model_that_does_not_beat_the_bias_baseline_stays_challenger(
     spark: SparkSession, tmp_path: Path
 ) -> None:
-    config = load_config(
-        "test",
-        [
-            f"lakehouse.root={tmp_path}",
-            "ml.recommender.max_iter=5",
-            "ml.recommender.mode=explicit",
-            "ml.recommender.model_name=als-plain",
-            "ml.recommender.explicit_residuals=false",
-            # a huge regularisation: plain ALS predicts ~0, far worse than the biases
-            "ml.recommender.grid={rank: [4], regParam: [1000.0], alpha: [1.0]}",
-        ],
+    config = explicit_ratings_lake(
+        spark,
+        tmp_path,
+        150,
+        25,
+        "ml.recommender.max_iter=5",
+        "ml.recommender.mode=explicit",
+        "ml.recommender.model_name=als-plain",
+        "ml.recommender.explicit_residuals=false",
+        # a huge regularisation: plain ALS predicts ~0, far worse than the biases
+        "ml.recommender.grid={rank: [4], regParam: [1000.0], alpha: [1.0]}",
     )
-    Lakehouse(spark, config).table("gold", "user_item_interactions").create(
-        USER_ITEM_INTERACTIONS_SCHEMA, ["as_of_date"]
-    ).append(ml_data.user_item_interactions(spark, 150, 25, DAY))
     summary = train_recommender(spark, config, DAY)
     assert summary["rmse"] > summary["bias_baseline_rmse"]
     assert not summary["promoted"] and "rmse" in summary["reason"] and "floor" in summary["reason"]
@@ -303,17 +308,14 @@ def test_explicit_model_that_does_not_beat_the_bias_baseline_stays_challenger(
 def test_a_rating_column_that_is_not_numeric_fails_before_any_fit(
     spark: SparkSession, tmp_path: Path
 ) -> None:
-    config = load_config(
-        "test",
-        [
-            f"lakehouse.root={tmp_path}",
-            "ml.recommender.mode=explicit",
-            "ml.recommender.rating_column=item_id",
-        ],
+    config = explicit_ratings_lake(
+        spark,
+        tmp_path,
+        20,
+        5,
+        "ml.recommender.mode=explicit",
+        "ml.recommender.rating_column=item_id",
     )
-    Lakehouse(spark, config).table("gold", "user_item_interactions").create(
-        USER_ITEM_INTERACTIONS_SCHEMA, ["as_of_date"]
-    ).append(ml_data.user_item_interactions(spark, 20, 5, DAY))
     with pytest.raises(ConfigError, match="ml.recommender.rating_column: item_id must be numeric, is string"):
         train_recommender(spark, config, DAY)
     missing = load_config("test", [f"lakehouse.root={tmp_path}", "ml.recommender.time_column=rated_at"])
