@@ -39,7 +39,7 @@ import datetime as dt
 import itertools
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import reduce
@@ -338,8 +338,7 @@ def tune_implicit(
         return score
 
     try:
-        with ThreadPoolExecutor(max_workers=max(1, config.ml.parallelism)) as pool:
-            scores = list(pool.map(inheritable_thread_target(train.sparkSession)(fit_one), points))
+        scores = _in_parallel(train.sparkSession, config.ml.parallelism, fit_one, points)
     finally:
         users.unpersist()
         relevant.unpersist()
@@ -515,8 +514,7 @@ def tune_explicit_residuals(
         return score
 
     try:
-        with ThreadPoolExecutor(max_workers=max(1, config.ml.parallelism)) as pool:
-            scores = list(pool.map(inheritable_thread_target(train.sparkSession)(fit_one), points))
+        scores = _in_parallel(train.sparkSession, config.ml.parallelism, fit_one, points)
     finally:
         residuals.unpersist()
     results = list(zip(points, scores, strict=True))
@@ -913,3 +911,14 @@ def score_recommendations(
         input_days=days,
         checks=drift,
     )
+
+
+def _in_parallel(
+    spark: SparkSession,
+    parallelism: int,
+    fit_one: Callable[[dict[str, float]], float],
+    points: list[dict[str, float]],
+) -> list[float]:
+    """``fit_one`` of every grid point, ``parallelism`` at a time (threads sharing the session's jobs)."""
+    with ThreadPoolExecutor(max_workers=max(1, parallelism)) as pool:
+        return list(pool.map(inheritable_thread_target(spark)(fit_one), points))
