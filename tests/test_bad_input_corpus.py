@@ -28,6 +28,7 @@ from lakeml.domains.commerce.silver import CLICKSTREAM
 from lakeml.domains.maintenance.silver import MAINTENANCE, MAINTENANCE_FIELDS, SENSORS, SETTINGS, TELEMETRY
 from lakeml.lakehouse import Lakehouse
 from tests.reliability_report import record
+from tests.test_silver import click as silver_click
 from tests.test_silver import run_silver, tolerant_of_quarantine
 from tests.test_silver import transaction as silver_transaction
 
@@ -60,20 +61,7 @@ BAD_TIMESTAMPS = (
 
 
 def click(event_id: str, **fields: object) -> str:
-    event = {
-        "event_id": event_id,
-        "ts": TS,
-        "user_id": "u-0000042",
-        "session_id": "s-1",
-        "event_type": "view",
-        "item_id": "i-000123",
-        "category": "Books",
-        "price": 12.5,
-        "device": "mobile",
-        "ip": "10.1.2.3",
-    }
-    event.update(fields)
-    return json.dumps({k: v for k, v in event.items() if v is not None})
+    return silver_click(event_id, **{"user_agent": None, "referrer": None, **fields})
 
 
 def transaction(txn_id: str, **fields: str) -> str:
