@@ -27,7 +27,7 @@ from lakeml.config import DriftConfig
 # Empty bins would make PSI infinite; a proportion this small stands in for zero.
 PSI_FLOOR = 1e-4
 # approxQuantile's relative error for the numeric bin edges.
-QUANTILE_ERROR = 0.001
+QUANTILE_ERROR = 0.01  # rank error of the bin edges: ample for deciles, ~2× cheaper than 0.001
 NULL_BIN = -1
 
 DRIFT_SCHEMA = T.StructType(
@@ -73,17 +73,20 @@ class Bins:
         return len(self.edges) + 1 if self.values is None else len(self.values) + 1
 
     def bin_of(self) -> Column:
-        """The bin index of this feature's value (NULL_BIN for NULL)."""
+        """The bin index of this feature's value (NULL_BIN for NULL): the first edge ≥ the value, as one
+        CASE ladder (a sum of one comparison per edge made the generated code too large to compile)."""
         value = F.col(self.feature)
         if self.values is None:
             x = value.cast("double")
-            index = sum((F.when(x > edge, 1).otherwise(0) for edge in self.edges), F.lit(0))
-            return F.when(x.isNull(), NULL_BIN).otherwise(index)
+            ladder = F.when(x.isNull(), NULL_BIN)
+            for i, edge in enumerate(self.edges):
+                ladder = ladder.when(x <= edge, i)
+            return ladder.otherwise(len(self.edges))  # above the last edge, and NaN
         text = value.cast("string")
-        index = F.lit(len(self.values))  # any other value
-        for i, level in reversed(list(enumerate(self.values))):
-            index = F.when(text == level, i).otherwise(index)
-        return F.when(text.isNull(), NULL_BIN).otherwise(index)
+        ladder = F.when(text.isNull(), NULL_BIN)
+        for i, level in enumerate(self.values):
+            ladder = ladder.when(text == level, i)
+        return ladder.otherwise(len(self.values))  # any other value
 
 
 @dataclass(frozen=True)
@@ -129,20 +132,19 @@ def reference_bins(
 
 
 def bin_counts(df: DataFrame, bins: Sequence[Bins]) -> dict[str, list[int]]:
-    """Rows per bin of each feature, NULL bin last, counted in one aggregation pass."""
-    indexed = df.select(*[b.bin_of().alias(f"_bin{i}") for i, b in enumerate(bins)])
-    aggregates = [
-        F.count_if(F.col(f"_bin{i}") == j).alias(f"_c{i}_{j}")
-        for i, b in enumerate(bins)
-        for j in [*range(b.size), NULL_BIN]
-    ]
-    if not aggregates:
+    """Rows per bin of each feature, NULL bin last, counted in one pass: each row becomes one
+    (feature, bin) pair per feature, grouped and counted (features × bins rows reach the driver).
+    One aggregate per (feature, bin) instead was ~3× slower on 60 features: too large to compile."""
+    if not bins:
         return {}
-    row = indexed.agg(*aggregates).first()
-    assert row is not None
-    return {
-        b.feature: [int(row[f"_c{i}_{j}"]) for j in [*range(b.size), NULL_BIN]] for i, b in enumerate(bins)
-    }
+    pairs = F.explode(
+        F.array(*[F.struct(F.lit(i).alias("feature"), b.bin_of().alias("bin")) for i, b in enumerate(bins)])
+    )
+    counts = [[0] * (b.size + 1) for b in bins]
+    for row in df.select(pairs.alias("pair")).groupBy("pair.feature", "pair.bin").count().collect():
+        i, j = row["feature"], row["bin"]
+        counts[i][bins[i].size if j == NULL_BIN else j] = int(row["count"])
+    return {b.feature: counts[i] for i, b in enumerate(bins)}
 
 
 def psi(reference: Sequence[int], current: Sequence[int]) -> float:
