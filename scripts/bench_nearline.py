@@ -356,6 +356,9 @@ def main() -> None:
         keys = list(dict.fromkeys(k for p in spark_steady for k in p["durationMs"]))
         for k in keys:
             print(f"  {k:<22} {stats_line([p['durationMs'].get(k, 0) / 1000 for p in spark_steady])}")
+        states = [p["stateOperators"][0] for p in spark_steady if p.get("stateOperators")]
+        for k in ("allUpdatesTimeMs", "commitTimeMs"):  # inside read_state: the per-card state step, its commit
+            print(f"  state {k:<16} {stats_line([st.get(k, 0) / 1000 for st in states])}")
     for name, s in (("start (after warm-up)", first), ("end", last)):
         print(f"{name}: driver JVM heap after GC {s['heap_mb']:.0f} MB, JVM RSS {s['jvm_rss_mb']:.0f} MB, "
               f"Python workers RSS {s['workers_rss_mb']:.0f} MB, driver Python RSS {s['python_rss_mb']:.0f} MB; "
