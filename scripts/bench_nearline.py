@@ -325,7 +325,11 @@ def main() -> None:
 
     # ------------------------------------------------------------------ steady state
     if len(steady) < 2:
-        print("\nSTEADY STATE: fewer than 2 micro-batches: no figures")
+        print("\nSTEADY STATE: fewer than 2 micro-batches: no throughput or latency figures")
+        for name, s in (("start (after warm-up)", first), ("end", last)):
+            print(f"{name}: driver JVM heap after GC {s['heap_mb']:.0f} MB, JVM RSS {s['jvm_rss_mb']:.0f} MB, "
+                  f"state {s['state_rows']:.0f} cards, {s['state_mb']:.1f} MB")  # fmt: skip
+        print(f"load at end: {end_load}")
         spark.stop()
         return
     span = steady[-1].committed_at - warm_at
