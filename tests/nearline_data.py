@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from pyspark.ml import Pipeline
+from pyspark.ml import Pipeline, PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -74,6 +74,28 @@ def deliver(config: Config, name: str, lines: list[str], order: int, header: boo
     return path
 
 
+_FITTED: dict[bool, PipelineModel] = {}
+
+
+def fitted_model(spark: SparkSession, config: Config, flip: bool) -> PipelineModel:
+    """A small logistic fraud pipeline on synthetic features, fitted once per test session (per ``flip``)."""
+    from tests import ml_data
+
+    if flip not in _FITTED:
+        cfg = config.ml.fraud
+        rows = ml_data.transaction_features(
+            spark, rows_per_day=80, first_day=dt.date(2026, 1, 1), days=2, mature_days=2
+        )
+        label = F.col("label_fraud").cast("double")
+        rows = rows.where(F.col("label_fraud").isNotNull()).withColumn("_label", (1 - label) if flip else label)
+        stages = [
+            *models.feature_stages(rows.schema, cfg.numeric_features, cfg.categorical_features),
+            *models.classifier_stages("logistic", "_label", None, 42),
+        ]
+        _FITTED[flip] = Pipeline(stages=stages).fit(rows)
+    return _FITTED[flip]
+
+
 def register_model(
     spark: SparkSession,
     config: Config,
@@ -82,7 +104,7 @@ def register_model(
     tags: dict | None = None,
     experiment: str = "fraud-stream-tests",
 ) -> str:
-    """Fit a small logistic fraud model on synthetic features, register it and make it the champion.
+    """Register the small logistic fraud model (:func:`fitted_model`) and make it the champion.
 
     ``flip``: a model whose scores differ (trained on inverted labels), to tell versions apart.
     """
@@ -90,19 +112,8 @@ def register_model(
     import mlflow.spark
 
     from lakeml.ml import registry, tracking
-    from tests import ml_data
 
-    cfg = config.ml.fraud
-    rows = ml_data.transaction_features(
-        spark, rows_per_day=80, first_day=dt.date(2026, 1, 1), days=2, mature_days=2
-    )
-    label = F.col("label_fraud").cast("double")
-    rows = rows.where(F.col("label_fraud").isNotNull()).withColumn("_label", (1 - label) if flip else label)
-    stages = [
-        *models.feature_stages(rows.schema, cfg.numeric_features, cfg.categorical_features),
-        *models.classifier_stages("logistic", "_label", None, 42),
-    ]
-    model = Pipeline(stages=stages).fit(rows)
+    model = fitted_model(spark, config, flip)
     uri = tracking.tracking_uri(config)
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(experiment_id=tracking.experiment_id(config, experiment))

@@ -345,18 +345,107 @@ def test_sigkill_mid_batch_then_restart_with_another_model_scores_everything_exa
         for a in body["alerts"]
     }
     assert sent == {(b, txn, v) for txn, (b, v) in got.items()}
+    assert a.exists()
 
-    # A champion that cannot be loaded: a clear error, nothing committed, the checkpoint moves on only after a fix.
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+def test_a_broken_champion_promoted_while_the_stream_runs_stops_it_with_nothing_of_the_batch_committed(
+    spark, tmp_path
+):
     import mlflow
+    from pyspark.errors import StreamingQueryException
 
-    broken = register_model(spark, config, threshold=0.0, experiment="fraud-stream-broken")
-    shutil.rmtree(Path(str(tmp_path)) / "_mlflow" / "artifacts" / "fraud-stream-broken")
-    deliver(config, "c.csv", [line("c0", D + 12 * H, 1, 5.0)], 2)
+    from lakeml.domains.banking.nearline import start_fraud_alerts
+
+    config = stream_config(tmp_path, "nearline.fraud_alerts.trigger_seconds=0.2")
+    good = register_model(spark, config)
+    deliver(config, "a.csv", [line("a0", D, 1, 10.0)], 0)
+    query, _ = start_fraud_alerts(spark, config)
+    try:
+        query.processAllAvailable()
+        # Promoted while the query runs; its files are gone (a half-copied or deleted artifact).
+        broken = register_model(spark, config, experiment="fraud-stream-broken")
+        shutil.rmtree(tmp_path / "_mlflow" / "artifacts" / "fraud-stream-broken")
+        deliver(config, "b.csv", [line("b0", D + H, 1, 20.0), "not,a,csv"], 1)
+        with pytest.raises(StreamingQueryException, match=rf"champion lakeml-fraud v{broken} cannot be loaded"):
+            query.processAllAvailable()
+        assert not query.isActive
+    finally:
+        query.stop()
+    # Nothing of the failed micro-batch is committed: no alert row and no quarantine row of b.csv.
+    table = Lakehouse(spark, config).table("gold", "fraud_alerts")
+    assert [r.txn_id for r in table.read().collect()] == ["a0"]
+    quarantine = Lakehouse(spark, config).table("ops", "quarantine")
+    assert not quarantine.exists() or quarantine.read().count() == 0
+    commits = tmp_path / config.nearline.fraud_alerts.checkpoint_dir / "query" / "commits"
+    assert (commits / "0").exists() and not (commits / "1").exists()
+    # Restarted while still broken: the same clear error before the query starts.
     with pytest.raises(JobFailed, match=rf"champion lakeml-fraud v{broken} cannot be loaded"):
         run_fraud_alerts(spark, config, available_now=True)
-    assert table.read().count() == 7
+    # Fixed (the previous version re-promoted): the restart continues with b.csv, each row once.
     client = mlflow.MlflowClient(tracking_uri=str(mlflow.get_tracking_uri()))
-    client.set_registered_model_alias("lakeml-fraud", "champion", second)
-    assert run_fraud_alerts(spark, config, available_now=True)["scored"] == 1
-    assert table.read().where(F.col("txn_id") == "c0").count() == 1
-    assert a.exists()
+    client.set_registered_model_alias("lakeml-fraud", "champion", good)
+    result = run_fraud_alerts(spark, config, available_now=True)
+    assert (result["batches"], result["scored"], result["rejected"]) == (1, 1, 1)
+    got = {(r.txn_id, r.model_version, r.stream_batch_id) for r in table.read().collect()}
+    assert got == {("a0", good, 0), ("b0", good, 1)}
+    assert [(r.raw_record, r.batch_id) for r in quarantine.read().collect()] == [("not,a,csv", "fraud_alerts-00000001")]
+
+
+def test_a_schema_change_in_the_landing_files_is_quarantined_with_reasons_and_the_stream_goes_on(spark, tmp_path):
+    from lakeml.domains.banking.nearline import start_fraud_alerts
+    from tests.nearline_data import HEADER
+
+    config = stream_config(tmp_path, "nearline.fraud_alerts.trigger_seconds=0.2")
+    register_model(spark, config)
+    deliver(config, "a.csv", [line("a0", D, 1, 10.0)], 0)
+    query, _ = start_fraud_alerts(spark, config)
+    try:
+        query.processAllAvailable()
+        # A new column: the header and every line of the new layout are quarantined, none scored.
+        added = [HEADER + ",device_id", line("n0", D + H, 1, 20.0) + ",dev-1", line("n1", D + H, 2, 30.0) + ",dev-2"]
+        deliver(config, "new_column.csv", added, 1, header=False)
+        # A renamed column, same layout: the header is quarantined (ops sees the change); the lines
+        # parse by position, as silver parses them, and are scored.
+        renamed = [HEADER.replace(",amount,", ",amount_value,"), line("r0", D + 2 * H, 1, 40.0)]
+        deliver(config, "renamed.csv", renamed, 2, header=False)
+        query.processAllAvailable()
+        assert query.isActive and query.exception() is None  # bad lines are data, not a reason to stop
+    finally:
+        query.stop()
+    deliver(config, "after.csv", [line("z0", D + 3 * H, 3, 50.0)], 3)
+    restarted = run_fraud_alerts(spark, config, available_now=True)
+    assert (restarted["batches"], restarted["scored"]) == (1, 1)  # only the new file: where it stopped
+
+    lake = Lakehouse(spark, config)
+    scored = {r.txn_id for r in lake.table("gold", "fraud_alerts").read().collect()}
+    assert scored == {"a0", "r0", "z0"}
+    quarantined = {
+        (Path(r.source_file).name, r.raw_record.split(",")[0], r.reason.split(" (")[0])
+        for r in lake.table("ops", "quarantine").read().collect()
+    }
+    assert quarantined == {
+        ("new_column.csv", "txn_id", "unexpected CSV header"),
+        ("new_column.csv", "n0", "malformed CSV"),
+        ("new_column.csv", "n1", "malformed CSV"),
+        ("renamed.csv", "txn_id", "unexpected CSV header"),
+    }
+
+
+def test_a_card_never_seen_before_is_scored_with_first_transaction_features(spark, one_day):
+    t = one_day
+    rows = alerts(spark, t.config)
+    first_ts = rows.groupBy("card_token").agg(F.min("ts").alias("ts"))
+    firsts = rows.join(first_ts, ["card_token", "ts"]).collect()
+    assert len(firsts) >= len(CARDS)
+    for r in firsts:
+        # Nothing before it: zero counts and sums, no previous transaction, no spread; still scored.
+        assert (r.txn_count_1h, r.txn_count_24h, r.txn_count_7d, r.txn_count_30d) == (0, 0, 0, 0)
+        assert (r.amount_sum_24h, r.amount_sum_30d) == (0.0, 0.0)
+        assert (r.distinct_merchants_24h, r.distinct_countries_24h) == (0, 0)
+        assert (r.seconds_since_prev, r.km_from_prev, r.speed_kmh_from_prev) == (None, None, None)
+        assert (r.amount_mean_30d, r.amount_std_30d, r.amount_zscore_30d) == (None, None, None)
+        assert r.mcc_risk_rate is not None and r.local_hour is not None
+        assert 0.0 <= r.score <= 1.0 and r.model_version == t.first

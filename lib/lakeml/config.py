@@ -580,12 +580,22 @@ class FraudAlertsStreamConfig:
     # ops/quarantine feed name of the stream's rejects (silver's own are under "transactions").
     quarantine_feed: str
     sink: AlertSinkConfig
+    # Partitions of the per-card state (the query's shuffle partitions; fixed by the checkpoint's first
+    # start). Each is a state-store task per micro-batch: few, for second-scale micro-batches.
+    state_partitions: int
+    # Materialize features and scores apart, to time each phase (a Spark job each; for profiling).
+    time_phases: bool
 
     def __post_init__(self) -> None:
-        if self.trigger_seconds < 0 or self.max_files_per_trigger < 1 or self.watermark_minutes < 0:
+        if (
+            self.trigger_seconds < 0
+            or self.max_files_per_trigger < 1
+            or self.watermark_minutes < 0
+            or self.state_partitions < 1
+        ):
             raise ConfigError(
                 "nearline.fraud_alerts: trigger_seconds and watermark_minutes must be >= 0, "
-                "max_files_per_trigger >= 1"
+                "max_files_per_trigger and state_partitions >= 1"
             )
 
 

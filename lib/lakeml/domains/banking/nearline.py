@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import time
 import urllib.request
@@ -255,7 +256,8 @@ class BatchMetrics:
     model_version: str | None
     replayed: bool
     seconds: dict[str, float] = field(default_factory=dict)
-    committed_at: float = 0.0
+    committed_at: float = 0.0  # epoch seconds: gold/fraud_alerts committed (or found committed)
+    started_at: float = 0.0  # epoch seconds: foreachBatch called
 
 
 class FraudAlertBatches:
@@ -275,6 +277,10 @@ class FraudAlertBatches:
 
     def rates_for(self, days: Sequence[dt.date]) -> DataFrame:
         """Merchant-category risk of ``days``: computed from silver once per day (known before the day)."""
+        # A day older than the watermark reaches is not asked for again: the cache stays a few days long.
+        reach = math.ceil(self.config.nearline.fraud_alerts.watermark_minutes / (24 * 60)) + 1
+        for old in [d for d in self.mcc_rates if d < max(days) - dt.timedelta(days=reach)]:
+            self.mcc_rates.pop(old).unpersist()
         for day in days:
             if day not in self.mcc_rates:
                 self.mcc_rates[day] = day_mcc_risk_rates(self.spark, self.config, day).persist()
@@ -285,14 +291,14 @@ class FraudAlertBatches:
         return out
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
-        started = time.monotonic()
+        started, started_at = time.monotonic(), time.time()
         rows = batch.persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            self._process(rows, batch_id, started)
+            self._process(rows, batch_id, started, started_at)
         finally:
             rows.unpersist()
 
-    def _process(self, rows: DataFrame, batch_id: int, started: float) -> None:
+    def _process(self, rows: DataFrame, batch_id: int, started: float, started_at: float) -> None:
         seconds: dict[str, float] = {}
         mark = started
 
@@ -302,51 +308,62 @@ class FraudAlertBatches:
             seconds[name] = round(now - mark, 3)
             mark = now
 
-        # One small action reads the files, runs the per-card state and gives the counts and days.
+        cfg = self.config.nearline.fraud_alerts
+        # The champion before anything else: one that cannot be loaded stops the stream with nothing
+        # of this micro-batch written (not even its quarantine rows), so a restart replays all of it.
+        champion = self.champions.champion()
+        lap("champion")
+        # One small action reads the files, runs the per-card state (cached) and gives the counts and days.
         per_status = rows.groupBy(STATUS, "event_date").count().collect()
         counts: dict[str, int] = {}
         for r in per_status:
             counts[r[STATUS]] = counts.get(r[STATUS], 0) + r["count"]
         days = sorted({r["event_date"] for r in per_status if r[STATUS] == "scored"})
         lap("read_state")
-        cfg = self.config.nearline.fraud_alerts
-        if counts.get("rejected", 0) + counts.get("late", 0):
+        if counts.get("rejected", 0) + counts.get("late", 0):  # a quarantine commit only when there are some
             self.quarantine.append(
                 quarantine_rows(rows.where(F.col(STATUS).isin("rejected", "late")), cfg.quarantine_feed,
                                 batch_id, self.run_id),
                 txn=(f"{APP_ID}.quarantine", batch_id),
             )  # fmt: skip
+            lap("quarantine")
         version, replayed = None, False
         alerts: list[dict[str, Any]] = []
         if days:
             features = with_stream_features(
                 rows.where(F.col(STATUS) == "scored"), self.config, self.rates_for(days)
-            ).persist(StorageLevel.MEMORY_AND_DISK)
-            scored = None
+            )
+            cached: list[DataFrame] = []
             try:
-                features.count()
-                lap("features")
-                champion = self.champions.champion()
+                if cfg.time_phases:  # profiling: a Spark job per phase, to time each apart
+                    features = features.persist(StorageLevel.MEMORY_AND_DISK)
+                    cached.append(features)
+                    features.count()
+                    lap("features")
                 version = champion.version
                 scored = self._scores(features, champion, batch_id).persist(StorageLevel.MEMORY_AND_DISK)
-                scored.count()
-                lap("model")
+                cached.append(scored)  # the alert records below come from it without recomputing
+                if cfg.time_phases:
+                    scored.count()
+                    lap("model")
+                # Features, scores, data files and the Delta commit: one Spark job, one commit.
                 outcome = self.alerts.append(scored, txn=(APP_ID, batch_id))
+                committed_at = time.time()
                 replayed = outcome.noop
-                lap("commit")
+                lap("commit" if cfg.time_phases else "features_model_commit")
                 committed = (
                     self.alerts.read().where(F.col("stream_batch_id") == batch_id) if replayed else scored
                 )
                 if self.sink.enabled and batch_id > self.sink.delivered():
                     alerts = _alert_records(committed)  # flagged rows only: the alert budget bounds them
             finally:
-                features.unpersist()
-                if scored is not None:
-                    scored.unpersist()
-        committed_at = time.time()
+                for frame in cached:
+                    frame.unpersist()
+        else:
+            committed_at = time.time()
         self.sink.deliver(batch_id, alerts)
         lap("sink")
-        metrics = BatchMetrics(batch_id, counts, version, replayed, seconds, committed_at)
+        metrics = BatchMetrics(batch_id, counts, version, replayed, seconds, committed_at, started_at)
         self.metrics.append(metrics)
         runlog.event("stream_batch", job="banking.fraud_alerts", batch_id=batch_id, counts=counts,
                      model_version=version, replayed=replayed, alerts=len(alerts), seconds=seconds)  # fmt: skip
@@ -402,7 +419,27 @@ def start_fraud_alerts(
         if available_now
         else writer.trigger(processingTime=f"{cfg.trigger_seconds} seconds")
     )
-    return writer.start(), handler
+    # The query takes a copy of the session's settings when it starts: these apply to it alone.
+    settings = {
+        # The state operator's partitions (each a state-store task per micro-batch; the session's
+        # default is sized for batch jobs).
+        "spark.sql.shuffle.partitions": str(cfg.state_partitions),
+        # No empty micro-batch when only the watermark moved: the state has no timeouts to fire, and
+        # such a batch would delay the next one with data by a whole micro-batch.
+        "spark.sql.streaming.noDataMicroBatches.enabled": "false",
+    }
+    previous = {key: spark.conf.get(key, None) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    try:
+        query = writer.start()
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
+    return query, handler
 
 
 def run_fraud_alerts(spark: SparkSession, config: Config, available_now: bool = False) -> dict[str, Any]:
