@@ -1,21 +1,34 @@
-"""Benchmark the three models on generated data: quality against the targets, and training time.
+"""Benchmark the models on generated data: quality against the targets and against the behaviour
+before #28, and training time against a bare fit.
 
-    .venv/bin/python scripts/bench_models.py [--scale 10] [--days 70] [--workdir DIR]
-                                             [--reuse | --no-generate] [--models fraud,failure,als] [--conf KEY=VALUE ...]
-                                             [--als-interactions 5000000]
+    .venv/bin/python scripts/bench_models.py [--quick] [--scale 10] [--days 70] [--workdir DIR]
+        [--reuse | --no-generate] [--models fraud,failure,als,als-explicit] [--conf KEY=VALUE ...]
+        [--phases default,before,one[,cross]] [--als-interactions 5000000]
 
-Generates ``--days`` of landing data at ``--scale`` (``lakeml generate``), runs bronze → silver →
-gold through the real jobs (banking features for every day, machine features for the last 14 days,
-the commerce snapshot of the last day; 70 days = 46-day label window + 3 test + 3 validation + 18
-train), then trains each model in one session and prints each result as soon as it is known:
+``--quick`` = scale 1 and a 1 M-interaction ALS timing (the whole bench in minutes on a quiet
+machine; the full run is scale 10). Generates ``--days`` of landing data at ``--scale`` (``lakeml
+generate``), runs bronze → silver → gold through the real jobs (banking features for every day,
+machine features for the last 14 days, the commerce snapshot of the last day; 70 days = 46-day label
+window + 3 test + 3 validation + 18 train), then trains each model in one session and prints each
+result as soon as it is known:
 
 - ALS precision@10 vs the popularity baseline (target ≥ 2×), NDCG and precision at every k of ``ks``
-  and catalogue coverage for both; with ``--models als-explicit`` (the same snapshot in explicit
-  mode) test RMSE vs the bias baseline (global mean + user and item biases; target < 1×);
+  and catalogue coverage for both; ``als-explicit`` (the same snapshot in explicit mode): test RMSE
+  vs the bias baseline (global mean + user and item biases; target < 1×);
 - fraud AUPRC (target ≥ 0.7 and ≥ 10× the test positive rate), the imbalance handling and family
-  chosen on validation (validation AUPRC of each pair), and the test Brier score before and after
-  calibration (target: not worse after);
+  chosen on validation (validation AUPRC and tuning seconds of each pair fitted: MLlib's families
+  beside xgboost.spark's), and the test Brier score before and after calibration;
 - RUL RMSE vs the mean-RUL-by-age baseline (target ≤ 0.6×);
+- phase ``before``: fraud and explicit ALS retrained on the same lake with the conf of the behaviour
+  before #28 (``BEFORE_CONF``: fixed ``positive_weight_divisor`` weighting, no imbalance search, no
+  calibration; plain explicit ALS without the bias residuals); a table prints every figure before
+  and now with its target, ok/MISS against the target and ok/WORSE against before;
+- issue #23: per trainer, wall time with the default grid ÷ (sum of its grid fits ÷ ``ml.parallelism``)
+  (target ≤ 1.3), each multi-point tuning's wall ÷ (its fits ÷ its parallelism), and with phase
+  ``one`` the training seconds with the winner's one-point grid ÷ a bare MLlib fit of the winning
+  estimator with the winning params on the same cached rows (target ≤ 1.5);
+- phase ``cross`` (fraud, not default): every family under every imbalance option, the search the
+  imbalance screen (``ml.fraud.imbalance_families``) replaces: its seconds and choice beside the default;
 - training seconds per model, and ALS seconds per iteration on a synthetic ≥ 5 M-interaction table
   (fit with 1 and with 6 iterations; per iteration = difference ÷ 5).
 
@@ -28,13 +41,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import secrets
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pyspark import StorageLevel
@@ -250,8 +264,8 @@ def report_tuning(
     for r in records:
         ideal = sum(r.grid_seconds) / max(1, r.parallelism)
         print(f"    tuning {r.name:<28} {len(r.grid_seconds)} point(s), wall {r.wall_seconds:7.1f} s, fits "
-              f"{', '.join(f'{s:.1f}' for s in r.grid_seconds)} s, sum ÷ {r.parallelism} = {ideal:.1f} s, "
-              f"winner {r.params}", flush=True)  # fmt: skip
+              f"{', '.join(f'{s:.1f}' for s in r.grid_seconds)} s, sum ÷ {r.parallelism} = {ideal:.1f} s"
+              + (f", winner {r.params}" if r.params else ""), flush=True)  # fmt: skip
         if len(r.grid_seconds) > 1:
             ratio = r.wall_seconds / ideal
             checks.append((f"{r.name} grid wall ÷ (fits ÷ par.)", ratio, "<= 1.3", ratio <= 1.3))
@@ -259,8 +273,16 @@ def report_tuning(
 
 
 def report_families(name: str, result: dict, records: Sequence[models.FitRecord]) -> None:
-    """Validation quality and tuning seconds of each family, side by side."""
+    """Validation quality and tuning seconds of each family (fraud: of each imbalance option and family
+    fitted), side by side: MLlib's families beside xgboost.spark's."""
     seconds = {r.name: r.wall_seconds for r in records}
+    if name == "fraud":
+        for option, by_family in result["validation_auprc_by_imbalance"].items():
+            for family, metric in by_family.items():
+                spent = sum(s for n, s in seconds.items() if n.endswith(f"@{option}/{family}"))
+                print(f"    family {family:<9} imbalance {option:<10} AUPRC {metric:.4f} on validation, "
+                      f"tuning {spent:.1f} s", flush=True)  # fmt: skip
+        return
     for key in ("validation_auprc_by_family", "validation_rmse_by_family"):
         for family, metric in result.get(key, {}).items():
             spent = {n: s for n, s in seconds.items() if n.endswith("/" + family)}
@@ -272,11 +294,97 @@ def report_families(name: str, result: dict, records: Sequence[models.FitRecord]
                   f"{sum(spent.values()):.1f} s", flush=True)  # fmt: skip
 
 
+def report_trainer_overhead(
+    name: str, seconds: float, records: Sequence[models.FitRecord], parallelism: int
+) -> tuple[str, float, str, bool]:
+    """Issue #23 with the default grid: the trainer's wall time ÷ (sum of every grid fit ÷ ml.parallelism)."""
+    fits = [s for r in records for s in r.grid_seconds]
+    ideal = sum(fits) / max(1, parallelism)
+    ratio = seconds / ideal if ideal else math.inf
+    print(f"  {name}: training wall {seconds:.1f} s ÷ (sum of its {len(fits)} fits {sum(fits):.1f} s ÷ "
+          f"ml.parallelism {parallelism}) = {ratio:.2f}", flush=True)  # fmt: skip
+    return (f"{name} wall ÷ (fits ÷ parallelism)", ratio, "<= 1.3", ratio <= 1.3)
+
+
+# Issue #28, "no figure bench_models prints today may get worse": the conf that gives the trainers'
+# behaviour before #28, trained on the same lake in the same run (own model names: no champion shared).
+BEFORE_CONF = {
+    "fraud": [  # fixed positive_weight_divisor weighting, no imbalance search, no calibration
+        "ml.fraud.imbalance=[divisor]",
+        "ml.fraud.calibration=none",
+        "ml.fraud.model_name=lakeml-fraud-before",
+    ],
+    "als-explicit": [  # plain ALS on the ratings (no bias baseline inside the model)
+        "ml.recommender.explicit_residuals=false",
+        "ml.recommender.model_name=lakeml-recommender-explicit-before",
+    ],
+}
+
+# The fraud search before the imbalance screen: every family refitted under every imbalance option.
+CROSS_CONF = ["ml.fraud.imbalance_families=0", "ml.fraud.model_name=lakeml-fraud-cross"]
+
+Figure = tuple[str, Callable[[dict], float], int, str, Callable[[float], bool] | None]
+# Per model: (figure, value from the trainer's summary, +1 higher is better / -1 lower, target, check).
+FIGURES: dict[str, list[Figure]] = {
+    "fraud": [
+        ("test AUPRC", lambda r: r["auprc"], 1, ">= 0.7", lambda v: v >= 0.7),
+        ("AUPRC ÷ positive rate", lambda r: r["auprc"] / max(r["positive_rate"], 1e-12), 1, ">= 10",
+         lambda v: v >= 10),
+        ("ROC AUC", lambda r: r["roc_auc"], 1, "", None),
+        ("precision at alert budget", lambda r: r["precision_at_budget"], 1, "", None),
+        ("recall at alert budget", lambda r: r["recall_at_budget"], 1, "", None),
+        ("Brier score of the served score", lambda r: r["brier_calibrated"], -1, "", None),
+    ],
+    "failure": [
+        ("RUL RMSE ÷ baseline", lambda r: r["rmse"] / r["baseline_rmse"], -1, "<= 0.6", lambda v: v <= 0.6),
+        ("failure test AUPRC", lambda r: r["auprc"], 1, "", None),
+    ],
+    "als": [
+        ("precision@k ÷ popularity", lambda r: r["precision_at_k"] / max(r["baseline_precision_at_k"], 1e-12),
+         1, ">= 2", lambda v: v >= 2),
+        ("precision@k", lambda r: r["precision_at_k"], 1, "", None),
+        ("NDCG@k", lambda r: r["ndcg_at_k"], 1, "", None),
+        ("catalogue coverage", lambda r: r["coverage"], 1, "", None),
+    ],
+    "als-explicit": [
+        ("test RMSE ÷ bias baseline", lambda r: r["rmse"] / r["bias_baseline_rmse"], -1, "< 1", lambda v: v < 1),
+        ("test RMSE", lambda r: r["rmse"], -1, "", None),
+        ("precision@k", lambda r: r["precision_at_k"], 1, "", None),
+        ("NDCG@k", lambda r: r["ndcg_at_k"], 1, "", None),
+    ],
+}  # fmt: skip
+
+
+def print_before_after(runs: dict[str, dict[str, tuple[dict, float]]]) -> None:
+    """Per model and figure: before #28 (BEFORE_CONF) | now (default conf) | target, ok/MISS against the
+    target and ok/WORSE against before (training seconds included)."""
+    print("\n  before/after #28 on the same lake (before: the conf of BEFORE_CONF; now: the default conf)")
+    print(f"  {'model':<13}{'figure':<34}{'before':>10}{'now':>10}  {'target':<7}{'target?':<9}{'vs before'}")
+    for name, phases in runs.items():
+        now, now_seconds = phases["default"]
+        before = phases.get("before")
+        figures = [*FIGURES[name], ("training seconds", lambda _: math.nan, -1, "", None)]
+        for label, value, sign, target, check in figures:
+            after_v = now_seconds if label == "training seconds" else value(now)
+            if before is None:
+                before_v, versus = math.nan, "— (no #28 switch)"
+            else:
+                before_v = before[1] if label == "training seconds" else value(before[0])
+                versus = "WORSE" if sign * (after_v - before_v) < 0 else "ok"
+            meets = "" if check is None else ("ok" if check(after_v) else "MISS")
+            print(f"  {name:<13}{label:<34}{before_v:>10.4g}{after_v:>10.4g}  {target:<7}{meets:<9}{versus}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--scale", type=int, default=10)
+    parser.add_argument("--scale", type=int, help="default 10 (--quick: 1)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="scale 1 and a 1 M-interaction ALS timing unless given: the whole bench in minutes",
+    )
     parser.add_argument("--days", type=int, default=70)
     parser.add_argument("--end-date", default="2026-03-31")
     parser.add_argument("--workdir", help="keep the lakehouse here (default: a temporary folder)")
@@ -286,15 +394,24 @@ def main() -> int:
     parser.add_argument(
         "--no-generate", action="store_true", help="reuse the workdir's landing files, build the gold tables"
     )
-    parser.add_argument("--models", default="fraud,failure,als", help="comma-separated subset to train")
+    parser.add_argument(
+        "--models", default="fraud,failure,als,als-explicit", help="comma-separated subset to train"
+    )
     parser.add_argument("--conf", action="append", default=[], help="config override KEY=VALUE (repeatable)")
-    parser.add_argument("--als-interactions", type=int, default=5_000_000, help="0 skips the timing")
+    parser.add_argument("--als-interactions", type=int, help="default 5 M (--quick: 1 M); 0 skips the timing")
     parser.add_argument(
         "--phases",
-        default="default,one",
-        help="default: train with the conf grids; one: retrain with the winner's one-point grid and time a bare fit",
+        default="default,before,one",
+        help="default: train with the conf grids; before: retrain with BEFORE_CONF (the behaviour before "
+        "#28) and compare; cross: fraud with every family under every imbalance option (the cost the "
+        "screen saves); one: retrain with the winner's one-point grid and time a bare fit",
     )
     args = parser.parse_args()
+    bench_started = time.perf_counter()
+    if args.scale is None:
+        args.scale = 1 if args.quick else 10
+    if args.als_interactions is None:
+        args.als_interactions = 1_000_000 if args.quick else 5_000_000
     end = dt.date.fromisoformat(args.end_date)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="lakeml-bench-models-"))
     os.environ["LAKEML_LAKEHOUSE"] = str(workdir / "lake")
@@ -313,15 +430,37 @@ def main() -> int:
     spark = build_spark(config, app_name="bench-models")
     checks: list[tuple[str, float, str, bool]] = []
     phases = args.phases.split(",")
+    runs: dict[str, dict[str, tuple[dict, float]]] = {}
     for name in names:
         train, report = MODELS[name]
         model_conf = [*args.conf, *MODEL_CONF.get(name, [])]
         config = load_config("local", model_conf)
         records, result, seconds = train_recorded(train, spark, config, end)
+        runs[name] = {"default": (result, seconds)}
         checks += report(result)
         print(f"  training seconds {name:<15} {seconds:8.1f}   (default grid)", flush=True)
         checks += report_tuning(name, records, config.ml.parallelism)
+        checks.append(report_trainer_overhead(name, seconds, records, config.ml.parallelism))
         report_families(name, result, records)
+        if "before" in phases and name in BEFORE_CONF:
+            before_config = load_config("local", [*model_conf, *BEFORE_CONF[name]])
+            _, before_result, before_seconds = train_recorded(train, spark, before_config, end)
+            print(f"  before #28 ({' '.join(BEFORE_CONF[name])}):", flush=True)
+            report(before_result)
+            print(f"  training seconds {name:<15} {before_seconds:8.1f}   (before #28)", flush=True)
+            runs[name]["before"] = (before_result, before_seconds)
+            print_before_after({name: runs[name]})
+        if "cross" in phases and name == "fraud":  # the cost the imbalance screen saves
+            cross_config = load_config("local", [*model_conf, *CROSS_CONF])
+            cross_records, cross, cross_seconds = train_recorded(train, spark, cross_config, end)
+            fits = sum(len(r.grid_seconds) for r in cross_records)
+            print(f"  fraud, every family under every imbalance option ({' '.join(CROSS_CONF)}): {fits} fits, "
+                  f"{cross_seconds:.1f} s, chose {cross['imbalance']} + {cross['family']} (test AUPRC "
+                  f"{cross['auprc']:.4f}); the default conf: {sum(len(r.grid_seconds) for r in records)} fits, "
+                  f"{seconds:.1f} s, chose {result['imbalance']} + {result['family']} (test AUPRC "
+                  f"{result['auprc']:.4f})", flush=True)  # fmt: skip
+            ratio = seconds / cross_seconds
+            checks.append(("fraud training ÷ full imbalance x family search", ratio, "< 1", ratio < 1))
         if "one" in phases:
             overrides = one_point_overrides(name, config, result, records)
             one_config = load_config("local", [*model_conf, *overrides])
@@ -337,8 +476,11 @@ def main() -> int:
         print(f"  ALS seconds per iteration at {args.als_interactions:,} interactions: {per_iteration:.2f} "
               f"(6-iteration fit {fit6:.1f} s)", flush=True)  # fmt: skip
     spark.stop()
+    print_before_after(runs)
+    print("\n  targets")
     for name, value, target, ok in checks:
-        print(f"  {name:<32} {value:8.3f}   target {target:<6} {'✔' if ok else '✘'}")
+        print(f"  {name:<44} {value:8.3f}   target {target:<6} {'ok' if ok else 'MISS'}")
+    print(f"\n  bench_models wall {time.perf_counter() - bench_started:.1f} s", flush=True)
     return 0
 
 

@@ -10,17 +10,20 @@ from pathlib import Path
 import mlflow
 import pytest
 from pyspark.ml import Pipeline
+from pyspark.ml.evaluation import BinaryClassificationEvaluator
 from pyspark.ml.feature import VectorAssembler
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
+from lakeml import runlog
 from lakeml.config import Config, load_config
 from lakeml.domains.banking.features import TRANSACTION_FEATURES_SCHEMA
 from lakeml.domains.banking.fraud_model import (
     CALIBRATED_PROBABILITY,
     fit_calibration,
     score_fraud,
+    search_imbalance_and_family,
     train_fraud_model,
     with_calibrated_score,
 )
@@ -29,7 +32,7 @@ from lakeml.domains.commerce.recommender import TARGET, fit_biases, train_recomm
 from lakeml.errors import ConfigError, JobFailed
 from lakeml.lakehouse import Lakehouse
 from lakeml.ml import evaluation as ev
-from lakeml.ml import tracking
+from lakeml.ml import models, tracking
 from lakeml.ml.models import SummaryFreeLogisticRegression
 from lakeml.ml.splits import (
     SPLIT,
@@ -197,6 +200,36 @@ def test_fraud_on_a_two_day_table_searches_imbalance_and_scores_calibrated(
     )
     threshold = float(client.get_model_version(name, summary["version"]).tags["threshold"])
     assert scores.where((F.col("score") >= threshold) != F.col("alert")).count() == 0
+
+
+def test_imbalance_options_after_the_first_refit_only_the_best_families_under_it(
+    spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[tuple[str, dict]] = []
+    monkeypatch.setattr(runlog, "event", lambda name, **fields: events.append((name, fields)) or fields)
+    data = spark.range(3000, numPartitions=2).select(
+        F.randn(21).alias("x1"), F.rand(22).alias("x2"), F.rand(23).alias("u"), F.rand(24).alias("split")
+    )
+    data = data.withColumn("_label", (F.col("u") < 1 / (1 + F.exp(-(2.5 * F.col("x1") - 3)))).cast("double"))
+    train, validation = data.where(F.col("split") < 0.7), data.where(F.col("split") >= 0.7)
+    prefix = models.feature_stages(data.schema, ["x1", "x2"], [])
+    weights: dict[str, float | None] = {"none": None, "balanced": 6.0}
+    auprc = BinaryClassificationEvaluator(labelCol="_label", metricName="areaUnderPR")
+
+    config = _fraud_config(
+        tmp_path, "ml.fraud.families={gbt: {maxDepth: [2], maxIter: [5]}, logistic: {regParam: [0.01]}}"
+    )
+    assert config.ml.fraud.imbalance_families == 1  # the default
+    searched = search_imbalance_and_family(prefix, config.ml.fraud, config, weights, auprc, train, validation)
+    first = {f: v[1] for (o, f), v in searched.items() if o == "none"}
+    best = max(first, key=first.__getitem__)
+    assert set(searched) == {("none", "gbt"), ("none", "logistic"), ("balanced", best)}
+    assert all(0 < v[1] <= 1 for v in searched.values())
+    (line,) = [f for name, f in events if name == "imbalance_screened"]
+    assert line["refit"] == best and line["skipped"] == ({"gbt", "logistic"} - {best}).pop()
+    fits = [f["model"] for name, f in events if name == "fit_done"]  # one fit per pair, no other
+    model = config.ml.fraud.model_name
+    assert sorted(fits) == sorted([f"{model}@none/gbt", f"{model}@none/logistic", f"{model}@balanced/{best}"])
 
 
 def test_fraud_input_errors_name_the_column_or_setting_before_any_fit(

@@ -344,6 +344,9 @@ class FraudModelConfig:
     # "balanced" (positives weighted n_neg/n_pos), "divisor" (n_neg/n_pos ÷ positive_weight_divisor),
     # "divisor:<d>" (n_neg/n_pos ÷ d, for a divisor grid).
     imbalance: tuple[str, ...] = ("none", "divisor")
+    # Every family is fitted under the first imbalance option; each other option refits only this many
+    # of the best families (validation AUPRC) under the first: 0 = every family under every option.
+    imbalance_families: int = 1
     # Scores calibrated on validation: "platt" (logistic on the model's margin: keeps the ranking),
     # "isotonic" (monotone steps: may tie scores), "none".
     calibration: Literal["platt", "isotonic", "none"] = "platt"
@@ -361,6 +364,10 @@ class FraudModelConfig:
         if not self.imbalance:
             raise ConfigError(
                 "ml.fraud.imbalance: needs at least one option (none, balanced, divisor, divisor:<d>)"
+            )
+        if self.imbalance_families < 0:
+            raise ConfigError(
+                f"ml.fraud.imbalance_families: needs a count >= 0, got {self.imbalance_families}"
             )
         if not (self.validation_fraction > 0 and self.test_fraction > 0
                 and self.validation_fraction + self.test_fraction < 1):  # fmt: skip

@@ -437,36 +437,59 @@ def fit_families(
     features = Pipeline(stages=list(prefix)).fit(train)
     columns = _estimator_columns_of([stages for stages, _ in families.values()])
     prepared = features.transform(train).select(*columns).persist(StorageLevel.MEMORY_AND_DISK)
-    ranked = len(families) > 1
     held: DataFrame | None = None
-    fitted: dict[str, tuple[PipelineModel, float, list[tuple[dict[str, float], float]]]] = {}
     try:
         prepared.count()  # materialized once here, not by each parallel fit at the same time
-        if ranked:
+        if len(families) > 1:
             # Validation rows carry the label but not necessarily a training weight.
             kept = [c for c in columns if c == FEATURES or c in validation.columns]
             held = features.transform(validation).select(*kept).persist(StorageLevel.MEMORY_AND_DISK)
-        for n, (family, (stages, grid)) in enumerate(families.items(), start=1):
-            runlog.event("family_start", model=name, family=family, family_point=f"{n}/{len(families)}")
-            keep_going = None
-            if held is not None and patience > 0 and fitted:
-                keep_going = _beats_within(
-                    evaluator, held, _best_metric(fitted, evaluator), patience, name, family
-                )
-            best, tuning = _tune_stages(
-                stages, grid, evaluator, prepared, train_ratio, parallelism, seed, f"{name}/{family}",
-                keep_going,
-            )  # fmt: skip
-            metric = evaluator.evaluate(best.transform(held)) if held is not None else math.nan
-            runlog.event("family_done", model=name, family=family, validation_metric=round(metric, 5))
-            fitted[family] = (PipelineModel(stages=[*features.stages, *best.stages]), metric, tuning)
+        fitted = fit_families_on_vectors(
+            features, families, evaluator, prepared, held, train_ratio, parallelism, seed, name, patience
+        )
     finally:
         prepared.unpersist()
         if held is not None:
             held.unpersist()
+    return best_family(fitted, evaluator), fitted
+
+
+def best_family(fitted: Mapping[str, tuple[Any, float, Any]], evaluator: Evaluator) -> str:
+    """The family with the best validation metric (NaN ranks last)."""
     sign = 1.0 if evaluator.isLargerBetter() else -1.0
-    best_family = max(fitted, key=lambda f: -math.inf if math.isnan(fitted[f][1]) else sign * fitted[f][1])
-    return best_family, fitted
+    return max(fitted, key=lambda f: -math.inf if math.isnan(fitted[f][1]) else sign * fitted[f][1])
+
+
+def fit_families_on_vectors(
+    features: PipelineModel,
+    families: Mapping[str, tuple[Sequence[PipelineStage], Mapping[str, Sequence[float]]]],
+    evaluator: Evaluator,
+    prepared: DataFrame,
+    held: DataFrame | None,
+    train_ratio: float,
+    parallelism: int,
+    seed: int,
+    name: str,
+    patience: int = 0,
+) -> dict[str, tuple[PipelineModel, float, list[tuple[dict[str, float], float]]]]:
+    """``fit_families`` on already-assembled, cached training vectors ``prepared`` (``features``: the
+    fitted feature stages that made them) and validation vectors ``held`` (None: families not scored,
+    NaN). Per family: (features + best estimator, validation metric, grid results)."""
+    fitted: dict[str, tuple[PipelineModel, float, list[tuple[dict[str, float], float]]]] = {}
+    for n, (family, (stages, grid)) in enumerate(families.items(), start=1):
+        runlog.event("family_start", model=name, family=family, family_point=f"{n}/{len(families)}")
+        keep_going = None
+        if held is not None and patience > 0 and fitted:
+            keep_going = _beats_within(
+                evaluator, held, _best_metric(fitted, evaluator), patience, name, family
+            )
+        best, tuning = _tune_stages(
+            stages, grid, evaluator, prepared, train_ratio, parallelism, seed, f"{name}/{family}", keep_going
+        )
+        metric = evaluator.evaluate(best.transform(held)) if held is not None else math.nan
+        runlog.event("family_done", model=name, family=family, validation_metric=round(metric, 5))
+        fitted[family] = (PipelineModel(stages=[*features.stages, *best.stages]), metric, tuning)
+    return fitted
 
 
 def _best_metric(fitted: Mapping[str, tuple[Any, float, Any]], evaluator: Evaluator) -> float:

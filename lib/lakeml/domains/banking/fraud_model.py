@@ -5,8 +5,9 @@ window still open, never used): ``train | validation (validation_days) | gap (ga
 (test_days)``, the test ending at the newest labelled day on or before the run date; or fractions of
 the time range of ``time_column`` (``time_fraction``), or a stratified random split (``stratified``).
 Imbalance: each option of ``imbalance`` (no weights, balanced, divided weights) weights positives in
-training only, and every family is fitted under each; each family is tuned on a held-out share of
-train, and the (imbalance, family) pair with the best validation AUPRC wins. Its scores are then
+training only: every family is fitted under the first option, the other options refit only the
+``imbalance_families`` best of them; each family is tuned on a held-out share of train, and the
+(imbalance, family) pair with the best validation AUPRC wins. Its scores are then
 calibrated on validation (``calibration``: Platt or isotonic, stored as the pipeline's last stage so
 batch scoring applies it too); the alert threshold is the lowest calibrated validation score whose
 alert rate stays within ``alert_budget`` (ties alert together: see ``evaluation.alert_threshold``);
@@ -21,7 +22,7 @@ import math
 from typing import Any
 
 from pyspark import StorageLevel
-from pyspark.ml import PipelineModel
+from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.evaluation import BinaryClassificationEvaluator
 from pyspark.ml.functions import vector_to_array
 from pyspark.ml.regression import IsotonicRegression
@@ -291,9 +292,9 @@ def train_fraud_model(spark: SparkSession, config: Config, run_date: dt.date) ->
         auprc = BinaryClassificationEvaluator(labelCol=LABEL, metricName="areaUnderPR")
         searched = search_imbalance_and_family(prefix, cfg, config, weights, auprc, train, validation)
         option, family = max(searched, key=lambda key: _rank(searched[key][1]))
-        fitted = {f: v for (o, f), v in searched.items() if o == option}
+        fitted = best_by_family(searched)  # each family under its best imbalance option
         positive_weight = weights[option] or 1.0
-        uncalibrated = fitted[family][0]
+        uncalibrated = searched[(option, family)][0]
         model = fit_calibration(uncalibrated, validation, cfg.calibration)
         validation_scored = _scored(model, validation)
         threshold = ev.alert_threshold(validation_scored, models.SCORE, cfg.alert_budget)
@@ -345,7 +346,7 @@ def train_fraud_model(spark: SparkSession, config: Config, run_date: dt.date) ->
                 "threshold": threshold,
                 "positive_weight": positive_weight,
                 "features": ",".join(features),
-                **{f"tuned.{k}": v for k, v in _best_params(fitted[family][2]).items()},
+                **{f"tuned.{k}": v for k, v in _best_params(searched[(option, family)][2]).items()},
             },
             tags={
                 "threshold": repr(threshold),
@@ -378,6 +379,7 @@ def train_fraud_model(spark: SparkSession, config: Config, run_date: dt.date) ->
                 "alert_budget": cfg.alert_budget,
                 "baseline": baseline_name(cfg, prior),
                 "imbalance.searched": ",".join(cfg.imbalance),
+                "imbalance.families": cfg.imbalance_families,
             },
             run_metrics,
         )
@@ -436,26 +438,59 @@ def search_imbalance_and_family(
     train: DataFrame,
     validation: DataFrame,
 ) -> dict[tuple[str, str], Fitted]:
-    """Every family tuned under every imbalance option (positive weight, None = unweighted), each
-    scored by validation AUPRC (NaN only when there is a single candidate: nothing to choose)."""
+    """Families tuned under imbalance options (positive weight, None = unweighted), each pair scored by
+    validation AUPRC (NaN only when there is a single pair: nothing to choose).
+
+    Every family is fitted under the first option; each other option refits only the
+    ``imbalance_families`` best families under the first (0 = all), so a family that already lost
+    unweighted does not cost one more fit per option. The feature stages are fitted and the training
+    and validation vectors cached once for all options; an option only adds its weight column.
+    """
     searched: dict[tuple[str, str], Fitted] = {}
     seed = config.ml.seed
-    for option, weight in weights.items():
-        data = train if weight is None else train.transform(with_class_weight(weight))
-        families = {
-            f: (models.classifier_stages(f, LABEL, None if weight is None else WEIGHT, seed), g)
-            for f, g in cfg.families.items()
-        }
-        runlog.event("imbalance_start", model=cfg.model_name, imbalance=option, positive_weight=weight or 1.0)
-        _, fitted = models.fit_families(
-            prefix, families, auprc, data, validation, cfg.train_ratio, config.ml.parallelism, seed,
-            f"{cfg.model_name}@{option}", config.ml.family_patience,
-        )  # fmt: skip
-        for family, (model, metric, tuning) in fitted.items():
-            if math.isnan(metric) and len(weights) > 1:  # one family: fit_families did not score it
-                metric = auprc.evaluate(model.transform(validation))
-            searched[(option, family)] = (model, metric, tuning)
+    features = Pipeline(stages=list(prefix)).fit(train)
+    prepared = features.transform(train).select(models.FEATURES, LABEL).persist(StorageLevel.MEMORY_AND_DISK)
+    single = len(weights) == 1 and len(cfg.families) == 1
+    held = None if single else features.transform(validation).select(models.FEATURES, LABEL)
+    held = held.persist(StorageLevel.MEMORY_AND_DISK) if held is not None else None
+    try:
+        prepared.count()  # materialized once, not by each parallel fit at the same time
+        kept = list(cfg.families)
+        for n, (option, weight) in enumerate(weights.items()):
+            data = prepared if weight is None else prepared.transform(with_class_weight(weight))
+            families = {
+                f: (
+                    models.classifier_stages(f, LABEL, None if weight is None else WEIGHT, seed),
+                    cfg.families[f],
+                )
+                for f in kept
+            }
+            runlog.event("imbalance_start", model=cfg.model_name, imbalance=option,
+                         positive_weight=weight or 1.0, families=",".join(kept))  # fmt: skip
+            fitted = models.fit_families_on_vectors(
+                features, families, auprc, data, held, cfg.train_ratio, config.ml.parallelism, seed,
+                f"{cfg.model_name}@{option}", config.ml.family_patience,
+            )  # fmt: skip
+            searched.update({(option, f): v for f, v in fitted.items()})
+            if n == 0 and cfg.imbalance_families and len(weights) > 1:
+                ranked = sorted(kept, key=lambda f: _rank(fitted[f][1]), reverse=True)
+                kept = ranked[: cfg.imbalance_families]
+                runlog.event("imbalance_screened", model=cfg.model_name, first=option,
+                             refit=",".join(kept), skipped=",".join(ranked[cfg.imbalance_families:]))  # fmt: skip
+    finally:
+        prepared.unpersist()
+        if held is not None:
+            held.unpersist()
     return searched
+
+
+def best_by_family(searched: dict[tuple[str, str], Fitted]) -> dict[str, Fitted]:
+    """Per family, the fit of its best imbalance option (validation AUPRC; NaN ranks last)."""
+    best: dict[str, Fitted] = {}
+    for (_, family), fit in searched.items():
+        if family not in best or _rank(fit[1]) > _rank(best[family][1]):
+            best[family] = fit
+    return best
 
 
 def _best_params(tuning: list[tuple[dict[str, float], float]]) -> dict[str, float]:
@@ -513,7 +548,12 @@ def fraud_report(
     )
     report.add_table(
         "Search: validation AUPRC per imbalance option and family (a held-out share of train picks "
-        "each family's params); the best pair wins",
+        "each family's params); the best pair wins. Every family is fitted under the first option, "
+        + (
+            f"the other options refit its {cfg.imbalance_families} best"
+            if cfg.imbalance_families
+            else "and under every other option"
+        ),
         [
             {
                 "imbalance": o,

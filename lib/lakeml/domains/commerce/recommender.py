@@ -338,7 +338,8 @@ def tune_implicit(
         return score
 
     try:
-        scores = _in_parallel(train.sparkSession, config.ml.parallelism, fit_one, points)
+        grid = (f"{cfg.model_name}/grid", als_pipeline(cfg, points[0], config.ml.seed), train)
+        scores = _in_parallel(train.sparkSession, config.ml.parallelism, fit_one, points, grid)
     finally:
         users.unpersist()
         relevant.unpersist()
@@ -514,7 +515,8 @@ def tune_explicit_residuals(
         return score
 
     try:
-        scores = _in_parallel(train.sparkSession, config.ml.parallelism, fit_one, points)
+        grid = (f"{cfg.model_name}/grid", als_pipeline(cfg, points[0], config.ml.seed), residuals)
+        scores = _in_parallel(train.sparkSession, config.ml.parallelism, fit_one, points, grid)
     finally:
         residuals.unpersist()
     results = list(zip(points, scores, strict=True))
@@ -918,7 +920,26 @@ def _in_parallel(
     parallelism: int,
     fit_one: Callable[[dict[str, float]], float],
     points: list[dict[str, float]],
+    record: tuple[str, Pipeline, DataFrame] | None = None,
 ) -> list[float]:
-    """``fit_one`` of every grid point, ``parallelism`` at a time (threads sharing the session's jobs)."""
+    """``fit_one`` of every grid point, ``parallelism`` at a time (threads sharing the session's jobs).
+
+    ``record`` (name, a pipeline, its rows) names the tuning in ``models.FIT_RECORDS`` (kept only when
+    scripts/bench_models.py collects them): each point's seconds (fit + validation) and the wall time."""
+    started, seconds = time.perf_counter(), [0.0] * len(points)
+
+    def timed(index: int) -> float:
+        point_started = time.perf_counter()
+        score = fit_one(points[index])
+        seconds[index] = time.perf_counter() - point_started
+        return score
+
     with ThreadPoolExecutor(max_workers=max(1, parallelism)) as pool:
-        return list(pool.map(inheritable_thread_target(spark)(fit_one), points))
+        scores = list(pool.map(inheritable_thread_target(spark)(timed), range(len(points))))
+    if record is not None:
+        name, pipeline, rows = record
+        wall, workers = time.perf_counter() - started, max(1, min(parallelism, len(points)))
+        models.record_fit(
+            models.FitRecord(name, {}, pipeline, rows, max(seconds), tuple(seconds), wall, workers)
+        )
+    return scores
