@@ -30,11 +30,12 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# Quick ones first: a run stopped early still has their lines in the report.
 TESTS = [
-    "tests/test_kill_points.py",
-    "tests/test_races.py",
     "tests/test_storage_faults.py",
     "tests/test_bad_input_corpus.py",
+    "tests/test_races.py",
+    "tests/test_kill_points.py",
 ]
 CLUSTER_TESTS = [
     "tests/test_cluster.py::test_silver_job_losing_a_worker_finishes_with_the_clean_runs_tables",

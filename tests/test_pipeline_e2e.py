@@ -356,8 +356,8 @@ def test_switching_engines_between_days_loads_nothing_twice_and_loses_nothing(
 # ---------------------------------------------------------------------------- a trained fraud model
 # Two generated days hold no mature fraud label (chargebacks come 2-45 days late): the copy gets a
 # fraud chargeback in silver for about 1 in 15 of its transactions (reported an hour after each), and
-# a one-day label window, so the first day is labelled and the fraud model trains on the features
-# built from the landing files. The model's settings are the smallest that train.
+# a one-day label window; labels refreshed as of the next day, the features the pipeline built from
+# the landing files are all labelled and the fraud model trains on them. The model's settings are the smallest that train.
 FRAUD_SETTINGS = (
     "features.banking.label_window_days=1",
     "features.banking.label_refresh_days=1",
@@ -417,8 +417,10 @@ def test_no_card_number_in_the_mlflow_store_or_reports_of_a_trained_fraud_model(
     lake.table("silver", "chargebacks").append(
         frauds.select(*[F.col(f.name).cast(f.dataType) for f in CHARGEBACKS_SILVER_SCHEMA.fields])
     )
-    assert refresh_transaction_labels(spark, config, END)["rows"] > 0
-    summary = train_fraud_model(spark, config, END)
+    # The day after: every transaction of END has matured (window of one day) or has its chargeback.
+    cutoff = END + dt.timedelta(days=1)
+    assert refresh_transaction_labels(spark, config, cutoff)["rows"] > 0
+    summary = train_fraud_model(spark, config, cutoff)
     assert summary["promoted"], summary
     assert score_fraud(spark, config, END - dt.timedelta(days=1), END)["rows"] > 0
 
