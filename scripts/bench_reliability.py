@@ -1,11 +1,15 @@
 """Reliability table: each fault the suite injects, how often, rows lost and duplicated, and the outcome.
 
-    .venv/bin/python scripts/bench_reliability.py [--fast] [--mask-only]
+    .venv/bin/python scripts/bench_reliability.py [--kill-points N] [--soak-operations N] [--fast]
+                                                  [--no-cluster] [--report FILE] [--mask-only | --no-mask]
 
 Runs the fault tests (tests/test_kill_points.py, test_races.py, test_storage_faults.py,
-test_bad_input_corpus.py) with ``LAKEML_RELIABILITY_REPORT`` set, so each writes one line per fault
-it checked (tests/reliability_report.py), then prints them as a table. The soak runs 50 operations
-per process and the kill chain 22 kill points (``--fast``: 5 and 5, as the test suite does). A fault whose test failed shows the failure instead.
+test_bad_input_corpus.py and the executor-loss tests of test_cluster.py) with
+``LAKEML_RELIABILITY_REPORT`` set, so each writes one line per fault it checked
+(tests/reliability_report.py), then prints them as a table. The soak runs 50 operations per process
+and the kill chain 22 kill points by default (``--fast``: 5 and 5, as the test suite does; the full
+chain took 37 minutes on a loaded machine). A fault test that failed or was skipped gets a row
+saying so instead of a result.
 
 Then the cost of PAN masking at load: bronze's column expressions with and without ``mask_pans``
 on the same generated transaction and clickstream lines, written as Parquet, best of three in one
@@ -26,37 +30,55 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# Quick ones first: a run stopped early still has their lines in the report.
 TESTS = [
-    "tests/test_kill_points.py",
-    "tests/test_races.py",
     "tests/test_storage_faults.py",
     "tests/test_bad_input_corpus.py",
+    "tests/test_races.py",
+    "tests/test_kill_points.py",
+]
+CLUSTER_TESTS = [
+    "tests/test_cluster.py::test_silver_job_losing_a_worker_finishes_with_the_clean_runs_tables",
+    "tests/test_cluster.py::test_training_job_losing_a_worker_registers_the_clean_runs_model",
 ]
 
 
-def run_fault_tests(work: Path, fast: bool) -> tuple[list[dict], int, str]:
-    report = work / "reliability.jsonl"
+def run_fault_tests(
+    report: Path, kill_points: int, soak_operations: int, cluster: bool
+) -> tuple[list[dict], int, str]:
+    """Run the fault tests (``kill_points`` 0: without the kill chain); their lines, pytest's exit code
+    and the tail of its output."""
     env = {**os.environ, "LAKEML_RELIABILITY_REPORT": str(report)}
-    env["LAKEML_SOAK_OPERATIONS"] = "5" if fast else "50"
-    env["LAKEML_KILL_POINTS"] = "5" if fast else "22"
+    env["LAKEML_SOAK_OPERATIONS"] = str(soak_operations)
+    env["LAKEML_KILL_POINTS"] = str(kill_points)
     jars = REPO.parent / "shared" / "deltajars"
     if not env.get("LAKEML_DELTA_JARS") and jars.is_dir():
         env["LAKEML_DELTA_JARS"] = str(jars)
+    tests = [t for t in TESTS if kill_points or "kill_points" not in t] + (CLUSTER_TESTS if cluster else [])
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *TESTS],
+        [sys.executable, "-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider", *tests],
         cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
     )
     rows = [json.loads(line) for line in report.read_text().splitlines()] if report.exists() else []
+    # Tests that failed or were skipped wrote no line: one row each, so the table never hides them.
+    for line in done.stdout.splitlines():
+        for status in ("FAILED", "ERROR", "SKIPPED"):
+            if line.startswith(status + " "):
+                test, _, why = line[len(status) + 1 :].partition(" - ")
+                rows.append(
+                    {"fault": test.split("::")[-1][:72], "runs": 0, "rows_lost": "-",
+                     "rows_duplicated": "-", "outcome": f"{status}: {(why or test).strip()[:160]}"}
+                )  # fmt: skip
     return rows, done.returncode, done.stdout[-4000:]
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"{'fault':<58}{'runs':>6}{'rows lost':>11}{'rows dup':>10}  outcome")
+    print(f"{'fault':<72}{'runs':>6}{'rows lost':>11}{'rows dup':>10}  outcome")
     for r in rows:
-        print(f"{r['fault']:<58}{r['runs']:>6}{r['rows_lost']:>11}{r['rows_duplicated']:>10}  {r['outcome']}")
+        print(f"{r['fault']:<72}{r['runs']:>6}{r['rows_lost']:>11}{r['rows_duplicated']:>10}  {r['outcome']}")
 
 
 def masking_ratio(work: Path, scale: int) -> None:
@@ -114,22 +136,38 @@ def masking_ratio(work: Path, scale: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fast", action="store_true", help="soak with 8 operations per process, not 50")
+    parser.add_argument("--kill-points", type=int, default=22, help="SIGKILL points of the kill chain (0: no chain)")
+    parser.add_argument("--soak-operations", type=int, default=50, help="appends/merges per soak process")
+    parser.add_argument("--fast", action="store_true", help="5 kill points and 5 soak operations, as CI")
+    parser.add_argument("--no-cluster", action="store_true", help="skip the executor-loss runs on a cluster")
     parser.add_argument("--mask-only", action="store_true", help="only the PAN masking ratio")
+    parser.add_argument("--no-mask", action="store_true", help="skip the PAN masking ratio")
     parser.add_argument("--mask-scale", type=int, default=20, help="generator scale of the masking lines")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        help="JSON-lines file the fault tests append to (default: a temporary one); lines already in it "
+        "(e.g. from a separate run of tests/test_cluster.py with LAKEML_RELIABILITY_REPORT=FILE) are printed too",
+    )
     args = parser.parse_args()
+    kill_points, soak = (5, 5) if args.fast else (args.kill_points, args.soak_operations)
     os.environ.setdefault("LAKEML_PII_KEY", secrets.token_hex(32))
     work = Path(tempfile.mkdtemp(prefix="lakeml-bench-reliability-"))
     try:
         code = 0
         if not args.mask_only:
             began = time.monotonic()
-            rows, code, tail = run_fault_tests(work, args.fast)
+            report = args.report or work / "reliability.jsonl"
+            rows, code, tail = run_fault_tests(report, kill_points, soak, not args.no_cluster)
             print_table(rows)
-            print(f"(fault tests: {time.monotonic() - began:.0f} s, pytest exit {code})")
+            print(
+                f"(fault tests: {time.monotonic() - began:.0f} s, {kill_points} kill points, "
+                f"soak {soak} operations per process, pytest exit {code})"
+            )
             if code != 0:
                 print(tail)
-        masking_ratio(work, args.mask_scale)
+        if not args.no_mask:
+            masking_ratio(work, args.mask_scale)
         sys.exit(code)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -114,7 +115,8 @@ def cluster_down(state_dir: Path) -> None:
         env=_script_env(state_dir),
         capture_output=True,
         text=True,
-        timeout=120,
+        # It deletes the workers' unpacked environments (~1 GB each): minutes on a loaded disk.
+        timeout=600,
     )
     log(f"cluster-down: {proc.stderr.strip()}")
     if proc.returncode != 0:
@@ -185,6 +187,72 @@ class SubmitRun:
         return f"scripts/submit {self.job_file} exited {self.returncode}; stdout:\n{self.stdout}\nlog tail:\n{tail}"
 
 
+def start_submit(
+    job_file: str,
+    args: Sequence[str],
+    *,
+    lake: Path,
+    master_url: str,
+    log_file: Path,
+    extra_env: Mapping[str, str] | None = None,
+    env_name: str = "cluster",
+) -> subprocess.Popen:
+    """``scripts/submit JOB_FILE --env ENV_NAME --conf submit.master=URL ARGS`` with LAKEML_LAKEHOUSE=lake,
+    started in its own process session (so a timeout can stop spark-submit, the driver and its Python);
+    stderr goes to ``log_file``. Finish it with ``wait_submit``."""
+    env = dict(os.environ)
+    env["LAKEML_LAKEHOUSE"] = str(lake)
+    # Keep the driver's web UI off: nothing looks at it and it is one port fewer.
+    env.setdefault("LAKEML_SUBMIT_ARGS", "--conf spark.ui.enabled=false")
+    env.update(extra_env or {})
+    for name in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON"):  # set by a local session of the tests
+        env.pop(name, None)
+    cmd = [
+        str(SCRIPTS / "submit"),
+        job_file,
+        "--env",
+        env_name,
+        "--conf",
+        f"submit.master={master_url}",
+        *args,
+    ]
+    log("submitting: " + " ".join(cmd[1:]))
+    with open(log_file, "w", encoding="utf-8") as err:
+        return subprocess.Popen(
+            cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True
+        )
+
+
+def wait_submit(
+    proc: subprocess.Popen,
+    job_file: str,
+    args: Sequence[str],
+    *,
+    lake: Path,
+    master_url: str,
+    state_dir: Path,
+    log_file: Path,
+    started: float,
+    timeout: float = SUBMIT_TIMEOUT,
+) -> SubmitRun:
+    """Wait for a ``start_submit`` process (killing its session after ``timeout``) and describe the run."""
+    try:
+        stdout, _ = proc.communicate(timeout=max(1.0, timeout - (time.monotonic() - started)))
+    except subprocess.TimeoutExpired:
+        _kill_session(proc)
+        raise AssertionError(
+            f"scripts/submit {job_file} did not finish in {timeout:.0f} s; log tail:\n"
+            + log_file.read_text(errors="replace")[-8000:]
+        ) from None
+    seconds = time.monotonic() - started
+    log(
+        f"submit of {job_file} finished with exit code {proc.returncode} in {seconds:.1f} s (log: {log_file})"
+    )
+    return SubmitRun(
+        job_file, tuple(args), lake, master_url, state_dir, proc.returncode, stdout, log_file, seconds
+    )
+
+
 def submit(
     job_file: str,
     args: Sequence[str],
@@ -196,44 +264,21 @@ def submit(
     extra_env: Mapping[str, str] | None = None,
     timeout: float = SUBMIT_TIMEOUT,
 ) -> SubmitRun:
-    """``scripts/submit JOB_FILE --env cluster --conf submit.master=URL ARGS`` with LAKEML_LAKEHOUSE=lake.
-
-    Runs in its own process session so a timeout can stop spark-submit, the driver and its Python.
-    """
-    env = dict(os.environ)
-    env["LAKEML_LAKEHOUSE"] = str(lake)
-    # Keep the driver's web UI off: nothing looks at it and it is one port fewer.
-    env.setdefault("LAKEML_SUBMIT_ARGS", "--conf spark.ui.enabled=false")
-    env.update(extra_env or {})
-    cmd = [
-        str(SCRIPTS / "submit"),
-        job_file,
-        "--env",
-        "cluster",
-        "--conf",
-        f"submit.master={master_url}",
-        *args,
-    ]
-    log("submitting: " + " ".join(cmd[1:]))
+    """``scripts/submit JOB_FILE --env cluster --conf submit.master=URL ARGS`` with LAKEML_LAKEHOUSE=lake."""
     started = time.monotonic()
-    with open(log_file, "w", encoding="utf-8") as err:
-        proc = subprocess.Popen(
-            cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True
-        )
-        try:
-            stdout, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_session(proc)
-            raise AssertionError(
-                f"scripts/submit {job_file} did not finish in {timeout:.0f} s; log tail:\n"
-                + log_file.read_text(errors="replace")[-8000:]
-            ) from None
-    seconds = time.monotonic() - started
-    log(
-        f"submit of {job_file} finished with exit code {proc.returncode} in {seconds:.1f} s (log: {log_file})"
+    proc = start_submit(
+        job_file, args, lake=lake, master_url=master_url, log_file=log_file, extra_env=extra_env
     )
-    return SubmitRun(
-        job_file, tuple(args), lake, master_url, state_dir, proc.returncode, stdout, log_file, seconds
+    return wait_submit(
+        proc,
+        job_file,
+        args,
+        lake=lake,
+        master_url=master_url,
+        state_dir=state_dir,
+        log_file=log_file,
+        started=started,
+        timeout=timeout,
     )
 
 
@@ -370,3 +415,205 @@ def check_bronze_clickstream(run: SubmitRun) -> None:
     assert sorted(table.column("value").to_pylist()) == expected
     sources = {Path(p).name for p in table.column("_source_file").to_pylist()}
     assert sources == {f"clickstream-2026-11-20-{part:05d}.jsonl" for part in range(CLICKSTREAM_FILES)}
+
+
+# ----------------------------------------------------------------------------------------------
+# losing a worker while a job runs
+
+# Loopback only: never go through an HTTP proxy.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def http_json(url: str, timeout: float = 3.0) -> object:
+    with _OPENER.open(url, timeout=timeout) as resp:
+        return json.load(resp)
+
+
+def alive_workers(state_dir: Path) -> int:
+    """Workers the master reports ALIVE (its web UI's /json/)."""
+    state = http_json((state_dir / "webui-url").read_text().strip() + "/json/")
+    return sum(1 for w in state.get("workers", []) if w.get("state") == "ALIVE")  # type: ignore[union-attr]
+
+
+def _session_of(pid: int) -> int:
+    # /proc/PID/stat: "pid (comm) state ppid pgrp session ..."; comm may hold spaces, so split after ')'.
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
+
+
+def executor_worker(state_dir: Path, app_id: str, executor_id: str) -> int:
+    """Index i of the worker (worker-i.pid) whose session holds ``app_id``'s executor ``executor_id``.
+
+    Every worker of scripts/cluster-up leads a session of its own; the executors it launches join it.
+    """
+    wanted = [b"CoarseGrainedExecutorBackend", b"\0--executor-id\0" + executor_id.encode() + b"\0"]
+    wanted.append(b"\0--app-id\0" + app_id.encode() + b"\0")
+    for pid, _ in processes_under(state_dir):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            session = _session_of(pid)
+        except OSError:
+            continue
+        if all(w in cmdline for w in wanted):
+            for pid_file in state_dir.glob("worker-*.pid"):
+                if int(pid_file.read_text().strip()) == session:
+                    return int(pid_file.stem.split("-", 1)[1])
+    raise AssertionError(f"no executor {executor_id} of {app_id} under {state_dir}")
+
+
+@dataclass(frozen=True)
+class KilledWorker:
+    """A worker killed with its executors, and what it takes to start it again as cluster-up did."""
+
+    index: int
+    pids: tuple[int, ...]
+    cmdline: tuple[str, ...]
+    environ: Mapping[str, str]
+    cwd: str
+
+
+def kill_worker(state_dir: Path, index: int) -> KilledWorker:
+    """SIGKILL worker ``index`` and every process of its session (its executors and their Python workers)."""
+    leader = int((state_dir / f"worker-{index}.pid").read_text().strip())
+    cmdline = tuple(a.decode() for a in Path(f"/proc/{leader}/cmdline").read_bytes().split(b"\0") if a)
+    raw_environ = Path(f"/proc/{leader}/environ").read_bytes().split(b"\0")
+    environ = dict(e.decode().split("=", 1) for e in raw_environ if b"=" in e)
+    cwd = os.readlink(f"/proc/{leader}/cwd")
+    members = []
+    for pid, _ in processes_under(state_dir):
+        with suppress(OSError):
+            if _session_of(pid) == leader:
+                members.append(pid)
+    for pid in members:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while any(_running(pid) for pid in members) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log(f"killed worker-{index}: pids {members}")
+    return KilledWorker(index, tuple(members), cmdline, environ, cwd)
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+_restarted: list[subprocess.Popen] = []  # kept so the objects (and their exit codes) are not dropped
+
+
+def restart_worker(state_dir: Path, worker: KilledWorker, workers: int, timeout: float = 120) -> None:
+    """Start a killed worker again with its own command line and environment, leading a session of its
+    own like cluster-up's (so cluster-down finds it); wait until the master has ``workers`` ALIVE."""
+    log_path = state_dir / "logs" / f"worker-{worker.index}.log"
+    with open(log_path, "a", encoding="utf-8") as out:
+        proc = subprocess.Popen(
+            list(worker.cmdline),
+            cwd=worker.cwd,
+            env=dict(worker.environ),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    _restarted.append(proc)
+    (state_dir / f"worker-{worker.index}.pid").write_text(f"{proc.pid}\n")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with suppress(OSError, ValueError):
+            if alive_workers(state_dir) >= workers:
+                log(f"worker-{worker.index} restarted (pid {proc.pid})")
+                return
+        if proc.poll() is not None:
+            raise AssertionError(f"restarted worker-{worker.index} exited {proc.returncode}: see {log_path}")
+        time.sleep(0.3)
+    raise AssertionError(f"worker-{worker.index} did not register again in {timeout:.0f} s: see {log_path}")
+
+
+@dataclass(frozen=True)
+class WorkerLoss:
+    """Where and when a running application lost a worker."""
+
+    app_id: str
+    executor_id: str
+    stages_done: int
+    seconds: float  # after the submit started
+    worker: KilledWorker
+
+
+def kill_worker_during_job(
+    proc: subprocess.Popen, ui_url: str, state_dir: Path, *, min_stages_done: int, timeout: float = 300
+) -> WorkerLoss:
+    """Poll the driver's REST API until the application has two live executors, at least
+    ``min_stages_done`` completed stages and an executor running a task; then kill that executor's worker.
+
+    The kill lands while a task runs there, not after a sleep: the job must lose work and redo it."""
+    started = time.monotonic()
+    api = f"{ui_url}/api/v1/applications"
+    while time.monotonic() - started < timeout:
+        if proc.poll() is not None:
+            raise AssertionError(f"the job ended (exit {proc.returncode}) before a worker could be killed")
+        try:
+            app_id = http_json(api)[0]["id"]  # type: ignore[index]
+            done = len(http_json(f"{api}/{app_id}/stages?status=complete"))  # type: ignore[arg-type]
+            executors = [e for e in http_json(f"{api}/{app_id}/executors") if e["id"] != "driver"]  # type: ignore[union-attr]
+        except (OSError, ValueError, IndexError, KeyError):
+            time.sleep(0.1)
+            continue
+        busy = [e["id"] for e in executors if e.get("isActive") and e.get("activeTasks", 0) > 0]
+        if sum(1 for e in executors if e.get("isActive")) >= 2 and busy and done >= min_stages_done:
+            index = executor_worker(state_dir, app_id, busy[0])
+            worker = kill_worker(state_dir, index)
+            seconds = time.monotonic() - started
+            log(f"{app_id}: killed worker-{index} (executor {busy[0]}) after {done} stages, {seconds:.1f} s")
+            return WorkerLoss(app_id, busy[0], done, seconds, worker)
+        time.sleep(0.05)
+    raise AssertionError(f"no executor ran a task past {min_stages_done} done stages in {timeout:.0f} s")
+
+
+@dataclass(frozen=True)
+class EventLogFaults:
+    """What a Spark event log says about lost executors and redone work."""
+
+    removed_executors: tuple[str, ...]
+    failed_tasks: tuple[tuple[int, str, str], ...]  # (stage id, executor id, reason)
+    stage_retries: tuple[tuple[int, int], ...]  # (stage id, attempt > 0)
+    succeeded_after_removal: tuple[str, ...]  # executor ids of tasks that succeeded after the first removal
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.removed_executors)} executor lost, {len(self.failed_tasks)} task(s) failed, "
+            f"{len(self.stage_retries)} stage attempt(s) rerun"
+        )
+
+
+def read_event_log(events_dir: Path, app_id: str) -> EventLogFaults:
+    (path,) = [p for p in events_dir.iterdir() if p.name.startswith(app_id)]
+    removed: list[str] = []
+    failed, retries, after = [], [], []
+    for line in path.read_text().splitlines():
+        event = json.loads(line)
+        kind = event.get("Event")
+        if kind == "SparkListenerExecutorRemoved":
+            removed.append(event["Executor ID"])
+        elif kind == "SparkListenerStageSubmitted":
+            info = event["Stage Info"]
+            if info.get("Stage Attempt ID", 0) > 0:
+                retries.append((info["Stage ID"], info["Stage Attempt ID"]))
+        elif kind == "SparkListenerTaskEnd":
+            reason = event["Task End Reason"]["Reason"]
+            executor = event["Task Info"]["Executor ID"]
+            if reason != "Success":
+                failed.append((event["Stage ID"], executor, reason))
+            elif removed:
+                after.append(executor)
+    return EventLogFaults(tuple(removed), tuple(failed), tuple(retries), tuple(sorted(set(after))))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -131,6 +131,23 @@ def holds_a_pan(run: str, pans: set[str]) -> bool:
     return any(run[i : i + n] in pans for n in range(13, 20) for i in range(len(run) - n + 1))
 
 
+def pan_cells(spark: SparkSession, df: DataFrame, pans: set[str]) -> DataFrame:
+    """The digit runs of ``df``'s string and binary cells that hold one of ``pans`` (none: empty)."""
+    texts = [
+        F.col(f.name) if f.dataType.simpleString() == "string" else F.decode(f.name, "ISO-8859-1")
+        for f in df.schema.fields
+        if f.dataType.simpleString() in ("string", "binary")
+    ]
+    if not texts:
+        texts = [F.lit("")]
+    runs = df.select(F.explode(F.array(*texts)).alias("t")).select(
+        F.explode(F.regexp_extract_all("t", F.lit(r"[0-9](?:[ -]?[0-9]){12,}"), 0)).alias("run")
+    )
+    runs = runs.select(F.regexp_replace("run", "[ -]", "").alias("run"))
+    pan_table = spark.createDataFrame([(p,) for p in pans], "pan string")
+    return runs.join(F.broadcast(pan_table), F.instr("run", F.col("pan")) > 0)
+
+
 def test_no_card_number_is_stored_past_the_landing_zone(spark, pipeline_lake):
     """PCI DSS: the landing feeds' PANs appear in no table cell, log, checkpoint or other file of the lake."""
     config, _ = pipeline_lake
@@ -139,21 +156,8 @@ def test_no_card_number_is_stored_past_the_landing_zone(spark, pipeline_lake):
     root, landing = Path(config.lakehouse.root), Path(config.landing_path())
     tables = sorted(p.parent for p in root.rglob("_delta_log") if landing not in p.parents)
     assert len(tables) >= 13  # bronze, silver, gold and ops
-    pan_table = spark.createDataFrame([(p,) for p in pans], "pan string")
     for path in tables:
-        df = Lakehouse(spark, config).at(str(path)).read()
-        texts = [
-            F.col(f.name) if f.dataType.simpleString() == "string" else F.decode(f.name, "ISO-8859-1")
-            for f in df.schema.fields
-            if f.dataType.simpleString() in ("string", "binary")
-        ]
-        if not texts:
-            continue
-        runs = df.select(F.explode(F.array(*texts)).alias("t")).select(
-            F.explode(F.regexp_extract_all("t", F.lit(r"[0-9](?:[ -]?[0-9]){12,}"), 0)).alias("run")
-        )
-        runs = runs.select(F.regexp_replace("run", "[ -]", "").alias("run"))
-        found = runs.join(F.broadcast(pan_table), F.instr("run", F.col("pan")) > 0)
+        found = pan_cells(spark, Lakehouse(spark, config).at(str(path)).read(), pans)
         assert found.count() == 0, f"clear card numbers in {path}: {found.limit(3).collect()}"
     # Every other file: Delta logs, checkpoints, stream state, markers (Parquet data is read above).
     others = [
@@ -347,3 +351,85 @@ def test_switching_engines_between_days_loads_nothing_twice_and_loses_nothing(
                 ignore_nullable=True,
                 allow_nan_equality=True,
             )
+
+
+# ---------------------------------------------------------------------------- a trained fraud model
+# Two generated days hold no mature fraud label (chargebacks come 2-45 days late): the copy gets a
+# fraud chargeback in silver for about 1 in 15 of its transactions (reported an hour after each), and
+# a one-day label window; labels refreshed as of the next day, the features the pipeline built from
+# the landing files are all labelled and the fraud model trains on them. The model's settings are the smallest that train.
+FRAUD_SETTINGS = (
+    "features.banking.label_window_days=1",
+    "features.banking.label_refresh_days=1",
+    "ml.fraud.split=time_fraction",
+    "ml.fraud.validation_fraction=0.25",
+    "ml.fraud.test_fraction=0.25",
+    "ml.fraud.imbalance=[none]",
+    "ml.fraud.families={logistic: {regParam: [0.01], elasticNetParam: [0.0]}}",
+    "ml.fraud.promotion.floors.auprc=0.0",
+    "ml.fraud.promotion.floors.roc_auc=0.0",
+)
+
+
+def pans_in_file(path: Path, pans: set[str]) -> list[str]:
+    """Card numbers of ``pans`` held by the file: in its bytes, or in any string of a Parquet file
+    (compressed pages hide them from a byte scan), or in the text dump of an SQLite database."""
+    import sqlite3
+
+    import pyarrow.parquet as pq
+
+    texts = [path.read_bytes().decode("latin-1")]
+    if path.suffix == ".parquet":
+        table = pq.read_table(path)
+        cells = (v for column in table.columns for v in column.to_pylist())
+        texts += [str(v) for v in cells if isinstance(v, str | bytes)]
+    elif path.suffix == ".db":
+        with sqlite3.connect(path) as db:
+            texts += list(db.iterdump())
+    return [run for text in texts for run in digit_runs(text) if holds_a_pan(run, pans)]
+
+
+def test_no_card_number_in_the_mlflow_store_or_reports_of_a_trained_fraud_model(
+    spark, pipeline_lake, tmp_path
+):
+    """PCI DSS on the model side: MLflow's database, artifacts and model folders, the HTML reports and
+    the scores of a fraud model trained on the landing feeds hold none of their card numbers."""
+    from lakeml.domains.banking.features import refresh_transaction_labels
+    from lakeml.domains.banking.fraud_model import score_fraud, train_fraud_model
+    from lakeml.domains.banking.silver import CHARGEBACKS_SILVER_SCHEMA
+
+    source, _ = pipeline_lake
+    pans = landing_pans(spark, source)
+    root = tmp_path / "lake"
+    shutil.copytree(source.lakehouse.root, root)
+    config = load_config("test", [f"lakehouse.root={root}", *FRAUD_SETTINGS])
+    lake = Lakehouse(spark, config)
+    features = lake.table("gold", "transaction_features").read()
+    frauds = features.where((F.xxhash64("txn_id") % 15 == 0) | (F.col("amount_eur") > 900)).select(
+        "txn_id",
+        (F.col("ts") + F.expr("INTERVAL 1 HOUR")).alias("reported_at"),
+        F.lit("10.4").alias("reason_code"),
+        F.lit(False).alias("is_reversal"),
+        F.to_date(F.col("ts") + F.expr("INTERVAL 1 HOUR")).alias("event_date"),
+        F.lit("test-chargebacks.csv").alias("_source_file"),
+        F.current_timestamp().alias("_ingested_at"),
+    )
+    lake.table("silver", "chargebacks").append(
+        frauds.select(*[F.col(f.name).cast(f.dataType) for f in CHARGEBACKS_SILVER_SCHEMA.fields])
+    )
+    # The day after: every transaction of END has matured (window of one day) or has its chargeback.
+    cutoff = END + dt.timedelta(days=1)
+    assert refresh_transaction_labels(spark, config, cutoff)["rows"] > 0
+    summary = train_fraud_model(spark, config, cutoff)
+    assert summary["promoted"], summary
+    assert score_fraud(spark, config, END - dt.timedelta(days=1), END)["rows"] > 0
+
+    mlflow_dir, reports = root / "_mlflow", root / config.ml.reports_dir
+    files = [p for folder in (mlflow_dir, reports) for p in folder.rglob("*") if p.is_file()]
+    names = {p.name for p in files}
+    assert "mlflow.db" in names and "MLmodel" in names and any(n.endswith(".html") for n in names), names
+    assert any(p.suffix == ".parquet" for p in files)  # the Spark model's own data
+    found = {str(p.relative_to(root)): pans_in_file(p, pans)[:3] for p in files}
+    assert {p: runs for p, runs in found.items() if runs} == {}, "clear card numbers"
+    scores = lake.table("gold", "fraud_scores").read()
+    assert scores.count() > 0 and pan_cells(spark, scores, pans).count() == 0
