@@ -86,7 +86,9 @@ def test_a_rerun_with_no_new_landing_file_is_skipped_and_commits_nothing(spark, 
     a new name is a new delivery (loaded again, silver deduplicates), an unchanged listing is skipped."""
     ingest = registry()["commerce.ingest_bronze"]
     day = dt.date(2026, 11, 3)
-    first = deliver(lake_config, "clickstream", "clickstream-2026-11-01-00000.jsonl", ['{"n": 1}', '{"n": 2}'])
+    first = deliver(
+        lake_config, "clickstream", "clickstream-2026-11-01-00000.jsonl", ['{"n": 1}', '{"n": 2}']
+    )
     assert run_job(ingest, spark, lake_config, day).details["clickstream_rows"] == 2
     table = Lakehouse(spark, lake_config).table("bronze", "clickstream")
     offsets = Path(lake_config.lakehouse.root, "_checkpoints/bronze/clickstream/offsets")

@@ -115,9 +115,7 @@ def listing_digest(folder: str) -> str | None:
     except FileNotFoundError:
         return None
     entries = sorted(
-        (info.path.removeprefix(root), info.size)
-        for info in infos
-        if info.type == pafs.FileType.File
+        (info.path.removeprefix(root), info.size) for info in infos if info.type == pafs.FileType.File
     )
     return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:20] + f":{len(entries)}"
 
