@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from lakeml.config import load_config
 from lakeml.errors import JobFailed
 from lakeml.ingest.bronze import load_feed_to_bronze
 from lakeml.lakehouse import Lakehouse
+from lakeml.pipeline import registry, run_job
+from lakeml.runstate import INPUTS_UNCHANGED
 
 
 @pytest.fixture
@@ -76,3 +79,32 @@ def test_missing_landing_folder_is_a_clear_error(spark, lake_config):
     shutil.rmtree(lake_config.lakehouse.root, ignore_errors=True)
     with pytest.raises(JobFailed, match="landing folder .*clickstream does not exist"):
         load_feed_to_bronze(spark, lake_config, "clickstream")
+
+
+def test_a_rerun_with_no_new_landing_file_is_skipped_and_commits_nothing(spark, lake_config):
+    """The bronze job of a date reruns only when its landing listing changed: a rename or a copy under
+    a new name is a new delivery (loaded again, silver deduplicates), an unchanged listing is skipped."""
+    ingest = registry()["commerce.ingest_bronze"]
+    day = dt.date(2026, 11, 3)
+    first = deliver(
+        lake_config, "clickstream", "clickstream-2026-11-01-00000.jsonl", ['{"n": 1}', '{"n": 2}']
+    )
+    assert run_job(ingest, spark, lake_config, day).details["clickstream_rows"] == 2
+    table = Lakehouse(spark, lake_config).table("bronze", "clickstream")
+    offsets = Path(lake_config.lakehouse.root, "_checkpoints/bronze/clickstream/offsets")
+    state = (table.version(), sorted(p.name for p in offsets.iterdir()))
+
+    again = run_job(ingest, spark, lake_config, day)
+    assert again.details == {"skipped": INPUTS_UNCHANGED, "noop": True}
+    # No stream ran (its checkpoint has no new batch) and nothing was committed.
+    assert (table.version(), sorted(p.name for p in offsets.iterdir())) == state
+
+    renamed = first.rename(first.with_name("clickstream-2026-11-01-00009.jsonl"))
+    assert run_job(ingest, spark, lake_config, day).details["clickstream_rows"] == 2
+    shutil.copy(renamed, renamed.with_name("clickstream-2026-11-02-00000.jsonl"))  # the same bytes, twice
+    assert run_job(ingest, spark, lake_config, day).details["clickstream_rows"] == 2
+    assert run_job(ingest, spark, lake_config, day).details["skipped"] == INPUTS_UNCHANGED
+    assert table.read().count() == 6
+
+    runs = Lakehouse(spark, lake_config).table("ops", "job_runs").read().orderBy("started_at").collect()
+    assert [r.status for r in runs] == ["ok", "skipped", "ok", "ok", "skipped"]

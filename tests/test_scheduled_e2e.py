@@ -1,13 +1,15 @@
 """The whole DAG, every job including training and scoring, on the smallest generated lake that trains:
 
-- ``lakeml pipeline`` run twice: the second run does nothing (every table job skips, no table gets a
-  new version, the registry no new model version);
-- ``airflow dags test`` (real Airflow 3, .venv-airflow) runs the DAG for the same logical date in
-  local mode: every task succeeds, and every table equals the pipeline's.
+- ``airflow dags test`` (real Airflow 3, .venv-airflow) runs the DAG for one logical date in local
+  mode: every task succeeds, and every table equals the one ``lakeml pipeline`` made for that date;
+- a second ``lakeml pipeline`` for the date does nothing: every job skips (inputs unchanged), no table
+  gets a new version, the registry no new model version.
 
-Both lakes start from one seed lake (14 generated days, data jobs backfilled up to the day before),
-so the run under test is the daily run a scheduler makes. Each Airflow task is a lakeml process of its
-own (a JVM each): this module is slow (minutes), and the only test of the DAG's real task commands.
+One module fixture makes everything once: the landing files (14 generated days), a seed lake (data
+jobs backfilled up to the day before, what a scheduler finds), a copy of it for Airflow, the
+pipeline's run on the seed and Airflow's run on the copy. Each Airflow task is a lakeml process of
+its own (a JVM each): that run is most of this module's time, and the only test of the DAG's real
+task commands.
 """
 
 from __future__ import annotations
@@ -15,9 +17,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -31,15 +37,19 @@ from pyspark.testing import assertDataFrameEqual
 from lakeml.config import Config, load_config
 from lakeml.generate import run_generation
 from lakeml.lakehouse import Lakehouse
-from lakeml.ml.tracking import git_commit, tracking_uri
+from lakeml.ml.tracking import GIT_COMMIT_ENV, git_commit, tracking_uri
 from lakeml.pipeline import registry, run_job, topological_order
 from lakeml.runstate import INPUTS_UNCHANGED
 from tests.test_airflow import AIRFLOW_BIN, airflow_env, task_states
 
-# Not yet passing (issue #24 stays open): in the first full-suite run the Airflow run stopped in
-# maintenance.score_failure with banking.score_fraud not started, and the pipeline-rerun test was
-# never run to its end. Skipped, not deleted, so the next session starts from them.
-pytestmark = pytest.mark.skip(reason="whole-DAG scheduling tests not yet passing: see issue #24")
+# Not yet passing in CI time (issue #24 stays open). Restructured (one fixture: one seed, one pipeline
+# run, one Airflow run; the rerun test reruns the pipeline lake) but not yet run to its end: on a
+# machine at load ~20 the fixture's generation took ~6 min, the seed ~8 min and the pipeline's three
+# trainers ~10 min before it was stopped. maintenance.score_failure (where the CI run's Airflow run
+# stopped) succeeds as a process of its own on the pipeline lake's models (172 s at that load), so
+# the CI failure is not reproduced; its task log was not kept. Far over the 150 s budget as it is:
+# the next step is less data (fewer days / machines) and one model family per trainer.
+pytestmark = pytest.mark.skip(reason="whole-DAG scheduling tests not yet passing/too slow: see issue #24")
 
 # Yesterday, so generated events are never "in the future" next to their ingestion time.
 DAY = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
@@ -56,8 +66,8 @@ TRAINABLE = (
     "ml.fraud.promotion.floors.auprc=0.0",
     "ml.fraud.promotion.floors.roc_auc=0.0",
     "ml.failure.failure_promotion.floors.auprc=0.0",
-    # One-point grids where conf/test.yaml keeps the base ones (ALS's 4 points took 737 s on a loaded
-    # machine): what is under test is the scheduling, not the tuning.
+    # One fit per model where conf/test.yaml keeps the base grids: what is under test is the
+    # scheduling (every job as its own task, the same tables as the pipeline), not the tuning.
     "ml.recommender.grid.rank=[8]",
     "ml.recommender.grid.alpha=[10.0]",
     "ml.recommender.max_iter=5",
@@ -66,9 +76,6 @@ TRAINABLE = (
 )
 SEED_STEPS = ("ingest_bronze", "build_silver", "build_features", "refresh_labels")
 LAKEML = Path(sys.executable).with_name("lakeml")
-# The code version in every run's settings fingerprint, fixed for the module: the runs compared here
-# run the same code even if the checkout gets a commit while the module runs.
-CODE = {"LAKEML_GIT_COMMIT": git_commit()}
 
 # Columns whose values belong to one run, not to the data: ids of the run / batch / MLflow run, when
 # something happened, how long it took. Everything else of every table is compared.
@@ -91,16 +98,20 @@ RUN_SPECIFIC = {
     "bytes_after",
     "bytes_vacuumed",
 }
-# JSON text naming tables by URI (ops/job_runs.input_state): the lake's root is replaced by <root>.
+# Model metrics and scores of the two lakes agree to this relative tolerance, not exactly: Spark adds
+# up partial aggregates (the trainers' gradients, the evaluators' sums) in the order their tasks
+# finish, which differs between two processes, so a metric differs in its 6th-7th digit (the CI run
+# saw 1.6e-6 on an AUPRC). Far below anything a model choice or a threshold could turn on.
+RTOL = 1e-4
 
 
-def settings(root: Path, landing: Path | None = None) -> list[str]:
+def settings(root: Path, landing: Path) -> list[str]:
     """Config overrides of a lake at ``root``; all lakes of the module read one landing folder (the
     bronze loads' stream checkpoints name the files they took, so a lake is copied with its landing)."""
-    return [f"lakehouse.root={root}", *([f"lakehouse.landing_dir={landing}"] if landing else []), *TRAINABLE]
+    return [f"lakehouse.root={root}", f"lakehouse.landing_dir={landing}", *TRAINABLE]
 
 
-def lake_config(root: Path, landing: Path | None = None) -> Config:
+def lake_config(root: Path, landing: Path) -> Config:
     return load_config("test", settings(root, landing))
 
 
@@ -114,23 +125,99 @@ def lake_tables(root: Path) -> list[str]:
     )
 
 
-def versions(spark: SparkSession, root: Path) -> dict[str, int]:
-    lake = Lakehouse(spark, lake_config(root))
+@dataclass(frozen=True)
+class Lakes:
+    """What the module fixture made: both lakes after their run for DAY."""
+
+    landing: Path
+    pipeline: Path  # the seed lake after `lakeml pipeline` for DAY
+    pipeline_run: dict[str, dict]  # its job_end lines, by job
+    airflow: Path  # a copy of the seed lake after `airflow dags test` for DAY
+    airflow_run: subprocess.CompletedProcess
+    airflow_home: Path
+
+
+@pytest.fixture(scope="module")
+def code_version() -> Iterator[None]:
+    """One code version in every run's settings fingerprint, in-process and in every subprocess: the
+    runs compared here run the same code even if the checkout gets a commit while the module runs."""
+    saved = os.environ.get(GIT_COMMIT_ENV)
+    os.environ[GIT_COMMIT_ENV] = git_commit()
+    yield
+    if saved is None:
+        del os.environ[GIT_COMMIT_ENV]
+    else:
+        os.environ[GIT_COMMIT_ENV] = saved
+
+
+def pipeline(root: Path, landing: Path) -> dict[str, dict]:
+    """``lakeml pipeline --env test --run-date DAY`` on the lake at ``root`` (a process of its own);
+    the job_end log line of each job."""
+    command = [str(LAKEML), "pipeline", "--env", "test", "--run-date", DAY.isoformat()]
+    for item in settings(root, landing):
+        command += ["--conf", item]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    lines = (json.loads(line) for line in done.stderr.splitlines() if line.startswith("{"))
+    return {e["job"]: e for e in lines if e.get("event") == "job_end"}
+
+
+@pytest.fixture(scope="module")
+def lakes(spark: SparkSession, code_version: None, tmp_path_factory: pytest.TempPathFactory) -> Lakes:
+    base = tmp_path_factory.mktemp("scheduled")
+    landing, seed, copy, home = base / "landing", base / "pipeline", base / "airflow-lake", base / "airflow"
+    config = lake_config(seed, landing)
+    clock = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 1)
+        clock = now
+
+    run_generation(spark, str(landing), scale=1, days=DAYS, seed=24, end_date=DAY)
+    lap("generate")
+    jobs = registry()
+    first = DAY - dt.timedelta(days=DAYS - 1)
+    for name in topological_order(jobs):
+        if name.split(".", 1)[1] in SEED_STEPS:
+            run_job(jobs[name], spark, config, DAY - dt.timedelta(days=1), first)
+    lap("seed")
+    shutil.copytree(seed, copy)
+    pipeline_run = pipeline(seed, landing)
+    lap("pipeline")
+
+    conf = shlex.join(["airflow.retries=0", *settings(copy, landing)])
+    env = airflow_env(home, LAKEML_LAKEHOUSE=str(copy), LAKEML_CONF=conf)
+    airflow = str(AIRFLOW_BIN / "airflow")
+    migrate = subprocess.run([airflow, "db", "migrate"], capture_output=True, text=True, env=env, timeout=600)
+    assert migrate.returncode == 0, migrate.stderr[-3000:]
+    lap("airflow db migrate")
+    run = subprocess.run([airflow, "dags", "test", "lakeml", DAY.isoformat()],
+                         capture_output=True, text=True, env=env, timeout=1800)  # fmt: skip
+    lap("airflow dags test")
+    print(f"\ntest_scheduled_e2e timings (s): {timings}", file=sys.stderr)
+    return Lakes(landing, seed, pipeline_run, copy, run, home)
+
+
+def versions(spark: SparkSession, root: Path, landing: Path) -> dict[str, int]:
+    lake = Lakehouse(spark, lake_config(root, landing))
     return {name: lake.at(str(root / name)).version() for name in lake_tables(root)}
 
 
-def model_versions(root: Path) -> dict[str, int]:
+def model_versions(config: Config) -> dict[str, int]:
     """Registered model -> number of versions, in the lake's MLflow registry."""
-    client = mlflow.MlflowClient(tracking_uri(lake_config(root)))
+    client = mlflow.MlflowClient(tracking_uri(config))
     return {
         m.name: len(client.search_model_versions(f"name = '{m.name}'"))
         for m in client.search_registered_models()
     }
 
 
-def model_metrics(root: Path) -> dict[str, dict[str, float]]:
+def model_metrics(config: Config) -> dict[str, dict[str, float]]:
     """Registered model -> the metrics of its newest version's MLflow run, without timings."""
-    client = mlflow.MlflowClient(tracking_uri(lake_config(root)))
+    client = mlflow.MlflowClient(tracking_uri(config))
     out = {}
     for m in client.search_registered_models():
         newest = max(client.search_model_versions(f"name = '{m.name}'"), key=lambda v: int(v.version))
@@ -139,75 +226,9 @@ def model_metrics(root: Path) -> dict[str, dict[str, float]]:
     return out
 
 
-def pipeline(root: Path, landing: Path) -> subprocess.CompletedProcess:
-    """``lakeml pipeline --env test --run-date DAY`` on the lake at ``root`` (a process of its own)."""
-    command = [str(LAKEML), "pipeline", "--env", "test", "--run-date", DAY.isoformat()]
-    for item in settings(root, landing):
-        command += ["--conf", item]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=3600, env={**os.environ, **CODE})
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-    return done
-
-
-def job_ends(stderr: str) -> dict[str, dict]:
-    """The job_end log line of each job of a run."""
-    lines = (json.loads(line) for line in stderr.splitlines() if line.startswith("{"))
-    return {e["job"]: e for e in lines if e.get("event") == "job_end"}
-
-
-@pytest.fixture(scope="module")
-def seed_lake(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """14 generated days ending DAY; data jobs backfilled up to the day before (what a scheduler finds).
-    Returns the lake's root and its landing folder."""
-    root = tmp_path_factory.mktemp("seed") / "lake"
-    landing = root.parent / "landing"
-    config = lake_config(root, landing)
-    run_generation(spark, config.landing_path(), scale=1, days=DAYS, seed=24, end_date=DAY)
-    jobs = registry()
-    first = DAY - dt.timedelta(days=DAYS - 1)
-    for name in topological_order(jobs):
-        if name.split(".", 1)[1] in SEED_STEPS:
-            run_job(jobs[name], spark, config, DAY - dt.timedelta(days=1), first)
-    return root, landing
-
-
-@pytest.fixture(scope="module")
-def pipeline_lake(
-    seed_lake: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Path, dict]:
-    """A copy of the seed lake after ``lakeml pipeline`` for DAY: every job, models trained and scoring done."""
-    seed, landing = seed_lake
-    root = tmp_path_factory.mktemp("pipeline") / "lake"
-    shutil.copytree(seed, root)
-    done = pipeline(root, landing)
-    return root, job_ends(done.stderr)
-
-
-def test_the_pipeline_trains_scores_and_a_rerun_does_nothing(spark, seed_lake, pipeline_lake):
-    root, first = pipeline_lake
-    assert set(first) == set(registry()) and {e["status"] for e in first.values()} == {"ok"}
-    models = model_versions(root)
-    assert models == {"lakeml-fraud": 1, "lakeml-recommender": 1, "lakeml-rul": 1, "lakeml-failure": 1}
-    before = versions(spark, root)
-    for scores in ("gold/fraud_scores", "gold/recommendations", "gold/failure_risk"):
-        assert scores in before
-
-    again = job_ends(pipeline(root, seed_lake[1]).stderr)
-    # Nothing new, nothing done: no table but the run log gets a new version, no model is retrained.
-    after = versions(spark, root)
-    assert {n: v for n, v in after.items() if n != "ops/job_runs"} == {
-        n: v for n, v in before.items() if n != "ops/job_runs"
-    }
-    assert model_versions(root) == models
-    skipped = {job for job, e in again.items() if e.get("skipped") == INPUTS_UNCHANGED}
-    # The bronze loads read landing files, not tables: they run, find nothing new and commit nothing.
-    assert skipped == {job for job in again if not job.endswith(".ingest_bronze")}
-    assert all(e["status"] == "ok" and e["rows_out"] == 0 for j, e in again.items() if j not in skipped)
-
-
-def read(spark: SparkSession, root: Path, name: str) -> DataFrame:
+def read(spark: SparkSession, root: Path, landing: Path, name: str) -> DataFrame:
     layer, table = name.split("/", 1)
-    return Lakehouse(spark, lake_config(root)).table(layer, table).read()
+    return Lakehouse(spark, lake_config(root, landing)).table(layer, table).read()
 
 
 def comparable(df: DataFrame, root: Path) -> DataFrame:
@@ -223,50 +244,40 @@ def comparable(df: DataFrame, root: Path) -> DataFrame:
     return df.select(*kept)
 
 
-def test_airflow_runs_the_whole_dag_for_a_day_with_the_pipelines_tables(
-    spark, seed_lake, pipeline_lake, tmp_path
-):
-    expected_root, _ = pipeline_lake
-    seed, landing = seed_lake
-    root = tmp_path / "lake"
-    shutil.copytree(seed, root)
-    home = tmp_path / "airflow"
-    conf = " ".join(["airflow.retries=0", *settings(root, landing)])
-    env = airflow_env(home, LAKEML_LAKEHOUSE=str(root), LAKEML_CONF=conf, **CODE)
-    migrate = subprocess.run([str(AIRFLOW_BIN / "airflow"), "db", "migrate"], capture_output=True, text=True,
-                             env=env, timeout=600)  # fmt: skip
-    assert migrate.returncode == 0, migrate.stderr[-3000:]
-    run = subprocess.run([str(AIRFLOW_BIN / "airflow"), "dags", "test", "lakeml", DAY.isoformat()],
-                         capture_output=True, text=True, env=env, timeout=3600)  # fmt: skip
-    states = task_states(home)
-    assert states == {job: "success" for job in registry()}, run.stdout[-5000:]
+def test_airflow_runs_the_whole_dag_for_a_day_with_the_pipelines_tables(spark, lakes):
+    run = lakes.airflow_run
+    assert task_states(lakes.airflow_home) == {job: "success" for job in registry()}, run.stdout[-5000:]
     assert run.returncode == 0
+    assert set(lakes.pipeline_run) == set(registry())
+    assert {e["status"] for e in lakes.pipeline_run.values()} == {"ok"}
 
+    root, expected_root, landing = lakes.airflow, lakes.pipeline, lakes.landing
     assert lake_tables(root) == lake_tables(expected_root)
-    assert model_versions(root) == model_versions(expected_root)
-    metrics, expected_metrics = model_metrics(root), model_metrics(expected_root)
+    config, expected_config = lake_config(root, landing), lake_config(expected_root, landing)
+    assert model_versions(config) == model_versions(expected_config)
+    metrics, expected_metrics = model_metrics(config), model_metrics(expected_config)
     assert {m: sorted(v) for m, v in metrics.items()} == {m: sorted(v) for m, v in expected_metrics.items()}
     for model, values in metrics.items():
-        assert values == pytest.approx(expected_metrics[model], rel=1e-6, nan_ok=True), model
+        assert values == pytest.approx(expected_metrics[model], rel=RTOL, nan_ok=True), model
     differ = {}
     for name in lake_tables(root):
         if name == "ops/job_runs":
-            continue  # a log of runs (the pipeline lake may have had a rerun): compared below
+            continue  # a log of runs: compared below
         try:
             assertDataFrameEqual(
-                comparable(read(spark, root, name), root),
-                comparable(read(spark, expected_root, name), expected_root),
+                comparable(read(spark, root, landing, name), root),
+                comparable(read(spark, expected_root, landing, name), expected_root),
                 checkRowOrder=False,
-                rtol=1e-6,
+                rtol=RTOL,
             )
         except AssertionError as exc:
             differ[name] = str(exc)[:1500]
     assert differ == {}, "\n".join(f"{n}: {e}" for n, e in differ.items())
-    # Each job's first run for DAY, as the run log records it.
+    # Each job's first run for DAY, as the run log records it (the pipeline lake may have had a rerun).
     first = Window.partitionBy("job", "run_date", "first_date").orderBy("started_at")
     runs = [
         comparable(
-            read(spark, r, "ops/job_runs")
+            read(spark, r, landing, "ops/job_runs")
             .withColumn("n", F.row_number().over(first))
             .where((F.col("n") == 1) & (F.col("run_date") == DAY))
             .drop("n"),
@@ -275,3 +286,26 @@ def test_airflow_runs_the_whole_dag_for_a_day_with_the_pipelines_tables(
         for r in (root, expected_root)
     ]
     assertDataFrameEqual(runs[0], runs[1], checkRowOrder=False)
+
+
+def test_the_pipeline_trains_and_scores_and_a_rerun_does_nothing(spark, lakes):
+    root, landing = lakes.pipeline, lakes.landing
+    config = lake_config(root, landing)
+    models = model_versions(config)
+    assert models == {"lakeml-fraud": 1, "lakeml-recommender": 1, "lakeml-rul": 1, "lakeml-failure": 1}
+    before = versions(spark, root, landing)
+    for scores in ("gold/fraud_scores", "gold/recommendations", "gold/failure_risk"):
+        assert scores in before
+
+    again = pipeline(root, landing)
+    # Nothing new, nothing done: every job skips, no table but the run log gets a new version, no
+    # model is retrained.
+    assert {job: e.get("skipped") for job, e in again.items()} == {
+        job: INPUTS_UNCHANGED for job in registry()
+    }
+    after = versions(spark, root, landing)
+    assert {n: v for n, v in after.items() if n != "ops/job_runs"} == {
+        n: v for n, v in before.items() if n != "ops/job_runs"
+    }
+    assert after["ops/job_runs"] == before["ops/job_runs"] + len(registry())
+    assert model_versions(config) == models

@@ -194,6 +194,7 @@ def _run_job(
     try:
         with (
             recording_reads() as reads,
+            runstate.noting_files() as files,
             progress.stage_progress(
                 spark, spec.name, config.run.progress, config.run.progress_interval_seconds
             ),
@@ -223,7 +224,7 @@ def _run_job(
         **dict(result.details),
     )
     run.settings = runstate.settings_fingerprint(config)
-    run.input_state = runstate.encode_state(runstate.input_state(spark, config, reads))
+    run.input_state = runstate.encode_state({**runstate.input_state(spark, config, reads), **files})
     record_job_run(spark, config, run.finish("ok", seconds, reads, result=result))
     return result
 

@@ -6,19 +6,21 @@ Delta table it read (the table layer records each read) and of every registered 
 it loaded. Versions are taken at the end, so a table the job reads and also writes (its own
 incremental state) counts as it left it. With the settings fingerprint (every setting that can
 change an output, plus lakeml's code version) both are stored in the run's ``ops/job_runs`` row; the
-next run for the same ``(job, run date, first date)`` compares them before it starts. A job that
-read nothing (the bronze loads, whose input is the landing folder) is never skipped: its own
-checkpoint already makes a rerun cheap. Table maintenance (``ops.maintain_tables``: optimize, vacuum)
+next run for the same ``(job, run date, first date)`` compares them before it starts. A folder of
+files a job reads (a bronze load's landing folder, ``note_files``) is an input too: its state is a
+digest of the folder's listing (each file's path and size: metadata, never the data), taken before
+the job reads it. A job that recorded no input at all is never skipped. Table maintenance (``ops.maintain_tables``: optimize, vacuum)
 commits new versions that change no row; a table whose only newer commits are such is unchanged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from pyspark.sql import SparkSession
@@ -30,6 +32,9 @@ from lakeml.config import Config
 SKIPPED = "skipped"
 INPUTS_UNCHANGED = "inputs unchanged"
 MODEL_PREFIX = "models:/"
+FILES_PREFIX = "files:"
+# An input's state: a table's or model's version (None: absent), a folder listing's digest.
+State = int | str | None
 # Config sections that tune how a job runs, not what it writes. `lakehouse` too: the engine, file
 # sizes and retries change files, not rows, and a lake at another root has other table URIs anyway.
 _NOT_OUTPUT_SETTINGS = (
@@ -59,7 +64,9 @@ def settings_fingerprint(config: Config) -> str:
         for f in dataclasses.fields(config)
         if f.name not in _NOT_OUTPUT_SETTINGS
     }
-    payload = json.dumps([settings, __version__, git_commit()], sort_keys=True)
+    # The landing folder too (the rest of `lakehouse` is left out): a bronze load's recorded input is
+    # the folder it listed, so a load pointed at another folder must not compare against that one.
+    payload = json.dumps([settings, config.lakehouse.landing_dir, __version__, git_commit()], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
@@ -74,15 +81,57 @@ def _plain(value: Any) -> Any:
     return value if isinstance(value, str | int | float | bool | None) else str(value)
 
 
-def input_state(spark: SparkSession, config: Config, inputs: Iterable[str]) -> dict[str, int | None]:
-    """The current version of each input: a table URI's Delta version, a model's champion version (None: none)."""
+# While a job runs (noting_files), {FILES_PREFIX + folder: listing digest} of the folders it read.
+_files: dict[str, State] | None = None
+
+
+@contextlib.contextmanager
+def noting_files() -> Iterator[dict[str, State]]:
+    """Within the block, collect the listing digest of every folder ``note_files`` names (a job's file inputs)."""
+    global _files
+    outer, _files = _files, {}
+    try:
+        yield _files
+    finally:
+        _files = outer
+
+
+def note_files(folder: str) -> None:
+    """Record ``folder``'s listing as an input of the running job (nothing outside a job). Call it
+    before reading the folder: a file delivered while the job runs is then new to the next run."""
+    if _files is not None:
+        _files.setdefault(FILES_PREFIX + folder, listing_digest(folder))
+
+
+def listing_digest(folder: str) -> str | None:
+    """Digest of every file under ``folder``: its relative path and size (None: no folder). Metadata
+    only: one listing, no file is opened. Not the modification time: the bronze stream takes a file by
+    its path once and never again, and ``lakeml generate`` rewrites identical files (new times) on a rerun."""
+    from pyarrow import fs as pafs
+
+    filesystem, root = pafs.FileSystem.from_uri(folder if "://" in folder else "file://" + folder)
+    try:
+        infos = filesystem.get_file_info(pafs.FileSelector(root, recursive=True))
+    except FileNotFoundError:
+        return None
+    entries = sorted(
+        (info.path.removeprefix(root), info.size) for info in infos if info.type == pafs.FileType.File
+    )
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:20] + f":{len(entries)}"
+
+
+def input_state(spark: SparkSession, config: Config, inputs: Iterable[str]) -> dict[str, State]:
+    """The current state of each input: a table URI's Delta version, a model's champion version
+    (None: none), a folder's listing digest."""
     from lakeml.lakehouse import Lakehouse
 
     lake = Lakehouse(spark, config)
     keys = sorted(set(inputs))
-    state: dict[str, int | None] = {}
+    state: dict[str, State] = {}
     for key in keys:
-        if not key.startswith(MODEL_PREFIX):
+        if key.startswith(FILES_PREFIX):
+            state[key] = listing_digest(key.removeprefix(FILES_PREFIX))
+        elif not key.startswith(MODEL_PREFIX):
             table = lake.at(key)
             state[key] = table.version() if table.exists() else None
     models = [k for k in keys if k.startswith(MODEL_PREFIX)]
@@ -141,12 +190,14 @@ def skip_reason(
     return INPUTS_UNCHANGED if all(_same_input(k, recorded[k], current.get(k)) for k in recorded) else None
 
 
-def _same_input(key: str, recorded: int | None, current: int | None) -> bool:
-    """The input is as the last run left it: the same version, or, for a table, only later commits
-    that rewrote files without changing a row (``optimize`` compaction, ``vacuum``: table maintenance)."""
+def _same_input(key: str, recorded: State, current: State) -> bool:
+    """The input is as the last run left it: the same version (or listing), or, for a table, only later
+    commits that rewrote files without changing a row (``optimize`` compaction, ``vacuum``: table maintenance)."""
     if recorded == current:
         return True
-    if key.startswith(MODEL_PREFIX) or recorded is None or current is None or current < recorded:
+    if not (isinstance(recorded, int) and isinstance(current, int)):
+        return False  # a listing that changed, an input that appeared or went away
+    if key.startswith(MODEL_PREFIX) or current < recorded:
         return False
     return not changes_rows(key, recorded, current)
 
@@ -190,5 +241,5 @@ def catch_up_start(
     return start if start <= run_date else None
 
 
-def encode_state(state: Mapping[str, int | None]) -> str:
+def encode_state(state: Mapping[str, State]) -> str:
     return json.dumps(dict(state), sort_keys=True)

@@ -21,7 +21,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from lakeml import runlog
+from lakeml import runlog, runstate
 from lakeml.config import Config, join_location
 from lakeml.errors import JobFailed
 from lakeml.ingest.silver import require_pii_key
@@ -118,6 +118,9 @@ def load_feed_to_bronze(
         if trigger == "availableNow"
         else writer.trigger(processingTime=trigger)
     )
+    # The folder's listing as this load found it: a rerun for the same date with the same listing
+    # (nothing delivered, renamed or removed since) is skipped before any stream starts (runstate).
+    runstate.note_files(landing)
     query = writer.start()
     query.awaitTermination()
     if query.exception() is not None:
