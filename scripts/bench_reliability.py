@@ -50,6 +50,7 @@ def run_fault_tests(
     and the tail of its output."""
     env = {**os.environ, "LAKEML_RELIABILITY_REPORT": str(report)}
     env["LAKEML_SOAK_OPERATIONS"] = str(soak_operations)
+    env["LAKEML_FAULT_SUITE"] = "1"  # the executor-loss tests skip in the default test run
     env["LAKEML_KILL_POINTS"] = str(kill_points)
     jars = REPO.parent / "shared" / "deltajars"
     if not env.get("LAKEML_DELTA_JARS") and jars.is_dir():

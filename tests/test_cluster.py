@@ -27,6 +27,12 @@ from tests.conftest import delta_spark_skip_reason
 from tests.reliability_report import record
 
 pytestmark = pytest.mark.cluster
+# The executor-loss tests take minutes each (every executor of a submit unpacks the ~1 GB packed
+# environment): they belong to the fault suite of scripts/bench_reliability.py, not to every CI run.
+fault_suite = pytest.mark.skipif(
+    os.environ.get("LAKEML_FAULT_SUITE") != "1",
+    reason="fault suite: run by scripts/bench_reliability.py (or LAKEML_FAULT_SUITE=1)",
+)
 
 RUN_DATE = "2026-11-20"
 
@@ -224,6 +230,7 @@ def _comparable(spark, config, name: str):  # type: ignore[no-untyped-def]
     return df.select(*kept)
 
 
+@fault_suite
 def test_silver_job_losing_a_worker_finishes_with_the_clean_runs_tables(spark, cluster, tmp_path):
     from pyspark.testing import assertDataFrameEqual
 
@@ -276,6 +283,7 @@ def _champion_metrics(root: Path, model: str) -> tuple[int, int, dict[str, float
     return len(models), len(versions), {k: v for k, v in metrics.items() if "seconds" not in k}
 
 
+@fault_suite
 def test_training_job_losing_a_worker_registers_the_clean_runs_model(spark, cluster, tmp_path):
     from lakeml.domains.commerce.features import USER_ITEM_INTERACTIONS_SCHEMA
     from lakeml.lakehouse import Lakehouse
