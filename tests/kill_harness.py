@@ -28,6 +28,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+    from lakeml.config import Config
 
 REPO = Path(__file__).resolve().parents[1]
 END = dt.date(2026, 11, 20)
@@ -286,3 +292,27 @@ def registry_consistent(root: Path) -> bool:
         s["champion"] is not None and int(s["champion"]) in s["versions"]  # type: ignore[index]
         for s in state.values()
     )
+
+
+def comparable_rows(
+    spark: SparkSession, config: Config, name: str, ignore: tuple[str, ...] = RUN_COLUMNS
+) -> DataFrame:
+    """The table's rows without run ids and run timestamps; its lake's root in strings made ``<root>``."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    from lakeml.lakehouse import Lakehouse
+    from tests.conftest import with_engine
+
+    layer, table = name.split("/", 1)
+    df = Lakehouse(spark, with_engine(config, "delta-rs")).table(layer, table).read()
+    root = str(Path(config.lakehouse.root).resolve())
+    kept = []
+    for f in df.schema.fields:
+        if f.name in ignore or (isinstance(f.dataType, T.TimestampType) and f.name.endswith("_at")):
+            continue
+        column = F.col(f"`{f.name}`")
+        if isinstance(f.dataType, T.StringType):
+            column = F.replace(column, F.lit(root), F.lit("<root>"))
+        kept.append(column.alias(f.name))
+    return df.select(*kept)

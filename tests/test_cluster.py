@@ -24,6 +24,7 @@ import pytest
 from tests import cluster_helpers as ch
 from tests.cluster_helpers import ClusterJob, ensure_built, log, standalone_cluster, submit
 from tests.conftest import delta_spark_skip_reason
+from tests.kill_harness import comparable_rows
 from tests.reliability_report import record
 
 pytestmark = pytest.mark.cluster
@@ -208,28 +209,6 @@ def _run_with_worker_loss(
     return run, loss, faults
 
 
-def _comparable(spark, config, name: str):  # type: ignore[no-untyped-def]
-    """Rows of table ``name`` without run ids, batch ids, versions and run times; the lake root as <root>."""
-    from pyspark.sql import functions as F
-    from pyspark.sql import types as T
-
-    from lakeml.lakehouse import Lakehouse
-    from tests.kill_harness import RUN_COLUMNS
-
-    layer, table = name.split("/", 1)
-    df = Lakehouse(spark, config).table(layer, table).read()
-    root = str(Path(config.lakehouse.root).resolve())
-    kept = []
-    for f in df.schema.fields:
-        if f.name in RUN_COLUMNS or (isinstance(f.dataType, T.TimestampType) and f.name.endswith("_at")):
-            continue
-        column = F.col(f"`{f.name}`")
-        if isinstance(f.dataType, T.StringType):
-            column = F.replace(column, F.lit(root), F.lit("<root>"))
-        kept.append(column.alias(f.name))
-    return df.select(*kept)
-
-
 @fault_suite
 def test_silver_job_losing_a_worker_finishes_with_the_clean_runs_tables(spark, cluster, tmp_path):
     from pyspark.testing import assertDataFrameEqual
@@ -254,12 +233,12 @@ def test_silver_job_losing_a_worker_finishes_with_the_clean_runs_tables(spark, c
     assert lake_tables(faulted) == lake_tables(clean) and "silver/clickstream" in names
     lost = doubled = 0
     for name in names:
-        expected = _comparable(spark, clean_config, name)
-        got = _comparable(spark, _test_config(faulted), name)
+        expected = comparable_rows(spark, clean_config, name)
+        got = comparable_rows(spark, _test_config(faulted), name)
         assert expected.count() > 0 or name.startswith("ops/"), name
         lost, doubled = lost + expected.exceptAll(got).count(), doubled + got.exceptAll(expected).count()
         assertDataFrameEqual(got, expected, checkRowOrder=False)
-    assert _comparable(spark, clean_config, "silver/clickstream").count() == (
+    assert comparable_rows(spark, clean_config, "silver/clickstream").count() == (
         ch.CLICKSTREAM_FILES * ch.CLICKSTREAM_LINES_PER_FILE
     )
     record(

@@ -13,7 +13,6 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from lakeml.config import Config, load_config
 from lakeml.domains.banking.silver import CHARGEBACKS, TRANSACTIONS
@@ -24,7 +23,8 @@ from lakeml.lakehouse import DeltaTableRef, Lakehouse
 from lakeml.pipeline import registry, run_job, topological_order
 from lakeml.runstate import INPUTS_UNCHANGED
 from lakeml.transforms.pii import PAN_SPAN
-from tests.conftest import delta_spark_skip_reason, with_engine
+from tests.conftest import delta_spark_skip_reason
+from tests.kill_harness import comparable_rows
 
 FEEDS = (CLICKSTREAM, TRANSACTIONS, CHARGEBACKS, TELEMETRY, MAINTENANCE)
 # Yesterday, so generated events are never "in the future" next to their ingestion time.
@@ -220,26 +220,6 @@ def lake_tables(root: Path) -> list[str]:
         for table in (root / layer).glob("*")
         if (table / "_delta_log").is_dir()
     )
-
-
-def comparable_rows(
-    spark: SparkSession, config: Config, name: str, ignore: tuple[str, ...] = RUN_COLUMNS
-) -> DataFrame:
-    """The table's rows without run ids and run timestamps; its lake's root in strings made ``<root>``."""
-    layer, table = name.split("/", 1)
-    df = Lakehouse(spark, with_engine(config, "delta-rs")).table(layer, table).read()
-    root = str(Path(config.lakehouse.root).resolve())
-    kept = []
-    for field in df.schema.fields:
-        if field.name in ignore or (
-            isinstance(field.dataType, T.TimestampType) and field.name.endswith("_at")
-        ):
-            continue
-        column = F.col(f"`{field.name}`")
-        if isinstance(field.dataType, T.StringType):
-            column = F.replace(column, F.lit(root), F.lit("<root>"))
-        kept.append(column.alias(field.name))
-    return df.select(*kept)
 
 
 def rerun_checked_versions(lake: Lakehouse, root: Path) -> dict[str, int]:
