@@ -7,6 +7,7 @@ import datetime as dt
 import json
 
 import mlflow
+from deltalake import DeltaTable
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -127,6 +128,11 @@ def test_table_maintenance_is_no_new_input_and_a_maintenance_rerun_is_skipped(sp
     assert run_job(reader, spark, config, DAY).details["skipped"] == INPUTS_UNCHANGED
     assert run_job(maintain, spark, config, DAY).details["skipped"] == INPUTS_UNCHANGED
     assert {n: lake.table(*n.split("/")).version() for n in maintained} == maintained
+    assert calls == [1]
+
+    # Nor does a table-property commit (maintenance protecting a model's training version sets one).
+    DeltaTable(source.uri).alter.set_table_properties({"delta.enableExpiredLogCleanup": "false"})
+    assert run_job(reader, spark, config, DAY).details["skipped"] == INPUTS_UNCHANGED
     assert calls == [1]
 
     source.append(spark.range(15, 16).toDF("n"))  # new rows: both run again

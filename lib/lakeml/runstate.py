@@ -160,7 +160,8 @@ def _champion_versions(config: Config, keys: Sequence[str]) -> dict[str, int | N
 def last_success(
     spark: SparkSession, config: Config, job: str, run_date: dt.date, first_date: dt.date
 ) -> Any | None:
-    """The newest ops/job_runs row of ``job`` for these dates that succeeded (ran or was skipped)."""
+    """The newest ops/job_runs row of ``job`` for these dates that ran and succeeded. Not a skipped run:
+    it records no input state, so a third run after a skipped second one recomputed everything."""
     from lakeml.lakehouse import Lakehouse
 
     runs = Lakehouse(spark, config).table("ops", "job_runs")
@@ -168,7 +169,7 @@ def last_success(
         return None
     rows = (
         runs.read(where=[("job", "=", job), ("run_date", "=", run_date), ("first_date", "=", first_date)])
-        .where(F.col("status").isin("ok", SKIPPED))
+        .where((F.col("status") == "ok") & F.col("input_state").isNotNull())
         .orderBy(F.col("finished_at").desc())
         .limit(1)
         .collect()  # one run record
@@ -213,10 +214,15 @@ def changes_rows(uri: str, old: int, new: int) -> bool:
         commits = read_commits(uri, old + 1, new)
     except TableError:
         return True
-    return any(
-        c.metadata_changed or c.protocol_changed or any(a.get("dataChange", True) for a in [*c.adds, *c.removes])
-        for c in commits
-    )
+    return any(_may_change_rows(c) for c in commits)
+
+
+def _may_change_rows(commit: Any) -> bool:
+    if commit.protocol_changed or any(a.get("dataChange", True) for a in [*commit.adds, *commit.removes]):
+        return True
+    # A table-property commit changes neither rows nor schema: e.g. ops.maintain_tables turning log
+    # cleanup off on a table whose version a registered model pins (it made every trainer rerun).
+    return commit.metadata_changed and commit.info.get("operation") != "SET TBLPROPERTIES"
 
 
 def catch_up_start(
