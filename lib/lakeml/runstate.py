@@ -21,7 +21,7 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -29,10 +29,16 @@ from pyspark.sql import functions as F
 from lakeml import __version__
 from lakeml.config import Config
 
+if TYPE_CHECKING:
+    from lakeml.lakehouse.log import Commit
+
 SKIPPED = "skipped"
 INPUTS_UNCHANGED = "inputs unchanged"
 MODEL_PREFIX = "models:/"
 FILES_PREFIX = "files:"
+# Commit operations (delta-rs and delta-spark name them alike) whose metaData action only sets table
+# properties: same rows, same schema.
+TABLE_PROPERTY_OPERATIONS = ("SET TBLPROPERTIES", "UNSET TBLPROPERTIES")
 # An input's state: a table's or model's version (None: absent), a folder listing's digest.
 State = int | str | None
 # Config sections that tune how a job runs, not what it writes. `lakehouse` too: the engine, file
@@ -217,12 +223,12 @@ def changes_rows(uri: str, old: int, new: int) -> bool:
     return any(_may_change_rows(c) for c in commits)
 
 
-def _may_change_rows(commit: Any) -> bool:
+def _may_change_rows(commit: Commit) -> bool:
     if commit.protocol_changed or any(a.get("dataChange", True) for a in [*commit.adds, *commit.removes]):
         return True
     # A table-property commit changes neither rows nor schema: e.g. ops.maintain_tables turning log
     # cleanup off on a table whose version a registered model pins (it made every trainer rerun).
-    return commit.metadata_changed and commit.info.get("operation") != "SET TBLPROPERTIES"
+    return commit.metadata_changed and commit.info.get("operation") not in TABLE_PROPERTY_OPERATIONS
 
 
 def catch_up_start(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
@@ -434,24 +435,39 @@ def fit_families(
     (the family stays in the results with the points it fitted: it lost). Rounds, not seconds, so
     the same data and conf always drop the same families.
     """
-    features = Pipeline(stages=list(prefix)).fit(train)
     columns = _estimator_columns_of([stages for stages, _ in families.values()])
+    with assembled_vectors(prefix, train, validation, columns, len(families) > 1) as (features, prepared, held):
+        fitted = fit_families_on_vectors(
+            features, families, evaluator, prepared, held, train_ratio, parallelism, seed, name, patience
+        )
+    return best_family(fitted, evaluator), fitted
+
+
+@contextlib.contextmanager
+def assembled_vectors(
+    prefix: Sequence[PipelineStage],
+    train: DataFrame,
+    validation: DataFrame,
+    columns: Sequence[str],
+    with_validation: bool,
+) -> Iterator[tuple[PipelineModel, DataFrame, DataFrame | None]]:
+    """The feature stages fitted on ``train``, its vectors (``columns`` only) cached and materialized
+    once, and with ``with_validation`` the validation vectors (those of ``columns`` it has) cached;
+    both unpersisted when the block ends. Every family and grid point then reads the same vectors."""
+    features = Pipeline(stages=list(prefix)).fit(train)
     prepared = features.transform(train).select(*columns).persist(StorageLevel.MEMORY_AND_DISK)
     held: DataFrame | None = None
     try:
         prepared.count()  # materialized once here, not by each parallel fit at the same time
-        if len(families) > 1:
+        if with_validation:
             # Validation rows carry the label but not necessarily a training weight.
             kept = [c for c in columns if c == FEATURES or c in validation.columns]
             held = features.transform(validation).select(*kept).persist(StorageLevel.MEMORY_AND_DISK)
-        fitted = fit_families_on_vectors(
-            features, families, evaluator, prepared, held, train_ratio, parallelism, seed, name, patience
-        )
+        yield features, prepared, held
     finally:
         prepared.unpersist()
         if held is not None:
             held.unpersist()
-    return best_family(fitted, evaluator), fitted
 
 
 def best_family(fitted: Mapping[str, tuple[Any, float, Any]], evaluator: Evaluator) -> str:

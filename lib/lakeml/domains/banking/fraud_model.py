@@ -22,7 +22,7 @@ import math
 from typing import Any
 
 from pyspark import StorageLevel
-from pyspark.ml import Pipeline, PipelineModel
+from pyspark.ml import PipelineModel
 from pyspark.ml.evaluation import BinaryClassificationEvaluator
 from pyspark.ml.functions import vector_to_array
 from pyspark.ml.regression import IsotonicRegression
@@ -448,13 +448,9 @@ def search_imbalance_and_family(
     """
     searched: dict[tuple[str, str], Fitted] = {}
     seed = config.ml.seed
-    features = Pipeline(stages=list(prefix)).fit(train)
-    prepared = features.transform(train).select(models.FEATURES, LABEL).persist(StorageLevel.MEMORY_AND_DISK)
     single = len(weights) == 1 and len(cfg.families) == 1
-    held = None if single else features.transform(validation).select(models.FEATURES, LABEL)
-    held = held.persist(StorageLevel.MEMORY_AND_DISK) if held is not None else None
-    try:
-        prepared.count()  # materialized once, not by each parallel fit at the same time
+    columns = [models.FEATURES, LABEL]
+    with models.assembled_vectors(prefix, train, validation, columns, not single) as (features, prepared, held):
         kept = list(cfg.families)
         for n, (option, weight) in enumerate(weights.items()):
             data = prepared if weight is None else prepared.transform(with_class_weight(weight))
@@ -477,10 +473,6 @@ def search_imbalance_and_family(
                 kept = ranked[: cfg.imbalance_families]
                 runlog.event("imbalance_screened", model=cfg.model_name, first=option,
                              refit=",".join(kept), skipped=",".join(ranked[cfg.imbalance_families:]))  # fmt: skip
-    finally:
-        prepared.unpersist()
-        if held is not None:
-            held.unpersist()
     return searched
 
 
