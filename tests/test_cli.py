@@ -41,6 +41,11 @@ def run_cli(*args: str, root: Path) -> subprocess.CompletedProcess[str]:
         (["pipeline", "--env", "test", "--catch-up", "--run-date", "20261201"], "bad --run-date '20261201'"),
         (["pipeline", "--env", "test", "--since", "2026-13-01"], "bad --since '2026-13-01': expected YYYY-MM-DD"),
         (["pipeline", "--env", "test", "--catch-up", "--since", "2026-11-01"], "give --since or --catch-up, not both"),
+        # A trainer runs for one date: --since would be ignored, so it is refused.
+        (
+            ["run", "banking.train_fraud", "--env", "test", "--run-date", "2026-03-02", "--since", "2026-03-01"],
+            "banking.train_fraud runs for one date (--run-date): --since is for the jobs that cover a range (",
+        ),
     ],
 )
 def test_usage_errors_exit_2_with_one_line_and_write_nothing(tmp_path, args, message):

@@ -1,4 +1,4 @@
-"""spark-submit entry: banking.train_fraud [--env E] [--run-date D] [--since D0] [--conf K=V]."""
+"""spark-submit entry: banking.train_fraud [--env E] [--run-date D] [--conf K=V]."""
 
 from lakeml.cli import submit_entry
 

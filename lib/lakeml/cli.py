@@ -183,6 +183,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.job not in jobs:
             raise UsageError(f"unknown job '{args.job}' (known: {', '.join(sorted(jobs)) or 'none'})")
         names = [args.job]
+        if args.since is not None and not jobs[args.job].dated:
+            dated = ", ".join(n for n in topological_order(jobs) if jobs[n].dated)
+            raise UsageError(f"{args.job} runs for one date (--run-date): --since is for the jobs that cover a range ({dated})")
     else:
         names = select_jobs(jobs, args.start, args.stop)
     # Everything that can be wrong with the command line or the environment is checked before Spark starts.
@@ -308,7 +311,8 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def submit_entry(job_name: str, argv: Sequence[str] | None = None) -> int:
-    """Entry for ``jobs/<domain>/<step>.py`` under spark-submit: ``[--env E] [--run-date D] [--since D0] [--conf K=V]``."""
+    """Entry for ``jobs/<domain>/<step>.py`` under spark-submit: ``[--env E] [--run-date D] [--since D0] [--conf K=V]``
+    (``--since`` only for the dated jobs: features and scoring)."""
     args = list(sys.argv[1:] if argv is None else argv)
     return main(["run", job_name, *args])
 

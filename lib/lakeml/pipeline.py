@@ -59,6 +59,8 @@ class JobSpec:
     description: str
     # Checks that need only the config and environment (e.g. a secret), run before Spark starts.
     preflight: Callable[[Config], None] | None = None
+    # Covers every date of [--since, --run-date] (features, scoring); the others run for one date.
+    dated: bool = False
 
 
 _REGISTRY: dict[str, JobSpec] = {}
@@ -69,8 +71,9 @@ def job(
     depends_on: Iterable[str] = (),
     description: str = "",
     preflight: Callable[[Config], None] | None = None,
+    dated: bool = False,
 ) -> Callable[[JobFunction], JobFunction]:
-    """Register ``func`` as job ``name`` (``domain.step``) running after ``depends_on``."""
+    """Register ``func`` as job ``name`` (``domain.step``) running after ``depends_on`` (``dated``: takes --since)."""
 
     def register(func: JobFunction) -> JobFunction:
         existing = _REGISTRY.get(name)
@@ -79,7 +82,7 @@ def job(
                 f"job '{name}' is registered twice ({existing.func.__module__}, {func.__module__})"
             )
         doc = description or ((func.__doc__ or "").strip().splitlines() or [""])[0]
-        _REGISTRY[name] = JobSpec(name, func, tuple(depends_on), doc, preflight)
+        _REGISTRY[name] = JobSpec(name, func, tuple(depends_on), doc, preflight, dated)
         return func
 
     return register

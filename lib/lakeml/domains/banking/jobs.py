@@ -36,7 +36,7 @@ def build_silver(ctx: JobContext) -> JobResult:
     )
 
 
-@job("banking.build_features", depends_on=["banking.build_silver"])
+@job("banking.build_features", depends_on=["banking.build_silver"], dated=True)
 def build_features(ctx: JobContext) -> JobResult:
     """silver/{transactions, chargebacks} → gold/transaction_features of the run date(s) only (labels as of it)."""
     counts = build_transaction_features(ctx.spark, ctx.config, ctx.start_date, ctx.run_date)
@@ -58,7 +58,7 @@ def train_fraud(ctx: JobContext) -> JobResult:
     return training_result(train_fraud_model(ctx.spark, ctx.config, ctx.run_date))
 
 
-@job("banking.score_fraud", depends_on=["banking.train_fraud"])
+@job("banking.score_fraud", depends_on=["banking.train_fraud"], dated=True)
 def score_fraud_job(ctx: JobContext) -> JobResult:
     """gold/transaction_features of the run date(s) → gold/fraud_scores with the champion's alerts."""
     return scoring_result(score_fraud(ctx.spark, ctx.config, ctx.start_date, ctx.run_date))

@@ -23,7 +23,7 @@ def build_silver(ctx: JobContext) -> JobResult:
     return silver_job(ctx, (CLICKSTREAM,), "commerce.build_silver")
 
 
-@job("commerce.build_features", depends_on=["commerce.build_silver"])
+@job("commerce.build_features", depends_on=["commerce.build_silver"], dated=True)
 def build_features(ctx: JobContext) -> JobResult:
     """silver/clickstream → gold/user_item_interactions, gold/item_stats for the run date."""
     counts = build_commerce_features(ctx.spark, ctx.config, ctx.start_date, ctx.run_date)
@@ -37,7 +37,7 @@ def train_recommender_job(ctx: JobContext) -> JobResult:
     return training_result(train_recommender(ctx.spark, ctx.config, ctx.run_date))
 
 
-@job("commerce.score_recommendations", depends_on=["commerce.train_recommender"])
+@job("commerce.score_recommendations", depends_on=["commerce.train_recommender"], dated=True)
 def score_recommendations_job(ctx: JobContext) -> JobResult:
     """gold/user_item_interactions snapshot(s) → gold/recommendations: top-k per user, purchased items excluded."""
     return scoring_result(score_recommendations(ctx.spark, ctx.config, ctx.start_date, ctx.run_date))

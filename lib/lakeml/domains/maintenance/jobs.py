@@ -36,7 +36,7 @@ def build_silver(ctx: JobContext) -> JobResult:
     )
 
 
-@job("maintenance.build_features", depends_on=["maintenance.build_silver"])
+@job("maintenance.build_features", depends_on=["maintenance.build_silver"], dated=True)
 def build_features(ctx: JobContext) -> JobResult:
     """silver/{telemetry, maintenance} → gold/machine_features for the run date (rolling, regime-normalized, RUL labels)."""
     counts = build_machine_features(ctx.spark, ctx.config, ctx.start_date, ctx.run_date)
@@ -53,7 +53,7 @@ def train_failure(ctx: JobContext) -> JobResult:
     return training_result(train_failure_models(ctx.spark, ctx.config, ctx.run_date))
 
 
-@job("maintenance.score_failure", depends_on=["maintenance.train_failure"])
+@job("maintenance.score_failure", depends_on=["maintenance.train_failure"], dated=True)
 def score_failure_job(ctx: JobContext) -> JobResult:
     """gold/machine_features of the run date(s) → gold/failure_risk with both champions' RUL, risk and alerts."""
     return scoring_result(score_failure(ctx.spark, ctx.config, ctx.start_date, ctx.run_date))
