@@ -76,7 +76,9 @@ def _run(*args: str) -> float:
 DOMAIN_OF = {"fraud": "banking", "failure": "maintenance", "als": "commerce", "als-explicit": "commerce"}
 # Extra --conf of a bench model that is another mode of a trainer.
 MODEL_CONF = {
-    "als-explicit": ["ml.recommender.mode=explicit", "ml.recommender.model_name=lakeml-recommender-explicit"]
+    "als-explicit": ["ml.recommender.mode=explicit", "ml.recommender.model_name=lakeml-recommender-explicit"],
+    # MLlib GBT is off in the failure defaults (xgboost won): here both compete, side by side.
+    "failure": ["ml.failure.include_gbt=true"],
 }
 
 
@@ -253,7 +255,8 @@ def one_point_overrides(name: str, config, result: dict, records: Sequence[model
             merged = families.setdefault(family, {})
             for k, v in grid(record).items():
                 merged[k] = sorted({*merged.get(k, []), *v})
-    return [*out, f"ml.failure.families={json.dumps(families)}"]
+    gbt = "true" if out else "false"
+    return [*out, f"ml.failure.include_gbt={gbt}", f"ml.failure.families={json.dumps(families)}"]
 
 
 def report_tuning(

@@ -44,7 +44,9 @@ FEATURES = "ml.failure.feature_columns=['*_z', '*_long_mean', cycles_since_maint
 
 def failure_config(root, *extra):
     grids = [f"ml.failure.{g}.{k}={v}" for g in ("rul_grid", "failure_grid") for k, v in SMALL.items()]
-    return load_config("test", [f"lakehouse.root={root}", "ml.curve_points=100", FEATURES, *grids, *extra])
+    # MLlib GBT competes with xgboost here (off in the defaults): both families' paths stay tested.
+    overrides = [f"lakehouse.root={root}", "ml.curve_points=100", "ml.failure.include_gbt=true", FEATURES]
+    return load_config("test", [*overrides, *grids, *extra])
 
 
 # ---------------------------------------------------------------------------------------------- units

@@ -480,9 +480,10 @@ class FailureModelConfig:
     validation_fraction: float
     # Minutes per cycle, to turn RUL cycles into alert lead time.
     cycle_minutes: float
+    # MLlib GBT's grids per model, used when include_gbt is true.
     rul_grid: Mapping[str, tuple[float, ...]]
     failure_grid: Mapping[str, tuple[float, ...]]
-    # Families competing with gbt (rul_grid / failure_grid) for both models on validation: family -> grid.
+    # Families for both models, competing on validation: family -> grid.
     families: Mapping[str, Mapping[str, tuple[float, ...]]]
     train_ratio: float
     # C-MAPSS score: true and predicted RUL capped at this many cycles (the benchmark's convention).
@@ -491,6 +492,12 @@ class FailureModelConfig:
     rul_promotion: PromotionConfig
     failure_promotion: PromotionConfig
     score_table: str
+    # MLlib GBT (rul_grid / failure_grid) competes with ``families`` too.
+    include_gbt: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.include_gbt and not self.families:
+            raise ConfigError("ml.failure: no model family to train (include_gbt is false and families is empty)")
 
 
 @dataclass(frozen=True)

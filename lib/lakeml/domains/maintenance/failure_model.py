@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -222,6 +222,13 @@ def _floats(metrics: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items()}
 
 
+def failure_families(
+    cfg: FailureModelConfig, gbt_grid: Mapping[str, Sequence[float]]
+) -> dict[str, Mapping[str, Sequence[float]]]:
+    """The competing families of one of the two models: MLlib GBT (its own grid) when included, then ``families``."""
+    return {**({"gbt": gbt_grid} if cfg.include_gbt else {}), **cfg.families}
+
+
 def train_failure_models(spark: SparkSession, config: Config, run_date: dt.date) -> dict[str, Any]:
     """gold/machine_features (pinned) → RUL regressor and failure classifier → one MLflow run, registry, gates."""
     cfg, seed = config.ml.failure, config.ml.seed
@@ -252,7 +259,7 @@ def train_failure_models(spark: SparkSession, config: Config, run_date: dt.date)
         rmse = RegressionEvaluator(labelCol=RUL_LABEL, predictionCol=PREDICTION, metricName="rmse")
         rul_families = {
             f: (models.regressor_stages(f, RUL_LABEL, seed), g)
-            for f, g in {"gbt": cfg.rul_grid, **cfg.families}.items()
+            for f, g in failure_families(cfg, cfg.rul_grid).items()
         }
         rul_family, rul_fitted = models.fit_families(
             prefix, rul_families, rmse, rul_train, part(RUL_LABEL, VALIDATION), cfg.train_ratio,
@@ -283,7 +290,7 @@ def train_failure_models(spark: SparkSession, config: Config, run_date: dt.date)
         auprc = BinaryClassificationEvaluator(labelCol=FAILURE_LABEL, metricName="areaUnderPR")
         fail_families = {
             f: (models.classifier_stages(f, FAILURE_LABEL, WEIGHT, seed), g)
-            for f, g in {"gbt": cfg.failure_grid, **cfg.families}.items()
+            for f, g in failure_families(cfg, cfg.failure_grid).items()
         }
         fail_family, fail_fitted = models.fit_families(
             prefix, fail_families, auprc, fail_train, fail_validation, cfg.train_ratio,
