@@ -36,12 +36,12 @@ from lakeml.config import Config, load_config
 from lakeml.domains.banking.silver import CHARGEBACK_FIELDS, CHARGEBACKS, TRANSACTION_FIELDS, TRANSACTIONS
 from lakeml.domains.commerce.silver import CLICKSTREAM, CLICKSTREAM_FIELDS
 from lakeml.domains.maintenance.silver import MAINTENANCE, MAINTENANCE_FIELDS, TELEMETRY, TELEMETRY_FIELDS
-from lakeml.generate import run_generation
 from lakeml.ingest.bronze import load_feed_to_bronze, with_bronze_columns
 from lakeml.ingest.silver import ParseRules, SilverFeed, load_bronze_to_silver
 from lakeml.lakehouse import Lakehouse
 from lakeml.pipeline import JobContext
 from lakeml.session import build_spark
+from lakeml.synthetic.landing import run_generation
 from lakeml.transforms.pii import pii_key_from_env
 
 FEEDS: dict[str, tuple[SilverFeed, str, tuple[str, ...]]] = {

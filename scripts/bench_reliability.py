@@ -89,9 +89,9 @@ def masking_ratio(work: Path, scale: int) -> None:
     from pyspark.sql import functions as F
 
     from lakeml.config import load_config
-    from lakeml.generate import run_generation
     from lakeml.ingest.bronze import with_bronze_columns
     from lakeml.session import build_spark
+    from lakeml.synthetic.landing import run_generation
 
     config = load_config("local", [f"lakehouse.root={work / 'lake'}", "spark.conf.spark.ui.enabled=false"])
     spark = build_spark(config, app_name="lakeml-bench-reliability")

@@ -354,7 +354,7 @@ def check_partitioned_parquet(run: SubmitRun) -> None:
 
 # For the real job jobs/commerce/ingest_bronze.py (landing clickstream JSON lines -> bronze Delta table
 # <lake>/bronze/clickstream, one row per line with the raw line in `value`). The landing layout follows
-# lakeml.domains.commerce.generator: <landing>/clickstream/clickstream-<YYYY-MM-DD>-<nnnnn>.jsonl.
+# lakeml.synthetic.commerce: <landing>/clickstream/clickstream-<YYYY-MM-DD>-<nnnnn>.jsonl.
 CLICKSTREAM_FILES = 2
 CLICKSTREAM_LINES_PER_FILE = 250
 

@@ -17,9 +17,10 @@ import pytest
 from pyspark.sql import functions as F
 
 from lakeml.config import PROJECT_ROOT, load_config
-from lakeml.generate import feed_builders, make_window, write_feed
 from lakeml.lakehouse import Lakehouse
 from lakeml.pipeline import registry
+from lakeml.synthetic.core import make_window, write_feed
+from lakeml.synthetic.landing import feed_builders
 
 AIRFLOW_BIN = PROJECT_ROOT / ".venv-airflow" / "bin"
 DAG_FILE = PROJECT_ROOT / "scripts" / "airflow" / "lakeml_dag.py"

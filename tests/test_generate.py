@@ -20,11 +20,10 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from lakeml import cli, runlog
-from lakeml.domains.banking import generator as banking
-from lakeml.domains.commerce import generator as commerce
-from lakeml.domains.maintenance import generator as maintenance
 from lakeml.errors import UsageError
-from lakeml.generate import DAY_US, FEEDS, feed_builders, file_rows, generate_landing, make_window
+from lakeml.synthetic import banking, commerce, maintenance
+from lakeml.synthetic.core import DAY_US, FEEDS, file_rows, make_window
+from lakeml.synthetic.landing import feed_builders, generate_landing
 
 END = date(2026, 11, 20)
 DAYS = 3
@@ -502,7 +501,7 @@ def test_cli_generate_takes_defaults_from_config(tmp_path: Path, monkeypatch: py
         captured.update(kwargs, landing_dir=landing_dir)
         raise UsageError("stop here")
 
-    monkeypatch.setattr("lakeml.generate.run_generation", fake_run)
+    monkeypatch.setattr("lakeml.synthetic.landing.run_generation", fake_run)
     args = ["generate", "--env", "test", "--conf", f"lakehouse.root={tmp_path}", "--days", "2"]
     args += [
         "--conf",

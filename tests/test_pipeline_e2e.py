@@ -18,10 +18,10 @@ from lakeml.config import Config, load_config
 from lakeml.domains.banking.silver import CHARGEBACKS, TRANSACTIONS
 from lakeml.domains.commerce.silver import CLICKSTREAM
 from lakeml.domains.maintenance.silver import MAINTENANCE, TELEMETRY
-from lakeml.generate import run_generation
 from lakeml.lakehouse import DeltaTableRef, Lakehouse
 from lakeml.pipeline import registry, run_job, topological_order
 from lakeml.runstate import INPUTS_UNCHANGED
+from lakeml.synthetic.landing import run_generation
 from lakeml.transforms.pii import PAN_SPAN
 from tests.conftest import delta_spark_skip_reason
 from tests.kill_harness import comparable_rows

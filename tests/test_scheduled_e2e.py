@@ -35,11 +35,11 @@ from pyspark.sql.window import Window
 from pyspark.testing import assertDataFrameEqual
 
 from lakeml.config import Config, load_config
-from lakeml.generate import run_generation
 from lakeml.lakehouse import Lakehouse
 from lakeml.ml.tracking import GIT_COMMIT_ENV, git_commit, tracking_uri
 from lakeml.pipeline import registry, run_job, topological_order
 from lakeml.runstate import INPUTS_UNCHANGED
+from lakeml.synthetic.landing import run_generation
 from tests.test_airflow import AIRFLOW_BIN, airflow_env, task_states
 
 # Not yet passing in CI time (issue #24 stays open). Restructured (one fixture: one seed, one pipeline

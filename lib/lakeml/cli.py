@@ -254,7 +254,8 @@ def _generate(args: argparse.Namespace) -> int:
     """``lakeml generate``: landing files for all feeds, then one ``generate_end`` log line."""
     import time
 
-    from lakeml.generate import make_window, run_generation
+    from lakeml.synthetic.core import make_window
+    from lakeml.synthetic.landing import run_generation
 
     started = time.perf_counter()
     if args.env not in available_envs():

@@ -1,1 +1,1 @@
-"""Banking domain: card transactions and chargebacks (generator, ingest, features, fraud classifier)."""
+"""Banking domain: card transactions and chargebacks (ingest, features, fraud classifier)."""

@@ -1,1 +1,1 @@
-"""Commerce domain: shop clickstream (generator, ingest, features, ALS recommender)."""
+"""Commerce domain: shop clickstream (ingest, features, ALS recommender)."""

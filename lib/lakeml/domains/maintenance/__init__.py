@@ -1,1 +1,1 @@
-"""Maintenance domain: machine telemetry and maintenance logs (generator, ingest, features, failure predictor)."""
+"""Maintenance domain: machine telemetry and maintenance logs (ingest, features, failure predictor)."""

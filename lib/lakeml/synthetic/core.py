@@ -1,4 +1,7 @@
-"""``lakeml generate``: deterministic, Spark-parallel landing files for the five source feeds.
+"""Shared core of the synthetic landing feeds (``lakeml generate``): windows, keyed draws, text formats, dirt, file writing.
+
+The feeds themselves are built in :mod:`lakeml.synthetic.banking`, ``commerce`` and ``maintenance``;
+:mod:`lakeml.synthetic.landing` runs them all.
 
 Layout (fixed; ingestion depends on it)::
 
@@ -35,7 +38,6 @@ DataFrame, not from reading files back.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import math
 import os
@@ -623,7 +625,7 @@ def write_feed(
 ) -> FeedResult:
     """Write one feed's files: Spark writes them into ``tmp_root``, the driver renames them into place."""
     started = time.perf_counter()
-    files = _files_for(spark, landing_dir)
+    files = files_for(spark, landing_dir)
     observation = Observation(f"generate_{feed.feed}_{uuid.uuid4().hex[:8]}")
     rows = file_rows(spark, feed, window).observe(
         observation,
@@ -729,11 +731,11 @@ def _single_part(entry: str, parts: list[str]) -> str:
     return parts[0]
 
 
-def _is_local(path: str) -> bool:
+def is_local(path: str) -> bool:
     return re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:", path) is None or path.startswith("file:")
 
 
-def _local_path(path: str) -> str:
+def local_path(path: str) -> str:
     if path.startswith("file://"):
         return path[len("file://") :]
     if path.startswith("file:"):
@@ -741,8 +743,8 @@ def _local_path(path: str) -> str:
     return path
 
 
-def _files_for(spark: SparkSession, landing_dir: str) -> _LocalFiles | _HadoopFiles:
-    return _LocalFiles() if _is_local(landing_dir) else _HadoopFiles(spark)
+def files_for(spark: SparkSession, landing_dir: str) -> _LocalFiles | _HadoopFiles:
+    return _LocalFiles() if is_local(landing_dir) else _HadoopFiles(spark)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -756,7 +758,7 @@ FeedBuilder = Callable[[SparkSession, Window], FeedLines]
 GENERATION_SQL_CONF = {"spark.sql.codegen.wholeStage": "false"}
 
 
-def _generation_settings(spark: SparkSession) -> Callable[[], None]:
+def generation_settings(spark: SparkSession) -> Callable[[], None]:
     """Apply ``GENERATION_SQL_CONF`` to the session; return a function that restores the old values."""
     previous = {key: spark.conf.get(key, None) for key in GENERATION_SQL_CONF}
     for key, value in GENERATION_SQL_CONF.items():
@@ -770,53 +772,3 @@ def _generation_settings(spark: SparkSession) -> Callable[[], None]:
                 spark.conf.set(key, value)
 
     return restore
-
-
-def feed_builders() -> dict[str, FeedBuilder]:
-    """Feed name → the domain function that builds its lines (imported here: domains import this module)."""
-    from lakeml.domains.banking import generator as banking
-    from lakeml.domains.commerce import generator as commerce
-    from lakeml.domains.maintenance import generator as maintenance
-
-    return {
-        "clickstream": commerce.clickstream_feed,
-        "transactions": banking.transactions_feed,
-        "chargebacks": banking.chargebacks_feed,
-        "telemetry": maintenance.telemetry_feed,
-        "maintenance": maintenance.maintenance_feed,
-    }
-
-
-def run_generation(
-    spark: SparkSession, landing_dir: str, *, scale: int, days: int, seed: int, end_date: date
-) -> GenerateReport:
-    """Generate all five feeds into ``landing_dir`` and report lines, files and seconds per feed."""
-    window = make_window(scale=scale, days=days, seed=seed, end_date=end_date)
-    started = time.perf_counter()
-    landing = _local_path(landing_dir) if _is_local(landing_dir) else landing_dir
-    if _is_local(landing):
-        landing = os.path.abspath(landing)
-    files = _files_for(spark, landing)
-    files.makedirs(landing)
-    tmp_root = f"{landing.rstrip('/')}/_tmp-generate-{uuid.uuid4().hex}"
-    results = []
-    restore = _generation_settings(spark)
-    try:
-        for feed, build in feed_builders().items():
-            feed_started = time.perf_counter()
-            lines = build(spark, window)
-            if lines.feed != feed:
-                raise LakemlError(f"the generator for {feed} produced feed {lines.feed}")
-            result = write_feed(spark, lines, window, landing, tmp_root)
-            results.append(dataclasses.replace(result, seconds=round(time.perf_counter() - feed_started, 3)))
-    finally:
-        restore()
-        files.remove_tree(tmp_root)
-    return GenerateReport(landing, window, tuple(results), round(time.perf_counter() - started, 3))
-
-
-def generate_landing(
-    spark: SparkSession, landing_dir: str, *, scale: int, days: int, seed: int, end_date: date
-) -> dict[str, int]:
-    """Write the landing files of all five feeds; return the lines written per feed (CSV headers excluded)."""
-    return run_generation(spark, landing_dir, scale=scale, days=days, seed=seed, end_date=end_date).lines

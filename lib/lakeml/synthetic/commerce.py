@@ -63,7 +63,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lakeml.generate import (
+from lakeml.synthetic.core import (
     DAY_US,
     HOUR_US,
     MINUTE_US,
