@@ -181,6 +181,30 @@ def test_write_split_writes_two_tables_in_one_pass_and_commits_each_on_its_own(
     assert good.version() == 1
 
 
+def test_write_split_of_more_dates_than_open_files_writes_one_file_per_date(spark, config, tmp_path, engine):
+    """A backfill: 40 dates, ~20 per task (2 shuffle partitions), more than a task keeps open (16),
+    arriving in several Arrow batches per task (as a real backfill's rows do), each with every date."""
+    from lakeml.lakehouse.writer import MAX_OPEN_FILES
+
+    good = make_table(spark, config, str(tmp_path / "good"), engine)
+    source = events(spark, 0, 800, days=40).repartition(3, "amount")
+    batch_rows = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    previous = spark.conf.get(batch_rows)
+    spark.conf.set(batch_rows, "100")
+    try:
+        staged = write_split(source, F.lit("good"), {"good": (good, EVENTS.fieldNames())})
+    finally:
+        spark.conf.set(batch_rows, previous)
+    staged["good"].commit()
+    per_date: dict[str, int] = {}
+    for add in log_adds(str(tmp_path / "good"), 1):
+        day = add["partitionValues"]["event_date"]
+        per_date[day] = per_date.get(day, 0) + 1
+    assert 40 / int(config.spark.conf["spark.sql.shuffle.partitions"]) > MAX_OPEN_FILES
+    assert len(per_date) == 40 and set(per_date.values()) == {1}, per_date
+    same_rows(good.read(), events(spark, 0, 800, days=40))
+
+
 @pytest.mark.parametrize(("days", "most_files"), [(12, 12), (20, 80)])
 def test_file_roller_takes_rows_in_any_partition_order_with_bounded_open_files_and_buffers(
     tmp_path, days, most_files

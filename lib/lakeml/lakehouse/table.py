@@ -373,7 +373,10 @@ def write_split(
     partition_values = [F.col(name)[c] for name, (ref, _) in targets.items() for c in ref.partition_columns()]
     split = df.select(*routed).repartition(F.col(_ROUTE), *partition_values)  # as by_table_partition
     if engines == {"delta-rs"}:
-        return _write_split_files(split, targets)
+        # Each (table, partition) contiguous in its task: one open file at a time, so one file per
+        # partition. Unsorted, a task holding more partitions than the writer keeps open (a backfill's
+        # dates) closed and reopened them: 2-3 small files per date that maintenance then compacted.
+        return _write_split_files(split.sortWithinPartitions(F.col(_ROUTE), *partition_values), targets)
     return _stage_split_cached(split, targets)
 
 
