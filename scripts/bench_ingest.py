@@ -106,7 +106,8 @@ def print_floor(spark: SparkSession, config: Config, work: Path, feeds: list[str
     """Best-of-three timings of the parts any bronze + silver pipeline must do (see the module doc)."""
     print(f"{'feed':<13}{'copy s':>9}{'bronze s':>10}{'parse+write s':>15}{'floor ratio':>13}")
     lake = Lakehouse(spark, config)
-    rules = ParseRules(config.silver, pii_key_from_env(config.silver.pii_key_env))
+    pii_key = pii_key_from_env(config.silver.pii_key_env)
+    rules = ParseRules(config.silver, pii_key)
     total_copy = total_floor = 0.0
     for name in feeds:
         feed, fmt, fields = FEEDS[name]
@@ -114,7 +115,7 @@ def print_floor(spark: SparkSession, config: Config, work: Path, feeds: list[str
         out = work / "floor" / name
         copy_s = best_of(3, lambda: plain_copy(spark, landing, fmt, fields, str(out / "copy")))  # noqa: B023
         lines = with_bronze_columns(
-            spark.read.format("text").load(landing).select("value", "_metadata"), name, 0
+            spark.read.format("text").load(landing).select("value", "_metadata"), name, 0, pii_key
         )
         bronze_s = best_of(3, lambda: lines.write.mode("overwrite").parquet(str(out / "bronze")))  # noqa: B023
         # Every parsed row, all columns, no filter: a filter or a column selection on the parse lets
