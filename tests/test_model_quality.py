@@ -390,3 +390,10 @@ def test_a_rating_column_that_is_not_numeric_fails_before_any_fit(
     missing = load_config("test", [f"lakehouse.root={tmp_path}", "ml.recommender.time_column=rated_at"])
     with pytest.raises(ConfigError, match="no column for ml.recommender.time_column=rated_at"):
         train_recommender(spark, missing, DAY)
+
+
+def test_explicit_candidate_settings_are_validated(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="ml.recommender.explicit_candidates: needs one or more of bias"):
+        load_config("test", [f"lakehouse.root={tmp_path}", "ml.recommender.explicit_candidates=[bias, svd]"])
+    with pytest.raises(ConfigError, match="ml.recommender.explicit_regparam_factors: needs values > 0"):
+        load_config("test", [f"lakehouse.root={tmp_path}", "ml.recommender.explicit_regparam_factors=[0]"])
