@@ -309,15 +309,49 @@ def test_explicit_als_on_residuals_reports_the_bias_baseline_as_its_floor(
     )
     summary = train_recommender(spark, config, DAY)
     assert summary["rmse"] > 0 and summary["bias_baseline_rmse"] > 0
-    # the floor of explicit mode: promoted only with a lower test RMSE than the bias baseline
-    assert summary["promoted"] == (summary["rmse"] < summary["bias_baseline_rmse"])
+    # bias, residual ALS and plain ALS compared on the same validation pairs: the lowest is served, so
+    # the floor of explicit mode (no worse than the bias baseline on validation) holds
+    by_candidate = summary["validation_rmse_by_candidate"]
+    assert {c.split()[0] for c in by_candidate} == {"bias", "residual", "plain"} and len(by_candidate) == 5
+    assert summary["validation_rmse"] == min(by_candidate.values()) <= summary["bias_validation_rmse"]
+    assert by_candidate["bias"] == summary["bias_validation_rmse"]
+    assert summary["promoted"], summary["reason"]
     assert summary["bias_regularization"] in config.ml.recommender.bias_regularization
     assert set(summary["by_k"]) == {1, 5, 10, 20} and "ndcg_at_k" in summary["by_k"][5]["popularity"]
     run = mlflow.MlflowClient(tracking.tracking_uri(config)).get_run(summary["mlflow_run_id"])
     assert run.data.metrics["bias_baseline.rmse"] == pytest.approx(summary["bias_baseline_rmse"], abs=1e-4)
     assert float(run.data.params["als-bias.regparam_scale"]) > 0
+    assert run.data.params["als-bias.explicit_model"] == summary["explicit_model"]
     html = Path(summary["report"]).read_text()
     assert "bias baseline: global mean + user and item biases" in html and "catalogue coverage" in html
+    assert "Explicit model chosen on validation RMSE" in html
+
+
+def test_explicit_mode_serves_the_bias_baseline_when_als_cannot_beat_it_on_validation(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    config = explicit_ratings_lake(
+        spark,
+        tmp_path,
+        150,
+        25,
+        "ml.recommender.max_iter=5",
+        "ml.recommender.mode=explicit",
+        "ml.recommender.model_name=als-or-bias",
+        "ml.recommender.explicit_candidates=[bias, plain]",
+        # a huge regularisation: plain ALS predicts ~0, far worse than the biases
+        "ml.recommender.grid={rank: [4], regParam: [1000.0], alpha: [1.0]}",
+    )
+    summary = train_recommender(spark, config, DAY)
+    assert summary["explicit_model"] == "bias"
+    plain = summary["validation_rmse_by_candidate"]["plain rank=4 regParam=1000"]
+    assert summary["validation_rmse"] == summary["bias_validation_rmse"] < plain / 2
+    # the served model is the baseline itself (biases folded into a rank-2 ALS model): same test RMSE
+    assert summary["rmse"] == pytest.approx(summary["bias_baseline_rmse"], abs=1e-5)
+    assert summary["promoted"], summary["reason"]
+    assert summary["precision_at_k"] > 0  # its top-k lists work (items by bias)
+    html = Path(summary["report"]).read_text()
+    assert "the bias baseline itself: no ALS candidate had a lower validation RMSE" in html
 
 
 def test_explicit_model_that_does_not_beat_the_bias_baseline_stays_challenger(
@@ -356,3 +390,10 @@ def test_a_rating_column_that_is_not_numeric_fails_before_any_fit(
     missing = load_config("test", [f"lakehouse.root={tmp_path}", "ml.recommender.time_column=rated_at"])
     with pytest.raises(ConfigError, match="no column for ml.recommender.time_column=rated_at"):
         train_recommender(spark, missing, DAY)
+
+
+def test_explicit_candidate_settings_are_validated(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="ml.recommender.explicit_candidates: needs one or more of bias"):
+        load_config("test", [f"lakehouse.root={tmp_path}", "ml.recommender.explicit_candidates=[bias, svd]"])
+    with pytest.raises(ConfigError, match="ml.recommender.explicit_regparam_factors: needs values > 0"):
+        load_config("test", [f"lakehouse.root={tmp_path}", "ml.recommender.explicit_regparam_factors=[0]"])

@@ -437,6 +437,12 @@ class RecommenderConfig:
     # and the grid's regParam values are multiples of the residuals' standard deviation.
     bias_regularization: tuple[float, ...] = (1.0, 5.0, 25.0)
     explicit_residuals: bool = True
+    # With explicit_residuals: the models compared on validation RMSE (same pairs), the best one refitted
+    # on train + validation and served: "bias" (the baseline itself), "residual" (biases + ALS on the
+    # residuals, one fit per grid point x factor) and "plain" (ALS on the ratings, one fit per grid point).
+    explicit_candidates: tuple[str, ...] = ("bias", "residual", "plain")
+    # Residual ALS: regParam = grid regParam x the residuals' standard deviation x each factor.
+    explicit_regparam_factors: tuple[float, ...] = (1.0,)
     # Implicit tuning ranks grid points on at most this many validation users (a seeded hash sample;
     # each point's top-k pass then costs the sample, not every user); 0 = every validation user.
     validation_users: int = 0
@@ -445,6 +451,17 @@ class RecommenderConfig:
         if not self.bias_regularization or min(self.bias_regularization) < 0:
             raise ConfigError(
                 f"ml.recommender.bias_regularization: needs values >= 0, got {list(self.bias_regularization)}"
+            )
+        unknown = set(self.explicit_candidates) - {"bias", "residual", "plain"}
+        if not self.explicit_candidates or unknown:
+            raise ConfigError(
+                "ml.recommender.explicit_candidates: needs one or more of bias, residual, plain, got "
+                f"{list(self.explicit_candidates)}"
+            )
+        if not self.explicit_regparam_factors or min(self.explicit_regparam_factors) <= 0:
+            raise ConfigError(
+                "ml.recommender.explicit_regparam_factors: needs values > 0, got "
+                f"{list(self.explicit_regparam_factors)}"
             )
         if self.validation_users < 0:
             raise ConfigError(f"ml.recommender.validation_users must be >= 0, got {self.validation_users}")

@@ -26,6 +26,7 @@ HIGHER_IS_BETTER: Mapping[str, bool] = {
     "map_at_k": True,
     "coverage": True,
     "rmse": False,
+    "validation_rmse": False,  # explicit recommender: its floor is the bias baseline's on validation
     "mae": False,
     "cmapss_score": False,
 }

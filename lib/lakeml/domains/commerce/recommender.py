@@ -463,64 +463,146 @@ def scaled_grid(cfg: RecommenderConfig, scale: float) -> list[dict[str, float]]:
     return [{**p, **({"regParam": p["regParam"] * scale} if "regParam" in p else {})} for p in points]
 
 
+def _als_model_from_factors(
+    als: ALS | ALSModel, rank: int, user_factors: DataFrame, item_factors: DataFrame
+) -> ALSModel:
+    """An ALSModel over given (id, features) factors with ``als``'s column and cold-start params."""
+    spark = user_factors.sparkSession
+    # Materialized: the factors are the model (saved with it), not a plan over the training data.
+    user_factors, item_factors = user_factors.localCheckpoint(), item_factors.localCheckpoint()
+    java = spark._jvm.org.apache.spark.ml.recommendation.ALSModel(
+        als.uid, rank, user_factors._jdf, item_factors._jdf
+    )
+    model = ALSModel(java)
+    for param, value in als.extractParamMap().items():
+        if model.hasParam(param.name):
+            model.set(model.getParam(param.name), value)
+    model._transfer_params_to_java()  # recommendForUserSubset calls the JVM model directly
+    return model
+
+
+def _bias_factors(user_indexer: Any, item_indexer: Any, biases: BiasModel) -> tuple[DataFrame, DataFrame]:
+    """(id, [1, mu + b_u]) per user and (id, [b_i, 1]) per item: their dot product is the bias prediction."""
+    one = F.lit(1.0).cast("float")
+    users = user_indexer.transform(biases.users).select(
+        F.col(USER_IDX).cast("int").alias("id"),
+        F.array(one, (F.lit(biases.mu) + F.col("_b_u")).cast("float")).alias("_bias"),
+    )
+    items = item_indexer.transform(biases.items).select(
+        F.col(ITEM_IDX).cast("int").alias("id"), F.array(F.col("_b_i").cast("float"), one).alias("_bias")
+    )
+    return users, items
+
+
 def fold_biases(model: PipelineModel, biases: BiasModel, cfg: RecommenderConfig) -> PipelineModel:
     """The residual ALS pipeline with the biases folded into its factors: user [p, 1, mu + b_u], item
     [q, b_i, 1], so its dot product, top-k and scoring give biases + factors (rank + 2)."""
     user_indexer, item_indexer, als = model.stages[0], model.stages[1], model.stages[-1]
-    spark = als.userFactors.sparkSession
-    users = user_indexer.transform(biases.users).select(F.col(USER_IDX).cast("int").alias("id"), "_b_u")
-    items = item_indexer.transform(biases.items).select(F.col(ITEM_IDX).cast("int").alias("id"), "_b_i")
-    one = F.lit(1.0).cast("float")
+    users, items = _bias_factors(user_indexer, item_indexer, biases)
+    one, zero = F.lit(1.0).cast("float"), F.lit(0.0).cast("float")
+    # an id without a bias (none: both come from the same rows) would predict mu + factors
     user_factors = als.userFactors.join(users, "id", "left").select(
         "id",
-        F.concat(
-            "features", F.array(one, (F.lit(biases.mu) + F.coalesce("_b_u", F.lit(0.0))).cast("float"))
-        ).alias("features"),
+        F.concat("features", F.coalesce("_bias", F.array(one, F.lit(biases.mu).cast("float")))).alias(
+            "features"
+        ),
     )
     item_factors = als.itemFactors.join(items, "id", "left").select(
-        "id",
-        F.concat("features", F.array(F.coalesce("_b_i", F.lit(0.0)).cast("float"), one)).alias("features"),
+        "id", F.concat("features", F.coalesce("_bias", F.array(zero, one))).alias("features")
     )
-    # Materialized: the factors are the model (saved with it), not a plan over the training data.
-    user_factors, item_factors = user_factors.localCheckpoint(), item_factors.localCheckpoint()
-    java = spark._jvm.org.apache.spark.ml.recommendation.ALSModel(
-        als.uid, als.rank + 2, user_factors._jdf, item_factors._jdf
-    )
-    folded = ALSModel(java)
-    for param, value in als.extractParamMap().items():
-        if folded.hasParam(param.name):
-            folded.set(folded.getParam(param.name), value)
-    folded._transfer_params_to_java()  # recommendForUserSubset calls the JVM model directly
+    folded = _als_model_from_factors(als, als.rank + 2, user_factors, item_factors)
     return PipelineModel(stages=[user_indexer, item_indexer, folded])
 
 
-def tune_explicit_residuals(
-    cfg: RecommenderConfig, config: Config, train: DataFrame, validation: DataFrame, biases: BiasModel
-) -> tuple[dict[str, float], list[tuple[dict[str, float], float]], float]:
-    """Grid points fitted on train's residuals after ``biases``, ranked by validation RMSE of biases +
-    factors (``ml.parallelism`` at a time); returns (best, results, the regParam scale)."""
+def bias_only_model(fit_on: DataFrame, biases: BiasModel, cfg: RecommenderConfig, seed: int) -> PipelineModel:
+    """The bias baseline as an ALS pipeline (rank 2: user [1, mu + b_u], item [b_i, 1]), so the registered
+    model, its top-k and batch scoring are those of any explicit model; indexers fitted on ``fit_on``."""
+    stages = als_pipeline(cfg, {}, seed).getStages()
+    indexers = Pipeline(stages=stages[:2]).fit(fit_on)
+    user_indexer, item_indexer = indexers.stages
+    users, items = _bias_factors(user_indexer, item_indexer, biases)
+    model = _als_model_from_factors(
+        stages[-1],
+        2,
+        users.withColumnRenamed("_bias", "features"),
+        items.withColumnRenamed("_bias", "features"),
+    )
+    return PipelineModel(stages=[user_indexer, item_indexer, model])
+
+
+@dataclass(frozen=True)
+class ExplicitChoice:
+    """The explicit model chosen on validation RMSE among bias / residual / plain candidates."""
+
+    kind: str  # "bias", "residual" or "plain"
+    params: dict[str, float]  # ALS params of the winner ({} for the bias baseline)
+    validation_rmse: float
+    bias_validation_rmse: float
+    scale: float  # the residuals' standard deviation (unit of the residual regParam)
+    results: list[tuple[str, dict[str, float], float]]  # (kind, params, validation RMSE) per candidate
+
+
+def tune_explicit_candidates(
+    cfg: RecommenderConfig,
+    config: Config,
+    train: DataFrame,
+    validation: DataFrame,
+    biases: BiasModel,
+    bias_validation_rmse: float,
+) -> ExplicitChoice:
+    """Every candidate of ``explicit_candidates`` fitted on train and scored by RMSE on the same validation
+    pairs (user and item in train): the bias baseline, ALS on the residuals after ``biases`` (biases +
+    factors; regParam x residual std x each ``explicit_regparam_factors``) and plain ALS on the ratings
+    (``ml.parallelism`` fits at a time). The lowest wins (ties: the simpler model, in that order), so the
+    chosen model is never worse than the baseline on validation when "bias" is a candidate."""
     residuals = train.transform(with_residual_target(biases, cfg)).persist(StorageLevel.MEMORY_AND_DISK)
     scale = residual_scale(residuals)
-    points = scaled_grid(cfg, scale)
-    held_out = known_pairs(validation, train, cfg).transform(with_bias_prediction(biases, cfg))
-    if len(points) == 1:
-        residuals.unpersist()
-        return points[0], [(points[0], float("nan"))], scale
+    held_out = (
+        known_pairs(validation, train, cfg)
+        .transform(with_bias_prediction(biases, cfg))
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
+    points: list[tuple[str, dict[str, float]]] = []
+    if "residual" in cfg.explicit_candidates:
+        points += [
+            ("residual", {**p, **({"regParam": p["regParam"] * f} if "regParam" in p else {})})
+            for p in scaled_grid(cfg, scale)
+            for f in sorted(set(cfg.explicit_regparam_factors))
+        ]
+    if "plain" in cfg.explicit_candidates:
+        points += [("plain", p) for p in scaled_grid(cfg, 1.0)]
 
-    def fit_one(point: dict[str, float]) -> float:
-        model = als_pipeline(cfg, point, config.ml.seed).fit(residuals)
-        predicted = model.transform(held_out).withColumn("_p", F.col("prediction") + F.col(BIAS_PREDICTION))
-        score = rmse(predicted, "_p")
-        runlog.event("fit_done", model=cfg.model_name, params=point, metric=round(score, 5))
+    def fit_one(point: tuple[str, dict[str, float]]) -> float:
+        kind, params = point
+        started = time.perf_counter()
+        model = als_pipeline(cfg, params, config.ml.seed).fit(residuals if kind == "residual" else train)
+        predicted = model.transform(held_out)
+        if kind == "residual":
+            predicted = predicted.withColumn("prediction", F.col("prediction") + F.col(BIAS_PREDICTION))
+        score = rmse(predicted, "prediction")
+        runlog.event("fit_done", model=cfg.model_name, candidate=kind, params=params, metric=round(score, 5),
+                     seconds=round(time.perf_counter() - started, 1))  # fmt: skip
         return score
 
     try:
-        grid = (f"{cfg.model_name}/grid", als_pipeline(cfg, points[0], config.ml.seed), residuals)
-        scores = _in_parallel(train.sparkSession, config.ml.parallelism, fit_one, points, grid)
+        scores: list[float] = []
+        if points:
+            grid = (f"{cfg.model_name}/grid", als_pipeline(cfg, points[0][1], config.ml.seed), residuals)
+            scores = _in_parallel(train.sparkSession, config.ml.parallelism, fit_one, points, grid)
     finally:
         residuals.unpersist()
-    results = list(zip(points, scores, strict=True))
-    return min(results, key=lambda r: r[1])[0], results, scale
+        held_out.unpersist()
+    results = [(kind, params, score) for (kind, params), score in zip(points, scores, strict=True)]
+    if "bias" in cfg.explicit_candidates:
+        results.insert(0, ("bias", {}, bias_validation_rmse))
+    # NaN (no validation pair scored) never wins; min keeps the first of equal scores (bias first)
+    kind, params, best = min(results, key=lambda r: math.inf if math.isnan(r[2]) else r[2])
+    return ExplicitChoice(kind, params, best, bias_validation_rmse, scale, results)
+
+
+def _candidate_label(kind: str, params: dict[str, float]) -> str:
+    """'residual rank=16 regParam=0.0912' / 'bias': a candidate's name in reports and summaries."""
+    return " ".join([kind, *(f"{k}={v:.4g}" for k, v in sorted(params.items()))])
 
 
 def _flat(result: dict[str, Any], k: int) -> dict[str, float]:
@@ -614,20 +696,35 @@ def train_recommender(spark: SparkSession, config: Config, run_date: dt.date) ->
         explicit = cfg.mode == "explicit"
         residuals = explicit and cfg.explicit_residuals
         bias: dict[str, Any] = {}
+        choice: ExplicitChoice | None = None
         if explicit:  # the bias baseline: regularisation chosen on validation, refitted on train + validation
             bias["regularization"], bias["tuning"] = tune_biases(cfg, train, validation)
         if cfg.mode == "implicit":
             best, tuning = tune_implicit(cfg, config, train, validation)
         elif residuals:
-            best, tuning, bias["regparam_scale"] = tune_explicit_residuals(
-                cfg, config, train, validation, fit_biases(train, cfg, bias["regularization"])
+            bias_validation_rmse = min(v for _, v in bias["tuning"])
+            choice = tune_explicit_candidates(
+                cfg,
+                config,
+                train,
+                validation,
+                fit_biases(train, cfg, bias["regularization"]),
+                bias_validation_rmse,
             )
+            best, bias["regparam_scale"] = choice.params, choice.scale
+            tuning = [({"model": kind, **params}, score) for kind, params, score in choice.results]
+            runlog.event("explicit_choice", model=cfg.model_name, chosen=choice.kind, params=best,
+                         validation_rmse=round(choice.validation_rmse, 5),
+                         bias_validation_rmse=round(bias_validation_rmse, 5))  # fmt: skip
         else:
             best, tuning = tune_explicit(cfg, config, train)
         final_biases = fit_biases(fit_on, cfg, bias["regularization"]) if explicit else None
         fit_started = time.perf_counter()
         final = als_pipeline(cfg, best, seed)
-        if residuals and final_biases is not None:
+        if choice is not None and choice.kind == "bias" and final_biases is not None:
+            fit_rows = fit_on
+            model = bias_only_model(fit_on, final_biases, cfg, seed)
+        elif choice is not None and choice.kind == "residual" and final_biases is not None:
             fit_rows = fit_on.transform(with_residual_target(final_biases, cfg))
             model = fold_biases(final.fit(fit_rows), final_biases, cfg)
         else:
@@ -660,9 +757,15 @@ def train_recommender(spark: SparkSession, config: Config, run_date: dt.date) ->
             # the same test pairs as ALS's (both ids known to the model)
             scoreable = known_pairs(test, fit_on, cfg).transform(with_bias_prediction(final_biases, cfg))
             bias["rmse"] = rmse(scoreable, BIAS_PREDICTION)
-            # the floor of explicit mode: a lower test RMSE than the bias baseline (strictly)
-            floor = math.nextafter(bias["rmse"], 0.0)
-            floors = {**promotion.floors, "rmse": min(floor, promotion.floors.get("rmse", math.inf))}
+            if choice is not None:
+                # the floor of explicit mode, on validation (where the choice was made): no worse than the
+                # bias baseline on the same pairs; the test figures above are reported as they are
+                metrics["validation_rmse"] = choice.validation_rmse
+                floor = choice.bias_validation_rmse
+                key = "validation_rmse"
+            else:  # plain ALS without a validation choice: a lower test RMSE than the baseline (strictly)
+                floor, key = math.nextafter(bias["rmse"], 0.0), "rmse"
+            floors = {**promotion.floors, key: min(floor, promotion.floors.get(key, math.inf))}
             promotion = replace(promotion, floors=floors)
 
         def evaluate(other: PipelineModel) -> dict[str, float]:
@@ -677,8 +780,9 @@ def train_recommender(spark: SparkSession, config: Config, run_date: dt.date) ->
             return out
 
         report = recommender_report(
-            cfg, run_date, day, pinned, counts, best, tuning, result, baseline, metrics, relevant_from, bias
-        )
+            cfg, run_date, day, pinned, counts, best, tuning, result, baseline, metrics, relevant_from, bias,
+            choice,
+        )  # fmt: skip
         candidate = lifecycle.Candidate(
             name=cfg.model_name,
             model=model,
@@ -700,6 +804,7 @@ def train_recommender(spark: SparkSession, config: Config, run_date: dt.date) ->
                     else {}
                 ),
                 **({"regparam_scale": bias["regparam_scale"]} if "regparam_scale" in bias else {}),
+                **({"explicit_model": choice.kind} if choice is not None else {}),
             },
             tags={"mode": cfg.mode, "snapshot": _snapshot_tag(day)},
         )
@@ -715,6 +820,8 @@ def train_recommender(spark: SparkSession, config: Config, run_date: dt.date) ->
         )
         if "rmse" in bias:
             run_metrics["bias_baseline.rmse"] = bias["rmse"]
+        if choice is not None:
+            run_metrics["bias_baseline.validation_rmse"] = choice.bias_validation_rmse
         (outcome,) = lifecycle.finish_training(
             spark, config, lake, "recommender", run_date, [pinned], [candidate], report,
             {"snapshot": _snapshot_tag(day), "mode": cfg.mode}, run_metrics,
@@ -753,6 +860,18 @@ def train_recommender(spark: SparkSession, config: Config, run_date: dt.date) ->
             if "rmse" in bias
             else {}
         ),
+        **(
+            {
+                "explicit_model": choice.kind,
+                "validation_rmse": round(choice.validation_rmse, 4),
+                "bias_validation_rmse": round(choice.bias_validation_rmse, 4),
+                "validation_rmse_by_candidate": {
+                    _candidate_label(kind, params): round(score, 4) for kind, params, score in choice.results
+                },
+            }
+            if choice is not None
+            else {}
+        ),
         "rows_train": counts[TRAIN],
         "rows_validation": counts[VALIDATION],
         "rows_test": counts[TEST],
@@ -775,6 +894,7 @@ def recommender_report(
     metrics: dict[str, float],
     relevant_from: float | None,
     bias: dict[str, Any] | None = None,
+    choice: ExplicitChoice | None = None,
 ) -> HtmlReport:
     """Metric table vs popularity, metrics at every k, precision/recall/NDCG@k curves, coverage, tuning
     grid; in explicit mode the bias baseline's RMSE beside ALS's and its regularisation search."""
@@ -818,12 +938,31 @@ def recommender_report(
             for name, res in (("ALS", result), ("popularity", baseline))
         ],
     )
-    if bias and "rmse" in bias:
-        how = (
-            "ALS on the residuals after the biases (biases + factors)"
-            if cfg.explicit_residuals
-            else "plain ALS"
+    if choice is not None:
+        verdict = {
+            "bias": "the bias baseline itself: no ALS candidate had a lower validation RMSE",
+            "residual": "ALS on the residuals after the biases (biases + factors)",
+            "plain": "plain ALS on the ratings",
+        }[choice.kind]
+        report.add_text(
+            f"Explicit model chosen on validation RMSE: {verdict} (validation RMSE "
+            f"{choice.validation_rmse:.4f}, bias baseline {choice.bias_validation_rmse:.4f}); refitted on "
+            "train + validation. The promotion floor is the bias baseline's validation RMSE."
         )
+        report.add_table(
+            "Explicit candidates: validation RMSE on the same pairs (user and item in train), lower is better",
+            [
+                {"candidate": _candidate_label(kind, params), "validation rmse": score,
+                 "chosen": "yes" if (kind, params) == (choice.kind, choice.params) else ""}
+                for kind, params, score in choice.results
+            ],
+        )  # fmt: skip
+    if bias and "rmse" in bias:
+        how = {
+            "bias": "the bias baseline (chosen on validation)",
+            "residual": "ALS on the residuals after the biases (biases + factors)",
+            "plain": "plain ALS",
+        }[choice.kind if choice is not None else "plain"]
         report.add_table(
             "Rating prediction on the test pairs both can score (RMSE, lower is better; ALS must beat the "
             "bias baseline to be promoted)",
@@ -849,8 +988,8 @@ def recommender_report(
     report.add_table("Splits (pairs)", [{"split": s, "pairs": n} for s, n in sorted(counts.items())])
     if cfg.mode == "implicit":
         metric = "validation precision@k"
-    elif cfg.explicit_residuals:
-        metric = "validation RMSE (biases + factors)"
+    elif choice is not None:
+        metric = "validation RMSE (candidates)"
     else:
         metric = "validation RMSE (TrainValidationSplit)"
     report.add_table(
@@ -918,8 +1057,8 @@ def score_recommendations(
 def _in_parallel(
     spark: SparkSession,
     parallelism: int,
-    fit_one: Callable[[dict[str, float]], float],
-    points: list[dict[str, float]],
+    fit_one: Callable[[Any], float],
+    points: Sequence[Any],
     record: tuple[str, Pipeline, DataFrame] | None = None,
 ) -> list[float]:
     """``fit_one`` of every grid point, ``parallelism`` at a time (threads sharing the session's jobs).
