@@ -240,7 +240,8 @@ def main() -> None:
     cfg = config.nearline.fraud_alerts
     print(f"load at start: {load()}")
     print(f"settings: trigger {cfg.trigger_seconds} s, max {cfg.max_files_per_trigger} files per trigger, "
-          f"{cfg.state_partitions} state partitions, time_phases {cfg.time_phases}, engine delta-rs; "
+          f"{cfg.state_partitions} state partitions, {cfg.state_buckets} state buckets, "
+          f"time_phases {cfg.time_phases}, engine delta-rs; "
           f"feed {args.rate:g} txn/s in {args.file_rows}-row files over {args.cards} cards")  # fmt: skip
     spark = build_spark(config)
     landing = root / "landing" / "transactions"
@@ -328,7 +329,7 @@ def main() -> None:
         print("\nSTEADY STATE: fewer than 2 micro-batches: no throughput or latency figures")
         for name, s in (("start (after warm-up)", first), ("end", last)):
             print(f"{name}: driver JVM heap after GC {s['heap_mb']:.0f} MB, JVM RSS {s['jvm_rss_mb']:.0f} MB, "
-                  f"state {s['state_rows']:.0f} cards, {s['state_mb']:.1f} MB")  # fmt: skip
+                  f"state {s['state_rows']:.0f} buckets, {s['state_mb']:.1f} MB")  # fmt: skip
         print(f"load at end: {end_load}")
         spark.stop()
         return
@@ -366,14 +367,15 @@ def main() -> None:
     for name, s in (("start (after warm-up)", first), ("end", last)):
         print(f"{name}: driver JVM heap after GC {s['heap_mb']:.0f} MB, JVM RSS {s['jvm_rss_mb']:.0f} MB, "
               f"Python workers RSS {s['workers_rss_mb']:.0f} MB, driver Python RSS {s['python_rss_mb']:.0f} MB; "
-              f"state {s['state_rows']:.0f} cards, {s['state_mb']:.1f} MB in memory, "
+              f"state {s['state_rows']:.0f} buckets, {s['state_mb']:.1f} MB in memory, "
               f"{s['state_disk_mb']:.1f} MB in the checkpoint")  # fmt: skip
     heap_ratio = last["heap_mb"] / first["heap_mb"] if first["heap_mb"] else float("nan")
     rss_ratio = last["jvm_rss_mb"] / first["jvm_rss_mb"] if first["jvm_rss_mb"] else float("nan")
     print(f"memory end/start: heap after GC {heap_ratio:.2f}x, JVM RSS {rss_ratio:.2f}x "
           f"({'flat' if max(heap_ratio, rss_ratio) <= MEMORY_GROWTH_FLAT else 'GROWING'} at the "
-          f"{MEMORY_GROWTH_FLAT:g}x bar); the state grows by design until the 30-day window is full")  # fmt: skip
-    print("memory every sample (s after warm-up: heap MB / JVM RSS MB / workers RSS MB / state cards / state MB):")
+          f"{MEMORY_GROWTH_FLAT:g}x bar); the state grows by design until the 30-day window is full "
+          "(a state row is a card bucket: its cards' last 30 days)")  # fmt: skip
+    print("memory every sample (s after warm-up: heap MB / JVM RSS MB / workers RSS MB / state buckets / state MB):")
     print("  " + "; ".join(f"{t:.0f}: {s['heap_mb']:.0f}/{s['jvm_rss_mb']:.0f}/{s['workers_rss_mb']:.0f}/"
                            f"{s['state_rows']:.0f}/{s['state_mb']:.1f}" for t, s in samples))  # fmt: skip
     per_batch = root / "micro_batches.jsonl"

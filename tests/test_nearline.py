@@ -449,3 +449,49 @@ def test_a_card_never_seen_before_is_scored_with_first_transaction_features(spar
         assert (r.amount_mean_30d, r.amount_std_30d, r.amount_zscore_30d) == (None, None, None)
         assert r.mcc_risk_rate is not None and r.local_hour is not None
         assert 0.0 <= r.score <= 1.0 and r.model_version == t.first
+
+
+# ---------------------------------------------------------------------------------------------- state
+
+
+def test_the_bucketed_state_keeps_only_the_longest_window_and_its_bucket_count_is_pinned(spark, tmp_path):
+    from lakeml.domains.banking.card_state import load_bucket
+
+    # One bucket: every card shares the state value, as thousands of cards do per bucket in production.
+    config = stream_config(tmp_path, "nearline.fraud_alerts.state_buckets=1")
+    register_model(spark, config)
+    later = D + dt.timedelta(days=40)
+    deliver(config, "a.csv", [line("a1", D, 1, 10.0), line("a2", D + H, 2, 20.0)], 0)
+    deliver(config, "b.csv", [line("b2", later, 2, 30.0)], 1)  # the watermark moves 40 days on
+    deliver(config, "c.csv", [line("c3", later + H, 3, 40.0), line("c2", later + 2 * H, 2, 50.0)], 2)
+    result = run_fraud_alerts(spark, config, available_now=True)
+    assert (result["batches"], result["scored"]) == (3, 5)
+
+    checkpoint = tmp_path / config.nearline.fraud_alerts.checkpoint_dir
+    state = spark.read.format("statestore").load(str(checkpoint / "query")).collect()
+    assert [r.key[0] for r in state] == [0]
+    bucket = load_bucket(_state_value(state[0].value), 1)
+    # Batch 3 started with the watermark 40 days on: card 1 (no trade since) and card 2's first two
+    # transactions left the state; what a window of a transaction that is not late can reach stayed.
+    tokens = {r.txn_id: r.card_token for r in alerts(spark, config).collect()}
+    assert sorted(bucket["id"].tolist()) == ["b2", "c2", "c3"]
+    assert bucket["cards"].tolist() == sorted({tokens["b2"], tokens["c3"]})
+    per_card = {tokens["b2"]: 2, tokens["c3"]: 1}  # card 2: b2, c2; card 3: c3
+    assert bucket["start"].tolist() == [0, per_card[bucket["cards"][0]], 3]
+    c2 = alerts(spark, config).where(F.col("txn_id") == "c2").first()
+    assert (c2.txn_count_30d, c2.amount_sum_30d) == (1, 30.0)  # b2 only: a2 is 40 days back
+
+    # Another bucket count would move cards to other buckets (their windows silently empty): refused.
+    moved = stream_config(tmp_path, "nearline.fraud_alerts.state_buckets=2")
+    with pytest.raises(JobFailed, match="state_buckets=1, not 2"):
+        run_fraud_alerts(spark, moved, available_now=True)
+
+
+def _state_value(value) -> bytes:
+    """The bucket's stored bytes in a ``statestore`` row (Spark nests the user state in its own struct)."""
+    for field in value:
+        if isinstance(field, (bytes, bytearray)):
+            return bytes(field)
+        if isinstance(field, tuple) and (found := _state_value(field)):
+            return found
+    return b""

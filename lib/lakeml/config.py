@@ -616,6 +616,9 @@ class FraudAlertsStreamConfig:
     state_partitions: int
     # Materialize features and scores apart, to time each phase (a Spark job each; for profiling).
     time_phases: bool
+    # Card buckets the state is keyed by (one Python call per touched bucket and micro-batch; fixed
+    # by the checkpoint's first start: cards would change bucket).
+    state_buckets: int = 16
 
     def __post_init__(self) -> None:
         if (
@@ -623,10 +626,11 @@ class FraudAlertsStreamConfig:
             or self.max_files_per_trigger < 1
             or self.watermark_minutes < 0
             or self.state_partitions < 1
+            or self.state_buckets < 1
         ):
             raise ConfigError(
                 "nearline.fraud_alerts: trigger_seconds and watermark_minutes must be >= 0, "
-                "max_files_per_trigger and state_partitions >= 1"
+                "max_files_per_trigger, state_partitions and state_buckets >= 1"
             )
 
 

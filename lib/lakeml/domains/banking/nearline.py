@@ -6,7 +6,8 @@ One Structured Streaming query (``lakeml stream banking.fraud_alerts``):
 2. each line gets bronze's columns (PANs tokenized at once, ``_ingested_at`` = the file's landing
    time) and silver's parse (``parse_transactions``: the same schema, UTC, decimals, tokens and
    reject rules);
-3. per-card state (``card_state``) adds the velocity window sums, with an event-time watermark;
+3. per-card state (``card_state``, keyed by card bucket) adds the velocity window sums, with an
+   event-time watermark;
 4. ``foreachBatch`` (:class:`FraudAlertBatches`): the batch features' own derivations and merchant
    risk, the champion read from the registry at every micro-batch, then two appends, each with the
    Delta txn ``(app id, batch id)``: rejects and late rows to ``ops/quarantine``, every scored
@@ -39,11 +40,12 @@ from pyspark.sql import types as T
 from lakeml import runlog
 from lakeml.config import AlertSinkConfig, Config, join_location
 from lakeml.domains.banking.card_state import (
-    CARD_KEY,
+    BUCKET_KEY,
     LATE_REASON,
-    REJECTED_KEY,
+    REJECTED_BUCKET,
     STATE_SCHEMA,
     STATUS,
+    card_bucket,
     card_window_step,
     window_columns,
 )
@@ -87,7 +89,7 @@ FRAUD_ALERTS_SCHEMA = T.StructType(
 # Columns the per-card state step carries (silver's, the lineage a quarantine row needs, the key).
 _STATE_INPUT = (
     "txn_id", "ts", "card_token", "merchant_id", "mcc", "amount_eur", "channel", "country", "lat", "lon",
-    "card_present", "event_date", "_source_file", "_ingested_at", REJECT_REASON, "value", "raw_bytes", CARD_KEY,
+    "card_present", "event_date", "_source_file", "_ingested_at", REJECT_REASON, "value", "raw_bytes", BUCKET_KEY,
 )  # fmt: skip
 _LATE_RECORD = ("txn_id", "ts", "card_token", "merchant_id", "mcc", "amount_eur", "channel", "country", "lat", "lon",
                 "card_present")  # fmt: skip
@@ -116,13 +118,16 @@ def with_card_windows(parsed: DataFrame, config: Config) -> DataFrame:
     cfg = config.nearline.fraud_alerts
     hours = window_hours(config.features.banking)
     keyed = parsed.withColumn(
-        CARD_KEY, F.when(F.col(REJECT_REASON).isNull(), F.col("card_token")).otherwise(F.lit(REJECTED_KEY))
+        BUCKET_KEY,
+        F.when(F.col(REJECT_REASON).isNull(), card_bucket(F.col("card_token"), cfg.state_buckets)).otherwise(
+            F.lit(REJECTED_BUCKET).cast("long")
+        ),
     ).select(*_STATE_INPUT)
     watermarked = keyed.withWatermark("ts", f"{int(cfg.watermark_minutes * 60)} seconds")
     nullable = [T.StructField(f.name, f.dataType, True) for f in watermarked.schema.fields]
     output = T.StructType([*nullable, *window_columns()])
-    return watermarked.groupBy(CARD_KEY).applyInPandasWithState(
-        card_window_step(hours), output, STATE_SCHEMA, "append", "NoTimeout"
+    return watermarked.groupBy(BUCKET_KEY).applyInPandasWithState(
+        card_window_step(hours, cfg.state_buckets), output, STATE_SCHEMA, "append", "NoTimeout"
     )
 
 
@@ -396,6 +401,32 @@ def _alert_records(scored: DataFrame) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+def pin_state_buckets(checkpoint: str, buckets: int) -> None:
+    """Record the state's bucket count beside the query checkpoint; another count is a clear error.
+
+    A card's bucket is its hash mod the count: with another count its state would be in another
+    bucket and its windows would silently start empty.
+    """
+    location = join_location(checkpoint, "state_buckets")
+    filesystem, path = pafs.FileSystem.from_uri(
+        location if "://" in location else "file://" + os.path.abspath(location.removeprefix("file:"))
+    )
+    try:
+        with filesystem.open_input_stream(path) as f:
+            pinned = int(f.read().decode())
+    except (FileNotFoundError, OSError, ValueError):
+        pinned = None
+    if pinned is None:
+        filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with filesystem.open_output_stream(path) as out:
+            out.write(str(buckets).encode())
+    elif pinned != buckets:
+        raise JobFailed(
+            f"the stream's state was built with nearline.fraud_alerts.state_buckets={pinned}, not {buckets}: "
+            "set it back (or start from a new checkpoint)"
+        )
+
+
 def start_fraud_alerts(
     spark: SparkSession, config: Config, available_now: bool = False
 ) -> tuple[Any, FraudAlertBatches]:
@@ -409,6 +440,7 @@ def start_fraud_alerts(
     handler.champions.champion()  # no champion, or one that cannot load: a clear error before the query starts
     stream = with_card_windows(landing_stream(spark, config, key), config)
     checkpoint = join_location(config.lakehouse.root, cfg.checkpoint_dir)
+    pin_state_buckets(checkpoint, cfg.state_buckets)
     writer = (
         stream.writeStream.queryName("fraud_alerts")
         .foreachBatch(handler)
