@@ -157,13 +157,17 @@ def main() -> None:
     try:
         code = 0
         if not args.mask_only:
-            began = time.monotonic()
+            began, load_before = time.monotonic(), os.getloadavg()
             report = args.report or work / "reliability.jsonl"
             rows, code, tail = run_fault_tests(report, kill_points, soak, not args.no_cluster)
             print_table(rows)
+            load_after = os.getloadavg()
             print(
                 f"(fault tests: {time.monotonic() - began:.0f} s, {kill_points} kill points, "
-                f"soak {soak} operations per process, pytest exit {code})"
+                f"soak {soak} operations per process, {'no ' if args.no_cluster else ''}cluster, "
+                f"pytest exit {code}; load average 1/5/15 min "
+                f"{'/'.join(f'{x:.1f}' for x in load_before)} at the start, "
+                f"{'/'.join(f'{x:.1f}' for x in load_after)} at the end, on {os.cpu_count()} cores)"
             )
             if code != 0:
                 print(tail)
