@@ -102,7 +102,7 @@ def test_soak_four_processes_appending_and_merging_lose_and_double_no_commit(
     began = time.monotonic()
     results = {}
     for worker in started:
-        worker.join(timeout=max(300.0, SOAK_SECONDS_PER_OPERATION * n))
+        worker.join(timeout=max(1500.0, SOAK_SECONDS_PER_OPERATION * n))
         found = [line[len("RESULT ") :] for line in worker.lines() if line.startswith("RESULT ")]
         assert worker.proc.returncode == 0 and len(found) == 1, worker.describe()
         results[worker.name] = json.loads(found[0])
