@@ -28,9 +28,9 @@ from tests.test_silver import click
 pytestmark = pytest.mark.slow
 
 SOAK_WORKERS = 4
-# 5 in the suite: 4 x 6 took 3 min on delta-rs and 11 min on delta-spark (its local writes are
-# serialized) on a 2-core machine at load ~30; the 4 x 50 is what scripts/bench_reliability.py
-# runs (it sets LAKEML_SOAK_OPERATIONS=50).
+# 5 in the suite; the 4 x 50 is what scripts/bench_reliability.py runs (it sets
+# LAKEML_SOAK_OPERATIONS=50): 150 s on delta-rs and 1024 s on delta-spark (its local writes are
+# serialized, ~5 s per commit) on a 2-core machine at load ~20.
 SOAK_OPERATIONS = int(os.environ.get("LAKEML_SOAK_OPERATIONS", "5"))
 # Per operation and process: delta-spark's writers take turns (its local write lock), ~8 s each at load ~24.
 SOAK_SECONDS_PER_OPERATION = 60.0
