@@ -182,7 +182,9 @@ def soak(spark: SparkSession, table: Any, name: str, count: int, base: int) -> d
 
     conflicts: list[str] = []
     noops = 0
+    seconds: list[float] = []  # per operation, conflicts' retries included
     for i in range(count):
+        began = time.monotonic()
         tag = f"{name}-{i}"
         rows = [soak_segment(base, i, tag)]
         for attempt in range(SOAK_RETRIES):
@@ -198,11 +200,18 @@ def soak(spark: SparkSession, table: Any, name: str, count: int, base: int) -> d
                 conflicts.append(str(exc)[:300])
                 if attempt == SOAK_RETRIES - 1:
                     raise
+        seconds.append(time.monotonic() - began)
+    seconds.sort()
     return {
         "operations": count,
         "conflicts_retried": len(conflicts),
         "conflict_samples": conflicts[:3],
         "noops": noops,
+        "op_seconds": {
+            "total": round(sum(seconds), 1),
+            "median": round(seconds[len(seconds) // 2], 2) if seconds else 0.0,
+            "max": round(seconds[-1], 2) if seconds else 0.0,
+        },
     }
 
 
@@ -223,6 +232,8 @@ def run(spec: dict[str, Any]) -> int:
             "spark.conf.spark.sql.shuffle.partitions=1",
             "spark.conf.spark.default.parallelism=1",
             "spark.conf.spark.driver.memory=1g",
+            # One task per snapshot rebuild (the suite's 2 are for local[2]): a soak rebuilds one per commit.
+            "spark.conf.spark.databricks.delta.snapshotPartitions=1",
             # A short-lived JVM: the C1 compiler alone starts it noticeably faster on 2 cores.
             "spark.conf.spark.driver.extraJavaOptions=-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
         ],
