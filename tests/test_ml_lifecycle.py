@@ -351,6 +351,10 @@ def test_is_better_follows_metric_direction_and_margin():
     assert not ev.is_better("rmse", 1.5, 2.0, margin=0.5)  # must beat by more than the margin
     assert ev.is_better("auprc", 0.6, 0.5)
     assert not ev.is_better("auprc", 0.5, 0.6)
+    # Float noise of two evaluations of one model (seen: the last bit of an AUPRC) is no gain.
+    assert not ev.is_better("auprc", 0.9896646229515708, 0.9896646229515707)
+    assert not ev.is_better("rmse", 9.403061494234615, 9.403061494234616)
+    assert ev.is_better("auprc", 0.98966463, 0.98966462)
     with pytest.raises(ValueError, match="unknown metric 'f1'"):
         ev.is_better("f1", 0.6, 0.5)
 

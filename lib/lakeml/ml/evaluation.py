@@ -32,11 +32,18 @@ HIGHER_IS_BETTER: Mapping[str, bool] = {
 }
 
 
+# Two evaluations of one model on the same rows can differ in their last bits (Spark adds up partial
+# sums in the order its tasks finish; seen: an AUPRC 1e-16 apart): a gain within this relative noise
+# is no gain, else a retrain on unchanged data could be promoted over an identical champion.
+METRIC_NOISE_RTOL = 1e-9
+
+
 def is_better(metric: str, value: float, other: float, margin: float = 0.0) -> bool:
-    """Whether ``value`` beats ``other`` on ``metric`` by more than ``margin``."""
+    """Whether ``value`` beats ``other`` on ``metric`` by more than ``margin`` and by more than float noise."""
     if metric not in HIGHER_IS_BETTER:
         raise ValueError(f"unknown metric '{metric}' (known: {', '.join(sorted(HIGHER_IS_BETTER))})")
-    return value - other > margin if HIGHER_IS_BETTER[metric] else other - value > margin
+    gain = value - other if HIGHER_IS_BETTER[metric] else other - value
+    return gain > max(margin, METRIC_NOISE_RTOL * max(abs(value), abs(other)))
 
 
 # ---------------------------------------------------------------------------------------------- binary
