@@ -141,6 +141,29 @@ def test_table_maintenance_is_no_new_input_and_a_maintenance_rerun_is_skipped(sp
     assert calls == [1, 1]
 
 
+def test_a_silver_run_with_nothing_new_records_its_bronze_version_so_its_rerun_is_skipped(spark, tmp_path):
+    """What a scheduler meets: bronze loaded everything during an earlier date's run, so the first
+    silver run of the next date finds nothing new; a rerun of that date must still skip."""
+    config = load_config("test", [f"lakehouse.root={tmp_path}"])
+    landing = tmp_path / "landing" / "maintenance"
+    landing.mkdir(parents=True)
+    (tmp_path / "landing" / "telemetry").mkdir()  # the domain's other feed: nothing delivered
+    (landing / "maintenance-2026-11-20-00000.csv").write_text(
+        "machine_id,ts,kind,component\nMCH-00001,2026-11-20T10:00:00+09:00,failure,bearing\n"
+    )
+    bronze, silver = registry_spec("maintenance.ingest_bronze"), registry_spec("maintenance.build_silver")
+    run_job(bronze, spark, config, DAY)
+    assert run_job(silver, spark, config, DAY).rows_in > 0
+    nothing_new = run_job(silver, spark, config, DAY + dt.timedelta(days=1))
+    assert "skipped" not in nothing_new.details and nothing_new.rows_in == 0  # its first run for the date
+    bronze_table = Lakehouse(spark, config).table("bronze", "maintenance")
+    runs = Lakehouse(spark, config).table("ops", "job_runs").read().where(F.col("job") == silver.name)
+    recorded = [json.loads(r.input_state) for r in runs.orderBy("started_at").collect()]
+    assert recorded[-1][bronze_table.uri] == bronze_table.version()
+    again = run_job(silver, spark, config, DAY + dt.timedelta(days=1))
+    assert again.details["skipped"] == INPUTS_UNCHANGED
+
+
 def registry_spec(name: str) -> JobSpec:
     from lakeml.pipeline import registry as jobs
 

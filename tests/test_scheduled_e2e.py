@@ -298,13 +298,9 @@ def test_airflow_runs_the_whole_dag_for_a_day_with_the_pipelines_tables(spark, l
     assertDataFrameEqual(runs[0], runs[1], checkRowOrder=False)
 
 
-# Fails (run 2026-12-06): the three silver jobs rerun instead of skipping. The seed's bronze loads took
-# every landing file (DAY's included), so the pipeline's silver run for DAY found no new bronze rows and
-# recorded an empty input_state in ops/job_runs; runstate.skip_reason never skips a run with an empty
-# recorded state. Fix in the library (silver records the bronze versions it checked), then unskip.
-@pytest.mark.skip(
-    reason="silver records no input state when bronze has nothing new, so its rerun does not skip: issue #24"
-)
+# The seed's bronze loads take every landing file (DAY's included), so the pipeline's silver runs for DAY
+# find no new bronze rows: they record the bronze version they checked (an empty input state would
+# never skip; tests/test_runstate.py has the unit case).
 def test_the_pipeline_trains_and_scores_and_a_rerun_does_nothing(spark, lakes):
     root, landing = lakes.pipeline, lakes.landing
     config = lake_config(root, landing)

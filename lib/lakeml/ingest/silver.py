@@ -39,6 +39,7 @@ from lakeml import runlog
 from lakeml.config import Config, SilverConfig
 from lakeml.errors import ConfigError, JobFailed
 from lakeml.lakehouse import Lakehouse, StagedAppend, write_split
+from lakeml.lakehouse.table import note_input
 from lakeml.pipeline import JobContext, JobResult
 from lakeml.quality.expectations import CheckResult, check_aggregates, check_results, validate_checks
 from lakeml.quality.ops import (
@@ -217,6 +218,9 @@ def load_bronze_to_silver(ctx: JobContext, feed: SilverFeed, job_name: str) -> S
     step = SilverStep(ctx.spark, ctx.config, feed)
     step.create_tables()
     done, target = step.pending_range()
+    # The bronze version this run covers up to is its input, also when nothing is new: a run that read
+    # nothing would record no input state, and such a run is never skipped as "inputs unchanged".
+    note_input(step.bronze.uri, target)
     load = SilverLoad(feed.name, done, target)
     if target <= done:
         return load
