@@ -65,6 +65,7 @@ TRAINABLE = (
     "ml.fraud.imbalance=[none]",
     "ml.fraud.calibration=none",
     "ml.failure.families={}",
+    "ml.failure.include_gbt=true",  # GBT only (off in the defaults, where xgboost competes alone)
     "ml.failure.rul_grid={maxDepth: [3], maxIter: [5]}",
     "ml.failure.failure_grid={maxDepth: [3], maxIter: [5]}",
     "ml.recommender.grid={rank: [4], regParam: [0.1], alpha: [10.0]}",
