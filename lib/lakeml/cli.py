@@ -11,7 +11,7 @@ import re
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from lakeml import runlog
 from lakeml.config import Config, available_envs, load_config
@@ -19,7 +19,7 @@ from lakeml.errors import LakemlError, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, like every other usage error
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, like every other usage error
         raise UsageError(message)
 
 
@@ -125,7 +125,7 @@ def _stream(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_generate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_generate(sub: argparse._SubParsersAction) -> None:
     gen = sub.add_parser("generate", help="write deterministic raw landing files for every feed")
     gen.add_argument("--env", default="local", help="config environment: conf/<env>.yaml (default local)")
     gen.add_argument(
@@ -219,10 +219,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         finally:
             spark.stop()  # under spark-submit, a shutdown hook would otherwise race the temp-dir cleanup
             if args.command == "pipeline":
-                from lakeml.summary import render
+                from lakeml.summary import render as render_summary
 
                 done = {run.job for run in runs}
-                print(render(runs, config, [n for n in names if n not in done]), end="", flush=True)
+                print(render_summary(runs, config, [n for n in names if n not in done]), end="", flush=True)
     return 0
 
 

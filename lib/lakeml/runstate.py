@@ -159,7 +159,7 @@ def _champion_versions(config: Config, keys: Sequence[str]) -> dict[str, int | N
     for key in keys:
         name = key.removeprefix(MODEL_PREFIX).removesuffix("@champion")
         current = registry.champion_version(client, name)
-        out[key] = None if current is None else int(current.version)  # type: ignore[attr-defined]
+        out[key] = None if current is None else int(current.version)
     return out
 
 

@@ -8,12 +8,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
 from lakeml.config import Config
-from lakeml.errors import EnvironmentProblem, TableError
+from lakeml.errors import EnvironmentProblem, LakemlError, TableError
 
 MIN_JAVA = 17
 DELTA_JARS_ENV = "LAKEML_DELTA_JARS"
@@ -98,11 +99,18 @@ def build_spark(config: Config, app_name: str | None = None) -> SparkSession:
     return spark
 
 
+def jvm(spark: SparkSession) -> Any:
+    """The session's py4j JVM view (classic Spark: always set while the session runs)."""
+    view = spark.sparkContext._jvm
+    if view is None:
+        raise LakemlError("the Spark session has no JVM gateway (stopped, or a Spark Connect session)")
+    return view
+
+
 def delta_spark_status(spark: SparkSession) -> str | None:
     """None when the native connector is usable, else the reason it is not (no network is touched)."""
-    jvm = spark.sparkContext._jvm
     try:
-        jvm.org.apache.spark.util.Utils.classForName(DELTA_TABLE_CLASS, False, False)
+        jvm(spark).org.apache.spark.util.Utils.classForName(DELTA_TABLE_CLASS, False, False)
     except Exception:
         return f"the io.delta classes are not loadable (set {DELTA_JARS_ENV} to a folder of delta-spark jars)"
     extensions = spark.conf.get("spark.sql.extensions", "") or ""
@@ -129,7 +137,7 @@ def clear_checkpoints(spark: SparkSession) -> str | None:
     folder = spark.sparkContext.getCheckpointDir()
     if not folder:
         return None
-    jvm, jsc = spark.sparkContext._jvm, spark.sparkContext._jsc
-    path = jvm.org.apache.hadoop.fs.Path(folder)
+    jsc = spark.sparkContext._jsc
+    path = jvm(spark).org.apache.hadoop.fs.Path(folder)
     path.getFileSystem(jsc.hadoopConfiguration()).delete(path, True)
     return folder

@@ -52,7 +52,7 @@ def _newest(
 def job_status(config: Config, jobs: Sequence[str]) -> list[dict[str, Any]]:
     """Per job: the last recorded run (run date, status, seconds, rows) or 'never'."""
     last = _newest(_rows(config, "ops/job_runs"), "job", ("finished_at", "started_at"))
-    out = []
+    out: list[dict[str, Any]] = []
     for name in jobs:
         row = last.get(name)
         if row is None:
@@ -78,7 +78,7 @@ def job_status(config: Config, jobs: Sequence[str]) -> list[dict[str, Any]]:
 
 def table_freshness(config: Config, run_date: dt.date) -> list[dict[str, Any]]:
     """Per data table: its newest date partition against the run date (from the log's file list)."""
-    out = []
+    out: list[dict[str, Any]] = []
     for name in find_tables(config.lakehouse.root, DATA_LAYERS):
         table = _table(config, name)
         if table is None:
@@ -137,7 +137,7 @@ def drift_alerts(config: Config) -> list[dict[str, Any]]:
 
 def collect(config: Config, jobs: Sequence[str], run_date: dt.date) -> dict[str, Any]:
     """Everything ``lakeml status`` reports, and the problems among it."""
-    report = {
+    report: dict[str, Any] = {
         "run_date": run_date,
         "jobs": job_status(config, jobs),
         "tables": table_freshness(config, run_date),

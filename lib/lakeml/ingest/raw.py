@@ -118,7 +118,7 @@ def _event_dates(bronze: DataFrame, text: Column) -> DataFrame:
     # The parsed text in a projection of its own: the timestamp rules reference it many times.
     texts = bronze.select(text.alias("_text"))
     return texts.select(
-        F.to_date(parse_utc_timestamp(F.when(~is_blank("_text"), F.col("_text")))).alias(EVENT_DATE)
+        F.to_date(parse_utc_timestamp(F.when(~is_blank(F.col("_text")), F.col("_text")))).alias(EVENT_DATE)
     )
 
 

@@ -72,12 +72,12 @@ def alert_threshold(scored: DataFrame, score: str, budget: float) -> float:
     if not 0 < budget < 1:
         raise ValueError(f"alert budget must be in (0, 1), got {budget}")
     s = F.col(score)
-    first = scored.agg(F.percentile_approx(s, 1.0 - budget, 100_000), F.count(F.lit(1))).first()
+    first = scored.agg(F.percentile_approx(s, 1.0 - budget, 100_000), F.count(F.lit(1))).head(1)[0]
     if first[0] is None:
         return math.inf
     threshold, allowed = float(first[0]), budget * first[1]
     while True:
-        at, above = scored.agg(F.count_if(s >= threshold), F.min(F.when(s > threshold, s))).first()
+        at, above = scored.agg(F.count_if(s >= threshold), F.min(F.when(s > threshold, s))).head(1)[0]
         if at <= allowed:
             return threshold
         if above is None:
@@ -94,7 +94,7 @@ def metrics_at_threshold(scored: DataFrame, label: str, score: str, threshold: f
         F.sum((alert & ~positive).cast("long")).alias("fp"),
         F.sum((~alert & positive).cast("long")).alias("fn"),
         F.sum((~alert & ~positive).cast("long")).alias("tn"),
-    ).first()
+    ).head(1)[0]
     tp, fp, fn, tn = (int(row[k] or 0) for k in ("tp", "fp", "fn", "tn"))
     total = tp + fp + fn + tn
     return {
@@ -117,7 +117,7 @@ def alert_metrics(scored: DataFrame, label: str, score: str, threshold: float) -
 def binary_curve(scored: DataFrame, label: str, score: str, points: int) -> pd.DataFrame:
     """PR and ROC points (threshold, precision, recall, fpr) at up to ``points`` score quantiles."""
     probs = [i / points for i in range(points)]
-    cuts = scored.agg(F.percentile_approx(F.col(score), probs, 10_000)).first()[0] or []
+    cuts = scored.agg(F.percentile_approx(F.col(score), probs, 10_000)).head(1)[0][0] or []
     thresholds = sorted(set(float(c) for c in cuts))
     if not thresholds:
         return pd.DataFrame(columns=["threshold", "precision", "recall", "fpr"])
@@ -134,12 +134,15 @@ def binary_curve(scored: DataFrame, label: str, score: str, points: int) -> pd.D
         .set_index("b")
         .reindex(range(-1, len(thresholds)), fill_value=0)
     )
-    pos_total, neg_total = counts["pos"].sum(), (counts["n"] - counts["pos"]).sum()
+    pos = counts["pos"].to_numpy(dtype="int64")
+    neg = counts["n"].to_numpy(dtype="int64") - pos
+    pos_total, neg_total = int(pos.sum()), int(neg.sum())
     rows = []
     tp = fp = 0
+    # Position i + 1 holds bucket i (the reindex starts at bucket -1).
     for i in range(len(thresholds) - 1, -1, -1):
-        tp += int(counts.at[i, "pos"])
-        fp += int(counts.at[i, "n"] - counts.at[i, "pos"])
+        tp += int(pos[i + 1])
+        fp += int(neg[i + 1])
         rows.append(
             {
                 "threshold": thresholds[i],
@@ -169,7 +172,7 @@ def calibration_bins(scored: DataFrame, label: str, score: str, bins: int) -> pd
 def brier_score(scored: DataFrame, label: str, score: str) -> float:
     """Mean squared difference between a probability ``score`` and the 0/1 label (one aggregate)."""
     diff = F.col(score).cast("double") - F.col(label).cast("double")
-    value = scored.agg(F.avg(diff * diff)).first()[0]
+    value = scored.agg(F.avg(diff * diff)).head(1)[0][0]
     return float(value) if value is not None else math.nan
 
 
@@ -235,7 +238,7 @@ def regression_metrics(
         F.avg("e").alias("mean_error"),
         F.avg(cmapss_score_terms("capped_e")).alias("cmapss_score"),
         F.count(F.lit(1)).alias("rows"),
-    ).first()
+    ).head(1)[0]
     return {k: float(row[k]) if row[k] is not None else math.nan for k in row.asDict()}
 
 

@@ -26,6 +26,7 @@ from pyspark.sql import types as T
 
 from lakeml import runlog
 from lakeml.errors import ConfigError
+from lakeml.session import jvm
 from lakeml.sqltext import sql_identifier as _q
 
 # What a Pipeline accepts as a stage.
@@ -93,8 +94,7 @@ class _DropsTrainingSummary:
 
     def _fit(self, dataset: DataFrame) -> Any:
         model = super()._fit(dataset)  # type: ignore[misc]
-        jvm = dataset.sparkSession._jvm
-        model._java_obj.setSummary(jvm.scala.Option.empty())
+        model._java_obj.setSummary(jvm(dataset.sparkSession).scala.Option.empty())
         return model
 
 

@@ -7,6 +7,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from lakeml.config import PromotionConfig
 from lakeml.errors import ConfigError
@@ -14,6 +15,10 @@ from lakeml.lakehouse import DeltaTableRef
 from lakeml.lakehouse.table import note_input
 from lakeml.ml.evaluation import HIGHER_IS_BETTER, is_better
 from lakeml.runstate import model_input
+
+if TYPE_CHECKING:  # mlflow is imported lazily: it is slow to import and jobs without models skip it
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
@@ -72,12 +77,12 @@ def decide_promotion(
     )
 
 
-def champion_version(client: object, name: str) -> object | None:
+def champion_version(client: MlflowClient, name: str) -> ModelVersion | None:
     """The registered version aliased ``champion``, or None (no model yet, or no champion)."""
     from mlflow.exceptions import MlflowException
 
     try:
-        current = client.get_model_version_by_alias(name, CHAMPION)  # type: ignore[attr-defined]
+        current = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         current = None
     # The champion is an input of the job that asked (scoring; training compares with it), so a
@@ -86,11 +91,11 @@ def champion_version(client: object, name: str) -> object | None:
     return current
 
 
-def apply_decision(client: object, name: str, version: str, decision: PromotionDecision) -> None:
+def apply_decision(client: MlflowClient, name: str, version: str, decision: PromotionDecision) -> None:
     """Set the champion or challenger alias on ``version`` and record the reason as a version tag."""
-    client.set_model_version_tag(name, version, "promotion", decision.reason)  # type: ignore[attr-defined]
+    client.set_model_version_tag(name, version, "promotion", decision.reason)
     alias = CHAMPION if decision.promote else CHALLENGER
-    client.set_registered_model_alias(name, alias, version)  # type: ignore[attr-defined]
+    client.set_registered_model_alias(name, alias, version)
 
 
 def protection_reason(name: str, version: str | int) -> str:
@@ -106,7 +111,7 @@ def protect_inputs(tables: Mapping[str, tuple[DeltaTableRef, int]], name: str, v
         table.protect(table_version, protection_reason(name, version))
 
 
-def release_unregistered(client: object, table: DeltaTableRef) -> list[tuple[int, str]]:
+def release_unregistered(client: MlflowClient, table: DeltaTableRef) -> list[tuple[int, str]]:
     """Drop protections of ``table`` whose model version no longer exists in the registry; returns them."""
     from mlflow.exceptions import MlflowException
 
@@ -117,7 +122,7 @@ def release_unregistered(client: object, table: DeltaTableRef) -> list[tuple[int
             if not m:
                 continue
             try:
-                client.get_model_version(m["name"], m["version"])  # type: ignore[attr-defined]
+                client.get_model_version(m["name"], m["version"])
             except MlflowException as exc:
                 if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
                     raise  # an unreachable or refusing registry is not proof the version was deleted

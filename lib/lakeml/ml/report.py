@@ -233,7 +233,8 @@ def _operating_point(
     candidates = data.dropna(subset=["threshold"])
     if not len(candidates):
         return None
-    return candidates.loc[(candidates["threshold"] - threshold).abs().idxmin()]
+    nearest = candidates.loc[(candidates["threshold"] - threshold).abs().idxmin()]
+    return {k: float(nearest[k]) for k in ("precision", "recall", "fpr")}
 
 
 def plot_calibration(bins: pd.DataFrame) -> Figure:

@@ -79,7 +79,7 @@ def already_scored(
             F.count_distinct(*columns).alias("stamps"),
             F.first(F.struct(*columns)).alias("stamp"),
         )
-        .first()
+        .head(1)[0]
     )
     return row["days"] == input_days and row["stamps"] == 1 and tuple(row["stamp"]) == expected
 
@@ -153,7 +153,7 @@ def alert_check(
     or with ``fail_on_excess`` the job fails before any score is written."""
 
     def check(scores: DataFrame) -> dict[str, Any]:
-        row = scores.agg(F.count_if(F.col(alert)).alias("alerts"), F.count(F.lit(1)).alias("rows")).first()
+        row = scores.agg(F.count_if(F.col(alert)).alias("alerts"), F.count(F.lit(1)).alias("rows")).head(1)[0]
         rate = row["alerts"] / row["rows"] if row["rows"] else 0.0
         out = {"alert_budget": budget, "alert_rate": round(rate, 6), "alerts": int(row["alerts"])}
         if rate > budget * cfg.max_budget_factor:

@@ -54,6 +54,7 @@ from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from lakeml.errors import LakemlError, UsageError
+from lakeml.session import jvm
 
 FEEDS = ("clickstream", "transactions", "chargebacks", "telemetry", "maintenance")
 
@@ -683,7 +684,7 @@ class _LocalFiles:
 
 class _HadoopFiles:
     def __init__(self, spark: SparkSession) -> None:
-        self._jvm = spark.sparkContext._jvm
+        self._jvm = jvm(spark)
         self._conf = spark.sparkContext._jsc.hadoopConfiguration()
 
     def _path(self, path: str) -> Any:

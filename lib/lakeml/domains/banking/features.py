@@ -433,7 +433,8 @@ def _fraud_rows(
     chargeback_table = lake.table("silver", "chargebacks")
     since = [("event_date", ">=", first)]
     rows = [f.num_records for f in chargeback_table.files(since)]
-    small = None not in rows and sum(rows) <= settings.chargeback_broadcast_rows
+    known = [n for n in rows if n is not None]  # a file without stats: size unknown, no broadcast
+    small = len(known) == len(rows) and sum(known) <= settings.chargeback_broadcast_rows
     fraud = fraud_chargebacks(chargeback_table.read(where=since), narrow, settings, broadcast=small)
     return fraud.persist(StorageLevel.MEMORY_AND_DISK)
 

@@ -112,7 +112,7 @@ def last_mature_day(rows: DataFrame, cfg: FraudModelConfig, run_date: dt.date) -
     row = open_days.agg(
         F.max(F.when(F.col("open") == 0, F.col("d"))).alias("last"),
         F.min(F.when(F.col("open") > 0, F.col("d"))).alias("first_open"),
-    ).first()  # one row; the per-day table has one row per date
+    ).head(1)[0]  # one row; the per-day table has one row per date
     last = row["last"]
     if row["first_open"] is not None and last is not None and row["first_open"] < last:
         last = row["first_open"] - dt.timedelta(days=1)
@@ -151,7 +151,7 @@ def check_training_input(df: DataFrame, cfg: FraudModelConfig) -> None:
     bad = df.agg(
         F.count_if(label.isNotNull() & ~label.isin(0.0, 1.0)).alias("n"),
         F.first(F.when(label.isNotNull() & ~label.isin(0.0, 1.0), label), ignorenulls=True).alias("v"),
-    ).first()
+    ).head(1)[0]
     if bad["n"]:
         raise ConfigError(
             f"ml.fraud.label_column: {cfg.label_column} must be 0/1 (NULL = not yet labelled); "
@@ -173,7 +173,7 @@ def split_rows(
         return rows.where(F.col(SPLIT).isNotNull()), describe_bounds(bounds), str(bounds)
     mature = labelled.where(F.col(cfg.date_column) <= F.lit(last_mature_day(table, cfg, run_date)))
     if cfg.split == "time_fraction":
-        first, last = mature.agg(F.min(cfg.time_column), F.max(cfg.time_column)).first()
+        first, last = mature.agg(F.min(cfg.time_column), F.max(cfg.time_column)).head(1)[0]
         if first is None or first == last:
             raise ConfigError(
                 f"ml.fraud.split=time_fraction: {cfg.time_column} has no time range to split "

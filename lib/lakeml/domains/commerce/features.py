@@ -506,7 +506,7 @@ def build_commerce_features(
             store_user_item_days(lake, cfg, days, pending)
         # Cached: the activity filters and the pieces all read the segments.
         segments = interaction_segments(days, cfg, first_date, last_date).persist()
-        events = days.agg(F.coalesce(F.sum("events"), F.lit(0))).first()[0]
+        events = days.agg(F.coalesce(F.sum("events"), F.lit(0))).head(1)[0][0]
         interactions = interaction_pieces(segments, cfg).transform(expand_interactions, cfg)
         dates = (last_date - first_date).days + 1
         counts = {

@@ -142,7 +142,7 @@ def age_bucket(cfg: FailureModelConfig) -> Column:
 def age_baseline(train: DataFrame, cfg: FailureModelConfig) -> tuple[DataFrame, float]:
     """Reads train's age column and ``_rul``; the mean RUL per age bucket (small) and overall."""
     per_bucket = train.groupBy(age_bucket(cfg).alias("_bucket")).agg(F.avg(RUL_LABEL).alias(BASELINE))
-    overall = train.agg(F.avg(RUL_LABEL)).first()[0]
+    overall = train.agg(F.avg(RUL_LABEL)).head(1)[0][0]
     return per_bucket, float(overall)
 
 
@@ -197,7 +197,7 @@ def alert_lead_times(scored: DataFrame, cfg: FailureModelConfig, threshold: floa
         F.count(F.lit(1)).alias("failures"),
         F.coalesce(F.sum("_detected"), F.lit(0)).alias("detected"),
         F.percentile_approx("_lead", 0.5, 10_000).alias("median"),
-    ).first()
+    ).head(1)[0]
     failures, detected = int(row["failures"]), int(row["detected"])
     return {
         "failures": float(failures),
@@ -511,13 +511,13 @@ def failure_report(
 
     report.add_heading(f"Failure within the horizon ({cfg.failure_column}, classification)")
     lead_hours = fail_metrics["median_lead_cycles"] * cfg.cycle_minutes / 60.0
-    keys = ("auprc", "roc_auc", "precision_at_budget", "recall_at_budget", "alert_rate", "positive_rate")
+    fail_keys = ("auprc", "roc_auc", "precision_at_budget", "recall_at_budget", "alert_rate", "positive_rate")
     report.add_table(
         f"Test metrics (alert threshold chosen on validation for a budget of {cfg.alert_budget:.2%})",
         [
             {
                 "model": f"{type(fail_model.stages[-1]).__name__} (candidate)",
-                **{k: fail_metrics[k] for k in keys},
+                **{k: fail_metrics[k] for k in fail_keys},
                 "threshold": threshold,
                 "alert_budget": cfg.alert_budget,
                 "validation_alert_rate": validation_rate,
