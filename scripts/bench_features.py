@@ -46,7 +46,8 @@ def _conform(df: DataFrame, schema) -> DataFrame:  # type: ignore[no-untyped-def
 def synth_transactions(
     spark: SparkSession, scale: int, first: dt.date, days: int
 ) -> tuple[DataFrame, DataFrame]:
-    """Silver transactions and chargebacks: cards with repeat spend, 19 MCCs, 14 countries, 0.5 % charged back."""
+    """Silver transactions and chargebacks: cards with repeat spend, 19 MCCs, 14 countries, 0.5 % charged
+    back."""
     per_day = TXNS_PER_SCALE_DAY * scale
     cards = 3_000 * scale
     start = int(dt.datetime.combine(first, dt.time(), dt.UTC).timestamp())
@@ -298,8 +299,9 @@ def main() -> None:
                 # transactions) of the last days have arrived, so those days are rewritten.
                 started = time.perf_counter()
                 counts = refresh_transaction_labels(spark, config, END + dt.timedelta(days=7))
+                seconds = time.perf_counter() - started
                 print(
-                    f"{'  label refresh, +7 days':<26}{counts['rows']:>12,}{time.perf_counter() - started:>9.1f}"
+                    f"{'  label refresh, +7 days':<26}{counts['rows']:>12,}{seconds:>9.1f}"
                     f"   ({counts['relabelled_days']} days rewritten; a separate job, not in 1 day)"
                 )
             elif table == "user_item_interactions":

@@ -76,7 +76,8 @@ def run_feeds(
     for name in feeds:
         feed, fmt, fields = FEEDS[name]
         landing = str(Path(config.landing_path()) / name)
-        rows, copy_s = timed(lambda: plain_copy(spark, landing, fmt, fields, str(work / "copy" / name)))  # noqa: B023
+        copy_to = str(work / "copy" / name)
+        rows, copy_s = timed(lambda: plain_copy(spark, landing, fmt, fields, copy_to))  # noqa: B023
         _, bronze_s = timed(lambda: load_feed_to_bronze(spark, config, name))  # noqa: B023
         ctx = JobContext(spark, config, end, uuid.uuid4().hex)
         load, silver_s = timed(lambda: load_bronze_to_silver(ctx, feed, "bench.build_silver"))  # noqa: B023
@@ -117,14 +118,16 @@ def print_floor(spark: SparkSession, config: Config, work: Path, feeds: list[str
         lines = with_bronze_columns(
             spark.read.format("text").load(landing).select("value", "_metadata"), name, 0, pii_key
         )
-        bronze_s = best_of(3, lambda: lines.write.mode("overwrite").parquet(str(out / "bronze")))  # noqa: B023
+        bronze_s = best_of(
+            3, lambda: lines.write.mode("overwrite").parquet(str(out / "bronze"))  # noqa: B023
+        )
         # Every parsed row, all columns, no filter: a filter or a column selection on the parse lets
         # Spark's optimizer inline the reject rules into it (measured: 20x slower), and the rows
         # that would not load are a few percent.
         parsed = feed.parse(lake.table("bronze", name).read(), rules)
+        silver_out = str(out / "silver")
         silver_s = best_of(
-            3,
-            lambda: parsed.write.mode("overwrite").partitionBy("event_date").parquet(str(out / "silver")),  # noqa: B023
+            3, lambda: parsed.write.mode("overwrite").partitionBy("event_date").parquet(silver_out)  # noqa: B023
         )
         floor = bronze_s + silver_s
         print(f"{name:<13}{copy_s:>9.1f}{bronze_s:>10.1f}{silver_s:>15.1f}{copy_s / floor:>13.2f}")
@@ -155,7 +158,8 @@ def main() -> None:
         # batch, over the 10 % quarantine_rate error level, so that feed's rate check is off there.
         config = lake_config("lake")
         warmup = lake_config(
-            "warmup", "silver.checks.maintenance=[{check: unique, columns: [machine_id, ts, kind], level: error}]"
+            "warmup",
+            "silver.checks.maintenance=[{check: unique, columns: [machine_id, ts, kind], level: error}]",
         )
         spark = build_spark(config, app_name="lakeml-bench-ingest")
         # Yesterday: events must not look "in the future" next to their ingestion time.

@@ -9,7 +9,8 @@ test_bad_input_corpus.py and the executor-loss tests of test_cluster.py) with
 (tests/reliability_report.py), then prints them as a table. The soak runs 50 operations per process
 and the kill chain 22 kill points by default (``--fast``: 5 and 5, as the test suite does; the full
 chain took 37 minutes on a loaded machine; the 4 x 50 soak 150 s on delta-rs and 1024 s on delta-spark
-at load ~20). The table ends with the load average at the start and the end. A fault test that failed or was skipped gets a row
+at load ~20). The table ends with the load average at the start and the end. A fault test that failed or was
+skipped gets a row
 saying so instead of a result.
 
 Then the cost of PAN masking at load: bronze's column expressions with and without ``mask_pans``
@@ -129,7 +130,8 @@ def masking_ratio(work: Path, scale: int) -> None:
 
         plain_s, masked_s = best(plain), best(masked)
         print(
-            f"{feed:<14}{rows:>10,}{rows / plain_s:>14,.0f}{rows / masked_s:>15,.0f}{plain_s / masked_s:>8.2f}"
+            f"{feed:<14}{rows:>10,}{rows / plain_s:>14,.0f}{rows / masked_s:>15,.0f}"
+            f"{plain_s / masked_s:>8.2f}"
             "   (ratio = masked rows/s ÷ plain rows/s)"
         )
         lines.unpersist()
@@ -138,7 +140,8 @@ def masking_ratio(work: Path, scale: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kill-points", type=int, default=22, help="SIGKILL points of the kill chain (0: no chain)")
+    parser.add_argument("--kill-points", type=int, default=22, help="SIGKILL points of the kill chain (0: no "
+                                                                    "chain)")
     parser.add_argument("--soak-operations", type=int, default=50, help="appends/merges per soak process")
     parser.add_argument("--fast", action="store_true", help="5 kill points and 5 soak operations, as CI")
     parser.add_argument("--no-cluster", action="store_true", help="skip the executor-loss runs on a cluster")
@@ -149,7 +152,8 @@ def main() -> None:
         "--report",
         type=Path,
         help="JSON-lines file the fault tests append to (default: a temporary one); lines already in it "
-        "(e.g. from a separate run of tests/test_cluster.py with LAKEML_RELIABILITY_REPORT=FILE) are printed too",
+        "(e.g. from a separate run of tests/test_cluster.py with LAKEML_RELIABILITY_REPORT=FILE) are printed "
+        "too",
     )
     args = parser.parse_args()
     kill_points, soak = (5, 5) if args.fast else (args.kill_points, args.soak_operations)

@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     met = job_seconds <= args.target_seconds
     print(
-        f"  total job seconds: {job_seconds:.1f} (target <= {args.target_seconds:g}: {'met' if met else 'NOT met'})"
+        f"  total job seconds: {job_seconds:.1f} (target <= {args.target_seconds:g}: "
+        f"{'met' if met else 'NOT met'})"
     )
     print(f"  tables: {len(after)}; with a new version (besides {RUN_LOG}): {len(changed)}")
     for name, (old, new) in sorted(changed.items()):

@@ -1,4 +1,5 @@
-"""Open an HTML report in real headless Chromium: a screenshot, every image's natural size, the tables as rendered."""
+"""Open an HTML report in real headless Chromium: a screenshot, every image's natural size, the tables as
+rendered."""
 
 from __future__ import annotations
 
@@ -57,7 +58,8 @@ class RenderedReport:
 
 
 def render(report: str | Path, workdir: Path) -> RenderedReport:
-    """Load ``report`` in headless Chromium; its rendered DOM's tables, each image's natural size, a screenshot."""
+    """Load ``report`` in headless Chromium; its rendered DOM's tables, each image's natural size, a
+    screenshot."""
     workdir.mkdir(parents=True, exist_ok=True)
     probed = workdir / "probed.html"
     probed.write_text(Path(report).read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"))

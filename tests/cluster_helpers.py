@@ -184,7 +184,8 @@ class SubmitRun:
 
     def fail_message(self) -> str:
         tail = self.log_file.read_text(errors="replace")[-8000:]
-        return f"scripts/submit {self.job_file} exited {self.returncode}; stdout:\n{self.stdout}\nlog tail:\n{tail}"
+        return (f"scripts/submit {self.job_file} exited {self.returncode}; stdout:\n{self.stdout}\nlog "
+            f"tail:\n{tail}")
 
 
 def start_submit(
@@ -318,7 +319,8 @@ class ClusterJob:
 
 
 def check_partitioned_parquet(run: SubmitRun) -> None:
-    """tests/cluster_jobs/write_partitioned_parquet.py: rows, lakeml from the packed env, executor processes."""
+    """tests/cluster_jobs/write_partitioned_parquet.py: rows, lakeml from the packed env, executor
+    processes."""
     import pyarrow.dataset as ds
 
     import lakeml

@@ -29,7 +29,8 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
 
 @pytest.fixture(scope="session")
 def spark(config: Config) -> Iterator[SparkSession]:
-    """local[2], UI off, 2 shuffle partitions (conf/test.yaml); delta-spark jars when LAKEML_DELTA_JARS is set."""
+    """local[2], UI off, 2 shuffle partitions (conf/test.yaml); delta-spark jars when LAKEML_DELTA_JARS is
+    set."""
     # Built as for engine auto, so the connector jars load when LAKEML_DELTA_JARS is set.
     session = build_spark(with_engine(config, "auto"), app_name="lakeml-tests")
     yield session
@@ -38,7 +39,8 @@ def spark(config: Config) -> Iterator[SparkSession]:
 
 def delta_spark_skip_reason() -> str | None:
     if not os.environ.get("LAKEML_DELTA_JARS"):
-        return "delta-spark engine: LAKEML_DELTA_JARS is not set (the connector jars come from Maven Central, unreachable here)"
+        return ("delta-spark engine: LAKEML_DELTA_JARS is not set (the connector jars come from Maven "
+            "Central, unreachable here)")
     return None
 
 

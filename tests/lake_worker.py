@@ -12,7 +12,8 @@ Usage: ``python tests/lake_worker.py '<json spec>'``. The spec names the table a
       "where": [["day", "=", "2026-11-02"]],  # overwrite_where
       "keys": ["id"],                         # merge
       "start_gate": "/path/go" | null,        # print READY, then wait for this file before the operation
-      "commit_gate": "/path/go" | null,       # delta-rs: print AT_COMMIT at the first commit, wait for the file
+      "commit_gate": "/path/go" | null,       # delta-rs: print AT_COMMIT at the first commit, wait for the
+      file
       "crash_at_commit": false                # SIGKILL this process after data files are written, before
                                               # the commit (delta-rs: at the commit call; delta-spark,
                                               # which commits inside its JVM: in the write's last task)

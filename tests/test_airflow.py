@@ -50,7 +50,9 @@ good = load()
 os.environ["LAKEML_CONF"] = "airflow.jobs=[commerce.build_silver,no.such_job]"
 bad = load()
 # Cluster mode with the Spark master in an Airflow connection: not defined, then defined.
-os.environ["LAKEML_CONF"] = "airflow.jobs=[commerce.ingest_bronze] airflow.mode=cluster airflow.spark_conn_id=lakeml_spark"
+os.environ["LAKEML_CONF"] = (
+    "airflow.jobs=[commerce.ingest_bronze] airflow.mode=cluster airflow.spark_conn_id=lakeml_spark"
+)
 no_connection = load()
 os.environ["AIRFLOW_CONN_LAKEML_SPARK"] = "spark://10.1.2.3:7077"
 print(json.dumps({"good": good, "bad": bad, "no_connection": no_connection, "cluster": load()}))
@@ -89,7 +91,8 @@ def test_the_dag_is_the_job_registry(tmp_path):
     assert good["retries"] == config.airflow.retries and good["backoff"] is True
     assert good["timeout"] == 60 * config.airflow.task_timeout_minutes
     command = good["commands"]["commerce.build_silver"]
-    assert command.startswith(f"{Path(sys.executable).with_name('lakeml')} run commerce.build_silver --env test")
+    assert command.startswith(f"{Path(sys.executable).with_name('lakeml')} run commerce.build_silver --env "
+                              "test")
     assert "--run-date '{{ ds }}'" in command
     # An unknown job in the DAG's config: one import error naming it, and no DAG.
     assert "tasks" not in bad and len(bad["errors"]) == 1

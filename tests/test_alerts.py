@@ -36,7 +36,8 @@ def test_a_failed_job_posts_to_the_webhook_and_runs_the_command(tmp_path):
     thread.start()
     try:
         out = tmp_path / "alert.json"
-        env = {**os.environ, "LAKEML_LAKEHOUSE": str(tmp_path / "lake"), "LAKEML_LOG_LOCATION": "/var/log/lakeml/x.log"}
+        env = {**os.environ, "LAKEML_LAKEHOUSE": str(tmp_path / "lake"),
+               "LAKEML_LOG_LOCATION": "/var/log/lakeml/x.log"}
         result = subprocess.run(
             [
                 sys.executable, "-m", "lakeml.cli", "run", "commerce.ingest_bronze", "--env", "test",

@@ -113,7 +113,8 @@ def test_readme_cluster_quick_start_works_as_written(tmp_path: Path) -> None:
     try:
         with open(log_file, "w", encoding="utf-8") as err:
             proc = subprocess.run(
-                ["bash", "-euo", "pipefail", "-c", block.replace(lake_line, f"export LAKEML_LAKEHOUSE={lake}")],
+                ["bash", "-euo", "pipefail", "-c", block.replace(lake_line,
+                                                                 f"export LAKEML_LAKEHOUSE={lake}")],
                 cwd=ch.REPO_ROOT,
                 env=env,
                 stdout=subprocess.PIPE,
@@ -128,7 +129,8 @@ def test_readme_cluster_quick_start_works_as_written(tmp_path: Path) -> None:
     from deltalake import DeltaTable
 
     landed = sum(len(f.read_text().splitlines()) for f in (lake / "landing" / "clickstream").glob("*.jsonl"))
-    assert landed > 0 and DeltaTable(str(lake / "bronze" / "clickstream")).to_pyarrow_table().num_rows == landed
+    bronze_rows = DeltaTable(str(lake / "bronze" / "clickstream")).to_pyarrow_table().num_rows
+    assert landed > 0 and bronze_rows == landed
     log(f"README cluster block done in {time.monotonic() - started:.1f} s")
     master = re.search(r"cluster up in .* master (spark://\S+),", text)
     assert master, text[-4000:]
@@ -297,5 +299,6 @@ def test_training_job_losing_a_worker_registers_the_clean_runs_model(spark, clus
         1,
         0,
         0,
-        f"finished; {faults.summary()}; 1 model version, {len(expected)} metrics within {worst:.1e} of a clean run's",
+        f"finished; {faults.summary()}; 1 model version, {len(expected)} metrics within {worst:.1e} of a "
+        "clean run's",
     )

@@ -65,7 +65,8 @@ def test_env_variables_are_substituted_and_paths_made_absolute(tmp_path, monkeyp
             ["features.commerce.session_gap_minutes=1440"],
             r"session_gap_minutes must be in \(0, 1440\), got 1440",
         ),
-        ("", ["ml.failure.include_gbt=false", "ml.failure.families={}"], r"ml.failure: no model family to train"),
+        ("", ["ml.failure.include_gbt=false", "ml.failure.families={}"], r"ml.failure: no model family to "
+                                                                         r"train"),
     ],
 )
 def test_bad_config_names_key_and_file(tmp_path, env_text, overrides, message):

@@ -19,7 +19,8 @@ ROWS = 20_000
 def sample(
     spark: SparkSession, seed: int, shift: float = 0.0, null_rate: float = 0.01, new_kind: float = 0.0
 ) -> DataFrame:
-    """x ~ N(shift, 1); y with ``null_rate`` NULLs; kind a/b/c/d at 40/30/20/10 % (``new_kind`` of it 'z'); flag 0/1."""
+    """x ~ N(shift, 1); y with ``null_rate`` NULLs; kind a/b/c/d at 40/30/20/10 % (``new_kind`` of it 'z');
+    flag 0/1."""
     # Every random draw in a projection of its own: a rand() inside a CASE branch that is not
     # evaluated does not advance, so the same draw could differ between branches.
     draws = spark.range(ROWS, numPartitions=2).select(

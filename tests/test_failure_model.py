@@ -276,7 +276,8 @@ def test_scoring_records_feature_drift_against_the_training_input(trained):
         "reference_version", "current_version", "feature", "kind",
     )  # fmt: skip
     assertDataFrameEqual(got, got.sparkSession.createDataFrame(expected, got.schema), checkRowOrder=False)
-    # the scored days are the newest slice of the training history (machines age): some drift, every row counted
+    # the scored days are the newest slice of the training history (machines age): some drift, every row
+    # counted
     figures = drift.agg(
         F.max("psi"), F.min("psi"), F.min("current_rows"), F.max("current_rows"), F.max("reference_rows")
     ).first()
@@ -317,7 +318,8 @@ def test_drift_alert_fails_scoring_before_any_score_is_written(trained):
     try:
         with pytest.raises(
             JobFailed,
-            match=r"lakeml-failure v1: feature drift above ml\.drift\.alert_psi=1e-09 in .*no scores were written",
+            match=r"lakeml-failure v1: feature drift above ml\.drift\.alert_psi=1e-09 in .*no scores were "
+                  r"written",
         ):
             score_failure(t.lake.spark, strict, *SCORE_DAYS)
         assert t.scores.version() == t.scores_version

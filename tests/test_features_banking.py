@@ -71,7 +71,8 @@ def test_windows_are_strictly_before_with_inclusive_start_and_ties_excluded(spar
     build_transaction_features(spark, config, D, D)
     got = features(lake, D).select(
         "txn_id", "txn_count_1h", "amount_sum_1h", "txn_count_24h", "amount_sum_24h", "txn_count_7d",
-        "txn_count_30d", "amount_sum_30d", "distinct_merchants_24h", "distinct_countries_24h", "seconds_since_prev",
+        "txn_count_30d", "amount_sum_30d", "distinct_merchants_24h", "distinct_countries_24h",
+            "seconds_since_prev",
     )  # fmt: skip
     expected = spark.createDataFrame(
         [
@@ -99,7 +100,8 @@ def test_windows_are_strictly_before_with_inclusive_start_and_ties_excluded(spar
 
 @pytest.fixture(params=["broadcast", "shuffle"])
 def chargeback_join(request, spark):
-    """Config overrides for each way the chargebacks meet the transactions (small: broadcast; else shuffled)."""
+    """Config overrides for each way the chargebacks meet the transactions (small: broadcast; else
+    shuffled)."""
     if request.param == "broadcast":
         yield ()
         return

@@ -79,7 +79,9 @@ EVENTS = [
     # u2: a single (negative) event.
     event("e10", at(20, 18), "u2", "remove_from_cart", "i1", "books", quantity=1),
     # u3: 4 events within 60 s on D (bot day: all of that day excluded); 11-19 is a normal day.
-    *[event(f"e1{i + 1}", at(20, 10, 0, s), "u3", "purchase", "i3", "books", 1) for i, s in enumerate((0, 10, 20, 59))],
+    *[event(f"e1{i + 1}", at(20, 10, 0, s), "u3", "purchase", "i3", "books", 1) for i, s in enumerate((0, 10,
+                                                                                                       20,
+                                                                                                           59))],
     event("e15", at(19, 12), "u3", "view", "i1", "books"),
     # u4: 5 events on 11-19, hours apart: more than 4 a day, so a bot day.
     *[event(f"e2{h}", at(19, h), "u4", "view", "i4", "toys") for h in (1, 3, 5, 7, 9)],
@@ -186,7 +188,8 @@ def random_events(rng: random.Random, n: int, prefix: str, start: datetime, end:
             event(
                 f"{prefix}{i:04d}", ts, f"u{rng.randrange(4)}", kind, f"i{rng.randrange(5)}",
                 rng.choice(["books", "toys", None]),
-                quantity=rng.randint(1, 3) if kind in ("add_to_cart", "remove_from_cart", "purchase") else None,
+                quantity=rng.randint(1, 3) if kind in ("add_to_cart", "remove_from_cart",
+                                                       "purchase") else None,
                 rating=rng.randint(1, 5) if kind == "rating" else None,
             )
         )  # fmt: skip
@@ -322,7 +325,8 @@ def test_interactions_match_a_plain_recount_while_activity_filters_change(
         rows.append(
             event(
                 f"e{i:03d}", ts, f"u{rng.randrange(12)}", kind, f"i{rng.randrange(8)}", None,
-                quantity=rng.randint(1, 3) if kind in ("add_to_cart", "remove_from_cart", "purchase") else None,
+                quantity=rng.randint(1, 3) if kind in ("add_to_cart", "remove_from_cart",
+                                                       "purchase") else None,
                 rating=rng.randint(1, 5) if kind == "rating" else None,
             )
         )  # fmt: skip

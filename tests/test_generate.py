@@ -43,7 +43,8 @@ CLICK_FIELDS = (
 )  # fmt: skip
 SENSORS = tuple(s.name for s in maintenance.SENSORS)
 TELEMETRY_FIELDS = (
-    "machine_id", "ts", "cycle", "setting_1", "setting_2", "setting_3", *SENSORS, "vibration_mm_s", "firmware",
+    "machine_id", "ts", "cycle", "setting_1", "setting_2", "setting_3", *SENSORS, "vibration_mm_s",
+        "firmware",
 )  # fmt: skip
 
 
@@ -385,9 +386,11 @@ def test_telemetry_parses_renames_a_field_and_drifts_toward_failure(
         {
             "malformed": "_corrupt_record IS NOT NULL",
             "after": f"event_day > DATE'{change}'",
-            "after_renamed": f"event_day > DATE'{change}' AND vibration_mm_s IS NOT NULL AND vibration IS NULL",
+            "after_renamed": f"event_day > DATE'{change}' AND vibration_mm_s IS NOT NULL AND vibration IS "
+                             "NULL",
             "before": f"event_day < DATE'{change}'",
-            "before_old_name": f"event_day < DATE'{change}' AND vibration IS NOT NULL AND vibration_mm_s IS NULL",
+            "before_old_name": f"event_day < DATE'{change}' AND vibration IS NOT NULL AND vibration_mm_s IS "
+                               "NULL",
             "text_values": "temperature IN ('NaN', 'ERR') OR pressure IN ('NaN', 'ERR')",
         },
     )
@@ -447,7 +450,8 @@ def test_maintenance_log_matches_the_telemetry(
     near = log.join(telemetry, "machine_id").filter(
         "(kind = 'failure' AND read_at BETWEEN at - INTERVAL 60 MINUTES AND at - INTERVAL 15 MINUTES)"
         " OR (kind = 'repair' AND read_at BETWEEN at + INTERVAL 15 MINUTES AND at + INTERVAL 60 MINUTES)"
-        " OR (kind = 'preventive' AND read_at BETWEEN at + INTERVAL 255 MINUTES AND at + INTERVAL 300 MINUTES)"
+        " OR (kind = 'preventive' AND read_at BETWEEN at + INTERVAL 255 MINUTES AND at + INTERVAL 300 "
+        "MINUTES)"
     )
     got = near.groupBy("kind").agg(F.min("cycle").alias("lo"), F.max("cycle").alias("hi")).collect()
     cycles = {r["kind"]: (r["lo"], r["hi"]) for r in got}

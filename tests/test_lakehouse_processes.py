@@ -47,7 +47,9 @@ WORKER_SCRIPT = Path(__file__).with_name("lake_worker.py")
 STARTUP_TIMEOUT_S = 180.0
 FINISH_TIMEOUT_S = 180.0
 SEED = [segment(0, 60, "seed")]
-LOCK_HOLD_S = 4.0  # delta-spark races: the write lock is held this long after the workers are released  # 20 rows in each of the three day partitions
+# delta-spark races: the write lock is held this long after the workers are released  # 20 rows in each of the
+# three day partitions
+LOCK_HOLD_S = 4.0
 
 
 # ---------------------------------------------------------------------------------------------- workers

@@ -1,4 +1,5 @@
-"""The whole ingestion pipeline on generated data: every bronze row accounted for, dirt caught, reruns no-ops."""
+"""The whole ingestion pipeline on generated data: every bronze row accounted for, dirt caught, reruns
+no-ops."""
 
 from __future__ import annotations
 
@@ -170,7 +171,8 @@ def test_no_card_number_is_stored_past_the_landing_zone(spark, pipeline_lake):
     # The run's log lines (stderr, where a scheduler keeps them): quarantine samples, errors, paths.
     assert len(RUN_LOG) > 9
     for line in RUN_LOG:
-        assert not any(holds_a_pan(run, pans) for run in digit_runs(line)), f"clear card number in {line[:300]}"
+        assert not any(holds_a_pan(run, pans) for run in digit_runs(line)), ("clear card number in "
+            f"{line[:300]}")
 
 
 def test_rerunning_the_pipeline_changes_nothing(spark, pipeline_lake):
@@ -337,7 +339,8 @@ def test_switching_engines_between_days_loads_nothing_twice_and_loses_nothing(
 # Two generated days hold no mature fraud label (chargebacks come 2-45 days late): the copy gets a
 # fraud chargeback in silver for about 1 in 15 of its transactions (reported an hour after each), and
 # a one-day label window; labels refreshed as of the next day, the features the pipeline built from
-# the landing files are all labelled and the fraud model trains on them. The model's settings are the smallest that train.
+# the landing files are all labelled and the fraud model trains on them. The model's settings are the smallest
+# that train.
 FRAUD_SETTINGS = (
     "features.banking.label_window_days=1",
     "features.banking.label_refresh_days=1",

@@ -1,4 +1,5 @@
-"""run_job: every run (ok or failed) recorded in ops/job_runs with the versions it read; checkpoints cleaned."""
+"""run_job: every run (ok or failed) recorded in ops/job_runs with the versions it read; checkpoints
+cleaned."""
 
 from __future__ import annotations
 

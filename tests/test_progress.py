@@ -1,4 +1,5 @@
-"""Progress of long Spark work: log lines naming the running stage, its tasks done/total and the seconds so far."""
+"""Progress of long Spark work: log lines naming the running stage, its tasks done/total and the seconds so
+far."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ def test_short_work_prints_nothing_and_auto_picks_lines_off_a_terminal(spark, mo
 
 
 def test_bar_mode_runs_the_job_to_the_end(spark):
-    # The bar draws on stderr (rich, transient); what matters here is that it neither blocks nor fails the job.
+    # The bar draws on stderr (rich, transient); what matters here is that it neither blocks nor fails the
+    # job.
     with progress.stage_progress(spark, "demo.job", mode="bar", interval=0.5):
         assert slow_count(spark, 1.0) == 4

@@ -127,7 +127,8 @@ def test_table_formats_numbers_and_missing_values():
         ],
     )
     text = report.html()
-    for cell in ("0.1235", "12,346", "2.5", ">7<", ">3<", ">True<", ">text<", ">74,810<", ">1,234,567<", "6.8e+15"):
+    for cell in ("0.1235", "12,346", "2.5", ">7<", ">3<", ">True<", ">text<", ">74,810<", ">1,234,567<",
+                 "6.8e+15"):
         assert cell in text
     assert text.count("<td>–</td>") == 2  # None and NaN
     assert "0.123456" not in text

@@ -1,4 +1,5 @@
-"""Nothing new, nothing done: a rerun with unchanged inputs and settings is skipped; --catch-up finds missed dates."""
+"""Nothing new, nothing done: a rerun with unchanged inputs and settings is skipped; --catch-up finds
+missed dates."""
 
 from __future__ import annotations
 

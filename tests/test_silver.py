@@ -149,7 +149,8 @@ def test_clickstream_bad_input_is_quarantined_with_reasons_and_the_batch_balance
             ("e-buy", "purchase", Decimal("12.50"), 2, None, None, "books"),
             ("e-star", "rating", Decimal("12.50"), None, 5, "2.1.0", "books"),
         ],
-        "event_id string, event_type string, price decimal(12,2), quantity int, rating int, app_version string, category string",
+        "event_id string, event_type string, price decimal(12,2), quantity int, rating int, app_version "
+        "string, category string",
     )
     assertDataFrameEqual(got, expected, checkRowOrder=False)
     first = silver.read().where(F.col("event_id") == "e-1").first()
@@ -187,7 +188,8 @@ def test_a_quality_error_stops_the_batch_and_a_rerun_replays_it_exactly(spark, t
         "test",
         [
             f"lakehouse.root={tmp_path / 'lake'}",
-            "silver.checks.maintenance=[{check: accepted_values, column: kind, values: [failure], level: error}]",
+            "silver.checks.maintenance="
+            "[{check: accepted_values, column: kind, values: [failure], level: error}]",
         ],
     )
     deliver(
@@ -411,7 +413,8 @@ def test_classify_rows_keeps_the_first_valid_delivery_per_key_and_date(spark):
         ((None, None, "missing event_id", False, t0, "a", "x"), "quarantined"),
         (("event_id", None, None, True, t0, "a", "x"), "header"),
     ]
-    columns = "event_id string, event_date date, _reject_reason string, _is_header boolean, _ingested_at timestamp, _source_file string, payload string"
+    columns = ("event_id string, event_date date, _reject_reason string, _is_header boolean, _ingested_at "
+        "timestamp, _source_file string, payload string")
     parsed = spark.createDataFrame([row for row, _ in cases], columns).select(
         "*", F.lit(None).cast("string").alias("value"), F.lit(None).cast("binary").alias("raw_bytes")
     )

@@ -15,7 +15,9 @@ from lakeml.quality.ops import DQ_RESULTS_SCHEMA, JOB_RUNS_SCHEMA
 
 DAY = dt.date(2026, 3, 10)
 AT = dt.datetime(2026, 3, 10, 6, 0)
-EVENTS = T.StructType([T.StructField("event_date", T.DateType(), False), T.StructField("n", T.LongType(), False)])
+EVENTS = T.StructType(
+    [T.StructField("event_date", T.DateType(), False), T.StructField("n", T.LongType(), False)]
+)
 
 
 def row(schema: T.StructType, **values: object) -> list[object]:
@@ -50,26 +52,32 @@ def test_status_reports_failed_jobs_stale_tables_quality_and_drift(spark, tmp_pa
     lake.table("silver", "fresh").create(EVENTS, ["event_date"]).append_rows([(DAY, 1)])
     checks = lake.table("ops", "dq_results").create(DQ_RESULTS_SCHEMA)
     checks.append_rows([
-        row(DQ_RESULTS_SCHEMA, table="clickstream", check="range", target="price", level="error", passed=False,
+        row(DQ_RESULTS_SCHEMA, table="clickstream", check="range", target="price", level="error",
+            passed=False,
             checked_at=early),  # an older batch: superseded
-        row(DQ_RESULTS_SCHEMA, table="clickstream", check="unique", target="event_id", level="error", passed=False,
+        row(DQ_RESULTS_SCHEMA, table="clickstream", check="unique", target="event_id", level="error",
+            passed=False,
             checked_at=late),
-        row(DQ_RESULTS_SCHEMA, table="clickstream", check="freshness", target="ts", level="warn", passed=False,
+        row(DQ_RESULTS_SCHEMA, table="clickstream", check="freshness", target="ts", level="warn",
+            passed=False,
             checked_at=late),
     ])  # fmt: skip
     drift = lake.table("ops", "drift").create(DRIFT_SCHEMA, DRIFT_PARTITIONS)
-    drift.append_rows([row(DRIFT_SCHEMA, model_name="lakeml-fraud", feature="amount_eur", psi=0.4, level="alert")])
+    drift.append_rows([row(DRIFT_SCHEMA, model_name="lakeml-fraud", feature="amount_eur", psi=0.4,
+                           level="alert")])
 
     code, report = status(monkeypatch, capsys, tmp_path)
     assert code == 1
     jobs = {j["job"]: j for j in report["jobs"]}
-    assert jobs["commerce.build_silver"]["status"] == "failed" and jobs["commerce.build_silver"]["seconds"] == 12
+    silver = jobs["commerce.build_silver"]
+    assert silver["status"] == "failed" and silver["seconds"] == 12
     assert jobs["commerce.build_silver"]["message"] == "quality error"
     assert jobs["banking.build_silver"]["status"] == "ok" and jobs["ops.maintain_tables"]["status"] == "never"
     tables = {t["table"]: t for t in report["tables"]}
     assert tables["silver/events"]["freshness"] == "stale" and tables["silver/events"]["lag_days"] == 2
     assert tables["silver/fresh"]["freshness"] == "ok"
-    assert [(q["check"], q["level"]) for q in report["quality_failures"]] == [("unique", "error"), ("freshness", "warn")]
+    failures = [(q["check"], q["level"]) for q in report["quality_failures"]]
+    assert failures == [("unique", "error"), ("freshness", "warn")]
     assert [a["feature"] for a in report["drift_alerts"]] == ["amount_eur"]
     assert sorted(report["problems"]) == sorted([
         "job commerce.build_silver failed for 2026-03-10",

@@ -244,7 +244,8 @@ def test_coverage_segments_merge_and_intersect(spark):
     )
     covered = coverage_segments(intervals, ["k"], F.col("w"))
     expected = spark.createDataFrame(
-        [("a", jan[1], jan[3], 2), ("a", jan[3], jan[5], 3), ("a", jan[5], jan[6], 5), ("a", jan[6], jan[8], 1),
+        [("a", jan[1], jan[3], 2), ("a", jan[3], jan[5], 3), ("a", jan[5], jan[6], 5),
+         ("a", jan[6], jan[8], 1),
          ("b", jan[2], jan[3], 1)],
         "k string, segment_start date, segment_end date, covered long",
     )  # fmt: skip

@@ -65,7 +65,8 @@ class LakehouseConfig:
     def __post_init__(self) -> None:
         if self.landing_retention_days < 0:
             raise ConfigError(
-                f"lakehouse.landing_retention_days must be >= 0 (0 keeps every file), got {self.landing_retention_days}"
+                "lakehouse.landing_retention_days must be >= 0 (0 keeps every file), got "
+                f"{self.landing_retention_days}"
             )
 
 
@@ -131,7 +132,8 @@ class AirflowConfig:
     # First logical date; with catchup, Airflow runs every missed interval since.
     start_date: str
     catchup: bool
-    # local: `lakeml run JOB --env ENV` on the Airflow worker; cluster: scripts/submit jobs/<domain>/<step>.py.
+    # local: `lakeml run JOB --env ENV` on the Airflow worker; cluster: scripts/submit
+    # jobs/<domain>/<step>.py.
     mode: Literal["local", "cluster"]
     # Jobs in the DAG (with what they need); empty: every job of the registry.
     jobs: tuple[str, ...]
@@ -233,7 +235,8 @@ class CommerceFeaturesConfig:
         # Stored per-day aggregates continue sessions from the day before only (their seeds).
         if not 0 < self.session_gap_minutes < MINUTES_PER_DAY:
             raise ConfigError(
-                f"features.commerce.session_gap_minutes must be in (0, {MINUTES_PER_DAY}), got {self.session_gap_minutes}"
+                f"features.commerce.session_gap_minutes must be in (0, {MINUTES_PER_DAY}), got "
+                f"{self.session_gap_minutes}"
             )
 
 
@@ -378,7 +381,8 @@ class FraudModelConfig:
 
 
 def imbalance_divisor(option: str, default_divisor: float) -> float | None:
-    """The divisor of n_neg/n_pos an ``ml.fraud.imbalance`` option weights positives by (None = no weights)."""
+    """The divisor of n_neg/n_pos an ``ml.fraud.imbalance`` option weights positives by (None = no
+    weights)."""
     if option == "none":
         return None
     if option == "balanced":
@@ -467,7 +471,8 @@ class RecommenderConfig:
             raise ConfigError(f"ml.recommender.validation_users must be >= 0, got {self.validation_users}")
         if not 0 <= self.relevant_rating_fraction <= 1:
             raise ConfigError(
-                f"ml.recommender.relevant_rating_fraction must be in [0, 1], got {self.relevant_rating_fraction}"
+                "ml.recommender.relevant_rating_fraction must be in [0, 1], got "
+                f"{self.relevant_rating_fraction}"
             )
         if self.k < 1 or not self.ks or min(self.ks) < 1:
             raise ConfigError(
@@ -514,7 +519,8 @@ class FailureModelConfig:
 
     def __post_init__(self) -> None:
         if not self.include_gbt and not self.families:
-            raise ConfigError("ml.failure: no model family to train (include_gbt is false and families is empty)")
+            raise ConfigError("ml.failure: no model family to train (include_gbt is false and families is "
+                              "empty)")
 
 
 @dataclass(frozen=True)
@@ -538,7 +544,8 @@ class DriftConfig:
             )
         if not 0 < self.warn_psi <= self.alert_psi:
             raise ConfigError(
-                f"ml.drift: need 0 < warn_psi <= alert_psi, got warn_psi={self.warn_psi}, alert_psi={self.alert_psi}"
+                f"ml.drift: need 0 < warn_psi <= alert_psi, got warn_psi={self.warn_psi}, "
+                f"alert_psi={self.alert_psi}"
             )
 
 
@@ -812,7 +819,8 @@ def _substitute_env(value: Any, origin: dict[str, str], dotted: str) -> Any:
             if default is not None:
                 return default
             raise ConfigError(
-                f"{origin.get(dotted, '?')}: key '{dotted}' uses ${{{name}}} but environment variable {name} is not set"
+                f"{origin.get(dotted, '?')}: key '{dotted}' uses ${{{name}}} but environment variable {name} "
+                "is not set"
             )
 
         return _ENV_REF.sub(repl, value)

@@ -43,7 +43,8 @@ def dag_jobs(config: Config, depends_on: Mapping[str, Sequence[str]]) -> list[st
 
 
 def task_command(config: Config, job: str, overrides: Sequence[str]) -> list[str]:
-    """The shell words a task runs: `lakeml run` (local mode) or scripts/submit with the job file (cluster)."""
+    """The shell words a task runs: `lakeml run` (local mode) or scripts/submit with the job file
+    (cluster)."""
     args = ["--env", config.env, "--run-date", RUN_DATE]
     for item in overrides:
         args += ["--conf", item]

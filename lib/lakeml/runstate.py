@@ -9,7 +9,8 @@ change an output, plus lakeml's code version) both are stored in the run's ``ops
 next run for the same ``(job, run date, first date)`` compares them before it starts. A folder of
 files a job reads (a bronze load's landing folder, ``note_files``) is an input too: its state is a
 digest of the folder's listing (each file's path and size: metadata, never the data), taken before
-the job reads it. A job that recorded no input at all is never skipped. Table maintenance (``ops.maintain_tables``: optimize, vacuum)
+the job reads it. A job that recorded no input at all is never skipped. Table maintenance
+(``ops.maintain_tables``: optimize, vacuum)
 commits new versions that change no row; a table whose only newer commits are such is unchanged.
 """
 
@@ -93,7 +94,8 @@ _files: dict[str, State] | None = None
 
 @contextlib.contextmanager
 def noting_files() -> Iterator[dict[str, State]]:
-    """Within the block, collect the listing digest of every folder ``note_files`` names (a job's file inputs)."""
+    """Within the block, collect the listing digest of every folder ``note_files`` names (a job's file
+    inputs)."""
     global _files
     outer, _files = _files, {}
     try:
@@ -186,7 +188,8 @@ def last_success(
 def skip_reason(
     spark: SparkSession, config: Config, job: str, run_date: dt.date, first_date: dt.date
 ) -> str | None:
-    """INPUTS_UNCHANGED when the job's last successful run for these dates saw the same inputs and settings."""
+    """INPUTS_UNCHANGED when the job's last successful run for these dates saw the same inputs and
+    settings."""
     previous = last_success(spark, config, job, run_date, first_date)
     if previous is None or previous.settings != settings_fingerprint(config) or not previous.input_state:
         return None
@@ -199,7 +202,8 @@ def skip_reason(
 
 def _same_input(key: str, recorded: State, current: State) -> bool:
     """The input is as the last run left it: the same version (or listing), or, for a table, only later
-    commits that rewrote files without changing a row (``optimize`` compaction, ``vacuum``: table maintenance)."""
+    commits that rewrote files without changing a row (``optimize`` compaction, ``vacuum``: table
+    maintenance)."""
     if recorded == current:
         return True
     if not (isinstance(recorded, int) and isinstance(current, int)):
@@ -234,7 +238,8 @@ def _may_change_rows(commit: Commit) -> bool:
 def catch_up_start(
     spark: SparkSession, config: Config, jobs: Sequence[str], run_date: dt.date
 ) -> dt.date | None:
-    """The day after the earliest of the jobs' last successful run dates (None: no job ever ran, or all are current)."""
+    """The day after the earliest of the jobs' last successful run dates (None: no job ever ran, or all are
+    current)."""
     from lakeml.lakehouse import Lakehouse
 
     runs = Lakehouse(spark, config).table("ops", "job_runs")

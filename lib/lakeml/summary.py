@@ -43,7 +43,8 @@ def job_table(runs: Sequence[JobRun], not_run: Sequence[str] = ()) -> Table:
 
 
 def next_steps(runs: Sequence[JobRun], config: Config) -> list[str]:
-    """Where the results landed: lakehouse, reports, MLflow runs, model versions, the ``mlflow ui`` command."""
+    """Where the results landed: lakehouse, reports, MLflow runs, model versions, the ``mlflow ui``
+    command."""
     from lakeml.ml.tracking import artifact_root, tracking_uri
 
     lines = [f"lakehouse: {config.lakehouse.root}"]

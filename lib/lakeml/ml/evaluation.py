@@ -39,7 +39,8 @@ METRIC_NOISE_RTOL = 1e-9
 
 
 def is_better(metric: str, value: float, other: float, margin: float = 0.0) -> bool:
-    """Whether ``value`` beats ``other`` on ``metric`` by more than ``margin`` and by more than float noise."""
+    """Whether ``value`` beats ``other`` on ``metric`` by more than ``margin`` and by more than float
+    noise."""
     if metric not in HIGHER_IS_BETTER:
         raise ValueError(f"unknown metric '{metric}' (known: {', '.join(sorted(HIGHER_IS_BETTER))})")
     gain = value - other if HIGHER_IS_BETTER[metric] else other - value

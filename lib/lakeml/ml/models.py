@@ -118,7 +118,8 @@ def _xgboost(task: str, common: Mapping[str, Any], seed: int) -> PipelineStage:
 
 
 def classifier_stages(family: str, label: str, weight: str | None, seed: int) -> list[PipelineStage]:
-    """The estimator (and any scaling it needs) of a classifier family: gbt, random_forest, logistic, xgboost."""
+    """The estimator (and any scaling it needs) of a classifier family: gbt, random_forest, logistic,
+    xgboost."""
     common: dict[str, Any] = {"labelCol": label, "featuresCol": FEATURES}
     if weight:
         common["weightCol"] = weight
@@ -422,7 +423,8 @@ def fit_families(
     name: str,
     patience: int = 0,
 ) -> tuple[str, dict[str, tuple[PipelineModel, float, list[tuple[dict[str, float], float]]]]]:
-    """Tune each family (estimator stages, grid) on ``train`` and rank them by ``evaluator`` on ``validation``.
+    """Tune each family (estimator stages, grid) on ``train`` and rank them by ``evaluator`` on
+    ``validation``.
 
     The feature stages are fitted once and the assembled training vectors cached once for all
     families (and the validation vectors once when families are ranked), so a second family costs
@@ -436,7 +438,8 @@ def fit_families(
     the same data and conf always drop the same families.
     """
     columns = _estimator_columns_of([stages for stages, _ in families.values()])
-    with assembled_vectors(prefix, train, validation, columns, len(families) > 1) as (features, prepared, held):
+    with assembled_vectors(prefix, train, validation, columns, len(families) > 1) as (features, prepared,
+                                                                                      held):
         fitted = fit_families_on_vectors(
             features, families, evaluator, prepared, held, train_ratio, parallelism, seed, name, patience
         )

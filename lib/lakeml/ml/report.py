@@ -93,7 +93,8 @@ class HtmlReport:
         self._parts.append(f"<p>{_esc(text)}</p>")
 
     def add_table(self, title: str, rows: Sequence[Mapping[str, object]]) -> None:
-        """Append a table: columns are the union of keys in first-seen order, floats to 4 significant digits."""
+        """Append a table: columns are the union of keys in first-seen order, floats to 4 significant
+        digits."""
         if not rows:
             self._parts.append(f"<h3>{_esc(title)}</h3>\n<p class='empty'>no rows</p>")
             return

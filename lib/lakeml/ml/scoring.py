@@ -141,7 +141,8 @@ def write_scores(
 
 
 def alert_budget(champion: Champion, default: float) -> float:
-    """The alert budget the champion's threshold was chosen for (its ``alert_budget`` tag, else ``default``)."""
+    """The alert budget the champion's threshold was chosen for (its ``alert_budget`` tag, else
+    ``default``)."""
     return float(champion.tags.get("alert_budget", default))
 
 

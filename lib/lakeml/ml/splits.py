@@ -57,7 +57,8 @@ def describe_bounds(bounds: TimeSplitBounds) -> str:
 
 
 def with_time_split(date_column: str, bounds: TimeSplitBounds) -> Transform:
-    """Reads ``date_column``; adds ``split``: train < validation < gap < test by whole days (NULL after last_day or undated)."""
+    """Reads ``date_column``; adds ``split``: train < validation < gap < test by whole days (NULL after
+    last_day or undated)."""
 
     def apply(df: DataFrame) -> DataFrame:
         day = F.col(date_column)
@@ -81,7 +82,8 @@ def with_latest_per_user_split(
     validation_items: int,
     min_user_items: int,
 ) -> Transform:
-    """Reads user, time and a tiebreak column; adds ``split``: each user's newest rows test, the next validation.
+    """Reads user, time and a tiebreak column; adds ``split``: each user's newest rows test, the next
+    validation.
 
     Users with fewer than ``min_user_items`` rows stay wholly in train (too little history to hold out).
     """
@@ -111,7 +113,8 @@ def group_bucket(group_column: str, seed: int) -> Column:
 def with_group_split(
     group_column: str, test_fraction: float, validation_fraction: float, seed: int
 ) -> Transform:
-    """Reads the group column; adds ``split`` from a hash of the group, so each group lands in one split only."""
+    """Reads the group column; adds ``split`` from a hash of the group, so each group lands in one split
+    only."""
     if not (test_fraction > 0 and validation_fraction >= 0 and test_fraction + validation_fraction < 1):
         raise ValueError("need 0 < test_fraction, 0 <= validation_fraction, and their sum < 1")
 
@@ -129,7 +132,8 @@ def with_group_split(
 
 @dataclass(frozen=True)
 class TimeFractionBounds:
-    """Instants splitting a time range: train < ``validation_start`` <= validation < ``test_start`` <= test."""
+    """Instants splitting a time range: train < ``validation_start`` <= validation < ``test_start`` <=
+    test."""
 
     first: dt.datetime
     validation_start: dt.datetime
@@ -140,7 +144,8 @@ class TimeFractionBounds:
     def of_range(
         cls, first: dt.datetime, last: dt.datetime, validation_fraction: float, test_fraction: float
     ) -> TimeFractionBounds:
-        """The last ``test_fraction`` of [first, last] is test, the ``validation_fraction`` before it validation."""
+        """The last ``test_fraction`` of [first, last] is test, the ``validation_fraction`` before it
+        validation."""
         if not (validation_fraction > 0 and test_fraction > 0 and validation_fraction + test_fraction < 1):
             raise ValueError("need 0 < validation_fraction, 0 < test_fraction, and their sum < 1")
         span = last - first
@@ -155,7 +160,8 @@ class TimeFractionBounds:
 
 
 def with_time_fraction_split(time_column: str, bounds: TimeFractionBounds) -> Transform:
-    """Reads ``time_column``; adds ``split`` by the instants of ``bounds`` (NULL when untimed or after ``last``)."""
+    """Reads ``time_column``; adds ``split`` by the instants of ``bounds`` (NULL when untimed or after
+    ``last``)."""
 
     def apply(df: DataFrame) -> DataFrame:
         ts = F.col(time_column).cast("timestamp")

@@ -1,4 +1,5 @@
-"""The ``ops`` tables: quarantine, silver_batches and dq_results (per ingestion batch), job_runs (per job run)."""
+"""The ``ops`` tables: quarantine, silver_batches and dq_results (per ingestion batch), job_runs (per job
+run)."""
 
 from __future__ import annotations
 

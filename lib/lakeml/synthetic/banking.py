@@ -7,28 +7,28 @@ a quote; an empty field is a missing value.
 
 **transactions**
 
-| column            | type    | meaning |
-|-------------------|---------|---------|
-| txn_id            | string  | ``tx`` + 16 hex digits, unique per transaction (a duplicate delivery repeats it) |
-| ts                | string  | authorisation time, ISO-8601 UTC with ``Z`` and ms (``2026-11-20T13:45:12.123Z``), terminal clock |
-| card_number       | string  | 16-digit PAN, Luhn-valid, one per account (PII: tokenize downstream) |
-| account_id        | string  | ``A00001234`` |
-| merchant_id       | string  | ``M00012345`` |
-| merchant_category | string  | ISO 18245 MCC, 4 digits (see ``MCCS``; 6011 = ATM) |
-| amount            | decimal | amount in ``currency``: 2 decimals, 0 for JPY |
-| currency          | string  | ISO 4217 code of the merchant's country (fixed rates to EUR in ``COUNTRIES``) |
-| channel           | string  | ``pos`` (card at a terminal), ``ecom`` (online) or ``atm`` |
-| country           | string  | ISO 3166 alpha-2 country of the merchant |
-| lat, lon          | decimal | where the card was used, 4 decimals: terminal location (pos, atm) or the buyer's IP geolocation (ecom) |
-| card_present      | boolean | ``true`` for pos and atm, ``false`` for ecom |
+- txn_id (string): ``tx`` + 16 hex digits, unique per transaction (a duplicate delivery repeats it)
+- ts (string): authorisation time, ISO-8601 UTC with ``Z`` and ms (``2026-11-20T13:45:12.123Z``), terminal
+  clock
+- card_number (string): 16-digit PAN, Luhn-valid, one per account (PII: tokenize downstream)
+- account_id (string): ``A00001234``
+- merchant_id (string): ``M00012345``
+- merchant_category (string): ISO 18245 MCC, 4 digits (see ``MCCS``; 6011 = ATM)
+- amount (decimal): amount in ``currency``: 2 decimals, 0 for JPY
+- currency (string): ISO 4217 code of the merchant's country (fixed rates to EUR in ``COUNTRIES``)
+- channel (string): ``pos`` (card at a terminal), ``ecom`` (online) or ``atm``
+- country (string): ISO 3166 alpha-2 country of the merchant
+- lat, lon (decimal): where the card was used, 4 decimals: terminal location (pos, atm) or the buyer's IP
+  geolocation (ecom)
+- card_present (boolean): ``true`` for pos and atm, ``false`` for ecom
 
 **chargebacks** (append-only: a reversal is a later row for the same ``txn_id``)
 
-| column      | type   | meaning |
-|-------------|--------|---------|
-| txn_id      | string | the disputed transaction |
-| reported_at | string | when the dispute (or its reversal) was filed, ISO-8601 UTC (``2026-12-03T09:12:44Z``) |
-| reason_code | string | Visa-style dispute reason: ``10.3`` fraud, card present; ``10.4`` fraud, card absent; ``13.1`` merchandise not received; ``13.3`` not as described; ``REVERSED`` = the earlier chargeback of this txn_id was withdrawn/lost (the transaction is then not disputed) |
+- txn_id (string): the disputed transaction
+- reported_at (string): when the dispute (or its reversal) was filed, ISO-8601 UTC (``2026-12-03T09:12:44Z``)
+- reason_code (string): Visa-style dispute reason: ``10.3`` fraud, card present; ``10.4`` fraud, card absent;
+  ``13.1`` merchandise not received; ``13.3`` not as described; ``REVERSED`` = the earlier chargeback of this
+  txn_id was withdrawn/lost (the transaction is then not disputed)
 
 Volume: 4,000 × scale legitimate transaction slots per day, thinned by weekday (Mon–Wed 90 %,
 Thu 95 %, Fri–Sat 100 %, Sun 80 %): about 3,700 × scale transactions a day plus fraud; about
@@ -50,12 +50,17 @@ the current country, online spend at a home-country merchant (80 %) or anywhere 
 Fraud (about 0.5 % of transactions in the long run, 0.3–0.7 % over a few days at scale 1; exact
 generating rules; cases per scale unit and day, the day's count drawn as ``⌊rate·scale + u⌋``):
 
-| pattern | rate/day | rule |
-|---------|----------|------|
-| card_testing | 0.5 cases | a card gets 6–14 small ecom payments (0.50–5.00 EUR) 20–150 s apart at digital-goods/direct-marketing merchants (5816, 5967) in random countries, then 1–2 large ecom buys (150–1,500 EUR, electronics 5732 / jewellery 5944) 1–6 h later; IP location in a country >5,000 km from home |
-| impossible_travel | 2.0 cases | a normal card-present buy at home (legitimate), then 20–180 min later a card-present buy (100–900 EUR; 5732, 5944, 5311) in a country >5,000 km away (the fraud) |
-| night_risky_mcc | 2.0 cases | 1–3 ecom payments (150–2,000 EUR) at risky MCCs (7995 gambling, 6051 quasi-cash, 4829 money transfer, 5967) between 00:30 and 05:00 in the cardholder's home time, 2–20 min apart, IP location far from home |
-| compromised_merchant | 0.4 waves | a fuel/restaurant/grocery merchant (5541, 5812, 5411) skims 5–12 local cards on one day (those visits are legitimate); each card then has 1–2 fraudulent buys 1–10 days later (200–2,500 EUR), half online far from home, half card-present in a far country |
+- card_testing (rate/day 0.5 cases): a card gets 6–14 small ecom payments (0.50–5.00 EUR) 20–150 s apart at
+  digital-goods/direct-marketing merchants (5816, 5967) in random countries, then 1–2 large ecom buys
+  (150–1,500 EUR, electronics 5732 / jewellery 5944) 1–6 h later; IP location in a country >5,000 km from home
+- impossible_travel (rate/day 2.0 cases): a normal card-present buy at home (legitimate), then 20–180 min
+  later a card-present buy (100–900 EUR; 5732, 5944, 5311) in a country >5,000 km away (the fraud)
+- night_risky_mcc (rate/day 2.0 cases): 1–3 ecom payments (150–2,000 EUR) at risky MCCs (7995 gambling, 6051
+  quasi-cash, 4829 money transfer, 5967) between 00:30 and 05:00 in the cardholder's home time, 2–20 min
+  apart, IP location far from home
+- compromised_merchant (rate/day 0.4 waves): a fuel/restaurant/grocery merchant (5541, 5812, 5411) skims 5–12
+  local cards on one day (those visits are legitimate); each card then has 1–2 fraudulent buys 1–10 days later
+  (200–2,500 EUR), half online far from home, half card-present in a far country
 
 ``is_fraud`` is not in the landing file: the label comes from chargebacks.
 
@@ -68,16 +73,20 @@ the chargeback. Chargebacks are delivered 1–12 h after ``reported_at``.
 
 Dirt (rates per row; malformed/missing/wrong type are exclusive):
 
-| dirt | transactions | chargebacks | what it looks like |
-|------|--------------|-------------|--------------------|
-| malformed line | 0.1 % | 0.5 % | first 20–80 % of the line, or garbage (HTML error page, binary junk, ``;;;;``) |
-| missing field  | 0.4 % | 0.5 % | transactions: one of merchant_id, amount, ts, lat+lon empty; chargebacks: reason_code empty |
-| wrong type     | 0.4 % | 1 %   | transactions: amount with a decimal comma (``"12,50"``, quoted), amount ``N/A``, or ts as ``20/11/2026 13:45:12``; chargebacks: reported_at as ``20/11/2026 13:45`` |
-| duplicate delivery | 0.3 % | 1 % | the same line again in a later file (6 h later; chargebacks: next day) |
-| late delivery | 0.2 % | – | delivered 1–2 days (+ up to 1 day) after ``ts`` |
-| clock skew | 1 % of merchants | – | the terminal clock of pos/atm transactions is off by ±1–30 min |
-| format variation | 1 % | – | card_number written in groups of four (``4532 0112 3456 7890``) |
-| reversed chargebacks | – | see above | a later ``REVERSED`` row for the same txn_id |
+- malformed line (transactions 0.1 %; chargebacks 0.5 %): first 20–80 % of the line, or garbage (HTML error
+  page, binary junk, ``;;;;``)
+- missing field (transactions 0.4 %; chargebacks 0.5 %): transactions: one of merchant_id, amount, ts, lat+lon
+  empty; chargebacks: reason_code empty
+- wrong type (transactions 0.4 %; chargebacks 1 %): transactions: amount with a decimal comma (``"12,50"``,
+  quoted), amount ``N/A``, or ts as ``20/11/2026 13:45:12``; chargebacks: reported_at as ``20/11/2026 13:45``
+- duplicate delivery (transactions 0.3 %; chargebacks 1 %): the same line again in a later file (6 h later;
+  chargebacks: next day)
+- late delivery (transactions 0.2 %; chargebacks –): delivered 1–2 days (+ up to 1 day) after ``ts``
+- clock skew (transactions 1 % of merchants; chargebacks –): the terminal clock of pos/atm transactions is off
+  by ±1–30 min
+- format variation (transactions 1 %; chargebacks –): card_number written in groups of four (``4532 0112 3456
+  7890``)
+- reversed chargebacks (transactions –; chargebacks see above): a later ``REVERSED`` row for the same txn_id
 """
 
 from __future__ import annotations
@@ -450,7 +459,8 @@ def terminal_location(
     rules: BankingRules = RULES,
 ) -> Sql:
     """Where a card-present payment happened: the merchant's location plus a few hundred metres."""
-    return f"({merchant_location(seed, merchant, layout, axis)} + {noise} * {sql_lit(rules.terminal_jitter_deg)})"
+    return (f"({merchant_location(seed, merchant, layout, axis)} + {noise} * "
+        f"{sql_lit(rules.terminal_jitter_deg)})")
 
 
 def amount_eur(mcc: Sql, noise: Sql, rules: BankingRules = RULES) -> Sql:
@@ -467,7 +477,8 @@ def uniform_amount(lo_hi: tuple[float, float], u: Sql) -> Sql:
 
 def local_day_time(day: Sql, local_us: Sql, country: Sql) -> Sql:
     """UTC microseconds of ``local_us`` after local midnight of ``day`` in ``country``'s time zone."""
-    return f"({day} * {DAY_US}L + CAST({local_us} AS BIGINT) - {as_us(country_attr('utc_offset_min', country), MINUTE_US)})"
+    return (f"({day} * {DAY_US}L + CAST({local_us} AS BIGINT) - "
+        f"{as_us(country_attr('utc_offset_min', country), MINUTE_US)})")
 
 
 def hours_us(hours: Sql) -> Sql:
@@ -523,14 +534,16 @@ def legit_details(df: DataFrame, seed: int, layout: BankLayout, rules: BankingRu
             "home": home_country("account", layout),
             "travel_to": below(len(COUNTRIES), uniform(seed, "txn/travel-to", "account", "day")),
             "travelling": f"{uniform(seed, 'txn/travel', 'account', 'day')} < {sql_lit(rules.travel_rate)}",
-            "mcc": f"CASE channel WHEN 'atm' THEN {mcc_index(ATM_MCC)} WHEN 'pos' THEN mcc_pos ELSE mcc_ecom END",
+            "mcc": f"CASE channel WHEN 'atm' THEN {mcc_index(ATM_MCC)} WHEN 'pos' THEN mcc_pos ELSE mcc_ecom "
+                   "END",
         },
     )
     df = with_sql(df, {"current": "CASE WHEN travelling AND travel_to != home THEN travel_to ELSE home END"})
     df = with_sql(
         df,
         {
-            "m_country": "CASE WHEN channel != 'ecom' THEN current WHEN ecom_country < 0 THEN home ELSE ecom_country END",
+            "m_country": "CASE WHEN channel != 'ecom' THEN current WHEN ecom_country < 0 THEN home ELSE "
+                         "ecom_country END",
             "ts_us": local_day_time("day", "local_us", "current"),
             "amount_eur": amount_eur("mcc", "amount_noise", rules),
         },
@@ -597,10 +610,12 @@ def card_testing(
         cases,
         {
             "account": below(layout.n_accounts, draw("case_rk", "account")),
-            "t0": f"day * {DAY_US}L + CAST(floor({draw('case_rk', 't0')} * {sql_lit(float(DAY_US))}) AS BIGINT)",
+            "t0": f"day * {DAY_US}L + CAST(floor({draw('case_rk', 't0')} * {sql_lit(float(DAY_US))}) AS "
+                  "BIGINT)",
             "n_small": int_between(rules.card_test_small, draw("case_rk", "n-small")),
             "n_big": int_between(rules.card_test_big, draw("case_rk", "n-big")),
-            "gap_us": f"CAST(floor({between(*rules.card_test_gap_seconds, draw('case_rk', 'gap'))} * {SECOND_US}) AS BIGINT)",
+            "gap_us": f"CAST(floor({between(*rules.card_test_gap_seconds, draw('case_rk', 'gap'))} * "
+                      f"{SECOND_US}) AS BIGINT)",
         },
     )
     cases = with_sql(
@@ -662,7 +677,8 @@ def impossible_travel(
         {
             "txn_id": "concat('tx', lower(lpad(hex(rk), 16, '0')))",
             "ts_us": "t0 + k * gap_us",
-            "mcc": f"CASE WHEN {anchor} THEN {mcc_draw(pos_weights, u('mcc'))} ELSE {mcc_draw(rules.travel_fraud_mccs, u('mcc'))} END",
+            "mcc": f"CASE WHEN {anchor} THEN {mcc_draw(pos_weights, u('mcc'))} ELSE "
+                   f"{mcc_draw(rules.travel_fraud_mccs, u('mcc'))} END",
             "channel": "'pos'",
             "where": f"CASE WHEN {anchor} THEN home ELSE far END",
             "noise": draw_normal("rk", "amount"),
@@ -784,7 +800,8 @@ def merchant_waves(
     rows = with_sql(
         rows,
         {
-            "mcc": f"CASE WHEN {skim} THEN wave_mcc WHEN online THEN {mcc_draw(rules.wave_online_mccs, u('fraud-mcc'))} "
+            "mcc": f"CASE WHEN {skim} THEN wave_mcc WHEN online THEN "
+                   f"{mcc_draw(rules.wave_online_mccs, u('fraud-mcc'))} "
             f"ELSE {mcc_draw(rules.travel_fraud_mccs, u('fraud-mcc'))} END",
             "channel": "CASE WHEN online THEN 'ecom' ELSE 'pos' END",
             "fraud_country": f"CASE WHEN online THEN {below(len(COUNTRIES), u('m-country'))} ELSE far END",
@@ -888,7 +905,8 @@ def with_txn_attributes(
             "merchant_id": "format_string('M%08d', merchant)",
             "country": country_attr("code", "m_country"),
             "currency": country_attr("currency", "m_country"),
-            "amount_text": f"CASE WHEN {country_attr('decimals', 'm_country')} = 0 THEN {fixed(f'round({amount}, 0)', 0)} "
+            "amount_text": f"CASE WHEN {country_attr('decimals', 'm_country')} = 0 THEN "
+                           f"{fixed(f'round({amount}, 0)', 0)} "
             f"ELSE {fixed(f'round({amount}, 2)', 2)} END",
             "card_number": f"concat(card_body, {luhn_check_digit('card_body')})",
             "card_present": "channel != 'ecom'",
@@ -907,8 +925,10 @@ def transaction_lines(df: DataFrame, seed: int, rules: BankingRules = RULES) -> 
     df = with_sql(
         df,
         {
-            "missing_field": f"CASE WHEN dirt = 'missing' THEN {choice_sql(rules.txn_missing_fields, u('missing'))} ELSE '' END",
-            "wrong_kind": f"CASE WHEN dirt = 'wrong_type' THEN {choice_sql(rules.txn_wrong_kinds, u('wrong'))} ELSE '' END",
+            "missing_field": "CASE WHEN dirt = 'missing' THEN "
+                             f"{choice_sql(rules.txn_missing_fields, u('missing'))} ELSE '' END",
+            "wrong_kind": "CASE WHEN dirt = 'wrong_type' THEN "
+                          f"{choice_sql(rules.txn_wrong_kinds, u('wrong'))} ELSE '' END",
         },
     )
     ts = (
@@ -949,7 +969,8 @@ def transaction_lines(df: DataFrame, seed: int, rules: BankingRules = RULES) -> 
     return with_sql(
         df,
         {
-            "line": f"CASE WHEN dirt = 'malformed' THEN {malformed('csv', 'dirt_rk', 'malformed')} ELSE csv END"
+            "line": f"CASE WHEN dirt = 'malformed' THEN {malformed('csv', 'dirt_rk', 'malformed')} ELSE csv "
+                    "END"
         },
     )
 
@@ -959,13 +980,15 @@ def choice_sql(values: Sequence[str], u: Sql) -> Sql:
 
 
 def txn_delivery(rules: BankingRules = RULES) -> Sql:
-    """When the processor exports the transaction: minutes later; 0.2 % a day or two late (uses ``dirt_rk``)."""
+    """When the processor exports the transaction: minutes later; 0.2 % a day or two late (uses
+    ``dirt_rk``)."""
 
     def u(salt: str) -> Sql:
         return draw("dirt_rk", salt)
 
     latency = f"CAST(floor({between(*rules.txn_latency_seconds, u('latency'))} * {SECOND_US}) AS BIGINT)"
-    late_us = f"{as_us(int_between(rules.late_days, u('late-days')), DAY_US)} + CAST(floor({u('late-time')} * {sql_lit(float(DAY_US))}) AS BIGINT)"
+    late_us = (f"{as_us(int_between(rules.late_days, u('late-days')), DAY_US)} + CAST(floor({u('late-time')} "
+        f"* {sql_lit(float(DAY_US))}) AS BIGINT)")
     return (
         f"ts_us + {latency} + CASE WHEN {u('late')} < {sql_lit(rules.late_rate)} THEN {late_us} ELSE 0L END"
     )
@@ -1021,7 +1044,8 @@ def false_chargeback_slots(
 
 
 def chargebacks_frame(spark: SparkSession, window: Window, rules: BankingRules = RULES) -> DataFrame:
-    """Typed chargeback rows: ``txn_id``, ``txn_ts_us``, ``reported_us``, ``reason_code``, ``is_fraud``, ``kind``."""
+    """Typed chargeback rows: ``txn_id``, ``txn_ts_us``, ``reported_us``, ``reason_code``, ``is_fraud``,
+    ``kind``."""
     seed = window.seed
     layout = layout_for(window.scale, rules)
     first = fraud_first_day(window, rules)
@@ -1036,7 +1060,8 @@ def chargebacks_frame(spark: SparkSession, window: Window, rules: BankingRules =
         return draw("cb_rk", salt)
 
     rate = (
-        f"CASE WHEN amount_eur < {sql_lit(rules.small_fraud_eur)} THEN {sql_lit(rules.chargeback_rate_small_fraud)} "
+        f"CASE WHEN amount_eur < {sql_lit(rules.small_fraud_eur)} THEN "
+        f"{sql_lit(rules.chargeback_rate_small_fraud)} "
         f"ELSE {sql_lit(rules.chargeback_rate_fraud)} END"
     )
     disputed_fraud = with_sql(
@@ -1054,8 +1079,10 @@ def chargebacks_frame(spark: SparkSession, window: Window, rules: BankingRules =
         },
     )
     lo, hi = rules.chargeback_delay_days
-    delay = f"CAST(floor(({sql_lit(lo)} + {sql_lit(hi - lo)} * pow({u('delay')}, 2.0D)) * {sql_lit(float(DAY_US))}) AS BIGINT)"
-    reversal_delay = f"CAST(floor({between(*rules.reversal_delay_days, u('reversal-delay'))} * {sql_lit(float(DAY_US))}) AS BIGINT)"
+    delay = (f"CAST(floor(({sql_lit(lo)} + {sql_lit(hi - lo)} * pow({u('delay')}, 2.0D)) * "
+        f"{sql_lit(float(DAY_US))}) AS BIGINT)")
+    reversal_delay = (f"CAST(floor({between(*rules.reversal_delay_days, u('reversal-delay'))} * "
+        f"{sql_lit(float(DAY_US))}) AS BIGINT)")
     cbs = select_sql(
         disputed_fraud.unionByName(disputed_legit),
         {
@@ -1093,7 +1120,8 @@ def chargeback_lines(df: DataFrame, seed: int, rules: BankingRules = RULES) -> D
     return with_sql(
         df,
         {
-            "line": f"CASE WHEN dirt = 'malformed' THEN {malformed('csv', 'dirt_rk', 'malformed')} ELSE csv END"
+            "line": f"CASE WHEN dirt = 'malformed' THEN {malformed('csv', 'dirt_rk', 'malformed')} ELSE csv "
+                    "END"
         },
     )
 

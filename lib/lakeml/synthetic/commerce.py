@@ -5,23 +5,24 @@ per day (``00000``–``00003``), times ``ceil(scale / 25)`` shards. Lines are in
 
 Fields (a key whose value would be null is left out of the object):
 
-| field        | JSON type | meaning |
-|--------------|-----------|---------|
-| event_id     | string    | UUID-formatted id of the event; the same event delivered twice has the same id |
-| ts           | string    | when the event happened, device clock, ISO-8601 with the user's UTC offset, ms precision (``2026-11-20T14:03:07.123+01:00``) |
-| user_id      | string    | ``u-0000042`` |
-| session_id   | string    | UUID-formatted id of the browsing session |
-| event_type   | string    | ``view``, ``add_to_cart``, ``remove_from_cart``, ``purchase`` or ``rating`` |
-| item_id      | string    | ``i-000123`` |
-| category     | string    | item category (12: electronics, books, fashion, home, sports, toys, beauty, grocery, garden, automotive, music, pets) |
-| price        | number    | item unit price in EUR, 2 decimals |
-| quantity     | integer   | units, only on add_to_cart, remove_from_cart and purchase (1–3) |
-| rating       | integer   | 1–5 stars, only on ``rating`` events |
-| device       | string    | ``mobile``, ``desktop`` or ``tablet`` (fixed per user) |
-| ip           | string    | IPv4 address (fixed per user) |
-| user_agent   | string    | browser/app user agent (fixed per user) |
-| referrer     | string    | URL the session came from; empty string for direct traffic |
-| app_version  | string    | **schema v2 only**: client version, present on events whose UTC event day is on or after the schema-change day (``start + days // 2``) |
+- event_id (string): UUID-formatted id of the event; the same event delivered twice has the same id
+- ts (string): when the event happened, device clock, ISO-8601 with the user's UTC offset, ms precision
+  (``2026-11-20T14:03:07.123+01:00``)
+- user_id (string): ``u-0000042``
+- session_id (string): UUID-formatted id of the browsing session
+- event_type (string): ``view``, ``add_to_cart``, ``remove_from_cart``, ``purchase`` or ``rating``
+- item_id (string): ``i-000123``
+- category (string): item category (12: electronics, books, fashion, home, sports, toys, beauty, grocery,
+  garden, automotive, music, pets)
+- price (number): item unit price in EUR, 2 decimals
+- quantity (integer): units, only on add_to_cart, remove_from_cart and purchase (1–3)
+- rating (integer): 1–5 stars, only on ``rating`` events
+- device (string): ``mobile``, ``desktop`` or ``tablet`` (fixed per user)
+- ip (string): IPv4 address (fixed per user)
+- user_agent (string): browser/app user agent (fixed per user)
+- referrer (string): URL the session came from; empty string for direct traffic
+- app_version (string): **schema v2 only**: client version, present on events whose UTC event day is on or
+  after the schema-change day (``start + days // 2``)
 
 Volume: 1,200 × scale sessions per day before weekday thinning (Mon–Thu keep 80 %, Fri 85 %,
 Sat–Sun 100 %), 1 + ⌊Exp(mean 5)⌋ events per session (at most 40): about 5,800 × scale events per day.
@@ -43,17 +44,19 @@ Learnable signal (exact generating rules):
 
 Dirt (rates per event; the first three are exclusive):
 
-| dirt | rate | what it looks like |
-|------|------|--------------------|
-| malformed line | 0.2 % | half truncated JSON (first 20–80 % of the line), half garbage (HTML error page, binary junk, …) |
-| missing field  | 0.5 % | one of ts, user_id, item_id, event_type, price left out |
-| wrong type     | 0.4 % | ``price`` as a string with a decimal comma (``"12,99"``), ``ts`` as epoch milliseconds (number), or ``user_id`` as a number (``42``) |
-| duplicate delivery | 0.5 % | the same line again in the next 6-hour file (6 h later) |
-| late session   | 1 % of sessions | the whole session is delivered 1–3 days (+ up to 1 day) late: event ts days before the file date |
-| clock skew     | 2 % of users | the device clock is off by ±1–180 min on all their events |
-| out of order   | all | lines are in delivery order; delivery latency is 1–300 s per event |
-| various offsets | all | ts carries the user's UTC offset (+01:00, +00:00, -05:00, -08:00, +05:30, +09:00, +02:00, -03:00; never ``Z``) |
-| schema change  | from the schema-change day | new field ``app_version`` |
+- malformed line (rate 0.2 %): half truncated JSON (first 20–80 % of the line), half garbage (HTML error page,
+  binary junk, …)
+- missing field (rate 0.5 %): one of ts, user_id, item_id, event_type, price left out
+- wrong type (rate 0.4 %): ``price`` as a string with a decimal comma (``"12,99"``), ``ts`` as epoch
+  milliseconds (number), or ``user_id`` as a number (``42``)
+- duplicate delivery (rate 0.5 %): the same line again in the next 6-hour file (6 h later)
+- late session (rate 1 % of sessions): the whole session is delivered 1–3 days (+ up to 1 day) late: event ts
+  days before the file date
+- clock skew (rate 2 % of users): the device clock is off by ±1–180 min on all their events
+- out of order (rate all): lines are in delivery order; delivery latency is 1–300 s per event
+- various offsets (rate all): ts carries the user's UTC offset (+01:00, +00:00, -05:00, -08:00, +05:30,
+  +09:00, +02:00, -03:00; never ``Z``)
+- schema change (rate from the schema-change day): new field ``app_version``
 """
 
 from __future__ import annotations
@@ -254,7 +257,8 @@ def with_user_profile(df: DataFrame, seed: int, rules: ClickstreamRules = RULES)
             "utc_offset_min": weighted_choice(dict(rules.utc_offsets), draw_column("tz")),
             "skew_us": f"CASE WHEN {u('skewed')} < {sql_lit(rules.skewed_user_rate)} "
             f"THEN {as_us(skew_minutes, MINUTE_US)} ELSE 0L END",
-            "app_version": f"format_string('7.%d.%d', {below(12, u('app-minor'))}, {below(5, u('app-patch'))})",
+            "app_version": f"format_string('7.%d.%d', {below(12, u('app-minor'))}, "
+                           f"{below(5, u('app-patch'))})",
         },
     )
     return with_sql(
@@ -295,7 +299,8 @@ def sessions(spark: SparkSession, window: Window, rules: ClickstreamRules = RULE
     daytime_seconds = (24 - rules.day_start_hour) * 3600.0
     local_seconds = (
         f"CASE WHEN {u('anytime')} < {sql_lit(rules.anytime_session_share)} THEN {u('any')} * 86400.0D "
-        f"ELSE {sql_lit(rules.day_start_hour * 3600.0)} + ({u('t1')} + {u('t2')}) / 2.0D * {sql_lit(daytime_seconds)} END"
+        f"ELSE {sql_lit(rules.day_start_hour * 3600.0)} + ({u('t1')} + {u('t2')}) / 2.0D * "
+        f"{sql_lit(daytime_seconds)} END"
     )
     extra = f"floor(-ln(1.0D - {u('length')}) * {sql_lit(rules.mean_extra_events)})"
     lo_gap, hi_gap = rules.event_gap_seconds
@@ -357,7 +362,8 @@ def events(sessions_df: DataFrame, window: Window, rules: ClickstreamRules = RUL
         f"CASE WHEN {is_favourite} THEN {sql_lit(rules.rating_mean_favourite)} "
         f"ELSE {sql_lit(rules.rating_mean_other)} END"
     )
-    rating = f"CAST(least(greatest(round({rating_mean} + {sql_lit(rules.rating_sd)} * rating_noise), 1.0D), 5.0D) AS INT)"
+    rating = (f"CAST(least(greatest(round({rating_mean} + {sql_lit(rules.rating_sd)} * rating_noise), 1.0D), "
+        "5.0D) AS INT)")
     medians = [m for _, m in rules.categories]
     df = with_sql(
         df,
@@ -366,14 +372,16 @@ def events(sessions_df: DataFrame, window: Window, rules: ClickstreamRules = RUL
             "delivered_us": "ts_us + latency_us + late_delay_us",
             "item": f"category_no + {rules.n_categories} * rank",
             "category": lookup([name for name, _ in rules.categories], "category_no"),
-            "quantity": "CASE WHEN event_type IN ('add_to_cart', 'remove_from_cart', 'purchase') THEN quantity_draw END",
+            "quantity": "CASE WHEN event_type IN ('add_to_cart', 'remove_from_cart', 'purchase') THEN "
+                        "quantity_draw END",
             "rating": f"CASE WHEN event_type = 'rating' THEN {rating} END",
             "favourite": is_favourite,
             "schema_v2": f"{day_of('ts_us')} >= {window.schema_change_day}",
         },
     )
     price = round_to(
-        f"{lookup(medians, 'category_no')} * exp({sql_lit(rules.price_sigma)} * {draw_normal('item_rk', 'price')})",
+        f"{lookup(medians, 'category_no')} * exp({sql_lit(rules.price_sigma)} * "
+        f"{draw_normal('item_rk', 'price')})",
         2,
     )
     df = with_sql(df, {"item_rk": row_key(seed, "item", "item")})
@@ -402,15 +410,18 @@ def json_lines(df: DataFrame, seed: int, rules: ClickstreamRules = RULES) -> Dat
     df = with_sql(
         df,
         {
-            "missing_field": f"CASE WHEN dirt = 'missing' THEN {choice(rules.missing_fields, u('dirt-missing'))} ELSE '' END",
-            "wrong_kind": f"CASE WHEN dirt = 'wrong_type' THEN {choice(rules.wrong_type_kinds, u('dirt-wrong'))} ELSE '' END",
+            "missing_field": "CASE WHEN dirt = 'missing' THEN "
+                             f"{choice(rules.missing_fields, u('dirt-missing'))} ELSE '' END",
+            "wrong_kind": "CASE WHEN dirt = 'wrong_type' THEN "
+                          f"{choice(rules.wrong_type_kinds, u('dirt-wrong'))} ELSE '' END",
         },
     )
 
     def unless_missing(name: str, value: Sql) -> Sql:
         return f"CASE WHEN missing_field != '{name}' THEN {value} END"
 
-    ts = f"CASE WHEN wrong_kind = 'ts_epoch' THEN '{_TS_PLACEHOLDER}' ELSE {iso_timestamp('device_ts_us', 'utc_offset_min')} END"
+    ts = (f"CASE WHEN wrong_kind = 'ts_epoch' THEN '{_TS_PLACEHOLDER}' ELSE "
+        f"{iso_timestamp('device_ts_us', 'utc_offset_min')} END")
     uid = f"CASE WHEN wrong_kind = 'user_id_number' THEN '{_USER_PLACEHOLDER}' ELSE {user_id('user')} END"
     fields = {
         "event_id": "event_id",
@@ -434,7 +445,8 @@ def json_lines(df: DataFrame, seed: int, rules: ClickstreamRules = RULES) -> Dat
     typed = (
         f"CASE WHEN wrong_kind = 'ts_epoch' "
         f"THEN replace(json, '\"{_TS_PLACEHOLDER}\"', CAST({epoch_millis('device_ts_us')} AS STRING)) "
-        f"WHEN wrong_kind = 'user_id_number' THEN replace(json, '\"{_USER_PLACEHOLDER}\"', CAST(user AS STRING)) "
+        f"WHEN wrong_kind = 'user_id_number' THEN replace(json, '\"{_USER_PLACEHOLDER}\"', CAST(user AS "
+        "STRING)) "
         f"WHEN wrong_kind = 'price_text' "
         f'THEN regexp_replace(json, \'"price":(-?[0-9]+)[.]([0-9]+)\', \'"price":"$1,$2"\') '
         "ELSE json END"
@@ -443,7 +455,8 @@ def json_lines(df: DataFrame, seed: int, rules: ClickstreamRules = RULES) -> Dat
     return with_sql(
         df,
         {
-            "line": f"CASE WHEN dirt = 'malformed' THEN {malformed('json', 'event_rk', 'dirt-malformed')} ELSE json END"
+            "line": f"CASE WHEN dirt = 'malformed' THEN {malformed('json', 'event_rk', 'dirt-malformed')} "
+                    "ELSE json END"
         },
     )
 

@@ -1,4 +1,5 @@
-"""Shared core of the synthetic landing feeds (``lakeml generate``): windows, keyed draws, text formats, dirt, file writing.
+"""Shared core of the synthetic landing feeds (``lakeml generate``): windows, keyed draws, text formats, dirt,
+file writing.
 
 The feeds themselves are built in :mod:`lakeml.synthetic.banking`, ``commerce`` and ``maintenance``;
 :mod:`lakeml.synthetic.landing` runs them all.
@@ -206,7 +207,8 @@ def row_key(seed: int, salt: str, *keys: Sql) -> Sql:
 
 
 def uniform(seed: int, salt: str, *keys: Sql) -> Sql:
-    """Uniform double in ``[0, 1)`` from ``xxhash64(seed, salt, *keys)``: same inputs, same value, anywhere."""
+    """Uniform double in ``[0, 1)`` from ``xxhash64(seed, salt, *keys)``: same inputs, same value,
+    anywhere."""
     return unit_interval(row_key(seed, salt, *keys))
 
 
@@ -376,7 +378,8 @@ def weekday(day: Sql) -> Sql:
 def offset_text(offset_minutes: Sql) -> Sql:
     """``+05:30`` style UTC offset for a number of minutes."""
     o = offset_minutes
-    return f"format_string('%s%02d:%02d', CASE WHEN {o} < 0 THEN '-' ELSE '+' END, abs({o}) div 60, abs({o}) % 60)"
+    return (f"format_string('%s%02d:%02d', CASE WHEN {o} < 0 THEN '-' ELSE '+' END, abs({o}) div 60, "
+        f"abs({o}) % 60)")
 
 
 def local_clock(us: Sql, pattern: str) -> Sql:
@@ -384,7 +387,8 @@ def local_clock(us: Sql, pattern: str) -> Sql:
 
     Goes through TIMESTAMP_NTZ, so the result does not depend on ``spark.sql.session.timeZone``.
     """
-    return f"date_format(timestampadd(MICROSECOND, {us}, TIMESTAMP_NTZ '1970-01-01 00:00:00'), {sql_lit(pattern)})"
+    return (f"date_format(timestampadd(MICROSECOND, {us}, TIMESTAMP_NTZ '1970-01-01 00:00:00'), "
+        f"{sql_lit(pattern)})")
 
 
 def iso_timestamp(
@@ -414,7 +418,8 @@ def epoch_millis(us: Sql) -> Sql:
 def csv_field(text: Sql) -> Sql:
     """A CSV field from a text column: null becomes empty; text with a comma or quote is quoted (RFC 4180)."""
     quoted = f"concat('\"', replace({text}, '\"', '\"\"'), '\"')"
-    return f"coalesce(CASE WHEN contains({text}, ',') OR contains({text}, '\"') THEN {quoted} ELSE {text} END, '')"
+    return (f"coalesce(CASE WHEN contains({text}, ',') OR contains({text}, '\"') THEN {quoted} ELSE {text} "
+        "END, '')")
 
 
 def with_csv_line(df: DataFrame, out: str, values: Sequence[Sql]) -> DataFrame:

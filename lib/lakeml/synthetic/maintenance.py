@@ -7,36 +7,37 @@ day, times ``ceil(scale / 25)`` shards) and ``<landing>/maintenance/maintenance-
 **telemetry** (one reading per machine per 10-minute operating cycle; a key whose value would be
 null is left out)
 
-| field       | JSON type | meaning |
-|-------------|-----------|---------|
-| machine_id  | string    | ``MCH-00001`` |
-| ts          | string    | reading time, machine clock, ISO-8601 with the site's UTC offset, ms (``2026-11-20T14:00:03.250+09:00``) |
-| cycle       | integer   | operating cycles since the last reset (overhaul or repair), from 1 |
-| setting_1   | number    | load fraction of the operating regime (0.25–1.00) |
-| setting_2   | number    | speed set-point ratio of the regime (0.50–1.00) |
-| setting_3   | number    | coolant mode of the regime (60 or 100) |
-| temperature | number    | housing temperature, °C |
-| pressure    | number    | discharge pressure, bar |
-| vibration   | number    | vibration velocity RMS, mm/s — **renamed ``vibration_mm_s``** from the schema-change day on |
-| rpm         | number    | shaft speed, 1/min |
-| current     | number    | motor current, A |
-| voltage     | number    | supply voltage, V (noise only) |
-| flow        | number    | flow rate, l/min |
-| oil_temp    | number    | lubricating oil temperature, °C |
-| humidity    | number    | ambient relative humidity, % (noise only) |
-| torque      | number    | shaft torque, Nm |
-| acoustic    | number    | acoustic emission level, dB |
-| power_kw    | number    | electrical power, kW |
-| firmware    | string    | controller firmware; ``3.<slot mod 10>.<machine mod 4>`` before the schema change, ``4.0.<machine mod 3>`` from it on |
+- machine_id (string): ``MCH-00001``
+- ts (string): reading time, machine clock, ISO-8601 with the site's UTC offset, ms
+  (``2026-11-20T14:00:03.250+09:00``)
+- cycle (integer): operating cycles since the last reset (overhaul or repair), from 1
+- setting_1 (number): load fraction of the operating regime (0.25–1.00)
+- setting_2 (number): speed set-point ratio of the regime (0.50–1.00)
+- setting_3 (number): coolant mode of the regime (60 or 100)
+- temperature (number): housing temperature, °C
+- pressure (number): discharge pressure, bar
+- vibration (number): vibration velocity RMS, mm/s — **renamed ``vibration_mm_s``** from the schema-change day
+  on
+- rpm (number): shaft speed, 1/min
+- current (number): motor current, A
+- voltage (number): supply voltage, V (noise only)
+- flow (number): flow rate, l/min
+- oil_temp (number): lubricating oil temperature, °C
+- humidity (number): ambient relative humidity, % (noise only)
+- torque (number): shaft torque, Nm
+- acoustic (number): acoustic emission level, dB
+- power_kw (number): electrical power, kW
+- firmware (string): controller firmware; ``3.<slot mod 10>.<machine mod 4>`` before the schema change,
+  ``4.0.<machine mod 3>`` from it on
 
 **maintenance**
 
-| column    | type   | meaning |
-|-----------|--------|---------|
-| machine_id | string | ``MCH-00001`` |
-| ts        | string | when the work happened, ISO-8601 with the site's UTC offset, seconds (``2026-11-20T14:00:00+09:00``) |
-| kind      | string | ``failure`` (the machine broke down), ``repair`` (back in service after a failure; health reset) or ``preventive`` (scheduled overhaul; health reset) |
-| component | string | ``bearing``, ``pump``, ``motor``, ``seal`` (failure, repair) or ``all`` (overhaul) |
+- machine_id (string): ``MCH-00001``
+- ts (string): when the work happened, ISO-8601 with the site's UTC offset, seconds
+  (``2026-11-20T14:00:00+09:00``)
+- kind (string): ``failure`` (the machine broke down), ``repair`` (back in service after a failure; health
+  reset) or ``preventive`` (scheduled overhaul; health reset)
+- component (string): ``bearing``, ``pump``, ``motor``, ``seal`` (failure, repair) or ``all`` (overhaul)
 
 Volume: ``30 × scale`` machines; about 3,800 × scale readings and 10 × scale maintenance rows per
 day. A reading is taken 0–20 s into its cycle and delivered 5–60 s later; maintenance rows are
@@ -63,17 +64,21 @@ Learnable signal (C-MAPSS-like run-to-failure; exact generating rules):
 
 Dirt:
 
-| dirt | telemetry | maintenance | what it looks like |
-|------|-----------|-------------|--------------------|
-| malformed line | 0.2 % | 0.5 % | truncated (first 20–80 %) or garbage (HTML error page, binary junk) |
-| missing field  | 1 % | 2 % | telemetry: one sensor left out; maintenance: component empty |
-| wrong type     | 0.4 % | 2 % | telemetry: one sensor as a string (``"23.5"``, ``"NaN"`` or ``"ERR"``); maintenance: ts as ``2026-11-20 14:00`` (site local time, no offset) |
-| inconsistent codes | – | 5 % | kind in upper case or capitalised (``FAILURE``, ``Repair``) |
-| duplicate delivery | 0.3 % | 2 % | the same line again 6 h later (maintenance: next day) |
-| late delivery | 0.5 % of machine-hours | 10 % of rows | a gateway buffers an hour of readings and delivers it 1–2 days (+ up to 1 day) later; a technician logs work 1–3 days late |
-| clock skew | 5 % of machines | – | the machine clock is off by ±1–10 min |
-| various offsets | all | all | ts in the site's UTC offset (-05:00, +00:00, +01:00, +05:30, +08:00, +09:00) |
-| schema change | from the schema-change day | – | ``vibration`` renamed to ``vibration_mm_s`` (new firmware 4.0.x) |
+- malformed line (telemetry 0.2 %; maintenance 0.5 %): truncated (first 20–80 %) or garbage (HTML error page,
+  binary junk)
+- missing field (telemetry 1 %; maintenance 2 %): telemetry: one sensor left out; maintenance: component empty
+- wrong type (telemetry 0.4 %; maintenance 2 %): telemetry: one sensor as a string (``"23.5"``, ``"NaN"`` or
+  ``"ERR"``); maintenance: ts as ``2026-11-20 14:00`` (site local time, no offset)
+- inconsistent codes (telemetry –; maintenance 5 %): kind in upper case or capitalised (``FAILURE``,
+  ``Repair``)
+- duplicate delivery (telemetry 0.3 %; maintenance 2 %): the same line again 6 h later (maintenance: next day)
+- late delivery (telemetry 0.5 % of machine-hours; maintenance 10 % of rows): a gateway buffers an hour of
+  readings and delivers it 1–2 days (+ up to 1 day) later; a technician logs work 1–3 days late
+- clock skew (telemetry 5 % of machines; maintenance –): the machine clock is off by ±1–10 min
+- various offsets (telemetry all; maintenance all): ts in the site's UTC offset (-05:00, +00:00, +01:00,
+  +05:30, +08:00, +09:00)
+- schema change (telemetry from the schema-change day; maintenance –): ``vibration`` renamed to
+  ``vibration_mm_s`` (new firmware 4.0.x)
 """
 
 from __future__ import annotations
@@ -271,10 +276,12 @@ def machines(spark: SparkSession, window: Window, rules: FleetRules = RULES) -> 
         {
             "phase_us": as_us(below(rules.slot_days * 24 * 60, u("phase")), MINUTE_US),
             "site_offset_min": weighted_choice(dict(rules.site_offsets), u("site")),
-            "skew_us": f"CASE WHEN {u('skewed')} < {sql_lit(rules.skewed_machine_rate)} THEN {skew} ELSE 0L END",
+            "skew_us": f"CASE WHEN {u('skewed')} < {sql_lit(rules.skewed_machine_rate)} THEN {skew} ELSE 0L "
+                       "END",
             # calibration offset of each sensor, fixed per machine
             **{
-                f"bias_{s.name}": f"{draw_normal('machine_rk', f'bias/{s.name}')} * {sql_lit(rules.machine_bias_sd * s.noise)}"
+                f"bias_{s.name}": f"{draw_normal('machine_rk', f'bias/{s.name}')} * "
+                                  f"{sql_lit(rules.machine_bias_sd * s.noise)}"
                 for s in SENSORS
             },
         },
@@ -297,7 +304,8 @@ def lives(slots_df: DataFrame, seed: int, rules: FleetRules = RULES) -> DataFram
     n = rules.lives_per_slot
 
     def life_cycles(j: Sql) -> Sql:
-        return f"CAST(floor({between(lo_cycles, hi_cycles, uniform(seed, 'life/length', 'machine', 'slot', j))}) AS BIGINT)"
+        length = between(lo_cycles, hi_cycles, uniform(seed, "life/length", "machine", "slot", j))
+        return f"CAST(floor({length}) AS BIGINT)"
 
     def repair_us(j: Sql) -> Sql:
         hours = between(*rules.repair_hours, uniform(seed, "life/repair", "machine", "slot", j))
@@ -359,7 +367,8 @@ def readings(lives_df: DataFrame, window: Window, rules: FleetRules = RULES) -> 
     df = with_sql(
         df,
         {
-            "ts_us": f"nominal_us + CAST(floor({u('jitter')} * {sql_lit(float(rules.read_jitter_seconds * SECOND_US))}) AS BIGINT)",
+            "ts_us": f"nominal_us + CAST(floor({u('jitter')} * "
+                     f"{sql_lit(float(rules.read_jitter_seconds * SECOND_US))}) AS BIGINT)",
             "cycle": "CAST(c + 1 AS INT)",
             "regime": below(len(REGIMES), uniform(seed, "reading/regime", "machine", regime_block)),
             "health": f"pow((c + 1) / life_cycles, {sql_lit(rules.degradation_exponent)})",
@@ -437,7 +446,8 @@ def telemetry_lines(df: DataFrame, window: Window, rules: FleetRules = RULES) ->
         f"CASE WHEN wrong_value = 'quoted' THEN concat({field}, '\"$1\"') "
         f"ELSE concat({field}, '\"', wrong_value, '\"') END"
     )
-    typed = f"CASE WHEN dirt = 'wrong_type' THEN regexp_replace(json, concat({field}, '(-?[0-9.E]+)'), {replacement}) ELSE json END"
+    typed = (f"CASE WHEN dirt = 'wrong_type' THEN regexp_replace(json, concat({field}, '(-?[0-9.E]+)'), "
+        f"{replacement}) ELSE json END")
     old, new = rules.renamed_field
     df = with_sql(
         df,
@@ -446,7 +456,8 @@ def telemetry_lines(df: DataFrame, window: Window, rules: FleetRules = RULES) ->
     return with_sql(
         df,
         {
-            "line": f"CASE WHEN dirt = 'malformed' THEN {malformed('json', 'reading_rk', 'malformed')} ELSE json END"
+            "line": f"CASE WHEN dirt = 'malformed' THEN {malformed('json', 'reading_rk', 'malformed')} ELSE "
+                    "json END"
         },
     )
 
@@ -454,11 +465,13 @@ def telemetry_lines(df: DataFrame, window: Window, rules: FleetRules = RULES) ->
 def telemetry_delivery(seed: int, rules: FleetRules = RULES) -> Sql:
     """Seconds after the reading; a buffered (late) machine-hour arrives 1–2 days (+ up to 1 day) later."""
     hour = idiv("nominal_us", HOUR_US)
-    latency = f"CAST(floor({between(*rules.latency_seconds, draw('reading_rk', 'latency'))} * {SECOND_US}) AS BIGINT)"
+    latency = (f"CAST(floor({between(*rules.latency_seconds, draw('reading_rk', 'latency'))} * {SECOND_US}) "
+        "AS BIGINT)")
     late = f"{uniform(seed, 'tel/late', 'machine', hour)} < {sql_lit(rules.late_hour_rate)}"
     late_us = (
         f"{as_us(int_between(rules.late_days, uniform(seed, 'tel/late-days', 'machine', hour)), DAY_US)} "
-        f"+ CAST(floor({uniform(seed, 'tel/late-time', 'machine', hour)} * {sql_lit(float(DAY_US))}) AS BIGINT)"
+        f"+ CAST(floor({uniform(seed, 'tel/late-time', 'machine', hour)} * {sql_lit(float(DAY_US))}) AS "
+        "BIGINT)"
     )
     return f"ts_us + {latency} + CASE WHEN {late} THEN {late_us} ELSE 0L END"
 
@@ -559,7 +572,8 @@ def maintenance_feed(spark: SparkSession, window: Window, rules: FleetRules = RU
     delay = (
         f"CAST(floor({between(*rules.log_delay_hours, u('delay'))} * {sql_lit(float(HOUR_US))}) AS BIGINT)"
     )
-    late = f"CASE WHEN {u('late')} < {sql_lit(rules.log_late_rate)} THEN {as_us(int_between(rules.log_late_days, u('late-days')), DAY_US)} ELSE 0L END"
+    late = (f"CASE WHEN {u('late')} < {sql_lit(rules.log_late_rate)} THEN "
+        f"{as_us(int_between(rules.log_late_days, u('late-days')), DAY_US)} ELSE 0L END")
     lines = select_sql(
         df,
         {

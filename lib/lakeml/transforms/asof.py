@@ -27,7 +27,8 @@ def asof_join(
     columns: Sequence[str],
     direction: Direction = "backward",
 ) -> DataFrame:
-    """Reads left and right rows keyed by ``by`` with a ``time`` column; adds ``columns`` of the latest right row at or before (backward) or the earliest strictly after (forward) each left row, NULL if none."""
+    """Reads left and right rows keyed by ``by`` with a ``time`` column; adds ``columns`` of the latest
+    right row at or before (backward) or the earliest strictly after (forward) each left row, NULL if none."""
     clash = [c for c in columns if c in left.columns]
     if clash:
         raise ValueError(f"as-of join: right columns {clash} already exist on the left side")

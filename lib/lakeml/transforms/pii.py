@@ -34,7 +34,8 @@ PAN_TOKEN_PATTERN = r"^pan:([0-9a-f]{64}):([0-9]{2}):([0-9]{4})$"
 
 
 def pii_key(variable: str, key_file: str, lakehouse_root: str) -> bytes:
-    """The HMAC key: environment variable ``variable``, else the file ``key_file`` (owner-only, outside the lake)."""
+    """The HMAC key: environment variable ``variable``, else the file ``key_file`` (owner-only, outside the
+    lake)."""
     if os.environ.get(variable):
         return pii_key_from_env(variable)
     path = Path(key_file).expanduser().absolute() if key_file else None
@@ -100,7 +101,8 @@ def pan_token(digits: Column, key: bytes) -> Column:
 
 
 def mask_pans(text: Column, key: bytes) -> Column:
-    """Every Luhn-valid PAN-like span of ``text`` replaced by its ``pan_token`` (idempotent; NULL stays NULL)."""
+    """Every Luhn-valid PAN-like span of ``text`` replaced by its ``pan_token`` (idempotent; NULL stays
+    NULL)."""
 
     def replace_span(masked: Column, span: Column) -> Column:
         digits = F.regexp_replace(span, "[ -]", "")

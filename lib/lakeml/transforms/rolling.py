@@ -91,7 +91,8 @@ def _span(c: str, stat: str, level: int) -> str:
 
 
 def _extreme_of_lags(c: str, stat: str, level: int, offsets: Sequence[int], over: str) -> str:
-    """``stat`` (SQL) over the level's spans ending ``offsets`` rows back (lags past the partition start are NULL)."""
+    """``stat`` (SQL) over the level's spans ending ``offsets`` rows back (lags past the partition start
+    are NULL)."""
     column = quoted(_span(c, stat, level))
     spans = [column if k == 0 else f"lag({column}, {k}) {over}" for k in offsets]
     return spans[0] if len(spans) == 1 else f"{_EXTREMES[stat]}({', '.join(spans)})"
@@ -105,7 +106,8 @@ def with_rolling_stats(
     windows: Mapping[str, int],
     stats: Sequence[str] = ROLLING_STATS,
 ) -> DataFrame:
-    """Reads ``columns`` per ``partition_by`` in ``order_by`` order; adds ``<column>_<window>_<stat>`` for each window (name -> rows).
+    """Reads ``columns`` per ``partition_by`` in ``order_by`` order; adds ``<column>_<window>_<stat>`` for
+    each window (name -> rows).
 
     Spark's own sliding frame re-aggregates all ``rows`` rows for every row, so neither path uses it:
 
@@ -153,7 +155,8 @@ def with_rolling_stats(
             added += [
                 (
                     f"_frame_{c}_{name}_{k}",
-                    f"{quoted(f'_cum_{c}_{k}')} - coalesce(lag({quoted(f'_cum_{c}_{k}')}, {rows}) {ordered}, 0)",
+                    f"{quoted(f'_cum_{c}_{k}')} - coalesce(lag({quoted(f'_cum_{c}_{k}')}, {rows}) {ordered}, "
+                    "0)",
                 )
                 for c, terms in sums.items()
                 for name, rows in windows.items()

@@ -48,7 +48,8 @@ def utc_offset_minutes(text: Column) -> Column:
 
 
 def parse_decimal(text: Column, precision: int, scale: int) -> Column:
-    """Decimal text (``12.50``, or ``12,50`` with a decimal comma) as DECIMAL(precision, scale); NULL if not."""
+    """Decimal text (``12.50``, or ``12,50`` with a decimal comma) as DECIMAL(precision, scale); NULL if
+    not."""
     trimmed = F.trim(text)
     return F.when(
         trimmed.rlike(DECIMAL_TEXT),

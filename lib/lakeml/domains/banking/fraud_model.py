@@ -145,7 +145,8 @@ def check_training_input(df: DataFrame, cfg: FraudModelConfig) -> None:
     label_type = df.schema[cfg.label_column].dataType
     if not isinstance(label_type, T.NumericType | T.BooleanType):
         raise ConfigError(
-            f"ml.fraud.label_column: {cfg.label_column} must be 0/1 (numeric or boolean), is {label_type.simpleString()}"
+            f"ml.fraud.label_column: {cfg.label_column} must be 0/1 (numeric or boolean), is "
+            f"{label_type.simpleString()}"
         )
     label = F.col(cfg.label_column).cast("double")
     bad = df.agg(
@@ -450,7 +451,8 @@ def search_imbalance_and_family(
     seed = config.ml.seed
     single = len(weights) == 1 and len(cfg.families) == 1
     columns = [models.FEATURES, LABEL]
-    with models.assembled_vectors(prefix, train, validation, columns, not single) as (features, prepared, held):
+    with models.assembled_vectors(prefix, train, validation, columns, not single) as (features, prepared,
+                                                                                      held):
         kept = list(cfg.families)
         for n, (option, weight) in enumerate(weights.items()):
             data = prepared if weight is None else prepared.transform(with_class_weight(weight))
@@ -472,7 +474,8 @@ def search_imbalance_and_family(
                 ranked = sorted(kept, key=lambda f: _rank(fitted[f][1]), reverse=True)
                 kept = ranked[: cfg.imbalance_families]
                 runlog.event("imbalance_screened", model=cfg.model_name, first=option,
-                             refit=",".join(kept), skipped=",".join(ranked[cfg.imbalance_families:]))  # fmt: skip
+                             refit=",".join(kept),
+                                 skipped=",".join(ranked[cfg.imbalance_families:]))  # fmt: skip
     return searched
 
 
@@ -591,7 +594,8 @@ def fraud_report(
 
 
 def score_fraud(spark: SparkSession, config: Config, first: dt.date, last: dt.date) -> dict[str, Any]:
-    """The champion scores the feature rows of [first, last] into gold/fraud_scores (no-op when already done)."""
+    """The champion scores the feature rows of [first, last] into gold/fraud_scores (no-op when already
+    done)."""
     cfg = config.ml.fraud
     lake = Lakehouse(spark, config)
     champion = scoring.load_champion(config, cfg.model_name, "banking.train_fraud")

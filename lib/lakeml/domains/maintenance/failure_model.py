@@ -76,7 +76,8 @@ FAILURE_RISK_SCHEMA = T.StructType(
 
 
 def feature_columns(cfg: FailureModelConfig, schema: T.StructType) -> tuple[list[str], list[str]]:
-    """Numeric features (the conf patterns expanded over the table) and categorical features; never a label."""
+    """Numeric features (the conf patterns expanded over the table) and categorical features; never a
+    label."""
     expanded = lifecycle.expand_columns(cfg.feature_columns, schema.fieldNames())
     leaks = [c for c in (cfg.rul_column, cfg.failure_column) if c in expanded]
     if leaks:
@@ -86,7 +87,8 @@ def feature_columns(cfg: FailureModelConfig, schema: T.StructType) -> tuple[list
 
 
 def with_training_columns(cfg: FailureModelConfig) -> Transform:
-    """Reads the RUL and failure labels; adds ``_rul`` (double) and ``_fails`` (double 0/1), NULL when unknown."""
+    """Reads the RUL and failure labels; adds ``_rul`` (double) and ``_fails`` (double 0/1), NULL when
+    unknown."""
     return lambda df: df.withColumn(RUL_LABEL, F.col(cfg.rul_column).cast("double")).withColumn(
         FAILURE_LABEL, F.col(cfg.failure_column).cast("double")
     )
@@ -98,7 +100,8 @@ def with_class_weight(positive_weight: float) -> Transform:
 
 
 def split_counts(split: DataFrame, cfg: FailureModelConfig) -> dict[str, dict[str, int]]:
-    """Per split: machines, labelled rows, RUL rows, failure rows and failing rows (three rows to the driver)."""
+    """Per split: machines, labelled rows, RUL rows, failure rows and failing rows (three rows to the
+    driver)."""
     rows = split.groupBy(SPLIT).agg(
         F.countDistinct(cfg.group_column).alias("machines"),
         F.count(F.lit(1)).alias("labelled"),
@@ -225,12 +228,14 @@ def _floats(metrics: Mapping[str, Any]) -> dict[str, float]:
 def failure_families(
     cfg: FailureModelConfig, gbt_grid: Mapping[str, Sequence[float]]
 ) -> dict[str, Mapping[str, Sequence[float]]]:
-    """The competing families of one of the two models: MLlib GBT (its own grid) when included, then ``families``."""
+    """The competing families of one of the two models: MLlib GBT (its own grid) when included, then
+    ``families``."""
     return {**({"gbt": gbt_grid} if cfg.include_gbt else {}), **cfg.families}
 
 
 def train_failure_models(spark: SparkSession, config: Config, run_date: dt.date) -> dict[str, Any]:
-    """gold/machine_features (pinned) → RUL regressor and failure classifier → one MLflow run, registry, gates."""
+    """gold/machine_features (pinned) → RUL regressor and failure classifier → one MLflow run, registry,
+    gates."""
     cfg, seed = config.ml.failure, config.ml.seed
     lake = Lakehouse(spark, config)
     pinned = lifecycle.pin(lake, cfg.input_table)
