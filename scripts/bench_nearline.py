@@ -241,6 +241,7 @@ def main() -> None:
     print(f"load at start: {load()}")
     print(f"settings: trigger {cfg.trigger_seconds} s, max {cfg.max_files_per_trigger} files per trigger, "
           f"{cfg.state_partitions} state partitions, {cfg.state_buckets} state buckets, "
+          f"{cfg.state_store} state store, "
           f"time_phases {cfg.time_phases}, engine delta-rs; "
           f"feed {args.rate:g} txn/s in {args.file_rows}-row files over {args.cards} cards")  # fmt: skip
     spark = build_spark(config)
@@ -364,6 +365,24 @@ def main() -> None:
         states = [p["stateOperators"][0] for p in spark_steady if p.get("stateOperators")]
         for k in ("allUpdatesTimeMs", "commitTimeMs"):  # inside read_state: the per-card state step, its commit
             print(f"  state {k:<16} {stats_line([st.get(k, 0) / 1000 for st in states])}")
+    # A fixed cost that grows with time (a longer listing, a longer log, a bigger state) shows as a
+    # later quarter slower than the first at the same feed rate.
+    quarter = max(1, len(steady) // 4)
+    early, late = steady[:quarter], steady[-quarter:]
+    by_id = {p["batchId"]: p for p in progress}
+    print(f"first vs last quarter of the steady micro-batches ({quarter} each; mean seconds, mean rows):")
+    print(f"  {'rows':<22} {statistics.mean(sum(m.counts.values()) for m in early):.0f} -> "
+          f"{statistics.mean(sum(m.counts.values()) for m in late):.0f}")  # fmt: skip
+    print(f"  {'total':<22} {statistics.mean(m.committed_at - m.started_at for m in early):.2f} -> "
+          f"{statistics.mean(m.committed_at - m.started_at for m in late):.2f}")  # fmt: skip
+    for k in phases:
+        print(f"  {k:<22} {statistics.mean(m.seconds.get(k, 0.0) for m in early):.2f} -> "
+              f"{statistics.mean(m.seconds.get(k, 0.0) for m in late):.2f}")  # fmt: skip
+    for k in ("latestOffset", "getBatch", "queryPlanning", "addBatch", "walCommit", "commitOffsets"):
+        ms = [[by_id[m.batch_id]["durationMs"].get(k, 0) / 1000 for m in part if m.batch_id in by_id]
+              for part in (early, late)]  # fmt: skip
+        if all(ms):
+            print(f"  spark {k:<16} {statistics.mean(ms[0]):.2f} -> {statistics.mean(ms[1]):.2f}")
     for name, s in (("start (after warm-up)", first), ("end", last)):
         print(f"{name}: driver JVM heap after GC {s['heap_mb']:.0f} MB, JVM RSS {s['jvm_rss_mb']:.0f} MB, "
               f"Python workers RSS {s['workers_rss_mb']:.0f} MB, driver Python RSS {s['python_rss_mb']:.0f} MB; "

@@ -11,7 +11,7 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from lakeml.domains.banking.card_state import LATE_REASON
+from lakeml.domains.banking.card_state import LATE_REASON, _first_in_window, _sequential_sums
 from lakeml.domains.banking.nearline import APP_ID, FRAUD_ALERTS_SCHEMA, run_fraud_alerts
 from lakeml.errors import JobFailed
 from lakeml.lakehouse import Lakehouse
@@ -495,3 +495,26 @@ def _state_value(value) -> bytes:
         if isinstance(field, tuple) and (found := _state_value(field)):
             return found
     return b""
+
+
+def test_the_vectorized_window_sums_add_left_to_right_and_count_distinct_per_card_as_a_loop_does():
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    codes = np.sort(rng.integers(0, 5, 300))  # events sorted by card
+    amounts = rng.uniform(0.01, 1e6, 300) * rng.choice([1e-8, 1.0, 1e8], 300)  # rounding-sensitive
+    merchants = rng.choice(np.array(["M1", "M2", "M3", "M4"]), 300)
+    bounds = np.searchsorted(codes, np.arange(6))
+    starts, ends = [], []
+    for _ in range(200):  # ranges inside one card, some empty
+        card = int(rng.integers(0, 5))
+        lo, hi = int(bounds[card]), int(bounds[card + 1])
+        s = int(rng.integers(lo, hi + 1))
+        starts.append(s)
+        ends.append(int(rng.integers(s, hi + 1)))
+    start, end = np.array(starts), np.array(ends)
+    sums = _sequential_sums(amounts, start, end)
+    distinct = _first_in_window(codes, merchants, start, end)
+    for j, (s, e) in enumerate(zip(starts, ends, strict=True)):
+        assert sums[j] == sum(amounts[s:e].tolist(), 0.0)  # bit for bit, not approximately
+        assert distinct[j] == len(set(merchants[s:e].tolist()))

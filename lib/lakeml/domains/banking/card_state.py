@@ -227,31 +227,66 @@ def _window_sums(
     keys = keyed(events["code"], t)
     end = np.searchsorted(keys, keyed(codes, now), "left")  # strictly before: a tie is not before
     starts = {name: np.searchsorted(keys, keyed(codes, now - w), "left") for name, w in lengths.items()}
-    for j, i in enumerate(rows.tolist()):
-        e = int(end[j])
-        for name in lengths:
-            s = int(starts[name][j])
-            columns[f"_n_{name}"][i] = e - s
-            # Summed in time order, as Spark's window frame adds them.
-            columns[f"_s_{name}"][i] = float(sum(amounts[s:e].tolist(), 0.0))
-        s = int(starts[DISTINCT_WINDOW][j])
-        columns[f"distinct_merchants_{DISTINCT_WINDOW}"][i] = len(set(events["merchant"][s:e].tolist()))
-        columns[f"distinct_countries_{DISTINCT_WINDOW}"][i] = len(set(events["country"][s:e].tolist()))
-        s = int(starts[longest_name][j])
-        window = amounts[s:e]
-        columns["_ss_30d"][i] = float(sum((window * window).tolist(), 0.0))
-        if e > s:
-            last = e - 1
-            tie = last
-            while tie > s and t[tie - 1] == t[last]:
-                tie -= 1
-            if tie < last:  # several at the previous instant: the batch takes the max of (t, id)
-                last = max(range(tie, e), key=lambda m: str(ids[m]))
-            columns["_prev_t"][i] = int(t[last])
-            columns["_prev_id"][i] = str(ids[last])
-            columns["_prev_lat"][i] = _nullable(events["lat"][last])
-            columns["_prev_lon"][i] = _nullable(events["lon"][last])
+    rows_at = rows.tolist()
+    for name in lengths:
+        s = starts[name]
+        columns[f"_n_{name}"][rows_at] = (end - s).tolist()
+        # Summed in time order, as Spark's window frame adds them: 0.0 + a0 + a1 + ..., one add per
+        # step for all rows at once (the same IEEE additions, in the same order, as a Python sum).
+        columns[f"_s_{name}"][rows_at] = _sequential_sums(amounts, s, end).tolist()
+    s = starts[DISTINCT_WINDOW]
+    for field_name, column in (("merchant", "merchants"), ("country", "countries")):
+        first_seen = _first_in_window(events["code"], events[field_name], s, end)
+        columns[f"distinct_{column}_{DISTINCT_WINDOW}"][rows_at] = first_seen.tolist()
+    s = starts[longest_name]
+    columns["_ss_30d"][rows_at] = _sequential_sums(amounts * amounts, s, end).tolist()
+    has_prev = np.flatnonzero(end > s)
+    for j in has_prev.tolist():  # the previous transaction: one lookup per row, ties are rare
+        e, first = int(end[j]), int(s[j])
+        last = tie = e - 1
+        while tie > first and t[tie - 1] == t[last]:
+            tie -= 1
+        if tie < last:  # several at the previous instant: the batch takes the max of (t, id)
+            last = max(range(tie, e), key=lambda m: str(ids[m]))
+        i = rows_at[j]
+        columns["_prev_t"][i] = int(t[last])
+        columns["_prev_id"][i] = str(ids[last])
+        columns["_prev_lat"][i] = _nullable(events["lat"][last])
+        columns["_prev_lon"][i] = _nullable(events["lon"][last])
     return columns
+
+
+def _sequential_sums(values: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """``0.0 + values[start[j]] + ... + values[end[j] - 1]`` for every j, added left to right.
+
+    One vectorized add per position in the longest range, not one Python sum per row: the state
+    step's cost was that per-row loop (the ranges are a card's events in a window).
+    """
+    total = np.zeros(len(start), dtype=np.float64)
+    lengths = end - start
+    for k in range(int(lengths.max(initial=0))):
+        live = np.flatnonzero(lengths > k)
+        total[live] = total[live] + values[start[live] + k]
+    return total
+
+
+def _first_in_window(codes: np.ndarray, values: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Distinct ``values`` in each range ``[start, end)`` of one card's events (sorted by card, time).
+
+    An event counts when the card's previous event with the same value is before the range.
+    """
+    _, value_code = np.unique(values, return_inverse=True)
+    order = np.lexsort((np.arange(len(codes)), value_code, codes))
+    same = np.zeros(len(codes), dtype=bool)
+    same[1:] = (codes[order][1:] == codes[order][:-1]) & (value_code[order][1:] == value_code[order][:-1])
+    previous = np.full(len(codes), -1, dtype=np.int64)
+    previous[order[1:][same[1:]]] = order[:-1][same[1:]]
+    count = np.zeros(len(start), dtype=np.int64)
+    lengths = end - start
+    for k in range(int(lengths.max(initial=0))):
+        live = np.flatnonzero(lengths > k)
+        count[live] += previous[start[live] + k] < start[live]
+    return count
 
 
 def _pruned(events: Mapping[str, Any], oldest_us: int, buckets: int) -> dict[str, Any] | None:
