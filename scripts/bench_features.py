@@ -298,7 +298,8 @@ def main() -> None:
                 # The separate label job a week later: the chargebacks (5 days after their
                 # transactions) of the last days have arrived, so those days are rewritten.
                 started = time.perf_counter()
-                counts = refresh_transaction_labels(spark, config, DateRange.single(END + dt.timedelta(days=7))).details
+                week_later = DateRange.single(END + dt.timedelta(days=7))
+                counts = refresh_transaction_labels(spark, config, week_later).details
                 print(
                     f"{'  label refresh, +7 days':<26}{counts['rows']:>12,}{time.perf_counter() - started:>9.1f}"
                     f"   ({counts['relabelled_days']} days rewritten; a separate job, not in 1 day)"

@@ -239,7 +239,9 @@ def _catch_up_dates(spark: object, config: Config, names: Sequence[str], run_dat
 
     start = catch_up_start(spark, config, names, run_date)  # type: ignore[arg-type]
     dates = DateRange(start or run_date, run_date)
-    runlog.event("catch_up", first_date=dates.first.isoformat(), run_date=run_date.isoformat(), days=len(dates))
+    runlog.event(
+        "catch_up", first_date=dates.first.isoformat(), run_date=run_date.isoformat(), days=len(dates)
+    )
     return dates
 
 

@@ -86,5 +86,7 @@ def current_run() -> RunIdentity:
     """The job and run id the calling step runs as (LakemlError outside ``running_as``)."""
     identity = _CURRENT_RUN.get()
     if identity is None:
-        raise LakemlError("this step records its run: call it from a job (lakeml.pipeline.run_job) or inside steps.running_as")
+        raise LakemlError(
+            "this step records its run: call it from a job (lakeml.pipeline.run_job) or inside steps.running_as"
+        )
     return identity

@@ -211,7 +211,9 @@ def require_pii_key(config: Config) -> bytes:
     return pii_key(config.silver.pii_key_env, config.silver.pii_key_file, config.lakehouse.root)
 
 
-def load_bronze_to_silver(spark: SparkSession, config: Config, dates: DateRange, feed: SilverFeed) -> SilverLoad:
+def load_bronze_to_silver(
+    spark: SparkSession, config: Config, dates: DateRange, feed: SilverFeed
+) -> SilverLoad:
     """Process every bronze row of ``feed`` not yet in silver as of ``dates.last``; returns the batch's
     accounting. Its ops rows name the job and run it runs as (``steps.current_run``)."""
     run = current_run()
@@ -353,7 +355,7 @@ def _utc_now() -> dt.datetime:
 
 
 def silver_step(*feeds: SilverFeed) -> Step:
-    """The step loading ``feeds`` from bronze to silver; rows in = bronze rows taken, rows out = rows loaded."""
+    """The step loading ``feeds`` from bronze to silver; rows in = bronze rows taken, out = rows loaded."""
 
     def build_silver(spark: SparkSession, config: Config, dates: DateRange) -> StepResult:
         return silver_result([load_bronze_to_silver(spark, config, dates, feed) for feed in feeds])

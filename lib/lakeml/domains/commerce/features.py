@@ -520,4 +520,5 @@ def build_commerce_features(spark: SparkSession, config: Config, dates: DateRang
         if segments is not None:
             segments.unpersist()
         days.unpersist()
-    return StepResult(rows_in=int(events), rows_out=sum(counts.values()), details={**counts, "events": int(events)})
+    details = {**counts, "events": int(events)}
+    return StepResult(rows_in=int(events), rows_out=sum(counts.values()), details=details)

@@ -274,7 +274,7 @@ def _silver(
 
 
 def build_machine_features(spark: SparkSession, config: Config, dates: DateRange) -> StepResult:
-    """Compute and write gold/machine_features for every as_of_date of ``dates``; silver rows read, rows written."""
+    """Compute and write gold/machine_features for every as_of_date of ``dates``; rows read and written."""
     first, last = dates.first, dates.last
     fc = config.features.maintenance
     validate(fc)
