@@ -31,6 +31,7 @@ from lakeml.domains.commerce.silver import CLICKSTREAM_SILVER_SCHEMA
 from lakeml.domains.maintenance.silver import MAINTENANCE_SILVER_SCHEMA, SENSORS, TELEMETRY_SILVER_SCHEMA
 from lakeml.lakehouse import Lakehouse
 from lakeml.session import build_spark
+from lakeml.steps import DateRange
 
 END = dt.date(2026, 3, 31)
 TXNS_PER_SCALE_DAY = 3_700
@@ -255,16 +256,16 @@ def full_run_days(days: int) -> list[tuple[str, str, dt.date]]:
 
 
 def bench_table(
-    name: str, build: Callable[[dt.date, dt.date], dict[str, int]], days: int, rows_in_table: int
+    name: str, build: Callable[[DateRange], object], days: int, rows_in_table: int
 ) -> None:
     # The full recompute: the days before END in one run; then END alone, as the next daily run
     # (stored per-day aggregates of the earlier days are reused, END's are new).
     last = END - dt.timedelta(days=1)
     started = time.perf_counter()
-    build(last - dt.timedelta(days=days - 1), last)
+    build(DateRange(last - dt.timedelta(days=days - 1), last))
     full = time.perf_counter() - started
     started = time.perf_counter()
-    build(END, END)
+    build(DateRange.single(END))
     incremental = time.perf_counter() - started
     print(
         f"{name:<26}{rows_in_table:>12,}{full:>9.1f}{rows_in_table / full:>11,.0f}{incremental:>9.1f}"
@@ -293,12 +294,13 @@ def main() -> None:
 
                 rows = prepare_banking(spark, config, args.scale, args.days)
                 bench_table(
-                    table, lambda a, b: build_transaction_features(spark, config, a, b), args.days, rows
+                    table, lambda dates: build_transaction_features(spark, config, dates), args.days, rows
                 )
                 # The separate label job a week later: the chargebacks (5 days after their
                 # transactions) of the last days have arrived, so those days are rewritten.
                 started = time.perf_counter()
-                counts = refresh_transaction_labels(spark, config, END + dt.timedelta(days=7))
+                week_later = DateRange.single(END + dt.timedelta(days=7))
+                counts = refresh_transaction_labels(spark, config, week_later).details
                 seconds = time.perf_counter() - started
                 print(
                     f"{'  label refresh, +7 days':<26}{counts['rows']:>12,}{seconds:>9.1f}"
@@ -309,13 +311,13 @@ def main() -> None:
 
                 lookback = config.features.commerce.lookback_days
                 rows = prepare_commerce(spark, config, args.scale, args.days, lookback)
-                bench_table(table, lambda a, b: build_commerce_features(spark, config, a, b), args.days, rows)
+                bench_table(table, lambda dates: build_commerce_features(spark, config, dates), args.days, rows)
             elif table == "machine_features":
                 from lakeml.domains.maintenance.features import build_machine_features
 
                 lookback = config.features.maintenance.regime_stats_days + 1
                 rows = prepare_maintenance(spark, config, args.scale, args.days, lookback)
-                bench_table(table, lambda a, b: build_machine_features(spark, config, a, b), args.days, rows)
+                bench_table(table, lambda dates: build_machine_features(spark, config, dates), args.days, rows)
             else:
                 raise SystemExit(f"unknown table {table}")
         print("(target: 1 day ÷ full ≤ 0.2)")

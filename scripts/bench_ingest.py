@@ -39,8 +39,8 @@ from lakeml.domains.maintenance.silver import MAINTENANCE, MAINTENANCE_FIELDS, T
 from lakeml.ingest.bronze import load_feed_to_bronze, with_bronze_columns
 from lakeml.ingest.silver import ParseRules, SilverFeed, load_bronze_to_silver
 from lakeml.lakehouse import Lakehouse
-from lakeml.pipeline import JobContext
 from lakeml.session import build_spark
+from lakeml.steps import DateRange, running_as
 from lakeml.synthetic.landing import run_generation
 from lakeml.transforms.pii import pii_key_from_env
 
@@ -79,8 +79,8 @@ def run_feeds(
         copy_to = str(work / "copy" / name)
         rows, copy_s = timed(lambda: plain_copy(spark, landing, fmt, fields, copy_to))  # noqa: B023
         _, bronze_s = timed(lambda: load_feed_to_bronze(spark, config, name))  # noqa: B023
-        ctx = JobContext(spark, config, end, uuid.uuid4().hex)
-        load, silver_s = timed(lambda: load_bronze_to_silver(ctx, feed, "bench.build_silver"))  # noqa: B023
+        with running_as("bench.build_silver", uuid.uuid4().hex):
+            load, silver_s = timed(lambda: load_bronze_to_silver(spark, config, DateRange.single(end), feed))  # noqa: B023
         lakeml_s = bronze_s + silver_s
         bronze_rows = load.rows_in
         ratio = (bronze_rows / lakeml_s) / (rows / copy_s) if rows else float("nan")

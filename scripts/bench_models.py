@@ -68,6 +68,7 @@ from lakeml.domains.commerce.recommender import train_recommender
 from lakeml.domains.maintenance.failure_model import train_failure_models
 from lakeml.ml import models
 from lakeml.session import build_spark
+from lakeml.steps import DateRange
 
 LAKEML = str(Path(sys.executable).with_name("lakeml"))
 MAINTENANCE_DAYS = 14
@@ -211,7 +212,7 @@ def train_recorded(train, spark, config, end):  # type: ignore[no-untyped-def]
     models.FIT_RECORDS = []
     started = time.perf_counter()
     try:
-        result = train(spark, config, end)
+        result = train(spark, config, DateRange.single(end)).details
         return models.FIT_RECORDS, result, time.perf_counter() - started
     finally:
         models.FIT_RECORDS = None

@@ -220,18 +220,19 @@ def train_twice_and_score(
 
     from lakeml.lakehouse import Lakehouse
     from lakeml.ml import tracking
+    from lakeml.steps import DateRange
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(tracking.GIT_COMMIT_ENV, git_commit)
         lake = Lakehouse(spark, cfg)
         table.append(rows)
         table_version = table.version()
-        first = train(spark, cfg, run_date)
-        second = train(spark, cfg, run_date)
+        first = train(spark, cfg, DateRange.single(run_date)).details
+        second = train(spark, cfg, DateRange.single(run_date)).details
         scores = lake.table("gold", score_table)
-        score_first = score(spark, cfg, *score_days)
+        score_first = score(spark, cfg, DateRange(*score_days)).details
         scores_version = scores.version()
-        score_again = score(spark, cfg, *score_days)
+        score_again = score(spark, cfg, DateRange(*score_days)).details
         uri = tracking.tracking_uri(cfg)
         yield SimpleNamespace(
             cfg=cfg,

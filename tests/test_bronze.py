@@ -15,6 +15,7 @@ from lakeml.ingest.bronze import load_feed_to_bronze
 from lakeml.lakehouse import Lakehouse
 from lakeml.pipeline import registry, run_job
 from lakeml.runstate import INPUTS_UNCHANGED
+from lakeml.steps import DateRange
 
 
 @pytest.fixture
@@ -89,21 +90,21 @@ def test_a_rerun_with_no_new_landing_file_is_skipped_and_commits_nothing(spark, 
     first = deliver(
         lake_config, "clickstream", "clickstream-2026-11-01-00000.jsonl", ['{"n": 1}', '{"n": 2}']
     )
-    assert run_job(ingest, spark, lake_config, day).details["clickstream_rows"] == 2
+    assert run_job(ingest, spark, lake_config, DateRange.single(day)).details["clickstream_rows"] == 2
     table = Lakehouse(spark, lake_config).table("bronze", "clickstream")
     offsets = Path(lake_config.lakehouse.root, "_checkpoints/bronze/clickstream/offsets")
     state = (table.version(), sorted(p.name for p in offsets.iterdir()))
 
-    again = run_job(ingest, spark, lake_config, day)
+    again = run_job(ingest, spark, lake_config, DateRange.single(day))
     assert again.details == {"skipped": INPUTS_UNCHANGED, "noop": True}
     # No stream ran (its checkpoint has no new batch) and nothing was committed.
     assert (table.version(), sorted(p.name for p in offsets.iterdir())) == state
 
     renamed = first.rename(first.with_name("clickstream-2026-11-01-00009.jsonl"))
-    assert run_job(ingest, spark, lake_config, day).details["clickstream_rows"] == 2
+    assert run_job(ingest, spark, lake_config, DateRange.single(day)).details["clickstream_rows"] == 2
     shutil.copy(renamed, renamed.with_name("clickstream-2026-11-02-00000.jsonl"))  # the same bytes, twice
-    assert run_job(ingest, spark, lake_config, day).details["clickstream_rows"] == 2
-    assert run_job(ingest, spark, lake_config, day).details["skipped"] == INPUTS_UNCHANGED
+    assert run_job(ingest, spark, lake_config, DateRange.single(day)).details["clickstream_rows"] == 2
+    assert run_job(ingest, spark, lake_config, DateRange.single(day)).details["skipped"] == INPUTS_UNCHANGED
     assert table.read().count() == 6
 
     runs = Lakehouse(spark, lake_config).table("ops", "job_runs").read().orderBy("started_at").collect()

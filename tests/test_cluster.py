@@ -217,6 +217,7 @@ def test_silver_job_losing_a_worker_finishes_with_the_clean_runs_tables(spark, c
 
     from lakeml.ingest.bronze import load_feed_to_bronze
     from lakeml.pipeline import registry, run_job
+    from lakeml.steps import DateRange
     from tests.kill_harness import lake_tables
 
     seed = tmp_path / "seed"
@@ -226,7 +227,7 @@ def test_silver_job_losing_a_worker_finishes_with_the_clean_runs_tables(spark, c
     shutil.copytree(seed, clean)
     shutil.copytree(seed, faulted)
     clean_config = _test_config(clean)
-    run_job(registry()["commerce.build_silver"], spark, clean_config, dt.date.fromisoformat(RUN_DATE))
+    run_job(registry()["commerce.build_silver"], spark, clean_config, DateRange.single(dt.date.fromisoformat(RUN_DATE)))
 
     _, _, faults = _run_with_worker_loss(
         "jobs/commerce/build_silver.py", ("--run-date", RUN_DATE), faulted, cluster, tmp_path, min_stages=0
@@ -269,6 +270,7 @@ def test_training_job_losing_a_worker_registers_the_clean_runs_model(spark, clus
     from lakeml.domains.commerce.features import USER_ITEM_INTERACTIONS_SCHEMA
     from lakeml.lakehouse import Lakehouse
     from lakeml.pipeline import registry, run_job
+    from lakeml.steps import DateRange
     from tests.ml_data import user_item_interactions
 
     day = dt.date.fromisoformat(TRAIN_DAY)
@@ -280,7 +282,7 @@ def test_training_job_losing_a_worker_registers_the_clean_runs_model(spark, clus
     shutil.copytree(seed, clean)
     shutil.copytree(seed, faulted)
     clean_config = _test_config(clean, *ALS_SETTINGS)
-    run_job(registry()["commerce.train_recommender"], spark, clean_config, day)
+    run_job(registry()["commerce.train_recommender"], spark, clean_config, DateRange.single(day))
 
     args = ("--run-date", TRAIN_DAY, *(a for s in ALS_SETTINGS for a in ("--conf", s)))
     # Past the input's read and split: the kill lands in the tuning and fitting.

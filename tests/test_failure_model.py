@@ -28,6 +28,7 @@ from lakeml.errors import ConfigError, JobFailed
 from lakeml.lakehouse import Lakehouse
 from lakeml.ml import models
 from lakeml.ml.splits import SPLIT, with_group_split
+from lakeml.steps import DateRange
 from tests import ml_data
 from tests.browser import assert_renders_with_mlflow_headlines
 
@@ -293,17 +294,17 @@ def test_missing_features_or_a_class_fail_clearly_before_training(trained, spark
     root = trained.cfg.lakehouse.root
     cfg = failure_config(root, 'ml.failure.feature_columns=["*_z", "no_such_sensor_*"]')
     with pytest.raises((JobFailed, ConfigError), match=r"no_such_sensor_\*"):
-        train_failure_models(spark, cfg, RUN_DATE)
+        train_failure_models(spark, cfg, DateRange.single(RUN_DATE))
     cfg = failure_config(root, "ml.failure.feature_columns=['*_z', rul_cycles]")
     with pytest.raises(ConfigError, match="label column"):
-        train_failure_models(spark, cfg, RUN_DATE)
+        train_failure_models(spark, cfg, DateRange.single(RUN_DATE))
     with pytest.raises(JobFailed, match="split 'train' has no rows"):  # a run date before any row
-        train_failure_models(spark, failure_config(root), FIRST_DAY - DAY)
+        train_failure_models(spark, failure_config(root), DateRange.single(FIRST_DAY - DAY))
 
 
 def test_scoring_before_any_training_fails_clearly(spark, tmp_path):
     with pytest.raises(JobFailed, match=r"no champion in the registry: run maintenance\.train_failure"):
-        score_failure(spark, failure_config(tmp_path), *SCORE_DAYS)
+        score_failure(spark, failure_config(tmp_path), DateRange(*SCORE_DAYS))
 
 
 def test_drift_alert_fails_scoring_before_any_score_is_written(trained):
@@ -321,7 +322,7 @@ def test_drift_alert_fails_scoring_before_any_score_is_written(trained):
             match=r"lakeml-failure v1: feature drift above ml\.drift\.alert_psi=1e-09 in .*no scores were "
                   r"written",
         ):
-            score_failure(t.lake.spark, strict, *SCORE_DAYS)
+            score_failure(t.lake.spark, strict, DateRange(*SCORE_DAYS))
         assert t.scores.version() == t.scores_version
         # the drift rows of this attempt replaced the window's earlier ones (one row per feature)
         drift = t.lake.table("ops", "drift").read()
@@ -340,7 +341,7 @@ def test_alerts_above_the_budget_factor_fail_scoring_before_any_score_is_written
         with pytest.raises(
             JobFailed, match=r"lakeml-failure v1 alerts \d+ of \d+ rows .*no scores were written"
         ):
-            score_failure(t.lake.spark, strict, *SCORE_DAYS)
+            score_failure(t.lake.spark, strict, DateRange(*SCORE_DAYS))
         assert t.scores.version() == t.scores_version
     finally:
         t.client.set_model_version_tag(FAILURE, "1", "alert_budget", repr(t.cfg.ml.failure.alert_budget))
@@ -352,7 +353,7 @@ def test_a_new_rul_champion_rescores_the_same_days(trained):
     t = trained
     t.client.set_registered_model_alias(RUL, "champion", "2")
     try:
-        again = score_failure(t.lake.spark, t.cfg, *SCORE_DAYS)
+        again = score_failure(t.lake.spark, t.cfg, DateRange(*SCORE_DAYS)).details
         assert again["noop"] is False and (again["version"], again["rul_version"]) == ("1", "2")
         stamps = t.scores.read().select("model_version", "rul_model_version").distinct().collect()
         assert [tuple(r) for r in stamps] == [("1", "2")]

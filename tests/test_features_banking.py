@@ -19,6 +19,7 @@ from lakeml.domains.banking.features import (
 from lakeml.domains.banking.silver import CHARGEBACKS_SILVER_SCHEMA, TRANSACTIONS_SILVER_SCHEMA
 from lakeml.errors import ConfigError, JobFailed
 from lakeml.lakehouse import Lakehouse
+from lakeml.steps import DateRange
 
 D = dt.date(2026, 3, 10)
 T0 = dt.datetime(2026, 3, 10, 12, 0, 0)
@@ -68,7 +69,7 @@ def test_windows_are_strictly_before_with_inclusive_start_and_ties_excluded(spar
         txn("b1", "B", T0, 7),  # empty history
     ]
     config, lake = make_lake(spark, tmp_path, rows)
-    build_transaction_features(spark, config, D, D)
+    build_transaction_features(spark, config, DateRange.single(D))
     got = features(lake, D).select(
         "txn_id", "txn_count_1h", "amount_sum_1h", "txn_count_24h", "amount_sum_24h", "txn_count_7d",
         "txn_count_30d", "amount_sum_30d", "distinct_merchants_24h", "distinct_countries_24h",
@@ -128,14 +129,14 @@ def test_labels_as_of_the_cutoff_and_merchant_risk_from_known_labels_only(spark,
     ]
     config, lake = make_lake(spark, tmp_path, rows, cbs, chargeback_join)
     settings = config.features.banking
-    build_transaction_features(spark, config, D, D)
+    build_transaction_features(spark, config, DateRange.single(D))
     now = features(lake, D).where(F.col("txn_id") == "now").first()
     prior, weight = settings.mcc_risk_prior_rate, settings.mcc_risk_prior_weight
     assert now.mcc_risk_rate == pytest.approx((1 + prior * weight) / (4 + weight))
     assert (now.label_status, now.label_fraud, now.label_cutoff_date) == ("immature", None, D)
 
     later = D + dt.timedelta(days=6)
-    build_transaction_features(spark, config, D, D, label_cutoff=later)
+    build_transaction_features(spark, config, DateRange.single(D), label_cutoff=later)
     now = features(lake, D).where(F.col("txn_id") == "now").first()
     assert (now.label_status, now.label_fraud, now.mcc_risk_rate) == (
         "fraud",
@@ -143,7 +144,7 @@ def test_labels_as_of_the_cutoff_and_merchant_risk_from_known_labels_only(spark,
         pytest.approx((1 + prior * weight) / (4 + weight)),
     )
     build_transaction_features(
-        spark, config, D - dt.timedelta(days=70), D - dt.timedelta(days=70), label_cutoff=D
+        spark, config, DateRange.single(D - dt.timedelta(days=70)), label_cutoff=D
     )
     old = features(lake, D - dt.timedelta(days=70)).first()
     assert (old.txn_id, old.label_status, old.label_fraud) == ("old_legit", "legit", 0)  # window closed, none
@@ -159,7 +160,7 @@ def test_a_daily_run_writes_its_day_only_and_the_refresh_rewrites_changed_label_
     cbs = [chargeback("now", T0 + 5 * 24 * h)]
     config, lake = make_lake(spark, tmp_path, rows, cbs)
     gold = lake.table("gold", "transaction_features")
-    build_transaction_features(spark, config, D - dt.timedelta(days=1), D)
+    build_transaction_features(spark, config, DateRange(D - dt.timedelta(days=1), D))
     assert {r.txn_id: r.label_status for r in features(lake).collect()} == {
         "quiet": "immature",
         "now": "immature",
@@ -167,14 +168,14 @@ def test_a_daily_run_writes_its_day_only_and_the_refresh_rewrites_changed_label_
     earlier_files = {f.path for f in gold.files([("as_of_date", "<=", D)])}
 
     later = D + dt.timedelta(days=6)
-    counts = build_transaction_features(spark, config, later, later)
-    assert counts == {"transaction_features": 1, "days": 1}
+    counts = build_transaction_features(spark, config, DateRange.single(later))
+    assert counts.details == {"transaction_features": 1, "days": 1}
     # The daily run committed its own day only: the earlier days' files are the same files.
     assert {f.path for f in gold.files([("as_of_date", "<=", D)])} == earlier_files
     assert features(lake, D).first().label_status == "immature"
 
-    refreshed = refresh_transaction_labels(spark, config, later)
-    assert refreshed == {"relabelled_days": 1, "rows": 1}
+    refreshed = refresh_transaction_labels(spark, config, DateRange.single(later))
+    assert refreshed.details == {"relabelled_days": 1, "rows": 1}
     got = features(lake).select("txn_id", "as_of_date", "label_status", "label_fraud", "label_cutoff_date")
     expected = spark.createDataFrame(
         [
@@ -187,22 +188,22 @@ def test_a_daily_run_writes_its_day_only_and_the_refresh_rewrites_changed_label_
     assertDataFrameEqual(got, expected, checkRowOrder=False)
     assert {f.path for f in gold.files([("as_of_date", "=", D - dt.timedelta(days=1))])} <= earlier_files
     version = gold.version()
-    assert refresh_transaction_labels(spark, config, later) == {"relabelled_days": 0, "rows": 0}
+    assert refresh_transaction_labels(spark, config, DateRange.single(later)).details == {"relabelled_days": 0, "rows": 0}
     # A refresh as of an older date does not move labels back.
-    assert refresh_transaction_labels(spark, config, D) == {"relabelled_days": 0, "rows": 0}
+    assert refresh_transaction_labels(spark, config, DateRange.single(D)).details == {"relabelled_days": 0, "rows": 0}
     assert gold.version() == version  # nothing committed
     with pytest.raises(ConfigError, match="label_refresh_days"):
         refresh_transaction_labels(
             spark,
             load_config("test", [f"lakehouse.root={tmp_path}", "features.banking.label_refresh_days=10"]),
-            D,
+            DateRange.single(D),
         )
 
 
 def test_refresh_before_any_feature_run_fails_clearly(spark, tmp_path):
     config, _ = make_lake(spark, tmp_path, [txn("a", "A", T0, 1)])
     with pytest.raises(JobFailed, match="run banking.build_features first"):
-        refresh_transaction_labels(spark, config, D)
+        refresh_transaction_labels(spark, config, DateRange.single(D))
 
 
 def history(days: int, cards: int = 3) -> list[dict]:
@@ -225,10 +226,10 @@ def history(days: int, cards: int = 3) -> list[dict]:
 def test_one_incremental_day_equals_the_full_recompute(spark, tmp_path):
     rows = history(40)
     config, lake = make_lake(spark, tmp_path / "full", rows)
-    build_transaction_features(spark, config, D - dt.timedelta(days=4), D, label_cutoff=D)
+    build_transaction_features(spark, config, DateRange(D - dt.timedelta(days=4), D), label_cutoff=D)
     full = features(lake, D)
     config_inc, lake_inc = make_lake(spark, tmp_path / "inc", rows)
-    build_transaction_features(spark, config_inc, D, D)
+    build_transaction_features(spark, config_inc, DateRange.single(D))
     incremental = features(lake_inc, D)
     assert full.count() == incremental.count() > 0
     assertDataFrameEqual(incremental, full, checkRowOrder=False, rtol=1e-9)
@@ -236,19 +237,19 @@ def test_one_incremental_day_equals_the_full_recompute(spark, tmp_path):
     assert full.where(F.col("txn_count_30d") > 40).count() > 0
     # Rerunning the same day leaves the same rows.
     before = incremental.collect()
-    build_transaction_features(spark, config_inc, D, D)
+    build_transaction_features(spark, config_inc, DateRange.single(D))
     assertDataFrameEqual(features(lake_inc, D), before, checkRowOrder=False)
 
 
 def test_later_events_do_not_change_earlier_features(spark, tmp_path):
     rows = history(35)
     config, lake = make_lake(spark, tmp_path / "base", rows)
-    build_transaction_features(spark, config, D, D)
+    build_transaction_features(spark, config, DateRange.single(D))
     cut = T0  # every change below happens after this instant
     changed = [dict(r, amount_eur=r["amount_eur"] * 3) if r["ts"] > cut else r for r in rows]
     changed += [txn(f"late{i}", f"card{i % 3}", cut + dt.timedelta(minutes=1 + i), 999) for i in range(5)]
     config2, lake2 = make_lake(spark, tmp_path / "changed", changed)
-    build_transaction_features(spark, config2, D, D)
+    build_transaction_features(spark, config2, DateRange.single(D))
     before = features(lake, D).where(F.col("ts") <= cut)
     after = features(lake2, D).where(F.col("ts") <= cut)
     assert before.count() > 0

@@ -26,6 +26,7 @@ from lakeml.domains.commerce.features import (
 )
 from lakeml.domains.commerce.silver import CLICKSTREAM_SILVER_SCHEMA
 from lakeml.lakehouse import DeltaTableRef, Lakehouse
+from lakeml.steps import DateRange
 
 D = date(2026, 11, 20)
 # half-life 1 day so decays are powers of two; windows: interactions 3 days, item stats 2 days.
@@ -368,7 +369,7 @@ def test_incremental_equals_full_recompute_and_rerun_is_idempotent(
     full_lake.table("silver", "clickstream").create(CLICKSTREAM_SILVER_SCHEMA, ["event_date"]).append(
         spark.createDataFrame(events, CLICKSTREAM_SILVER_SCHEMA)
     )
-    full = build_commerce_features(spark, full_cfg, date(2026, 11, 18), date(2026, 11, 21))
+    full = build_commerce_features(spark, full_cfg, DateRange(date(2026, 11, 18), date(2026, 11, 21))).details
     assert (
         full["user_item_interactions"] == full_lake.table("gold", "user_item_interactions").read().count() > 0
     )
@@ -377,7 +378,7 @@ def test_incremental_equals_full_recompute_and_rerun_is_idempotent(
     cfg = settings(tmp_path / "daily")
     lake = Lakehouse(spark, cfg)
     silver = lake.table("silver", "clickstream").create(CLICKSTREAM_SILVER_SCHEMA, ["event_date"])
-    assert build_commerce_features(spark, cfg, D, D) == {
+    assert build_commerce_features(spark, cfg, DateRange.single(D)).details == {
         "user_item_interactions": 0,
         "item_stats": 0,
         "events": 0,
@@ -387,7 +388,7 @@ def test_incremental_equals_full_recompute_and_rerun_is_idempotent(
     silver.append(
         spark.createDataFrame([r for r in events if r[16] < D and r not in late], CLICKSTREAM_SILVER_SCHEMA)
     )
-    build_commerce_features(spark, cfg, D - timedelta(days=1), D - timedelta(days=1))
+    build_commerce_features(spark, cfg, DateRange.single(D - timedelta(days=1)))
     silver.append(spark.createDataFrame([r for r in events if r[16] >= D] + late, CLICKSTREAM_SILVER_SCHEMA))
 
     reads: list[tuple[str, list]] = []
@@ -398,7 +399,7 @@ def test_incremental_equals_full_recompute_and_rerun_is_idempotent(
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(DeltaTableRef, "read", spy)
-    incremental = build_commerce_features(spark, cfg, D, D)
+    incremental = build_commerce_features(spark, cfg, DateRange.single(D)).details
     # Silver is read for D and for the day the late event landed in; the older days' aggregates are reused.
     assert [w for uri, w in reads if uri == silver.uri] == [
         [("event_date", ">=", D - timedelta(days=1)), ("event_date", "<=", D)]
@@ -433,7 +434,7 @@ def test_incremental_equals_full_recompute_and_rerun_is_idempotent(
         t.read().orderBy(*t.schema().fieldNames()[:2], t.partition_columns()[0]).collect() for t in tables
     ]
     reads.clear()
-    assert build_commerce_features(spark, cfg, D, D) == incremental
+    assert build_commerce_features(spark, cfg, DateRange.single(D)).details == incremental
     assert [w for uri, w in reads if uri == silver.uri] == []
     for table, snapshot in zip(tables, snapshots, strict=True):
         ordered = table.read().orderBy(*table.schema().fieldNames()[:2], table.partition_columns()[0])
@@ -442,7 +443,7 @@ def test_incremental_equals_full_recompute_and_rerun_is_idempotent(
     # Other settings: the stored aggregates of the whole window are recomputed.
     reads.clear()
     build_commerce_features(
-        spark, settings(tmp_path / "daily", ("features.commerce.session_gap_minutes=45",)), D, D
+        spark, settings(tmp_path / "daily", ("features.commerce.session_gap_minutes=45",)), DateRange.single(D)
     )
     assert [w for uri, w in reads if uri == silver.uri] == [
         [("event_date", ">=", date(2026, 11, 18)), ("event_date", "<=", D)]

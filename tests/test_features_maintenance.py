@@ -23,6 +23,7 @@ from lakeml.domains.maintenance.silver import (
     TELEMETRY_SILVER_SCHEMA,
 )
 from lakeml.lakehouse import Lakehouse
+from lakeml.steps import DateRange
 from lakeml.transforms.asof import asof_join
 from lakeml.transforms.rolling import with_rolling_stats
 
@@ -106,7 +107,7 @@ def test_windows_edges_nulls_and_regime_normalization(spark, tmp_path):
             reading("M2", at(D1, 0, 30), 1, regime=(1.0, 1.0, 100.0), temperature=1.0),  # no reference
         ],
     )
-    counts = build_machine_features(spark, config, D1, D1)
+    counts = build_machine_features(spark, config, DateRange.single(D1)).details
     assert counts == {"telemetry_rows": 7, "maintenance_rows": 0, "machine_features_rows": 5}
 
     stats = ("mean", "std", "min", "max", "slope")
@@ -204,7 +205,7 @@ def test_maintenance_asof_rul_cap_and_censoring_across_a_repair(spark, tmp_path)
         event("M3", at(D1 - dt.timedelta(days=3), 23, 59, 59), "preventive"),  # just outside it
     ]
     write_silver(spark, config, readings, events)
-    build_machine_features(spark, config, D1, D1)
+    build_machine_features(spark, config, DateRange.single(D1))
 
     columns = ["machine_id", "as_of", "cycles_since_maintenance", "last_maintenance_kind", *LABELS]
     expected = [
@@ -272,7 +273,7 @@ def test_point_in_time_later_events_do_not_change_features(spark, tmp_path):
     for i, (rs, es) in enumerate([(readings, events), (changed, later_events)]):
         config = make_config(tmp_path / str(i))
         write_silver(spark, config, rs, es)
-        build_machine_features(spark, config, D1, D1)
+        build_machine_features(spark, config, DateRange.single(D1))
         results.append(gold(spark, config).where(F.col("as_of") <= cut).select(*FEATURES))
     before, after = results
     assert before.count() > 10
@@ -289,7 +290,7 @@ def test_incremental_day_equals_full_recompute_touches_only_its_day_and_reruns_i
     }
     readings, events = generated(seed=11)
     write_silver(spark, config, readings, events)
-    full_counts = build_machine_features(spark, config, D1, D2)
+    full_counts = build_machine_features(spark, config, DateRange(D1, D2)).details
     full = gold(spark, config).orderBy("machine_id", "as_of").collect()
     day1 = [r for r in full if r.as_of_date == D1]
     day2 = [r for r in full if r.as_of_date == D2]
@@ -302,12 +303,12 @@ def test_incremental_day_equals_full_recompute_touches_only_its_day_and_reruns_i
         spark.createDataFrame([reading("M9", at(D1, 23, 59), 1)], TELEMETRY_SILVER_SCHEMA)
     )
     version = Lakehouse(spark, config).table(*GOLD_TABLE).version()
-    counts = build_machine_features(spark, config, D2, D2)
+    counts = build_machine_features(spark, config, DateRange.single(D2)).details
     assert counts["machine_features_rows"] == len(day2)
     incremental = gold(spark, config).orderBy("machine_id", "as_of")
     assertDataFrameEqual(incremental, full, checkRowOrder=True)
 
-    build_machine_features(spark, config, D2, D2)  # rerun: same rows
+    build_machine_features(spark, config, DateRange.single(D2))  # rerun: same rows
     table = Lakehouse(spark, config).table(*GOLD_TABLE)
     assert table.version() == version + 2
     assertDataFrameEqual(gold(spark, config).orderBy("machine_id", "as_of"), full, checkRowOrder=True)
@@ -316,4 +317,4 @@ def test_incremental_day_equals_full_recompute_touches_only_its_day_and_reruns_i
 def test_bad_window_config_is_rejected(spark, tmp_path):
     config = make_config(tmp_path, long_window_readings=1)
     with pytest.raises(Exception, match="long_window_readings"):
-        build_machine_features(spark, config, D1, D1)
+        build_machine_features(spark, config, DateRange.single(D1))

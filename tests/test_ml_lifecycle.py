@@ -33,6 +33,7 @@ from lakeml.ml.splits import (
     with_latest_per_user_split,
     with_time_split,
 )
+from lakeml.steps import DateRange
 from tests import ml_data
 from tests.browser import assert_renders_with_mlflow_headlines
 
@@ -762,7 +763,7 @@ def test_scoring_before_any_training_fails_clearly(trained, spark):
         JobFailed,
         match=r"'lakeml-fraud-untrained' has no champion in the registry: run banking\.train_fraud first",
     ):
-        score_fraud(spark, cfg, *SCORE_DAYS)
+        score_fraud(spark, cfg, DateRange(*SCORE_DAYS))
 
 
 def test_report_renders_in_chromium_with_the_mlflow_metrics(trained, tmp_path):

@@ -41,6 +41,7 @@ from lakeml.ml.splits import (
     with_stratified_split,
     with_time_fraction_split,
 )
+from lakeml.steps import DateRange
 from tests import ml_data
 
 D = dt.date
@@ -169,7 +170,7 @@ def test_fraud_on_a_two_day_table_searches_imbalance_and_scores_calibrated(
     config = _fraud_config(tmp_path)
     rows = ml_data.transaction_features(spark, rows_per_day=1200, first_day=FIRST, days=2, mature_days=2)
     _fraud_table(spark, config, rows)
-    summary = train_fraud_model(spark, config, FIRST + dt.timedelta(days=1))
+    summary = train_fraud_model(spark, config, DateRange.single(FIRST + dt.timedelta(days=1))).details
     assert summary["split"] == "time_fraction" and summary["imbalance"] in ("none", "balanced")
     assert set(summary["validation_auprc_by_imbalance"]) == {"none", "balanced"}
     assert all(0 < v["gbt"] <= 1 for v in summary["validation_auprc_by_imbalance"].values())
@@ -187,7 +188,7 @@ def test_fraud_on_a_two_day_table_searches_imbalance_and_scores_calibrated(
     assert "Reliability on test before calibration" in html and "after calibration (platt)" in html
     assert "validation AUPRC per imbalance option and family" in html
     # batch scoring applies the calibration stored with the model
-    out = score_fraud(spark, config, FIRST, FIRST + dt.timedelta(days=1))
+    out = score_fraud(spark, config, DateRange(FIRST, FIRST + dt.timedelta(days=1))).details
     assert out["rows"] == 2400
     scores = Lakehouse(spark, config).table("gold", "fraud_scores").read()
     champion = mlflow.spark.load_model(f"models:/{name}/{summary['version']}")
@@ -259,7 +260,7 @@ def test_fraud_input_errors_name_the_column_or_setting_before_any_fit(
         config = _fraud_config(tmp_path / str(i), *extra)
         _fraud_table(spark, config, data)
         with pytest.raises(error, match=message) as caught:
-            train_fraud_model(spark, config, FIRST + dt.timedelta(days=1))
+            train_fraud_model(spark, config, DateRange.single(FIRST + dt.timedelta(days=1)))
         assert "\n" not in str(caught.value) and caught.value.exit_code != 0
         assert not (tmp_path / str(i) / "_mlflow").exists() or not mlflow.MlflowClient(
             tracking.tracking_uri(config)
@@ -307,7 +308,7 @@ def test_explicit_als_on_residuals_reports_the_bias_baseline_as_its_floor(
         "ml.recommender.mode=explicit",
         "ml.recommender.model_name=als-bias",
     )
-    summary = train_recommender(spark, config, DAY)
+    summary = train_recommender(spark, config, DateRange.single(DAY)).details
     assert summary["rmse"] > 0 and summary["bias_baseline_rmse"] > 0
     # bias, residual ALS and plain ALS compared on the same validation pairs: the lowest is served, so
     # the floor of explicit mode (no worse than the bias baseline on validation) holds
@@ -342,7 +343,7 @@ def test_explicit_mode_serves_the_bias_baseline_when_als_cannot_beat_it_on_valid
         # a huge regularisation: plain ALS predicts ~0, far worse than the biases
         "ml.recommender.grid={rank: [4], regParam: [1000.0], alpha: [1.0]}",
     )
-    summary = train_recommender(spark, config, DAY)
+    summary = train_recommender(spark, config, DateRange.single(DAY)).details
     assert summary["explicit_model"] == "bias"
     plain = summary["validation_rmse_by_candidate"]["plain rank=4 regParam=1000"]
     assert summary["validation_rmse"] == summary["bias_validation_rmse"] < plain / 2
@@ -369,7 +370,7 @@ def test_explicit_model_that_does_not_beat_the_bias_baseline_stays_challenger(
         # a huge regularisation: plain ALS predicts ~0, far worse than the biases
         "ml.recommender.grid={rank: [4], regParam: [1000.0], alpha: [1.0]}",
     )
-    summary = train_recommender(spark, config, DAY)
+    summary = train_recommender(spark, config, DateRange.single(DAY)).details
     assert summary["rmse"] > summary["bias_baseline_rmse"]
     assert not summary["promoted"] and "rmse" in summary["reason"] and "floor" in summary["reason"]
 
@@ -386,10 +387,10 @@ def test_a_rating_column_that_is_not_numeric_fails_before_any_fit(
         "ml.recommender.rating_column=item_id",
     )
     with pytest.raises(ConfigError, match="ml.recommender.rating_column: item_id must be numeric, is string"):
-        train_recommender(spark, config, DAY)
+        train_recommender(spark, config, DateRange.single(DAY))
     missing = load_config("test", [f"lakehouse.root={tmp_path}", "ml.recommender.time_column=rated_at"])
     with pytest.raises(ConfigError, match="no column for ml.recommender.time_column=rated_at"):
-        train_recommender(spark, missing, DAY)
+        train_recommender(spark, missing, DateRange.single(DAY))
 
 
 def test_explicit_candidate_settings_are_validated(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from lakeml.domains.banking.card_state import LATE_REASON, _first_in_window, _se
 from lakeml.domains.banking.nearline import APP_ID, FRAUD_ALERTS_SCHEMA, run_fraud_alerts
 from lakeml.errors import JobFailed
 from lakeml.lakehouse import Lakehouse
+from lakeml.steps import DateRange
 from tests.conftest import with_engine
 from tests.nearline_data import alerts, deliver, line, register_model, stream_config
 
@@ -162,7 +163,7 @@ def one_day(spark, tmp_path_factory):
     # Later than the watermark: a card of its own, so no other transaction's batch features count it.
     too_late = ("late-out", line("late-out", D + 2 * H, 9, 55.0))
     silver_from_lines(spark, config, [t for _, t in (*history, *morning, *evening, within, too_late)])
-    build_transaction_features(spark, config, (D - 3 * 24 * H).date(), D.date())
+    build_transaction_features(spark, config, DateRange((D - 3 * 24 * H).date(), D.date()))
     gold = Lakehouse(spark, config).table("gold", "transaction_features")
     pinned = {"input.gold/transaction_features.version": str(gold.version())}  # for the batch's drift check
     first = register_model(spark, config, threshold=0.5, tags=pinned)
@@ -186,7 +187,7 @@ def one_day(spark, tmp_path_factory):
         config=config, first=first, second=second, handler=handler, receiver=receiver,
         within=within[0], too_late=too_late[0], affected=last_evening[0],
         day1=[x[0] for x in (*history, *morning)], day2=[x[0] for x in (*evening, within)],
-        batch_scores=lambda: score_fraud(spark, config, D.date(), D.date()),
+        batch_scores=lambda: score_fraud(spark, config, DateRange.single(D.date())),
     )  # fmt: skip
 
 

@@ -22,6 +22,7 @@ from lakeml.domains.maintenance.silver import MAINTENANCE, TELEMETRY
 from lakeml.lakehouse import DeltaTableRef, Lakehouse
 from lakeml.pipeline import registry, run_job, topological_order
 from lakeml.runstate import INPUTS_UNCHANGED
+from lakeml.steps import DateRange
 from lakeml.synthetic.landing import run_generation
 from lakeml.transforms.pii import PAN_SPAN
 from tests.conftest import delta_spark_skip_reason
@@ -40,7 +41,7 @@ def run_pipeline(spark: SparkSession, config: Config, run_date: dt.date = END) -
     jobs = registry()
     names = [n for n in topological_order(jobs) if n.split(".", 1)[1] in DATA_STEPS]
     assert len(names) == 9
-    return {name: dict(run_job(jobs[name], spark, config, run_date).details) for name in names}
+    return {name: dict(run_job(jobs[name], spark, config, DateRange.single(run_date)).details) for name in names}
 
 
 def table_versions(lake: Lakehouse) -> dict[str, int]:
@@ -401,11 +402,11 @@ def test_no_card_number_in_the_mlflow_store_or_reports_of_a_trained_fraud_model(
         frauds.select(*[F.col(f.name).cast(f.dataType) for f in CHARGEBACKS_SILVER_SCHEMA.fields])
     )
     # The day after: every transaction of END has matured (window of one day) or has its chargeback.
-    cutoff = END + dt.timedelta(days=1)
-    assert refresh_transaction_labels(spark, config, cutoff)["rows"] > 0
-    summary = train_fraud_model(spark, config, cutoff)
+    day_after = DateRange.single(END + dt.timedelta(days=1))
+    assert refresh_transaction_labels(spark, config, day_after).rows_out > 0
+    summary = train_fraud_model(spark, config, day_after).details
     assert summary["promoted"], summary
-    assert score_fraud(spark, config, END - dt.timedelta(days=1), END)["rows"] > 0
+    assert score_fraud(spark, config, DateRange(END - dt.timedelta(days=1), END)).details["rows"] > 0
 
     mlflow_dir, reports = root / "_mlflow", root / config.ml.reports_dir
     files = [p for folder in (mlflow_dir, reports) for p in folder.rglob("*") if p.is_file()]

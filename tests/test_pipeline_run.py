@@ -14,6 +14,7 @@ from lakeml.config import load_config
 from lakeml.errors import JobFailed
 from lakeml.lakehouse import Lakehouse
 from lakeml.pipeline import JobResult, JobSpec, run_job
+from lakeml.steps import DateRange
 
 DAY = dt.date(2026, 11, 20)
 SCHEMA = T.StructType([T.StructField("n", T.LongType(), False)])
@@ -39,10 +40,10 @@ def test_runs_ok_and_failed_are_recorded_with_input_versions_and_checkpoints_are
         source.read(version=1).count()
         raise ValueError("no luck")
 
-    assert run_job(JobSpec("demo.copy", copy, (), ""), spark, config, DAY).rows_in == 8
+    assert run_job(JobSpec("demo.copy", copy, (), ""), spark, config, DateRange.single(DAY)).rows_in == 8
     assert not list(checkpoints.glob("*/rdd-*")), "the finished job's checkpoint files were left behind"
     with pytest.raises(JobFailed, match="no luck"):
-        run_job(JobSpec("demo.broken", broken, (), ""), spark, config, DAY, DAY - dt.timedelta(days=2))
+        run_job(JobSpec("demo.broken", broken, (), ""), spark, config, DateRange(DAY - dt.timedelta(days=2), DAY))
     runs = {r.job: r for r in lake.table("ops", "job_runs").read().collect()}
     ok, failed = runs["demo.copy"], runs["demo.broken"]
     assert (ok.status, ok.rows_in, ok.rows_out, ok.noop, ok.message) == ("ok", 8, 0, False, None)
@@ -63,7 +64,7 @@ def test_every_commit_of_a_job_run_carries_its_lineage(spark, tmp_path):
         target.append(spark.range(4).toDF("n"))
         return JobResult(0, 4)
 
-    run_job(JobSpec("demo.write", write, (), ""), spark, config, DAY)
+    run_job(JobSpec("demo.write", write, (), ""), spark, config, DateRange.single(DAY))
     (run,) = lake.table("ops", "job_runs").read().collect()
     expected = {"job": "demo.write", "run_id": run.run_id, "run_date": DAY.isoformat()}
     assert target.history(1)[0]["lineage"] == expected

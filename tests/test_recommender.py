@@ -28,6 +28,7 @@ from lakeml.errors import JobFailed
 from lakeml.lakehouse import Lakehouse
 from lakeml.ml import tracking
 from lakeml.ml.splits import SPLIT, TRAIN, VALIDATION, with_latest_per_user_split
+from lakeml.steps import DateRange
 from tests.browser import assert_renders_with_mlflow_headlines
 from tests.ml_data import user_item_interactions
 
@@ -46,7 +47,7 @@ def trained(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> tu
     table.create(USER_ITEM_INTERACTIONS_SCHEMA, ["as_of_date"]).append(
         user_item_interactions(spark, 300, 25, DAY)
     )
-    return config, train_recommender(spark, config, DAY)
+    return config, train_recommender(spark, config, DateRange.single(DAY)).details
 
 
 def test_als_beats_popularity_and_becomes_champion(trained: tuple[Config, dict]) -> None:
@@ -67,7 +68,7 @@ def test_scoring_top_k_without_purchases_and_idempotent(
     config, _ = trained
     cfg = config.ml.recommender
     lake = Lakehouse(spark, config)
-    first = score_recommendations(spark, config, DAY, DAY)
+    first = score_recommendations(spark, config, DateRange.single(DAY)).details
     recs = lake.table("gold", "recommendations")
     assert (
         recs.schema() == RECOMMENDATIONS_SCHEMA
@@ -105,7 +106,7 @@ def test_scoring_top_k_without_purchases_and_idempotent(
     ]
     assert (first["drift_max_psi"], first["drift_alerts"]) == (0.0, 0)
     version = recs.version()
-    assert score_recommendations(spark, config, DAY, DAY)["noop"] is True
+    assert score_recommendations(spark, config, DateRange.single(DAY)).details["noop"] is True
     assert recs.version() == version
 
 
@@ -149,7 +150,7 @@ def test_explicit_mode_reports_rmse(spark: SparkSession, tmp_path: Path) -> None
     Lakehouse(spark, config).table("gold", "user_item_interactions").create(
         USER_ITEM_INTERACTIONS_SCHEMA, ["as_of_date"]
     ).append(user_item_interactions(spark, 150, 25, DAY))
-    summary = train_recommender(spark, config, DAY)
+    summary = train_recommender(spark, config, DateRange.single(DAY)).details
     mlflow.set_tracking_uri(tracking.tracking_uri(config))
     run = mlflow.get_run(mlflow.MlflowClient().get_model_version("als-explicit", summary["version"]).run_id)
     rmse = run.data.metrics["als-explicit.rmse"]
@@ -161,7 +162,7 @@ def test_no_snapshot_before_run_date_is_a_clear_error(
 ) -> None:
     config, _ = trained
     with pytest.raises(JobFailed, match="no snapshot on or before 2025-12-31"):
-        train_recommender(spark, config, dt.date(2025, 12, 31))
+        train_recommender(spark, config, DateRange.single(dt.date(2025, 12, 31)))
 
 
 def _numeric_ids(df: DataFrame) -> DataFrame:
@@ -198,7 +199,7 @@ def test_integer_ids_give_the_string_ids_metrics_and_typed_recommendations(
     lake.table("gold", "user_item_interactions").create(schema, ["as_of_date"]).append(
         _numeric_ids(user_item_interactions(spark, 300, 25, DAY))
     )
-    summary = train_recommender(spark, config, DAY)
+    summary = train_recommender(spark, config, DateRange.single(DAY)).details
     assert summary["promoted"] and summary["precision_at_k"] > 0
     got, want = _run_metrics(config, summary), _run_metrics(string_config, string_summary)
     ranking = sorted(k for k in want if k.startswith(("als.at_", "baseline.at_")))
@@ -206,7 +207,7 @@ def test_integer_ids_give_the_string_ids_metrics_and_typed_recommendations(
     # lists are max(ks) long: recall@20 counts items ranked 11-20, precision@20 is not precision@10 / 2
     assert got["als.at_20.recall_at_k"] > got["als.at_10.recall_at_k"]
     assert got["als.at_20.precision_at_k"] > 0.6 * got["als.at_10.precision_at_k"]
-    score_recommendations(spark, config, DAY, DAY)
+    score_recommendations(spark, config, DateRange.single(DAY))
     recs = lake.table("gold", "recommendations").read()
     assert recs.schema["user_id"].dataType == T.IntegerType()
     assert recs.schema["item_id"].dataType == T.LongType()
@@ -232,7 +233,7 @@ def test_a_model_that_never_hits_fails_instead_of_promoting(
 
     monkeypatch.setattr(recommender, "recommend", never_matching)
     with pytest.raises(JobFailed, match="every ranking metric of the ALS model is 0.*Not registered"):
-        train_recommender(spark, config, DAY)
+        train_recommender(spark, config, DateRange.single(DAY))
     mlflow.set_tracking_uri(tracking.tracking_uri(config))
     assert mlflow.MlflowClient().search_model_versions(f"name='{config.ml.recommender.model_name}'") == []
 
@@ -262,11 +263,11 @@ def test_a_table_with_only_what_explicit_mode_needs_trains_and_scores(
     )
     lake = Lakehouse(spark, config)
     lake.table("gold", "ratings").create(ratings.schema, []).append(ratings)
-    summary = train_recommender(spark, config, DAY)
+    summary = train_recommender(spark, config, DateRange.single(DAY)).details
     assert summary["snapshot"] == "all" and summary["precision_at_k"] > 0
     # ratings are 2 or 5: relevant from 2 + 0.75 * 3 = 4.25, i.e. the 5s
     assert "rating &gt;= 4.25" in Path(summary["report"]).read_text()
-    out = score_recommendations(spark, config, DAY, DAY)
+    out = score_recommendations(spark, config, DateRange.single(DAY)).details
     recs = lake.table("gold", "recommendations").read()
     assert out["rows"] == recs.count() > 0
     assert recs.schema["user_id"].dataType == T.IntegerType()

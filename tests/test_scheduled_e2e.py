@@ -40,6 +40,7 @@ from lakeml.lakehouse import Lakehouse
 from lakeml.ml.tracking import GIT_COMMIT_ENV, git_commit, tracking_uri
 from lakeml.pipeline import registry, run_job, topological_order
 from lakeml.runstate import INPUTS_UNCHANGED
+from lakeml.steps import DateRange
 from lakeml.synthetic.landing import run_generation
 from tests.test_airflow import AIRFLOW_BIN, airflow_env, task_states
 
@@ -180,7 +181,7 @@ def lakes(spark: SparkSession, code_version: None, tmp_path_factory: pytest.Temp
     first = DAY - dt.timedelta(days=DAYS - 1)
     for name in topological_order(jobs):
         if name.split(".", 1)[1] in SEED_STEPS:
-            run_job(jobs[name], spark, config, DAY - dt.timedelta(days=1), first)
+            run_job(jobs[name], spark, config, DateRange(first, DAY - dt.timedelta(days=1)))
     lap("seed")
     shutil.copytree(seed, copy)
     pipeline_run = pipeline(seed, landing)

@@ -24,7 +24,7 @@ from lakeml.errors import ConfigError, JobFailed
 from lakeml.ingest.bronze import load_feed_to_bronze
 from lakeml.ingest.silver import SilverFeed, classify_rows, flag_repeated_keys, load_bronze_to_silver
 from lakeml.lakehouse import Lakehouse
-from lakeml.pipeline import JobContext
+from lakeml.steps import DateRange, running_as
 
 RUN_DATE = dt.date(2026, 11, 20)
 
@@ -51,10 +51,15 @@ def deliver(config, feed: str, name: str, lines: list[str | bytes]) -> Path:
     return path
 
 
+def load_silver(spark, config, feed: SilverFeed, job: str = "test", run_id: str = "r"):
+    """The silver step for ``feed`` on RUN_DATE, run as ``job``."""
+    with running_as(job, run_id):
+        return load_bronze_to_silver(spark, config, DateRange.single(RUN_DATE), feed)
+
+
 def run_silver(spark, config, feed: SilverFeed):
     load_feed_to_bronze(spark, config, feed.name)
-    ctx = JobContext(spark, config, RUN_DATE, uuid.uuid4().hex)
-    return load_bronze_to_silver(ctx, feed, "test.build_silver")
+    return load_silver(spark, config, feed, "test.build_silver", uuid.uuid4().hex)
 
 
 def tables(spark, config, feed: str):
@@ -225,7 +230,7 @@ def test_a_quality_error_stops_the_batch_and_a_rerun_replays_it_exactly(spark, t
             "MCH-00004,2026-11-21T08:00:00Z,explode,x",
         ],
     )
-    first = load_bronze_to_silver(JobContext(spark, relaxed, RUN_DATE, "r2"), MAINTENANCE, "test")
+    first = load_silver(spark, relaxed, MAINTENANCE, run_id="r2")
     assert first.counts == {"header": 1, "quarantined": 1, "duplicate": 0, "loaded": 2}
     second = run_silver(spark, relaxed, MAINTENANCE)
     assert second.counts == {"header": 1, "quarantined": 1, "duplicate": 0, "loaded": 1}
@@ -356,7 +361,7 @@ def test_missing_pii_key_is_a_clear_error_and_writes_nothing(spark, lake_config,
     load_feed_to_bronze(spark, lake_config, "transactions")
     monkeypatch.delenv("LAKEML_PII_KEY")
     with pytest.raises(ConfigError, match="LAKEML_PII_KEY .*silver.pii_key_env.* no default key"):
-        load_bronze_to_silver(JobContext(spark, lake_config, RUN_DATE, "r"), TRANSACTIONS, "test")
+        load_silver(spark, lake_config, TRANSACTIONS)
     silver, quarantine, _, _ = tables(spark, lake_config, "transactions")
     assert not silver.exists() and not quarantine.exists()
 
@@ -571,4 +576,4 @@ def test_a_parser_that_loses_rows_fails_the_accounting_check(spark, lake_config)
 
 def test_silver_without_bronze_is_a_clear_error(spark, lake_config):
     with pytest.raises(JobFailed, match="bronze/telemetry does not exist .* run the ingest_bronze job first"):
-        load_bronze_to_silver(JobContext(spark, lake_config, RUN_DATE, "r"), TELEMETRY, "test")
+        load_silver(spark, lake_config, TELEMETRY)

@@ -11,11 +11,14 @@ import re
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from lakeml import runlog
 from lakeml.config import Config, available_envs, load_config
 from lakeml.errors import LakemlError, UsageError
+
+if TYPE_CHECKING:
+    from lakeml.steps import DateRange
 
 
 class _Parser(argparse.ArgumentParser):
@@ -139,14 +142,17 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     )
 
 
-def _load(args: argparse.Namespace) -> tuple[Config, date, date]:
+def _load(args: argparse.Namespace) -> tuple[Config, DateRange]:
+    """The config and the dates the command covers: --since (default: the run date) to --run-date."""
+    from lakeml.steps import DateRange
+
     run_date = parse_run_date(args.run_date)
-    first_date = run_date if args.since is None else parse_run_date(args.since, "--since")
-    if first_date > run_date:
-        raise UsageError(f"--since {first_date} is after the run date {run_date}")
+    first = run_date if args.since is None else parse_run_date(args.since, "--since")
+    if first > run_date:
+        raise UsageError(f"--since {first} is after the run date {run_date}")
     if args.env not in available_envs():
         raise UsageError(f"unknown env '{args.env}' (known: {', '.join(available_envs())})")
-    return load_config(args.env, args.conf), run_date, first_date
+    return load_config(args.env, args.conf), DateRange(first, run_date)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -175,8 +181,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "status":  # exit 1 when a job failed or a table is stale (for monitors)
         from lakeml.status import collect, render
 
-        config, run_date, _ = _load(args)
-        report = collect(config, topological_order(jobs), run_date)
+        config, dates = _load(args)
+        report = collect(config, topological_order(jobs), dates.last)
         print(render(report, args.json), end="")
         return 1 if report["problems"] else 0
     if args.command == "run":
@@ -189,7 +195,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     else:
         names = select_jobs(jobs, args.start, args.stop)
     # Everything that can be wrong with the command line or the environment is checked before Spark starts.
-    config, run_date, first_date = _load(args)
+    config, dates = _load(args)
     catch_up = getattr(args, "catch_up", False)
     if catch_up and args.since is not None:
         raise UsageError("--catch-up finds the first date itself: give --since or --catch-up, not both")
@@ -203,18 +209,18 @@ def _dispatch(args: argparse.Namespace) -> int:
     from lakeml.session import build_spark
 
     # One run at a time per lakehouse (exit 3 while another holds it); taken before Spark starts.
-    what = f"lakeml {args.command}{' ' + args.job if args.command == 'run' else ''} --run-date {run_date}"
+    what = f"lakeml {args.command}{' ' + args.job if args.command == 'run' else ''} --run-date {dates.last}"
     runs: list[JobRun] = []
     with lakehouse_lock(config, what):
         spark = build_spark(config)
         try:
             if catch_up:
-                first_date = _catch_up_start(spark, config, names, run_date)
+                dates = _catch_up_dates(spark, config, names, dates.last)
             for name in names:
                 try:
-                    run_job(jobs[name], spark, config, run_date, first_date, runs, force=args.force)
+                    run_job(jobs[name], spark, config, dates, runs, force=args.force)
                 except LakemlError as exc:
-                    notify_failure(config.alerts, name, run_date, config.env, exc)
+                    notify_failure(config.alerts, name, dates.last, config.env, exc)
                     raise
         finally:
             spark.stop()  # under spark-submit, a shutdown hook would otherwise race the temp-dir cleanup
@@ -226,18 +232,17 @@ def _dispatch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _catch_up_start(spark: object, config: Config, names: Sequence[str], run_date: date) -> date:
-    """The first date a catch-up covers (logged): the day after the earliest last successful run."""
+def _catch_up_dates(spark: object, config: Config, names: Sequence[str], run_date: date) -> DateRange:
+    """The dates a catch-up covers (logged): from the day after the earliest last successful run."""
     from lakeml.runstate import catch_up_start
+    from lakeml.steps import DateRange
 
     start = catch_up_start(spark, config, names, run_date)  # type: ignore[arg-type]
+    dates = DateRange(start or run_date, run_date)
     runlog.event(
-        "catch_up",
-        first_date=(start or run_date).isoformat(),
-        run_date=run_date.isoformat(),
-        days=1 if start is None else (run_date - start).days + 1,
+        "catch_up", first_date=dates.first.isoformat(), run_date=run_date.isoformat(), days=len(dates)
     )
-    return start or run_date
+    return dates
 
 
 def print_job_list(jobs: Mapping[str, Any], order: Sequence[str]) -> None:

@@ -21,32 +21,24 @@ from lakeml.errors import ConfigError, JobFailed, LakemlError, UsageError
 from lakeml.lakehouse.lineage import commit_lineage
 from lakeml.lakehouse.table import recording_reads
 from lakeml.session import clear_checkpoints
+from lakeml.steps import DateRange, StepResult, running_as
 
 
 @dataclass(frozen=True)
 class JobContext:
-    """What a job function gets: the session, validated config and the date it runs for."""
+    """What a job function gets: the session, validated config, the dates it covers and its run id.
+
+    ``dates.last`` is the run date (--run-date); dated jobs cover all of ``dates`` (--since), the
+    others run for ``dates.last`` alone."""
 
     spark: SparkSession
     config: Config
-    run_date: date
+    dates: DateRange
     run_id: str
-    # First date of a backfill: dated jobs cover [first_date, run_date] (None = the run date only).
-    first_date: date | None = None
-
-    @property
-    def start_date(self) -> date:
-        return self.first_date or self.run_date
 
 
-@dataclass(frozen=True)
-class JobResult:
-    """Rows read and written by one job run, plus any small facts worth logging."""
-
-    rows_in: int
-    rows_out: int
-    details: Mapping[str, Any] = field(default_factory=dict)
-
+# A job's result is a step's: the job functions in lakeml.domains.*.jobs pass their step's on.
+JobResult = StepResult
 
 JobFunction = Callable[[JobContext], JobResult]
 
@@ -155,39 +147,37 @@ def run_job(
     spec: JobSpec,
     spark: SparkSession,
     config: Config,
-    run_date: date,
-    first_date: date | None = None,
+    dates: DateRange,
     runs: list[JobRun] | None = None,
     force: bool = False,
 ) -> JobResult:
     """Run one job with its start and end log lines and its ops/job_runs row (also appended to ``runs``);
     any failure becomes JobFailed. Unless ``force``, a job whose inputs and settings are unchanged since
-    its last successful run for the same dates is skipped (``lakeml.runstate``). Every commit the run
+    its last successful run for the same ``dates`` is skipped (``lakeml.runstate``). Every commit the run
     makes, its ops/job_runs row included, carries its lineage (``lakeml.lakehouse.lineage``)."""
     run_id = uuid.uuid4().hex
-    with commit_lineage(spec.name, run_id, run_date):
-        return _run_job(spec, spark, config, run_date, run_id, first_date, runs, force)
+    with commit_lineage(spec.name, run_id, dates.last), running_as(spec.name, run_id):
+        return _run_job(spec, spark, config, dates, run_id, runs, force)
 
 
 def _run_job(
     spec: JobSpec,
     spark: SparkSession,
     config: Config,
-    run_date: date,
+    dates: DateRange,
     run_id: str,
-    first_date: date | None,
     runs: list[JobRun] | None,
     force: bool,
 ) -> JobResult:
-    common = {"job": spec.name, "run_id": run_id, "run_date": run_date.isoformat(), "env": config.env}
-    if first_date is not None and first_date != run_date:
-        common["since"] = first_date.isoformat()
+    common = {"job": spec.name, "run_id": run_id, "run_date": dates.last.isoformat(), "env": config.env}
+    if dates.first != dates.last:
+        common["since"] = dates.first.isoformat()
     runlog.event("job_start", **common)
-    run = JobRun(spec.name, run_id, config.env, run_date, first_date or run_date, datetime.now(UTC))
+    run = JobRun(spec.name, run_id, config.env, dates.last, dates.first, datetime.now(UTC))
     if runs is not None:
         runs.append(run)
     started = time.perf_counter()
-    skipped = None if force else runstate.skip_reason(spark, config, spec.name, run_date, run.first_date)
+    skipped = None if force else runstate.skip_reason(spark, config, spec.name, dates)
     if skipped is not None:
         seconds = round(time.perf_counter() - started, 3)
         result = JobResult(0, 0, {"skipped": skipped, "noop": True})
@@ -203,7 +193,7 @@ def _run_job(
             ),
         ):
             try:
-                result = spec.func(JobContext(spark, config, run_date, run_id, first_date))
+                result = spec.func(JobContext(spark, config, dates, run_id))
             finally:
                 clear_checkpoints(spark)  # e.g. ALS's rdd-* files: nothing after the job reads them
     except Exception as exc:

@@ -29,6 +29,7 @@ from pyspark.sql import functions as F
 
 from lakeml import __version__
 from lakeml.config import Config
+from lakeml.steps import DateRange
 
 if TYPE_CHECKING:
     from lakeml.lakehouse.log import Commit
@@ -165,10 +166,8 @@ def _champion_versions(config: Config, keys: Sequence[str]) -> dict[str, int | N
     return out
 
 
-def last_success(
-    spark: SparkSession, config: Config, job: str, run_date: dt.date, first_date: dt.date
-) -> Any | None:
-    """The newest ops/job_runs row of ``job`` for these dates that ran and succeeded. Not a skipped run:
+def last_success(spark: SparkSession, config: Config, job: str, dates: DateRange) -> Any | None:
+    """The newest ops/job_runs row of ``job`` for ``dates`` that ran and succeeded. Not a skipped run:
     it records no input state, so a third run after a skipped second one recomputed everything."""
     from lakeml.lakehouse import Lakehouse
 
@@ -176,7 +175,7 @@ def last_success(
     if not runs.exists() or "input_state" not in runs.schema().fieldNames():
         return None
     rows = (
-        runs.read(where=[("job", "=", job), ("run_date", "=", run_date), ("first_date", "=", first_date)])
+        runs.read(where=[("job", "=", job), ("run_date", "=", dates.last), ("first_date", "=", dates.first)])
         .where((F.col("status") == "ok") & F.col("input_state").isNotNull())
         .orderBy(F.col("finished_at").desc())
         .limit(1)
@@ -185,12 +184,9 @@ def last_success(
     return rows[0] if rows else None
 
 
-def skip_reason(
-    spark: SparkSession, config: Config, job: str, run_date: dt.date, first_date: dt.date
-) -> str | None:
-    """INPUTS_UNCHANGED when the job's last successful run for these dates saw the same inputs and
-    settings."""
-    previous = last_success(spark, config, job, run_date, first_date)
+def skip_reason(spark: SparkSession, config: Config, job: str, dates: DateRange) -> str | None:
+    """INPUTS_UNCHANGED when the job's last successful run for ``dates`` saw the same inputs and settings."""
+    previous = last_success(spark, config, job, dates)
     if previous is None or previous.settings != settings_fingerprint(config) or not previous.input_state:
         return None
     recorded = json.loads(previous.input_state)

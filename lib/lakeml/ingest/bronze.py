@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pyarrow import fs as pafs
@@ -26,7 +27,7 @@ from lakeml.config import Config, join_location
 from lakeml.errors import JobFailed
 from lakeml.ingest.silver import require_pii_key
 from lakeml.lakehouse import DeltaTableRef, Lakehouse
-from lakeml.pipeline import JobContext, JobResult
+from lakeml.steps import DateRange, Step, StepResult
 from lakeml.transforms.pii import mask_pans, mask_pans_in_bytes
 
 BRONZE_SCHEMA = T.StructType(
@@ -173,12 +174,21 @@ def delete_loaded_landing_files(table: DeltaTableRef, landing: str, retention_da
     return len(loaded)
 
 
-def bronze_job(ctx: JobContext, feeds: tuple[str, ...]) -> JobResult:
-    """Run ``load_feed_to_bronze`` for each feed; rows in = rows out (bronze drops nothing)."""
-    loads = [load_feed_to_bronze(ctx.spark, ctx.config, feed) for feed in feeds]
+def bronze_step(*feeds: str) -> Step:
+    """The step loading ``feeds``' new landing files to bronze; rows in = rows out (bronze drops nothing).
+    Bronze takes every file that landed, whatever the dates: they only date the run's log lines."""
+
+    def ingest_bronze(spark: SparkSession, config: Config, dates: DateRange) -> StepResult:
+        return bronze_result([load_feed_to_bronze(spark, config, feed) for feed in feeds])
+
+    return ingest_bronze
+
+
+def bronze_result(loads: Sequence[BronzeLoad]) -> StepResult:
+    """The accounting of one bronze run over several feeds."""
     rows = sum(load.rows for load in loads)
     details: dict[str, int] = {f"{load.feed}_rows": load.rows for load in loads}
     details["batches"] = sum(load.batches for load in loads)
     details["replayed_batches"] = sum(load.skipped_batches for load in loads)
     details["landing_files_deleted"] = sum(load.landing_files_deleted for load in loads)
-    return JobResult(rows_in=rows, rows_out=rows, details=details)
+    return StepResult(rows_in=rows, rows_out=rows, details=details)

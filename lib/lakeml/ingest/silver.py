@@ -40,7 +40,6 @@ from lakeml.config import Config, SilverConfig
 from lakeml.errors import ConfigError, JobFailed
 from lakeml.lakehouse import Lakehouse, StagedAppend, write_split
 from lakeml.lakehouse.table import note_input
-from lakeml.pipeline import JobContext, JobResult
 from lakeml.quality.expectations import CheckResult, check_aggregates, check_results, validate_checks
 from lakeml.quality.ops import (
     DQ_RESULTS_SCHEMA,
@@ -48,6 +47,7 @@ from lakeml.quality.ops import (
     QUARANTINE_SCHEMA,
     SILVER_BATCHES_SCHEMA,
 )
+from lakeml.steps import DateRange, RunIdentity, Step, StepResult, current_run
 from lakeml.transforms.pii import pii_key
 
 EVENT_DATE = "event_date"
@@ -211,11 +211,15 @@ def require_pii_key(config: Config) -> bytes:
     return pii_key(config.silver.pii_key_env, config.silver.pii_key_file, config.lakehouse.root)
 
 
-def load_bronze_to_silver(ctx: JobContext, feed: SilverFeed, job_name: str) -> SilverLoad:
-    """Process every bronze row of ``feed`` not yet in silver; returns the batch's accounting."""
+def load_bronze_to_silver(
+    spark: SparkSession, config: Config, dates: DateRange, feed: SilverFeed
+) -> SilverLoad:
+    """Process every bronze row of ``feed`` not yet in silver as of ``dates.last``; returns the batch's
+    accounting. Its ops rows name the job and run it runs as (``steps.current_run``)."""
+    run = current_run()
     # The key first: without it nothing may be written, not even empty tables.
-    rules = ParseRules(ctx.config.silver, require_pii_key(ctx.config) if feed.needs_pii_key else None)
-    step = SilverStep(ctx.spark, ctx.config, feed)
+    rules = ParseRules(config.silver, require_pii_key(config) if feed.needs_pii_key else None)
+    step = SilverStep(spark, config, feed)
     step.create_tables()
     done, target = step.pending_range()
     # The bronze version this run covers up to is its input, also when nothing is new: a run that read
@@ -228,18 +232,18 @@ def load_bronze_to_silver(ctx: JobContext, feed: SilverFeed, job_name: str) -> S
     started = _utc_now()
     rows_in = sum(e.num_records or 0 for e in step.bronze.appended_files(done, target))
     bronze = step.bronze.changes_since(done, until=target)
-    dates = touched_dates(
+    touched = touched_dates(
         feed.event_dates(bronze) if feed.event_dates else feed.parse(bronze, rules).select(EVENT_DATE)
     )
     existing = (
-        step.silver.read(where=[(EVENT_DATE, "in", dates)])
-        if dates
-        else ctx.spark.createDataFrame([], feed.schema)
+        step.silver.read(where=[(EVENT_DATE, "in", touched)])
+        if touched
+        else spark.createDataFrame([], feed.schema)
     )
     classified = classify_rows(feed.parse(bronze, rules), feed.keys, existing).transform(
         lambda df: flag_repeated_keys(df, feed.keys)
     )
-    return _commit_batch(ctx, step, load, classified, rows_in, started, job_name)
+    return _commit_batch(run, dates.last, step, load, classified, rows_in, started)
 
 
 def touched_dates(event_dates: DataFrame) -> list[dt.date]:
@@ -248,16 +252,16 @@ def touched_dates(event_dates: DataFrame) -> list[dt.date]:
 
 
 def _commit_batch(
-    ctx: JobContext,
+    run: RunIdentity,
+    run_date: dt.date,
     step: SilverStep,
     load: SilverLoad,
     classified: DataFrame,
     rows_in: int,
     started: dt.datetime,
-    job_name: str,
 ) -> SilverLoad:
     feed, target = step.feed.name, load.bronze_to
-    run_end = dt.datetime.combine(ctx.run_date + dt.timedelta(days=1), dt.time())
+    run_end = dt.datetime.combine(run_date + dt.timedelta(days=1), dt.time())
     is_loaded = F.col(STATUS) == "loaded"
     # Observed while the files are written: the accounting and every quality check on the rows to load.
     aggregates = {f"__n_{s}": F.count_if(F.col(STATUS) == s) for s in STATUSES}
@@ -275,25 +279,25 @@ def _commit_batch(
         F.col(STATUS),
         {
             "loaded": (step.silver, step.feed.schema.fieldNames()),
-            "quarantined": (step.quarantine, quarantine_columns(feed, target, ctx.run_id)),
+            "quarantined": (step.quarantine, quarantine_columns(feed, target, run.run_id)),
         },
     )
     try:
-        return _commit_staged(ctx, step, load, staged, observed.get, rows_in, started, job_name)
+        return _commit_staged(run, run_date, step, load, staged, observed.get, rows_in, started)
     finally:
         for files in staged.values():
             files.discard()  # whatever was not committed
 
 
 def _commit_staged(
-    ctx: JobContext,
+    run: RunIdentity,
+    run_date: dt.date,
     step: SilverStep,
     load: SilverLoad,
     staged: dict[str, StagedAppend],
     values: dict[str, Any],
     rows_in: int,
     started: dt.datetime,
-    job_name: str,
 ) -> SilverLoad:
     feed, target = step.feed.name, load.bronze_to
     load.counts = {s: int(values[f"__n_{s}"]) for s in STATUSES}
@@ -301,7 +305,7 @@ def _commit_staged(
     def record_run(status: str, message: str | None, txn: tuple[str, int] | None) -> None:
         c = load.counts
         row = (
-            ctx.run_id, job_name, f"silver/{feed}", ctx.run_date, load.bronze_from, target, rows_in,
+            run.run_id, run.job, f"silver/{feed}", run_date, load.bronze_from, target, rows_in,
             c["loaded"], c["duplicate"], c["quarantined"], c["header"], status, message, started, _utc_now(),
         )  # fmt: skip
         step.job_runs.append_rows([row], txn=txn)
@@ -315,7 +319,7 @@ def _commit_staged(
     records = rows_in - load.counts["header"]
     load.checks = check_results(values, step.checks, records, load.counts["quarantined"])
     failed = [c for c in load.checks if not c.passed and c.level == "error"]
-    _record_checks(ctx, step, load, txn=None if failed else (step.app_id("dq"), target))
+    _record_checks(run, step, load, txn=None if failed else (step.app_id("dq"), target))
     for check in load.checks:
         if not check.passed:
             runlog.event("dq_check_failed", table=f"silver/{feed}", level=check.level, check=check.describe())
@@ -333,12 +337,12 @@ def _commit_staged(
     return load
 
 
-def _record_checks(ctx: JobContext, step: SilverStep, load: SilverLoad, txn: tuple[str, int] | None) -> None:
+def _record_checks(run: RunIdentity, step: SilverStep, load: SilverLoad, txn: tuple[str, int] | None) -> None:
     if not load.checks:
         return
     now = _utc_now()
     rows = [
-        (ctx.run_id, f"silver/{step.feed.name}", load.bronze_to, c.check, c.target, c.level, c.passed,
+        (run.run_id, f"silver/{step.feed.name}", load.bronze_to, c.check, c.target, c.level, c.passed,
          c.failed_rows, c.rows_checked, c.observed, now)
         for c in load.checks
     ]  # fmt: skip
@@ -350,14 +354,22 @@ def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def silver_job(ctx: JobContext, feeds: Sequence[SilverFeed], job_name: str) -> JobResult:
-    """Run the silver step for each feed; rows in = bronze rows taken, rows out = rows loaded."""
-    loads = [load_bronze_to_silver(ctx, feed, job_name) for feed in feeds]
+def silver_step(*feeds: SilverFeed) -> Step:
+    """The step loading ``feeds`` from bronze to silver; rows in = bronze rows taken, out = rows loaded."""
+
+    def build_silver(spark: SparkSession, config: Config, dates: DateRange) -> StepResult:
+        return silver_result([load_bronze_to_silver(spark, config, dates, feed) for feed in feeds])
+
+    return build_silver
+
+
+def silver_result(loads: Sequence[SilverLoad]) -> StepResult:
+    """The accounting of one silver run over several feeds."""
     details: dict[str, int] = {}
     for load in loads:
         for status, count in load.counts.items():
             details[f"{load.feed}_{status}"] = count
-    return JobResult(
+    return StepResult(
         rows_in=sum(load.rows_in for load in loads),
         rows_out=sum(load.counts["loaded"] for load in loads),
         details=details,

@@ -25,7 +25,7 @@ from lakeml.errors import JobFailed
 from lakeml.lakehouse import DeltaTableRef, Lakehouse
 from lakeml.ml import registry, tracking
 from lakeml.ml.report import HtmlReport
-from lakeml.pipeline import JobResult
+from lakeml.steps import StepResult
 
 
 @dataclass(frozen=True)
@@ -205,15 +205,15 @@ def finish_training(
     return outcomes
 
 
-def training_result(summary: Mapping[str, Any]) -> JobResult:
-    """A training job's result, one definition for every trainer: ``rows_train``, ``rows_validation``
+def training_result(summary: Mapping[str, Any]) -> StepResult:
+    """A training step's result, one definition for every trainer: ``rows_train``, ``rows_validation``
     and ``rows_test`` are the rows of each split (validation = rows held out from fitting to tune,
     choose or set the threshold, even when the final model is refitted on them), ``rows_in`` their sum;
     the summary is the log details."""
     rows = sum(int(summary[k]) for k in ("rows_train", "rows_validation", "rows_test"))
-    return JobResult(rows_in=rows, rows_out=0, details=summary)
+    return StepResult(rows_in=rows, rows_out=0, details=summary)
 
 
-def scoring_result(summary: Mapping[str, Any]) -> JobResult:
-    """A scoring job's result: rows scored (0 for a no-op rerun), and its summary as the log details."""
-    return JobResult(rows_in=int(summary["rows"]), rows_out=int(summary["rows"]), details=summary)
+def scoring_result(summary: Mapping[str, Any]) -> StepResult:
+    """A scoring step's result: rows scored (0 for a no-op rerun), and its summary as the log details."""
+    return StepResult(rows_in=int(summary["rows"]), rows_out=int(summary["rows"]), details=summary)

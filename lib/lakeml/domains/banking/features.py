@@ -44,6 +44,7 @@ from pyspark.sql import types as T
 from lakeml.config import BankingFeaturesConfig, Config
 from lakeml.errors import ConfigError, JobFailed
 from lakeml.lakehouse import Lakehouse
+from lakeml.steps import DateRange, StepResult
 from lakeml.transforms import Transform
 from lakeml.transforms.windows import (
     MICROS_PER_HOUR,
@@ -462,54 +463,57 @@ def day_mcc_risk_rates(spark: SparkSession, config: Config, day: dt.date) -> Dat
 
 
 def build_transaction_features(
-    spark: SparkSession,
-    config: Config,
-    first_date: dt.date,
-    last_date: dt.date,
-    label_cutoff: dt.date | None = None,
-) -> dict[str, int]:
-    """Compute and write gold/transaction_features for every as_of_date in [first_date, last_date].
+    spark: SparkSession, config: Config, dates: DateRange, label_cutoff: dt.date | None = None
+) -> StepResult:
+    """Compute and write gold/transaction_features for every as_of_date of ``dates``.
 
-    Labels are as of ``label_cutoff`` (default ``last_date``); other days are not touched (their
-    labels mature through ``refresh_transaction_labels``).
+    Labels are as of ``label_cutoff`` (default the run date, ``dates.last``); other days are not
+    touched (their labels mature through ``refresh_transaction_labels``).
     """
     settings = config.features.banking
     hours = window_hours(settings)
-    cutoff = label_cutoff or last_date
-    targets = [first_date + dt.timedelta(days=i) for i in range((last_date - first_date).days + 1)]
+    cutoff = label_cutoff or dates.last
+    days = dates.days()
     lake = Lakehouse(spark, config)
     silver = lake.table("silver", "transactions")
-    row_days = row_level_days(targets, hours)
-    agg_days = aggregate_days(targets, row_days, hours)
+    row_days = row_level_days(days, hours)
+    agg_days = aggregate_days(days, row_days, hours)
     row_level = silver.read(where=[("event_date", "in", row_days)])
     # Only a single day has whole days to aggregate (a range reads its whole lookback row by row).
     daily = (
-        card_aggregates_before(silver.read(where=[("event_date", "in", agg_days)]), targets[0], hours)
+        card_aggregates_before(silver.read(where=[("event_date", "in", agg_days)]), days[0], hours)
         if agg_days
         else None
     )
-    # Merchant-category risk needs the transactions and frauds of its own window; labels the targets'.
-    risk_start = first_date - dt.timedelta(days=settings.mcc_risk_days)
-    narrow = _narrow_transactions(lake, risk_start, last_date)
+    # Merchant-category risk needs the transactions and frauds of its own window; labels the as-of days'.
+    risk_start = dates.first - dt.timedelta(days=settings.mcc_risk_days)
+    narrow = _narrow_transactions(lake, risk_start, dates.last)
     fraud = _fraud_rows(lake, settings, narrow, risk_start)
     try:
-        target_days = spark.createDataFrame([(d,) for d in targets], "as_of_date date")
-        in_risk_window = narrow.where(F.col("event_date") < F.lit(last_date))
+        target_days = spark.createDataFrame([(d,) for d in days], "as_of_date date")
+        in_risk_window = narrow.where(F.col("event_date") < F.lit(dates.last))
         rates = mcc_risk_rates(in_risk_window, fraud, target_days, settings)
-        features = compute_transaction_features(row_level, daily, rates, fraud, targets, settings, cutoff)
+        features = compute_transaction_features(row_level, daily, rates, fraud, days, settings, cutoff)
         gold = lake.table("gold", "transaction_features").create(TRANSACTION_FEATURES_SCHEMA, ["as_of_date"])
-        outcome = gold.overwrite_where(features, [("as_of_date", "in", targets)])
+        outcome = gold.overwrite_where(features, [("as_of_date", "in", days)])
     finally:
         fraud.unpersist()
-    return {"transaction_features": outcome.rows_added, "days": len(targets)}
+    rows = outcome.rows_added
+    return StepResult(rows_in=rows, rows_out=rows, details={"transaction_features": rows, "days": len(days)})
 
 
-def refresh_transaction_labels(spark: SparkSession, config: Config, cutoff: dt.date) -> dict[str, int]:
-    """Rewrite the days of gold/transaction_features in the refresh window whose labels changed by ``cutoff``.
+def refresh_transaction_labels(spark: SparkSession, config: Config, dates: DateRange) -> StepResult:
+    """Rewrite the days of gold/transaction_features in the refresh window whose labels changed by the
+    run date (``dates.last``, the labels' cut-off).
 
     Features are final and kept as they are; a day whose labels did not change is not rewritten, so a
     rerun commits nothing.
     """
+    counts = _refresh_labels(spark, config, dates.last)
+    return StepResult(rows_in=counts["rows"], rows_out=counts["rows"], details=counts)
+
+
+def _refresh_labels(spark: SparkSession, config: Config, cutoff: dt.date) -> dict[str, int]:
     settings = config.features.banking
     days = refresh_days(cutoff, settings)
     lake = Lakehouse(spark, config)

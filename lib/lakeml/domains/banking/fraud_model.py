@@ -57,6 +57,7 @@ from lakeml.ml.splits import (
     with_time_fraction_split,
     with_time_split,
 )
+from lakeml.steps import DateRange, StepResult
 
 WEIGHT = "_weight"
 LABEL = "_label"
@@ -256,8 +257,10 @@ def baseline_name(cfg: FraudModelConfig, prior: float) -> str:
     return f"prior (constant train fraud rate {prior:.4g})"
 
 
-def train_fraud_model(spark: SparkSession, config: Config, run_date: dt.date) -> dict[str, Any]:
-    """gold features (pinned version) → tuned classifier families → MLflow run, registry, promotion gate."""
+def train_fraud_model(spark: SparkSession, config: Config, dates: DateRange) -> StepResult:
+    """gold features (pinned version) → tuned classifier families → MLflow run, registry, promotion gate,
+    as of the run date ``dates.last``."""
+    run_date = dates.last
     cfg, seed = config.ml.fraud, config.ml.seed
     lake = Lakehouse(spark, config)
     pinned = lifecycle.pin(lake, cfg.input_table)
@@ -388,7 +391,7 @@ def train_fraud_model(spark: SparkSession, config: Config, run_date: dt.date) ->
         for df in (train, validation, test, test_scored):
             if df is not None:
                 df.unpersist()
-    return {
+    return lifecycle.training_result({
         "model": outcome.name,
         "version": outcome.version,
         "promoted": outcome.promoted,
@@ -420,7 +423,7 @@ def train_fraud_model(spark: SparkSession, config: Config, run_date: dt.date) ->
         "input_version": pinned.version,
         "report": outcome.report_path,
         "mlflow_run_id": outcome.run_id,
-    }
+    })
 
 
 Fitted = tuple[PipelineModel, float, list[tuple[dict[str, float], float]]]
@@ -593,9 +596,9 @@ def fraud_report(
     return report
 
 
-def score_fraud(spark: SparkSession, config: Config, first: dt.date, last: dt.date) -> dict[str, Any]:
-    """The champion scores the feature rows of [first, last] into gold/fraud_scores (no-op when already
-    done)."""
+def score_fraud(spark: SparkSession, config: Config, dates: DateRange) -> StepResult:
+    """The champion scores the feature rows of ``dates`` into gold/fraud_scores (no-op when already done)."""
+    first, last = dates.first, dates.last
     cfg = config.ml.fraud
     lake = Lakehouse(spark, config)
     champion = scoring.load_champion(config, cfg.model_name, "banking.train_fraud")
@@ -624,7 +627,7 @@ def score_fraud(spark: SparkSession, config: Config, first: dt.date, last: dt.da
         )  # fmt: skip
 
     days = scoring.count_days(rows, cfg.date_column)
-    return scoring.write_scores(
+    summary = scoring.write_scores(
         lake,
         cfg.score_table,
         FRAUD_SCORES_SCHEMA,
@@ -638,3 +641,4 @@ def score_fraud(spark: SparkSession, config: Config, first: dt.date, last: dt.da
             champion, scoring.alert_budget(champion, cfg.alert_budget), config.ml.alerts
         ),
     )
+    return lifecycle.scoring_result(summary)

@@ -64,7 +64,7 @@ session start (``session_tails`` of the stored day), so the result equals one pa
 history. The carry between a pair's days (``with_session_carry``) is applied after reading, over the
 days of the window.
 
-``build_commerce_features`` writes every as_of_date of [first_date, last_date] with one atomic
+``build_commerce_features`` writes every as_of_date of its dates [first, last] with one atomic
 ``overwrite_where`` per table (one date = the incremental run, a range = the full recompute), so a
 rerun replaces the same partitions with the same rows. No Python UDFs; nothing proportional to the
 data reaches the driver.
@@ -83,6 +83,7 @@ from pyspark.sql import types as T
 from lakeml.config import CommerceFeaturesConfig, Config
 from lakeml.lakehouse import DeltaTableRef, Lakehouse
 from lakeml.lakehouse.derived import DerivedDates
+from lakeml.steps import DateRange, StepResult
 from lakeml.transforms.decay import age_days, decay_factor, end_of_day, value_of, with_as_of_dates
 from lakeml.transforms.segments import (
     SEGMENT_END,
@@ -479,15 +480,13 @@ def store_user_item_days(
     freshness.record(pending.start, pending.last, pending.silver_version, written.version)
 
 
-def build_commerce_features(
-    spark: SparkSession, config: Config, first_date: date, last_date: date
-) -> dict[str, int]:
-    """Compute and write every as_of_date in [first_date, last_date] of both gold tables; row counts.
+def build_commerce_features(spark: SparkSession, config: Config, dates: DateRange) -> StepResult:
+    """Compute and write every as_of_date of ``dates`` of both gold tables.
 
-    Returns rows written per table and ``events``, the counted (non-bot) silver events in the window.
+    Details: rows written per table and ``events``, the counted (non-bot) silver events in the window
+    (the rows in; rows out are both tables' rows).
     """
-    if last_date < first_date:
-        raise ValueError(f"last_date {last_date} is before first_date {first_date}")
+    first, last = dates.first, dates.last
     cfg = config.features.commerce
     lake = Lakehouse(spark, config)
     targets = {
@@ -496,8 +495,8 @@ def build_commerce_features(
         ),
         ITEM_STATS: lake.table("gold", ITEM_STATS).create(ITEM_STATS_SCHEMA, [AS_OF_DATE]),
     }
-    where = [(AS_OF_DATE, ">=", first_date), (AS_OF_DATE, "<=", last_date)]
-    d0, d1 = read_range(cfg, first_date, last_date)
+    where = [(AS_OF_DATE, ">=", first), (AS_OF_DATE, "<=", last)]
+    d0, d1 = read_range(cfg, first, last)
     raw_days, pending = load_user_item_days(lake, cfg, d0, d1)
     days = raw_days.transform(with_session_carry).persist()
     segments: DataFrame | None = None
@@ -505,21 +504,21 @@ def build_commerce_features(
         if pending is not None:
             store_user_item_days(lake, cfg, days, pending)
         # Cached: the activity filters and the pieces all read the segments.
-        segments = interaction_segments(days, cfg, first_date, last_date).persist()
+        segments = interaction_segments(days, cfg, first, last).persist()
         events = days.agg(F.coalesce(F.sum("events"), F.lit(0))).head(1)[0][0]
         interactions = interaction_pieces(segments, cfg).transform(expand_interactions, cfg)
-        dates = (last_date - first_date).days + 1
         counts = {
             # Each task holds pieces of every date: one open file per date, no sort of the output.
             USER_ITEM_INTERACTIONS: targets[USER_ITEM_INTERACTIONS]
-            .overwrite_where(interactions, where, open_files=dates)
+            .overwrite_where(interactions, where, open_files=len(dates))
             .rows_added,
             ITEM_STATS: targets[ITEM_STATS]
-            .overwrite_where(item_stats(days, cfg, first_date, last_date), where)
+            .overwrite_where(item_stats(days, cfg, first, last), where)
             .rows_added,
         }
     finally:
         if segments is not None:
             segments.unpersist()
         days.unpersist()
-    return {**counts, "events": int(events)}
+    details = {**counts, "events": int(events)}
+    return StepResult(rows_in=int(events), rows_out=sum(counts.values()), details=details)

@@ -63,6 +63,7 @@ from lakeml.ml import evaluation as ev
 from lakeml.ml import lifecycle, models, scoring
 from lakeml.ml.report import HtmlReport, plot_ranking_curves
 from lakeml.ml.splits import SPLIT, TEST, TRAIN, VALIDATION, with_latest_per_user_split
+from lakeml.steps import DateRange, StepResult
 
 USER_IDX, ITEM_IDX, TARGET = "_user_idx", "_item_idx", "_target"
 BIAS_PREDICTION = "_bias_prediction"
@@ -665,8 +666,10 @@ def check_not_degenerate(result: dict[str, Any], baseline: dict[str, Any], cfg: 
         )
 
 
-def train_recommender(spark: SparkSession, config: Config, run_date: dt.date) -> dict[str, Any]:
-    """gold interactions snapshot (pinned) → tuned ALS vs popularity → MLflow run, registry, promotion gate."""
+def train_recommender(spark: SparkSession, config: Config, dates: DateRange) -> StepResult:
+    """gold interactions snapshot (pinned) → tuned ALS vs popularity → MLflow run, registry, promotion gate,
+    as of the run date ``dates.last``."""
+    run_date = dates.last
     cfg, seed = config.ml.recommender, config.ml.seed
     lake = Lakehouse(spark, config)
     spark.sparkContext.setCheckpointDir(join_location(config.lakehouse.root, config.ml.checkpoint_dir))
@@ -830,7 +833,7 @@ def train_recommender(spark: SparkSession, config: Config, run_date: dt.date) ->
         recs.unpersist()
     finally:
         split.unpersist()
-    return {
+    return lifecycle.training_result({
         "model": outcome.name,
         "version": outcome.version,
         "promoted": outcome.promoted,
@@ -878,7 +881,7 @@ def train_recommender(spark: SparkSession, config: Config, run_date: dt.date) ->
         "input_version": pinned.version,
         "report": outcome.report_path,
         "mlflow_run_id": outcome.run_id,
-    }
+    })
 
 
 def recommender_report(
@@ -998,11 +1001,10 @@ def recommender_report(
     return report
 
 
-def score_recommendations(
-    spark: SparkSession, config: Config, first: dt.date, last: dt.date
-) -> dict[str, Any]:
-    """Top-k per user for each snapshot in [first, last], minus purchased items, into gold/recommendations
-    (without a date column: the whole table, as the snapshot of ``last``)."""
+def score_recommendations(spark: SparkSession, config: Config, dates: DateRange) -> StepResult:
+    """Top-k per user for each snapshot of ``dates``, minus purchased items, into gold/recommendations
+    (without a date column: the whole table, as the snapshot of ``dates.last``)."""
+    first, last = dates.first, dates.last
     cfg = config.ml.recommender
     lake = Lakehouse(spark, config)
     champion = scoring.load_champion(config, cfg.model_name, "commerce.train_recommender")
@@ -1041,7 +1043,7 @@ def score_recommendations(
             config.ml.drift, reference_where=where,
         )  # fmt: skip
 
-    return scoring.write_scores(
+    summary = scoring.write_scores(
         lake,
         cfg.score_table,
         recommendations_schema(rows.schema[cfg.user_column].dataType, rows.schema[cfg.item_column].dataType),
@@ -1052,6 +1054,7 @@ def score_recommendations(
         input_days=days,
         checks=drift,
     )
+    return lifecycle.scoring_result(summary)
 
 
 def _in_parallel(

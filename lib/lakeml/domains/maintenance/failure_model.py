@@ -45,6 +45,7 @@ from lakeml.ml.report import (
     plot_rul_scatter,
 )
 from lakeml.ml.splits import SPLIT, TEST, TRAIN, VALIDATION, Transform, with_group_split
+from lakeml.steps import DateRange, StepResult
 
 TRAIN_JOB = "maintenance.train_failure"
 RUL_LABEL = "_rul"
@@ -233,9 +234,10 @@ def failure_families(
     return {**({"gbt": gbt_grid} if cfg.include_gbt else {}), **cfg.families}
 
 
-def train_failure_models(spark: SparkSession, config: Config, run_date: dt.date) -> dict[str, Any]:
-    """gold/machine_features (pinned) → RUL regressor and failure classifier → one MLflow run, registry,
-    gates."""
+def train_failure_models(spark: SparkSession, config: Config, dates: DateRange) -> StepResult:
+    """gold/machine_features (pinned) → RUL regressor and failure classifier → one MLflow run, registry, gates,
+    as of the run date ``dates.last``."""
+    run_date = dates.last
     cfg, seed = config.ml.failure, config.ml.seed
     lake = Lakehouse(spark, config)
     pinned = lifecycle.pin(lake, cfg.input_table)
@@ -405,7 +407,7 @@ def train_failure_models(spark: SparkSession, config: Config, run_date: dt.date)
     finally:
         for df in frames:
             df.unpersist()
-    return {
+    return lifecycle.training_result({
         "rul_model": rul_outcome.name,
         "rul_version": rul_outcome.version,
         "rul_promoted": rul_outcome.promoted,
@@ -433,7 +435,7 @@ def train_failure_models(spark: SparkSession, config: Config, run_date: dt.date)
         "input_version": pinned.version,
         "report": rul_outcome.report_path,
         "mlflow_run_id": rul_outcome.run_id,
-    }
+    })
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -561,8 +563,9 @@ def failure_report(
 # ---------------------------------------------------------------------------------------------- scoring
 
 
-def score_failure(spark: SparkSession, config: Config, first: dt.date, last: dt.date) -> dict[str, Any]:
-    """Both champions score the feature rows of [first, last] into gold/failure_risk (no-op when done)."""
+def score_failure(spark: SparkSession, config: Config, dates: DateRange) -> StepResult:
+    """Both champions score the feature rows of ``dates`` into gold/failure_risk (no-op when done)."""
+    first, last = dates.first, dates.last
     cfg = config.ml.failure
     lake = Lakehouse(spark, config)
     rul = scoring.load_champion(config, cfg.rul_model_name, TRAIN_JOB)
@@ -623,4 +626,4 @@ def score_failure(spark: SparkSession, config: Config, first: dt.date, last: dt.
             classifier, scoring.alert_budget(classifier, cfg.alert_budget), config.ml.alerts
         ),
     )
-    return {**summary, "rul_model": rul.name, "rul_version": rul.version}
+    return lifecycle.scoring_result({**summary, "rul_model": rul.name, "rul_version": rul.version})

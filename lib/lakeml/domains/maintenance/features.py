@@ -37,10 +37,10 @@ Labels (may look forward; a life ends at a ``failure``, and a repair or overhaul
 - ``fails_within``: ``rul_cycles <= fails_within_cycles``; also FALSE when the RUL is unknown but
   the machine is known to have run more than ``fails_within_cycles`` cycles.
 
-A run for [first_date, last_date] reads silver telemetry from ``first_date - max(lookback_days,
-regime_stats_days)`` and maintenance from ``first_date - maintenance_lookback_days``, both up to
-``last_date + lookahead``, and atomically replaces exactly the gold partitions of [first_date,
-last_date]; one date is the incremental run, a range the full recompute, and a rerun is idempotent.
+A run for the dates [first, last] reads silver telemetry from ``first - max(lookback_days,
+regime_stats_days)`` and maintenance from ``first - maintenance_lookback_days``, both up to
+``last + lookahead``, and atomically replaces exactly the gold partitions of [first, last];
+one date is the incremental run, a range the full recompute, and a rerun is idempotent.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ from lakeml.domains.maintenance.silver import (
 from lakeml.errors import ConfigError
 from lakeml.ingest.silver import EVENT_DATE
 from lakeml.lakehouse import DeltaTableRef, Lakehouse
+from lakeml.steps import DateRange, StepResult
 from lakeml.transforms.asof import asof_join
 from lakeml.transforms.rolling import ROLLING_STATS, with_rolling_stats
 
@@ -272,25 +273,23 @@ def _silver(
     return table.read(where=where), rows
 
 
-def build_machine_features(
-    spark: SparkSession, config: Config, first_date: date, last_date: date
-) -> dict[str, int]:
-    """Compute and write gold/machine_features for every as_of_date in [first_date, last_date]; row counts."""
-    if last_date < first_date:
-        raise ValueError(f"last_date {last_date} is before first_date {first_date}")
+def build_machine_features(spark: SparkSession, config: Config, dates: DateRange) -> StepResult:
+    """Compute and write gold/machine_features for every as_of_date of ``dates``; rows read and written."""
+    first, last = dates.first, dates.last
     fc = config.features.maintenance
     validate(fc)
     lake = Lakehouse(spark, config)
-    ranges = input_ranges(fc, first_date, last_date)
+    ranges = input_ranges(fc, first, last)
     telemetry, telemetry_rows = _silver(lake, "telemetry", TELEMETRY_SILVER_SCHEMA, *ranges["telemetry"])
     maintenance, maintenance_rows = _silver(
         lake, "maintenance", MAINTENANCE_SILVER_SCHEMA, *ranges["maintenance"]
     )
-    features = machine_features(telemetry, maintenance, fc, first_date, last_date)
+    features = machine_features(telemetry, maintenance, fc, first, last)
     gold = lake.table(*GOLD_TABLE).create(MACHINE_FEATURES_SCHEMA, [AS_OF_DATE])
-    outcome = gold.overwrite_where(features, [(AS_OF_DATE, ">=", first_date), (AS_OF_DATE, "<=", last_date)])
-    return {
+    outcome = gold.overwrite_where(features, [(AS_OF_DATE, ">=", first), (AS_OF_DATE, "<=", last)])
+    counts = {
         "telemetry_rows": telemetry_rows,
         "maintenance_rows": maintenance_rows,
         "machine_features_rows": outcome.rows_added,
     }
+    return StepResult(rows_in=telemetry_rows + maintenance_rows, rows_out=outcome.rows_added, details=counts)
