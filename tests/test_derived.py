@@ -9,8 +9,8 @@ from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
 from lakeml.config import Config
+from lakeml.derived_dates import DerivedDates
 from lakeml.lakehouse import DeltaTableRef
-from lakeml.lakehouse.derived import DerivedDates
 
 SOURCE = T.StructType([T.StructField("id", T.LongType(), False), T.StructField("day", T.DateType(), False)])
 D1, D2, D3, D4 = (dt.date(2026, 11, d) for d in (1, 2, 3, 4))

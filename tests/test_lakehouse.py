@@ -184,7 +184,7 @@ def test_write_split_writes_two_tables_in_one_pass_and_commits_each_on_its_own(
 def test_write_split_of_more_dates_than_open_files_writes_one_file_per_date(spark, config, tmp_path, engine):
     """A backfill: 40 dates, ~20 per task (2 shuffle partitions), more than a task keeps open (16),
     arriving in several Arrow batches per task (as a real backfill's rows do), each with every date."""
-    from lakeml.lakehouse.writer import MAX_OPEN_FILES
+    from lakeml.lakehouse.engines.delta_rs.writer import MAX_OPEN_FILES
 
     good = make_table(spark, config, str(tmp_path / "good"), engine)
     source = events(spark, 0, 800, days=40).repartition(3, "amount")
@@ -216,7 +216,7 @@ def test_file_roller_takes_rows_in_any_partition_order_with_bounded_open_files_a
     """
     import pyarrow.parquet as pq
 
-    from lakeml.lakehouse import writer
+    from lakeml.lakehouse.engines.delta_rs import writer
 
     spec = writer.WriteSpec(str(tmp_path), EVENTS.json(), ("event_date",), 32, 1 << 30, row_group_rows=50)
     roller = writer._FileRoller(spec, "00000-0")
@@ -388,11 +388,11 @@ def test_overwrite_where_with_open_files_takes_rows_in_no_partition_order(spark,
         # Each date's rows go to one task first (by_table_partition): a file per date either way.
         assert len(adds) == 4
     if engine == "delta-rs":  # a task holding more dates than open files finishes the least recently used
-        from lakeml.lakehouse.writer import write_files
+        from lakeml.lakehouse.engines.delta_rs.writer import write_files
 
-        spec = dataclasses.replace(t._engine.write_spec(), open_files=2)
+        spec = dataclasses.replace(t.engine.write_spec(), open_files=2)
         written = write_files(rows, spec)
-        t._engine.discard_written(written)
+        t.engine.discard_written(written)
         assert len(written) > 4 and sum(f.num_records for f in written) == 30_000
 
 

@@ -36,7 +36,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from lakeml.config import Config
 from lakeml.lakehouse import DeltaTableRef
-from lakeml.lakehouse.delta_spark import local_write_lock
+from lakeml.lakehouse.engines.delta_spark import local_write_lock
 from lakeml.lakehouse.log import read_commits
 from tests.lake_worker import PARTITION_BY, SCHEMA, day, frame, segment
 

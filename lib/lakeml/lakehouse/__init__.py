@@ -5,8 +5,9 @@ from __future__ import annotations
 from pyspark.sql import SparkSession
 
 from lakeml.config import Config, join_location
-from lakeml.lakehouse.delta_rs import CommitOutcome
-from lakeml.lakehouse.table import DeltaTableRef, StagedAppend, deduplicate, write_split
+from lakeml.lakehouse.engines import CommitOutcome
+from lakeml.lakehouse.split import StagedAppend, write_split
+from lakeml.lakehouse.table import DeltaTableRef, deduplicate
 from lakeml.session import resolve_engine
 
 __all__ = ["CommitOutcome", "DeltaTableRef", "Lakehouse", "StagedAppend", "deduplicate", "write_split"]

@@ -16,7 +16,6 @@ from pyspark.sql import types as T
 
 from lakeml.errors import TableError
 from lakeml.lakehouse.log import parse_stats
-from lakeml.lakehouse.writer import partition_value_string
 
 FILE_COLUMN = "__lakeml_file"
 # Up to this many distinct partitions, a scan derives partition values from file names inline.
@@ -246,3 +245,20 @@ def join_path(root: str, relative: str) -> str:
 
 def total_size(entries: Iterable[FileEntry]) -> int:
     return sum(e.size for e in entries)
+
+
+def partition_value_string(value: Any) -> str | None:
+    """Delta's serialized form of a partition value."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        return value.isoformat(sep=" ", timespec="microseconds")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)

@@ -1,7 +1,7 @@
 """DeltaTableRef: one table API over two engines (delta-rs and the native delta-spark connector).
 
 Shared rules live here (schema checks, predicate checks, merge-source checks, protected versions,
-incremental reads from the log); the engines do the reading, writing and committing.
+incremental reads from the log); the engine (``engines.TableEngine``) reads, writes and commits.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import datetime as dt
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 from pyarrow import fs as pafs
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -22,14 +22,12 @@ from lakeml import faults
 from lakeml.config import LakehouseConfig
 from lakeml.errors import ConcurrentModificationError, TableError
 from lakeml.lakehouse import lineage, predicates
-from lakeml.lakehouse.delta_rs import CommitOutcome, DeltaRsEngine
+from lakeml.lakehouse.engines import CommitOutcome, TableEngine, Txn, open_engine
+from lakeml.lakehouse.engines.protocol import WhenMatched, WhenNotMatched
 from lakeml.lakehouse.files import FileEntry, entry_from_log_add, scan_files
 from lakeml.lakehouse.log import read_commits
-from lakeml.lakehouse.schema import conform, duplicate_key_error, plan_write
+from lakeml.lakehouse.schema import conform, duplicate_key_error
 
-Txn = tuple[str, int]
-WhenMatched = Literal["update", "ignore", "delete"]
-WhenNotMatched = Literal["insert", "ignore"]
 PROTECTION_DIR = "_lakeml/protected"
 # While a job runs (recording_reads), the first version of each table it read, by URI.
 _reads: dict[str, int] | None = None
@@ -62,21 +60,14 @@ class DeltaTableRef:
         self.uri = uri.rstrip("/")
         self.settings = settings
         self.engine_name = engine
-        if engine == "delta-rs":
-            self._engine: Any = DeltaRsEngine(spark, self.uri, settings)
-        elif engine == "delta-spark":
-            from lakeml.lakehouse.delta_spark import DeltaSparkEngine
-
-            self._engine = DeltaSparkEngine(spark, self.uri, settings)
-        else:
-            raise TableError(f"unknown table engine '{engine}' (delta-rs or delta-spark)")
+        self.engine: TableEngine = open_engine(engine, spark, self.uri, settings)
 
     def __repr__(self) -> str:
         return f"DeltaTableRef({self.uri!r}, engine={self.engine_name!r})"
 
     # ------------------------------------------------------------------ lifecycle
     def exists(self) -> bool:
-        return self._engine.exists()
+        return self.engine.exists()
 
     def create(
         self,
@@ -99,22 +90,22 @@ class DeltaTableRef:
                     f"not {schema.simpleString()} partitioned by {list(partition_by)}"
                 )
             return self
-        self._engine.create(schema, list(partition_by), dict(properties or {}))
+        self.engine.create(schema, list(partition_by), dict(properties or {}))
         return self
 
     def version(self) -> int:
-        return self._engine.version()
+        return self.engine.version()
 
     def schema(self) -> T.StructType:
-        return self._engine.schema()
+        return self.engine.schema()
 
     def partition_columns(self) -> list[str]:
-        return self._engine.partition_columns()
+        return self.engine.partition_columns()
 
     def history(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Newest first: version, timestamp, operation, its parameters and ``lineage`` (the job, run id
         and run date that committed it; {} outside a job) per commit."""
-        return [{**entry, "lineage": lineage.parse(entry)} for entry in self._engine.history(limit)]
+        return [{**entry, "lineage": lineage.parse(entry)} for entry in self.engine.history(limit)]
 
     # ------------------------------------------------------------------ reads
     def read(
@@ -129,12 +120,12 @@ class DeltaTableRef:
         filters = predicates.validate(where, self.schema())
         if _reads is not None and timestamp is None:
             note_input(self.uri, self.version() if version is None else version)
-        return self._engine.read(version=version, timestamp=timestamp, filters=filters)
+        return self.engine.read(version=version, timestamp=timestamp, filters=filters)
 
     def files(self, where: predicates.Filters = (), version: int | None = None) -> list[FileEntry]:
         """The data files a read with ``where`` scans, after partition and statistics pruning (from the log)."""
         filters = predicates.validate(where, self.schema())
-        return DeltaRsEngine(self.spark, self.uri, self.settings).files_for(filters, version)
+        return self.engine.files(filters, version)
 
     def appended_files(self, version: int, until: int | None = None) -> list[FileEntry]:
         """Data files added after ``version`` up to ``until`` (default: now); the range must be append-only."""
@@ -163,7 +154,7 @@ class DeltaTableRef:
 
     def transaction_version(self, app_id: str) -> int | None:
         """The last txn version committed by ``app_id`` (e.g. the source version a job processed up to)."""
-        return self._engine.transaction_version(app_id)
+        return self.engine.transaction_version(app_id)
 
     # ------------------------------------------------------------------ writes
     def append(self, df: DataFrame, txn: Txn | None = None, merge_schema: bool = False) -> CommitOutcome:
@@ -171,7 +162,7 @@ class DeltaTableRef:
         _check_txn(txn)
         conformed, added = conform(df, self.schema(), self.partition_columns(), merge_schema)
         return self._committing(
-            lambda: self._engine.append(by_table_partition(conformed, self.partition_columns()), txn, added)
+            lambda: self.engine.append(by_table_partition(conformed, self.partition_columns()), txn, added)
         )
 
     def append_rows(self, rows: Sequence[Sequence[Any]], txn: Txn | None = None) -> CommitOutcome:
@@ -181,7 +172,7 @@ class DeltaTableRef:
         this process, without a Spark job.
         """
         _check_txn(txn)
-        return self._committing(lambda: self._engine.append_rows(rows, txn))
+        return self._committing(lambda: self.engine.append_rows(rows, txn))
 
     def overwrite_where(
         self,
@@ -212,7 +203,7 @@ class DeltaTableRef:
         # Rows outside the predicate are refused by the engine as it writes (no pass of their own).
         return self._committing(
             lambda: self._retrying(
-                "overwrite_where", lambda: self._engine.overwrite_where(conformed, filters, txn, open_files)
+                "overwrite_where", lambda: self.engine.overwrite_where(conformed, filters, txn, open_files)
             )
         )
 
@@ -245,14 +236,13 @@ class DeltaTableRef:
             raise TableError(f"merge source lacks table columns {absent} (a merge replaces whole rows)")
         source, _ = conform(source, schema, self.partition_columns(), merge_schema=False)
         source = deduplicate(source, keys, deduplicate_by) if deduplicate_by else source
-        # The delta-rs engine finds duplicates in the same pass that scopes the merge.
-        if not getattr(self._engine, "checks_duplicate_keys", False):
+        if not self.engine.checks_duplicate_keys:
             error = duplicate_key_error(source, keys)
             if error is not None:
                 raise error
         return self._committing(
             lambda: self._retrying(
-                "merge", lambda: self._engine.merge(source, keys, when_matched, when_not_matched, txn)
+                "merge", lambda: self.engine.merge(source, keys, when_matched, when_not_matched, txn)
             )
         )
 
@@ -264,14 +254,14 @@ class DeltaTableRef:
         outside = [c for c, _, _ in filters if c not in self.partition_columns()]
         if outside:
             raise TableError(f"optimize predicates may use partition columns only, not {outside}")
-        return self._engine.optimize(target_file_size_mb or self.settings.target_file_size_mb, filters)
+        return self.engine.optimize(target_file_size_mb or self.settings.target_file_size_mb, filters)
 
     def vacuum(
         self, retention_hours: int | None = None, dry_run: bool = False, enforce_retention: bool = True
     ) -> list[str]:
         """Delete files no version within the retention (nor any protected version) needs; returns them."""
         hours = self.settings.vacuum_retention_hours if retention_hours is None else retention_hours
-        return self._engine.vacuum(hours, dry_run, enforce_retention, sorted(self.protected_versions()))
+        return self.engine.vacuum(hours, dry_run, enforce_retention, sorted(self.protected_versions()))
 
     # ------------------------------------------------------------------ protection
     def protect(self, version: int, reason: str) -> None:
@@ -308,7 +298,7 @@ class DeltaTableRef:
         faults.point("commit.after", label)
         return outcome
 
-    def _retrying(self, operation: str, attempt: Any) -> CommitOutcome:
+    def _retrying(self, operation: str, attempt: Callable[[], CommitOutcome]) -> CommitOutcome:
         """Re-run a whole read-modify-write operation after a conflict, a bounded number of times."""
         for tries in range(self.settings.max_operation_retries + 1):
             try:
@@ -317,147 +307,6 @@ class DeltaTableRef:
                 if tries == self.settings.max_operation_retries:
                     raise
         raise AssertionError("unreachable")
-
-
-class StagedAppend:
-    """Rows ``write_split`` wrote for one table, not yet part of it: ``commit`` or ``discard`` them."""
-
-    def __init__(self, table: DeltaTableRef, rows: int, commit: Any, discard: Any) -> None:
-        self.table, self.rows = table, rows
-        self._commit, self._discard = commit, discard
-        self.done = False
-
-    def commit(self, txn: Txn | None = None) -> CommitOutcome:
-        """Append the staged rows; with ``txn`` as for append (a repeat leaves the table unchanged)."""
-        _check_txn(txn)
-        if self.done:
-            raise TableError(f"staged rows for {self.table.uri} were already committed or discarded")
-        self.done = True
-        return self.table._committing(lambda: self._commit(txn))
-
-    def discard(self) -> None:
-        """Drop the staged rows (no-op once committed or discarded)."""
-        if not self.done:
-            self.done = True
-            self._discard()
-
-
-def write_split(
-    df: DataFrame, route: Column, targets: Mapping[str, tuple[DeltaTableRef, Sequence[Column | str]]]
-) -> dict[str, StagedAppend]:
-    """Write ``df`` into several tables in one pass over it; nothing is committed yet.
-
-    ``route`` names each row's target (a row naming none is not written); ``targets`` maps a name to
-    its table and the columns that give the table's columns, in table order. Observations on ``df``
-    are complete when this returns. On the delta-rs engine, tasks write every table's files at once;
-    on delta-spark, ``df`` is cached once and each commit is a native append of its share.
-    """
-    if not targets:
-        raise TableError("write_split needs at least one target")
-    engines = {ref.engine_name for ref, _ in targets.values()}
-    if len(engines) != 1:
-        raise TableError(f"write_split targets must share one engine, got {sorted(engines)}")
-    routed = [route.cast("string").alias(_ROUTE)]
-    for name, (ref, columns) in targets.items():
-        schema = ref.schema()
-        projected = df.select(*columns).schema
-        if projected.fieldNames() != schema.fieldNames():
-            raise TableError(
-                f"write_split target {name}: columns {projected.fieldNames()} are not the columns of "
-                f"{ref.uri} in table order {schema.fieldNames()}"
-            )
-        plan_write(schema, projected, ref.partition_columns(), merge_schema=False)  # raises on a misfit
-        # Cast positionally to the table's types; NOT NULL is enforced on the written data instead.
-        nullable = T.StructType([T.StructField(f.name, f.dataType, True) for f in schema.fields])
-        routed.append(F.when(route == F.lit(name), F.struct(*columns).cast(nullable)).alias(name))
-    partition_values = [F.col(name)[c] for name, (ref, _) in targets.items() for c in ref.partition_columns()]
-    split = df.select(*routed).repartition(F.col(_ROUTE), *partition_values)  # as by_table_partition
-    if engines == {"delta-rs"}:
-        # Each (table, partition) contiguous in its task: one open file at a time, so one file per
-        # partition. Unsorted, a task holding more partitions than the writer keeps open (a backfill's
-        # dates) closed and reopened them: 2-3 small files per date that maintenance then compacted.
-        return _write_split_files(split.sortWithinPartitions(F.col(_ROUTE), *partition_values), targets)
-    return _stage_split_cached(split, targets)
-
-
-_ROUTE = "__route"
-
-
-def _write_split_files(
-    split: DataFrame, targets: Mapping[str, tuple[DeltaTableRef, Sequence[Column | str]]]
-) -> dict[str, StagedAppend]:
-    from lakeml.lakehouse.writer import write_split_files
-
-    engines = {name: ref._engine for name, (ref, _) in targets.items()}
-    files = write_split_files(split, _ROUTE, {name: e.write_spec() for name, e in engines.items()})
-
-    def discard_all() -> None:
-        for name, engine in engines.items():
-            engine.discard_written(files[name])
-
-    try:
-        for name, engine in engines.items():
-            engine.check_written(files[name])
-    except TableError:
-        discard_all()
-        raise
-    return {
-        name: StagedAppend(
-            targets[name][0],
-            sum(f.num_records for f in files[name]),
-            lambda txn, e=engine, fs=files[name]: e.commit_written(fs, txn),
-            lambda e=engine, fs=files[name]: e.discard_written(fs),
-        )
-        for name, engine in engines.items()
-    }
-
-
-def _stage_split_cached(
-    split: DataFrame, targets: Mapping[str, tuple[DeltaTableRef, Sequence[Column | str]]]
-) -> dict[str, StagedAppend]:
-    from pyspark import StorageLevel
-
-    cached = split.persist(StorageLevel.MEMORY_AND_DISK)
-    # One pass fills the cache and completes the observations on the input, before any commit:
-    # each target's row count and the nulls of its NOT NULL columns (as the delta-rs files are checked).
-    aggregates: dict[str, Column] = {}
-    for name, (ref, _) in targets.items():
-        mine = F.col(_ROUTE) == F.lit(name)
-        aggregates[f"rows {name}"] = F.count_if(mine)
-        for f in ref.schema().fields:
-            if not f.nullable:
-                aggregates[f"{name}.{f.name}"] = F.count_if(mine & F.col(name)[f.name].isNull())
-    values = cached.agg(*[expr.alias(key) for key, expr in aggregates.items()]).first()
-    assert values is not None
-    nulls = {key: values[key] for key in aggregates if not key.startswith("rows ") and values[key]}
-    if nulls:
-        cached.unpersist()
-        detail = ", ".join(f"{key} ({n} nulls)" for key, n in nulls.items())
-        raise TableError(f"NOT NULL columns received nulls: {detail}; nothing was committed")
-    counts = {name: int(values[f"rows {name}"]) for name in targets}
-    pending = set(targets)
-
-    def settle(name: str) -> None:
-        pending.discard(name)
-        if not pending:
-            cached.unpersist()
-
-    def commit(name: str, txn: Txn | None) -> CommitOutcome:
-        try:
-            ref = targets[name][0]
-            return ref.append(cached.where(F.col(_ROUTE) == name).select(f"{name}.*"), txn=txn)
-        finally:
-            settle(name)
-
-    return {
-        name: StagedAppend(
-            targets[name][0],
-            counts[name],
-            lambda txn, n=name: commit(n, txn),
-            lambda n=name: settle(n),
-        )
-        for name in targets
-    }
 
 
 def by_table_partition(df: DataFrame, partition_by: Sequence[str]) -> DataFrame:

@@ -56,7 +56,7 @@ piece, decaying the strength to that date. Every sort and join is over pair-days
 **Stored per-day aggregates.** Both tables are computed from pair-days (``pair_day_aggregates``),
 which ``gold/user_item_days`` keeps, so a run for D computes D's pair-days from silver and reads the
 lookback's from there instead of re-reading, sessionizing and aggregating 56 days of events.
-``load_user_item_days`` reads the stored dates that are current (``lakeml.lakehouse.derived``: not
+``load_user_item_days`` reads the stored dates that are current (``lakeml.derived_dates``: not
 current = new, other settings, silver got rows for the date since, or an earlier date was recomputed
 later) and computes the rest from the first stale date on. Sessions are the only state that crosses
 days: the recomputed range starts with each user's last counted event of the day before and its
@@ -81,8 +81,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from lakeml.config import CommerceFeaturesConfig, Config
+from lakeml.derived_dates import DerivedDates
 from lakeml.lakehouse import DeltaTableRef, Lakehouse
-from lakeml.lakehouse.derived import DerivedDates
 from lakeml.steps import DateRange, StepResult
 from lakeml.transforms.decay import age_days, decay_factor, end_of_day, value_of, with_as_of_dates
 from lakeml.transforms.segments import (

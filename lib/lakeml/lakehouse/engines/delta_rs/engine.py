@@ -11,9 +11,9 @@ import contextlib
 import datetime as dt
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from functools import reduce
+from functools import partial, reduce
 from typing import Any
 
 import pyarrow as pa
@@ -31,6 +31,14 @@ from lakeml import faults
 from lakeml.config import LakehouseConfig
 from lakeml.errors import ConcurrentModificationError, TableError
 from lakeml.lakehouse import lineage, predicates
+from lakeml.lakehouse.engines.delta_rs.writer import (
+    WriteSpec,
+    WrittenFile,
+    write_files,
+    write_rows,
+    write_split_files,
+)
+from lakeml.lakehouse.engines.protocol import CommitOutcome, StagedWrite, TableEngine, Txn, committed
 from lakeml.lakehouse.files import (
     FILE_COLUMN,
     FileEntry,
@@ -43,29 +51,9 @@ from lakeml.lakehouse.files import (
 )
 from lakeml.lakehouse.log import Commit, read_commits
 from lakeml.lakehouse.schema import duplicate_key_error, spark_schema_from_delta_json
-from lakeml.lakehouse.writer import WriteSpec, WrittenFile, write_files, write_rows
 
 # Reader features whose data files a plain Parquet scan would misread.
 _UNSUPPORTED_READER_FEATURES = {"deletionVectors", "columnMapping"}
-
-
-def _committed(recorded: int | None, version: int) -> bool:
-    """Whether a txn version recorded in the log covers ``version`` (None: the app never committed)."""
-    return recorded is not None and recorded >= version
-
-
-@dataclass(frozen=True)
-class CommitOutcome:
-    """What a write did: the version it committed (None for an idempotent no-op) and file counts."""
-
-    version: int | None
-    files_added: int = 0
-    files_removed: int = 0
-    rows_added: int = 0
-
-    @property
-    def noop(self) -> bool:
-        return self.version is None
 
 
 @dataclass(frozen=True)
@@ -103,6 +91,7 @@ class DeltaRsEngine:
     """Table operations on one Delta table path through Spark (data) and delta-rs (log)."""
 
     name = "delta-rs"
+    # Duplicate merge keys are found in the pass that scopes the merge (no pass of their own).
     checks_duplicate_keys = True
 
     def __init__(self, spark: SparkSession, uri: str, settings: LakehouseConfig) -> None:
@@ -194,7 +183,7 @@ class DeltaRsEngine:
         df = self.scan(entries, table)
         return df.where(predicates.to_column(filters)) if filters else df
 
-    def files_for(self, filters: predicates.Filters = (), version: int | None = None) -> list[FileEntry]:
+    def files(self, filters: predicates.Filters = (), version: int | None = None) -> list[FileEntry]:
         """The files a read with ``filters`` would scan (after partition and statistics pruning)."""
         entries = self.entries(self._table(version))
         return [
@@ -265,7 +254,7 @@ class DeltaRsEngine:
         removes: Sequence[FileEntry],
         operation: str,
         rule: ConflictRule,
-        txn: tuple[str, int] | None = None,
+        txn: Txn | None = None,
         data_change: bool = True,
         parameters: dict[str, Any] | None = None,
     ) -> CommitOutcome:
@@ -308,7 +297,7 @@ class DeltaRsEngine:
                 if latest.version() <= read_version:
                     self._delete(adds)
                     raise TableError(f"{operation} on {self.uri} could not commit: {exc}") from None
-                if txn is not None and _committed(latest.transaction_version(txn[0]), txn[1]):
+                if txn is not None and committed(latest.transaction_version(txn[0]), txn[1]):
                     self._delete(adds)  # another writer committed this very transaction meanwhile
                     return CommitOutcome(None)
                 winners = read_commits(self.uri, read_version + 1, latest.version())
@@ -324,8 +313,8 @@ class DeltaRsEngine:
             f"{operation} on {self.uri}: gave up after {self.settings.max_commit_attempts} commit attempts"
         )
 
-    def _already_committed(self, table: DeltaTable, txn: tuple[str, int] | None) -> bool:
-        return txn is not None and _committed(table.transaction_version(txn[0]), txn[1])
+    def _already_committed(self, table: DeltaTable, txn: Txn | None) -> bool:
+        return txn is not None and committed(table.transaction_version(txn[0]), txn[1])
 
     def evolve_schema(self, added: Sequence[T.StructField]) -> None:
         """Add nullable columns (a metadata-only commit made before the data commit)."""
@@ -337,7 +326,7 @@ class DeltaRsEngine:
         self._table().alter.add_columns(fields)
 
     def append(
-        self, df: DataFrame, txn: tuple[str, int] | None, added: Sequence[T.StructField]
+        self, df: DataFrame, txn: Txn | None, added: Sequence[T.StructField]
     ) -> CommitOutcome:
         table = self._table()
         if self._already_committed(table, txn):
@@ -350,7 +339,7 @@ class DeltaRsEngine:
         files = self._write(df, table)
         return self._commit(table, files, [], "APPEND", ConflictRule(schema_sensitive=False), txn)
 
-    def append_rows(self, rows: Sequence[Sequence[Any]], txn: tuple[str, int] | None) -> CommitOutcome:
+    def append_rows(self, rows: Sequence[Sequence[Any]], txn: Txn | None) -> CommitOutcome:
         table = self._table()
         if self._already_committed(table, txn):
             return CommitOutcome(None)
@@ -368,7 +357,7 @@ class DeltaRsEngine:
         """Refuse (and delete) files a split write made for this table that break its NOT NULL columns."""
         self._check_not_null(files, self.schema())
 
-    def commit_written(self, files: list[WrittenFile], txn: tuple[str, int] | None) -> CommitOutcome:
+    def commit_written(self, files: list[WrittenFile], txn: Txn | None) -> CommitOutcome:
         """Commit files a split write made for this table; a txn already committed drops them instead."""
         table = self._table()
         if self._already_committed(table, txn):
@@ -379,11 +368,39 @@ class DeltaRsEngine:
     def discard_written(self, files: list[WrittenFile]) -> None:
         self._delete(files)
 
+    def stage_split(
+        self, split: DataFrame, route: str, targets: Mapping[str, TableEngine]
+    ) -> dict[str, StagedWrite]:
+        """Tasks write every target's files at once; each target commits or discards its own."""
+        engines = {name: _delta_rs_engine(engine) for name, engine in targets.items()}
+        specs = {name: engine.write_spec() for name, engine in engines.items()}
+        # Each (table, partition) contiguous in its task: one open file at a time, so one file per
+        # partition. Unsorted, a task holding more partitions than the writer keeps open (a backfill's
+        # dates) closed and reopened them: 2-3 small files per date that maintenance then compacted.
+        order = [F.col(name)[c] for name, spec in specs.items() for c in spec.partition_by]
+        files = write_split_files(split.sortWithinPartitions(F.col(route), *order), route, specs)
+
+        try:
+            for name, engine in engines.items():
+                engine.check_written(files[name])
+        except TableError:
+            for name, engine in engines.items():
+                engine.discard_written(files[name])
+            raise
+        return {
+            name: StagedWrite(
+                sum(f.num_records for f in files[name]),
+                partial(engine.commit_written, files[name]),
+                partial(engine.discard_written, files[name]),
+            )
+            for name, engine in engines.items()
+        }
+
     def overwrite_where(
         self,
         df: DataFrame,
         filters: predicates.Filters,
-        txn: tuple[str, int] | None,
+        txn: Txn | None,
         open_files: int | None = None,
     ) -> CommitOutcome:
         table = self._table()
@@ -434,7 +451,7 @@ class DeltaRsEngine:
         keys: Sequence[str],
         when_matched: str,
         when_not_matched: str,
-        txn: tuple[str, int] | None,
+        txn: Txn | None,
     ) -> CommitOutcome:
         table = self._table()
         if self._already_committed(table, txn):
@@ -552,6 +569,12 @@ class DeltaRsEngine:
             keep_versions=keep_versions or None,
             commit_properties=lineage_properties(),
         )
+
+
+def _delta_rs_engine(engine: TableEngine) -> DeltaRsEngine:
+    if not isinstance(engine, DeltaRsEngine):
+        raise TableError(f"write_split targets must share one engine, got delta-rs and {engine.name}")
+    return engine
 
 
 def lineage_properties() -> CommitProperties | None:

@@ -21,7 +21,7 @@ import hashlib
 import os
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
@@ -32,7 +32,10 @@ from pyspark.sql import types as T
 from lakeml.config import LakehouseConfig
 from lakeml.errors import ConcurrentModificationError, TableError
 from lakeml.lakehouse import lineage, predicates
-from lakeml.lakehouse.delta_rs import CommitOutcome, _committed, lineage_properties
+from lakeml.lakehouse.engines.delta_rs import DeltaRsEngine
+from lakeml.lakehouse.engines.delta_rs.engine import lineage_properties
+from lakeml.lakehouse.engines.protocol import CommitOutcome, StagedWrite, TableEngine, Txn, committed
+from lakeml.lakehouse.files import FileEntry
 from lakeml.lakehouse.log import parse_stats, read_commit
 
 _TXN_APP = "spark.databricks.delta.write.txnAppId"
@@ -58,6 +61,7 @@ class DeltaSparkEngine:
     """Table operations through ``format("delta")`` and ``delta.tables.DeltaTable``."""
 
     name = "delta-spark"
+    checks_duplicate_keys = False
 
     def __init__(self, spark: SparkSession, uri: str, settings: LakehouseConfig) -> None:
         self.spark = spark
@@ -134,8 +138,13 @@ class DeltaSparkEngine:
             raise TableError(f"cannot read {self.uri}: {str(exc).splitlines()[0]}") from None
         return df.where(predicates.to_column(filters)) if filters else df
 
-    def _already_committed(self, txn: tuple[str, int] | None) -> bool:
-        return txn is not None and _committed(self.transaction_version(txn[0]), txn[1])
+    def files(self, filters: predicates.Filters = (), version: int | None = None) -> list[FileEntry]:
+        # Delta-spark lists no files with their statistics; the log is plain Delta, which the delta-rs
+        # engine lists and prunes as it does for its own reads.
+        return DeltaRsEngine(self.spark, self.uri, self.settings).files(filters, version)
+
+    def _already_committed(self, txn: Txn | None) -> bool:
+        return txn is not None and committed(self.transaction_version(txn[0]), txn[1])
 
     def _outcome(self, before: int, tag: str) -> CommitOutcome:
         """What this write committed: the version whose commitInfo carries ``tag`` (None: Delta skipped it)."""
@@ -152,7 +161,7 @@ class DeltaSparkEngine:
 
     @_serialized
     def append(
-        self, df: DataFrame, txn: tuple[str, int] | None, added: Sequence[T.StructField]
+        self, df: DataFrame, txn: Txn | None, added: Sequence[T.StructField]
     ) -> CommitOutcome:
         if self._already_committed(txn):
             return CommitOutcome(None)
@@ -166,7 +175,7 @@ class DeltaSparkEngine:
             writer.save(self.uri)
         return self._outcome(before, tag)
 
-    def append_rows(self, rows: Sequence[Sequence[Any]], txn: tuple[str, int] | None) -> CommitOutcome:
+    def append_rows(self, rows: Sequence[Sequence[Any]], txn: Txn | None) -> CommitOutcome:
         # A few rows: one task, so one file per partition value (as the delta-rs engine writes them).
         return self.append(self.spark.createDataFrame(list(rows), self.schema()).coalesce(1), txn, [])
 
@@ -175,7 +184,7 @@ class DeltaSparkEngine:
         self,
         df: DataFrame,
         filters: predicates.Filters,
-        txn: tuple[str, int] | None,
+        txn: Txn | None,
         open_files: int | None = None,
     ) -> CommitOutcome:
         if self._already_committed(txn):
@@ -198,7 +207,7 @@ class DeltaSparkEngine:
         keys: Sequence[str],
         when_matched: str,
         when_not_matched: str,
-        txn: tuple[str, int] | None,
+        txn: Txn | None,
     ) -> CommitOutcome:
         if self._already_committed(txn):
             return CommitOutcome(None)
@@ -244,6 +253,12 @@ class DeltaSparkEngine:
             keep_versions=keep_versions or None,
             commit_properties=lineage_properties(),
         )
+
+
+    def stage_split(
+        self, split: DataFrame, route: str, targets: Mapping[str, TableEngine]
+    ) -> dict[str, StagedWrite] | None:
+        return None  # no one-pass writer: the table layer caches the input and appends each share
 
 
 def _tag() -> str:

@@ -27,6 +27,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
 from lakeml.errors import TableError
+from lakeml.lakehouse.files import partition_value_string
 from lakeml.lakehouse.schema import spark_schema_from_delta_json, to_arrow_schema
 
 # Delta's convention for a null partition value in a folder name.
@@ -169,23 +170,6 @@ def partition_folder(partition_by: tuple[str, ...] | list[str], values: dict[str
 def escape_path_value(value: str) -> str:
     safe = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
     return "".join(ch if ch in safe else "".join(f"%{b:02X}" for b in ch.encode("utf-8")) for ch in value)
-
-
-def partition_value_string(value: Any) -> str | None:
-    """Delta's serialized form of a partition value."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(dt.UTC).replace(tzinfo=None)
-        return value.isoformat(sep=" ", timespec="microseconds")
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return str(value)
 
 
 def _task_tag() -> str:
