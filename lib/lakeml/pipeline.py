@@ -50,7 +50,7 @@ class JobSpec:
     depends_on: tuple[str, ...]
     description: str
     # Checks that need only the config and environment (e.g. a secret), run before Spark starts.
-    preflight: Callable[[Config], None] | None = None
+    preflight: Callable[[Config], object] | None = None
     # Covers every date of [--since, --run-date] (features, scoring); the others run for one date.
     dated: bool = False
 
@@ -62,7 +62,7 @@ def job(
     name: str,
     depends_on: Iterable[str] = (),
     description: str = "",
-    preflight: Callable[[Config], None] | None = None,
+    preflight: Callable[[Config], object] | None = None,
     dated: bool = False,
 ) -> Callable[[JobFunction], JobFunction]:
     """Register ``func`` as job ``name`` (``domain.step``) running after ``depends_on`` (``dated``: takes --since)."""
@@ -135,6 +135,7 @@ def select_jobs(jobs: Mapping[str, JobSpec], start: str | None, stop: str | None
         chosen &= upstream
     selected = [n for n in order if n in chosen]
     if not selected:
+        assert start is not None and stop is not None  # nothing is dropped without both
         raise UsageError(
             f"--from {start} --to {stop} selects no job: {stop} does not depend on {start} "
             f"({start} runs at step {order.index(start) + 1}, {stop} at step {order.index(stop) + 1} of {len(order)}; "

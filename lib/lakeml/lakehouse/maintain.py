@@ -103,7 +103,8 @@ def maintain_table(lake: Lakehouse, name: str, run_id: str, run_date: date) -> d
     version_before = table.version()
     before = snapshot(table)
     outcome = table.optimize()
-    vacuumed, vacuumed_bytes = ([], 0)
+    vacuumed: Sequence[str] = []
+    vacuumed_bytes = 0
     protected = sorted(table.protected_versions())
     if settings.vacuum:
         vacuumed, vacuumed_bytes = _vacuum(table)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 
 from pyspark import StorageLevel
@@ -127,8 +128,8 @@ def _stage_split_cached(
         name: StagedAppend(
             targets[name][0],
             counts[name],
-            lambda txn, n=name: commit(n, txn),
-            lambda n=name: settle(n),
+            functools.partial(commit, name),
+            functools.partial(settle, name),
         )
         for name in targets
     }

@@ -491,7 +491,7 @@ def start_fraud_alerts(
         else writer.trigger(processingTime=f"{cfg.trigger_seconds} seconds")
     )
     # The query takes a copy of the session's settings when it starts: these apply to it alone.
-    settings = {
+    settings: dict[str, str] = {
         # The state operator's partitions (each a state-store task per micro-batch; the session's
         # default is sized for batch jobs).
         "spark.sql.shuffle.partitions": str(cfg.state_partitions),
@@ -504,17 +504,17 @@ def start_fraud_alerts(
         "spark.sql.streaming.stateStore.providerClass": STATE_STORES[cfg.state_store],
         "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
     }
-    previous = {key: spark.conf.get(key, None) for key in settings}
-    for key, value in settings.items():
-        spark.conf.set(key, value)
+    previous: dict[str, str | None] = {name: spark.conf.get(name, None) for name in settings}
+    for name, value in settings.items():
+        spark.conf.set(name, value)
     try:
         query = writer.start()
     finally:
-        for key, value in previous.items():
-            if value is None:
-                spark.conf.unset(key)
+        for name, old in previous.items():
+            if old is None:
+                spark.conf.unset(name)
             else:
-                spark.conf.set(key, value)
+                spark.conf.set(name, old)
     return query, handler
 
 

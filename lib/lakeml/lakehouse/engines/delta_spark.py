@@ -268,17 +268,17 @@ def _tag() -> str:
 
 @contextlib.contextmanager
 def _session_conf(spark: SparkSession, settings: dict[str, str]) -> Iterator[None]:
-    previous = {k: spark.conf.get(k, None) for k in settings}
+    previous: dict[str, str | None] = {k: spark.conf.get(k, None) for k in settings}
     for k, v in settings.items():
         spark.conf.set(k, v)
     try:
         yield
     finally:
-        for k, v in previous.items():
-            if v is None:
+        for k, old in previous.items():
+            if old is None:
                 spark.conf.unset(k)
             else:
-                spark.conf.set(k, v)
+                spark.conf.set(k, old)
 
 
 @contextlib.contextmanager

@@ -536,7 +536,8 @@ class DeltaRsEngine:
     def _few_rows(self, entries: Sequence[FileEntry]) -> bool:
         """Whether ``entries`` hold few enough rows (by their statistics) to broadcast their keys."""
         rows = [e.num_records for e in entries]
-        return all(r is not None for r in rows) and sum(rows) <= self.settings.merge_broadcast_rows
+        known = [r for r in rows if r is not None]
+        return len(known) == len(rows) and sum(known) <= self.settings.merge_broadcast_rows
 
     def optimize(self, target_file_size_mb: int, filters: predicates.Filters) -> CommitOutcome:
         table = self._table()

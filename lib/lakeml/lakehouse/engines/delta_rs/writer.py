@@ -14,7 +14,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -180,8 +180,8 @@ def _task_tag() -> str:
     return f"{ctx.partitionId():05d}-{ctx.attemptNumber()}" if ctx else "00000-0"
 
 
-def _task_writer(spec: WriteSpec) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+def _task_writer(spec: WriteSpec) -> Callable[[Iterable[pa.RecordBatch]], Iterable[pa.RecordBatch]]:
+    def run(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         writer = _FileRoller(spec, _task_tag())
         for batch in batches:
             writer.add(batch)
@@ -194,8 +194,8 @@ def _task_writer(spec: WriteSpec) -> Callable[[Iterator[pa.RecordBatch]], Iterat
 
 def _split_task_writer(
     route: str, specs: dict[str, WriteSpec]
-) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+) -> Callable[[Iterable[pa.RecordBatch]], Iterable[pa.RecordBatch]]:
+    def run(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         tag = _task_tag()
         writers = {name: _FileRoller(spec, tag) for name, spec in specs.items()}
         for batch in batches:
