@@ -5,6 +5,7 @@ and input checks that fail before any fit with one line naming the column or set
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
@@ -28,7 +29,7 @@ from lakeml.domains.banking.fraud_model import (
     with_calibrated_score,
 )
 from lakeml.domains.commerce.features import USER_ITEM_INTERACTIONS_SCHEMA
-from lakeml.domains.commerce.recommender import TARGET, fit_biases, train_recommender
+from lakeml.domains.commerce.recommender import TARGET, fit_biases, train_recommender, tune_biases
 from lakeml.errors import ConfigError, JobFailed
 from lakeml.lakehouse import Lakehouse
 from lakeml.ml import evaluation as ev
@@ -283,6 +284,19 @@ def test_biases_by_hand(spark: SparkSession, config: Config) -> None:
     assert users == pytest.approx({"a": (1 - 1) / 3, "b": 0 / 2})
     items = {r[0]: r[1] for r in biases.items.collect()}
     assert items == pytest.approx({"x": (1 + 0) / 3, "y": -1 / 2})
+    # the item biases' own regularisation (users' unchanged): b_i = sum(r - mu - b_u) / (item_reg + n_i)
+    shrunk = fit_biases(df, cfg, 1.0, 9.0)
+    assert {r[0]: r[1] for r in shrunk.users.collect()} == pytest.approx(users)
+    assert {r[0]: r[1] for r in shrunk.items.collect()} == pytest.approx({"x": 1 / 11, "y": -1 / 10})
+    # tuned over every (user, item) pair; the lowest validation RMSE wins
+    held_out = spark.createDataFrame(
+        [("a", "x", 4.5), ("b", "y", 3.0)],
+        f"{cfg.user_column} string, {cfg.item_column} string, {TARGET} double",
+    )
+    grid = replace(cfg, bias_regularization=(1.0,), item_bias_regularization=(0.0, 9.0))
+    reg, item_reg, results = tune_biases(grid, df, held_out)
+    assert [(r, ir) for r, ir, _ in results] == [(1.0, 0.0), (1.0, 9.0)]
+    assert (reg, item_reg) == min(results, key=lambda r: r[2])[:2]
 
 
 def explicit_ratings_lake(
@@ -307,6 +321,7 @@ def test_explicit_als_on_residuals_reports_the_bias_baseline_as_its_floor(
         *SMALL,
         "ml.recommender.mode=explicit",
         "ml.recommender.model_name=als-bias",
+        "ml.recommender.explicit_candidates=[bias, residual, plain]",
     )
     summary = train_recommender(spark, config, DateRange.single(DAY)).details
     assert summary["rmse"] > 0 and summary["bias_baseline_rmse"] > 0
@@ -328,6 +343,14 @@ def test_explicit_als_on_residuals_reports_the_bias_baseline_as_its_floor(
     assert "Explicit model chosen on validation RMSE" in html
 
 
+# Explicit mode with a huge regularisation: plain ALS predicts ~0, far worse than the biases.
+HOPELESS_PLAIN_ALS = [
+    "ml.recommender.max_iter=5",
+    "ml.recommender.mode=explicit",
+    "ml.recommender.grid={rank: [4], regParam: [1000.0], alpha: [1.0]}",
+]
+
+
 def test_explicit_mode_serves_the_bias_baseline_when_als_cannot_beat_it_on_validation(
     spark: SparkSession, tmp_path: Path
 ) -> None:
@@ -336,12 +359,9 @@ def test_explicit_mode_serves_the_bias_baseline_when_als_cannot_beat_it_on_valid
         tmp_path,
         150,
         25,
-        "ml.recommender.max_iter=5",
-        "ml.recommender.mode=explicit",
+        *HOPELESS_PLAIN_ALS,
         "ml.recommender.model_name=als-or-bias",
         "ml.recommender.explicit_candidates=[bias, plain]",
-        # a huge regularisation: plain ALS predicts ~0, far worse than the biases
-        "ml.recommender.grid={rank: [4], regParam: [1000.0], alpha: [1.0]}",
     )
     summary = train_recommender(spark, config, DateRange.single(DAY)).details
     assert summary["explicit_model"] == "bias"
@@ -363,12 +383,9 @@ def test_explicit_model_that_does_not_beat_the_bias_baseline_stays_challenger(
         tmp_path,
         150,
         25,
-        "ml.recommender.max_iter=5",
-        "ml.recommender.mode=explicit",
+        *HOPELESS_PLAIN_ALS,
         "ml.recommender.model_name=als-plain",
         "ml.recommender.explicit_residuals=false",
-        # a huge regularisation: plain ALS predicts ~0, far worse than the biases
-        "ml.recommender.grid={rank: [4], regParam: [1000.0], alpha: [1.0]}",
     )
     summary = train_recommender(spark, config, DateRange.single(DAY)).details
     assert summary["rmse"] > summary["bias_baseline_rmse"]

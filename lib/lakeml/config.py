@@ -440,13 +440,16 @@ class RecommenderConfig:
     # with explicit_residuals ALS learns the residuals after the biases (prediction = biases + factors)
     # and the grid's regParam values are multiples of the residuals' standard deviation.
     bias_regularization: tuple[float, ...] = (1.0, 5.0, 25.0)
+    # The item biases' own regularisations, tuned with each of bias_regularization (empty: the same).
+    item_bias_regularization: tuple[float, ...] = ()
     explicit_residuals: bool = True
-    # With explicit_residuals: the models compared on validation RMSE (same pairs), the best one refitted
-    # on train + validation and served: "bias" (the baseline itself), "residual" (biases + ALS on the
-    # residuals, one fit per grid point x factor) and "plain" (ALS on the ratings, one fit per grid point).
-    explicit_candidates: tuple[str, ...] = ("bias", "residual", "plain")
+    # With explicit_residuals: the models fitted on train and compared on validation RMSE (same pairs),
+    # the best one served as fitted (biases refitted on train + validation): "bias" (the baseline
+    # itself), "residual" (biases + ALS on the residuals, one fit per grid point x factor) and "plain"
+    # (ALS on the ratings, one fit per grid point).
+    explicit_candidates: tuple[str, ...] = ("bias", "residual")
     # Residual ALS: regParam = grid regParam x the residuals' standard deviation x each factor.
-    explicit_regparam_factors: tuple[float, ...] = (1.0,)
+    explicit_regparam_factors: tuple[float, ...] = (4.0,)
     # Implicit tuning ranks grid points on at most this many validation users (a seeded hash sample;
     # each point's top-k pass then costs the sample, not every user); 0 = every validation user.
     validation_users: int = 0
@@ -455,6 +458,11 @@ class RecommenderConfig:
         if not self.bias_regularization or min(self.bias_regularization) < 0:
             raise ConfigError(
                 f"ml.recommender.bias_regularization: needs values >= 0, got {list(self.bias_regularization)}"
+            )
+        if self.item_bias_regularization and min(self.item_bias_regularization) < 0:
+            raise ConfigError(
+                "ml.recommender.item_bias_regularization: needs values >= 0, got "
+                f"{list(self.item_bias_regularization)}"
             )
         unknown = set(self.explicit_candidates) - {"bias", "residual", "plain"}
         if not self.explicit_candidates or unknown:

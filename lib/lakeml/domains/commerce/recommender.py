@@ -22,7 +22,9 @@
   ``explicit_residuals`` ALS learns the residuals after the biases (regParam values of the grid are
   multiples of the training residuals' standard deviation) and the saved model predicts biases +
   factors: the biases are folded into two extra factor columns (user ``[p, 1, mu + b_u]``, item
-  ``[q, b_i, 1]``), so the registered ALSModel, its top-k and batch scoring need nothing else.
+  ``[q, b_i, 1]``), so the registered ALSModel, its top-k and batch scoring need nothing else. The
+  candidates of ``explicit_candidates`` are fitted on train and compared on validation RMSE; the winner
+  is served as fitted (one ALS fit per candidate, no refit), with biases refitted on train + validation.
 - **Scoring**: top ``k`` per user of the snapshot, excluding items the user purchased
   (``purchased_column > 0``; every item the user has when ``purchased_column`` is ""), into
   gold/recommendations.
@@ -41,7 +43,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import reduce
 from typing import Any
 
@@ -383,19 +385,23 @@ class BiasModel:
     regularization: float
 
 
-def fit_biases(train: DataFrame, cfg: RecommenderConfig, regularization: float) -> BiasModel:
-    """mu = mean rating; b_u = sum(r - mu) / (reg + n_u); b_i = sum(r - mu - b_u) / (reg + n_i) (aggregations)."""
+def fit_biases(
+    train: DataFrame, cfg: RecommenderConfig, regularization: float, item_regularization: float | None = None
+) -> BiasModel:
+    """mu = mean rating; b_u = sum(r - mu) / (reg + n_u); b_i = sum(r - mu - b_u) / (item_reg + n_i), item_reg
+    = ``item_regularization`` or else ``regularization`` (aggregations)."""
     u, i = cfg.user_column, cfg.item_column
     mu = train.agg(F.avg(TARGET)).first()[0]
     if mu is None:
         raise JobFailed(f"{cfg.input_table}: no training row has a {cfg.rating_column}")
     mu = float(mu)
     reg = F.lit(float(regularization))
+    item_reg = F.lit(float(regularization if item_regularization is None else item_regularization))
     users = train.groupBy(u).agg((F.sum(F.col(TARGET) - mu) / (reg + F.count(F.lit(1)))).alias("_b_u"))
     items = (
         train.join(users, u)
         .groupBy(i)
-        .agg((F.sum(F.col(TARGET) - mu - F.col("_b_u")) / (reg + F.count(F.lit(1)))).alias("_b_i"))
+        .agg((F.sum(F.col(TARGET) - mu - F.col("_b_u")) / (item_reg + F.count(F.lit(1)))).alias("_b_i"))
     )
     return BiasModel(mu, users.localCheckpoint(), items.localCheckpoint(), float(regularization))
 
@@ -428,17 +434,20 @@ def known_pairs(rows: DataFrame, fit_on: DataFrame, cfg: RecommenderConfig) -> D
 
 def tune_biases(
     cfg: RecommenderConfig, train: DataFrame, validation: DataFrame
-) -> tuple[float, list[tuple[float, float]]]:
-    """The bias regularisation with the lowest validation RMSE (on pairs whose user and item are in train)."""
+) -> tuple[float, float, list[tuple[float, float, float]]]:
+    """The (user, item) bias regularisations with the lowest validation RMSE (on pairs whose user and item
+    are in train): every ``bias_regularization`` x every ``item_bias_regularization`` (none: the same
+    value for items); (reg, item reg, [(reg, item reg, validation RMSE)])."""
     held_out = known_pairs(validation, train, cfg)
-    results = [
-        (
-            reg,
-            rmse(held_out.transform(with_bias_prediction(fit_biases(train, cfg, reg), cfg)), BIAS_PREDICTION),
-        )
-        for reg in cfg.bias_regularization
-    ]
-    return min(results, key=lambda r: r[1])[0], results
+    results = []
+    for reg in cfg.bias_regularization:
+        for item_reg in cfg.item_bias_regularization or (reg,):
+            biases = fit_biases(train, cfg, reg, item_reg)
+            results.append(
+                (reg, item_reg, rmse(held_out.transform(with_bias_prediction(biases, cfg)), BIAS_PREDICTION))
+            )
+    reg, item_reg, _ = min(results, key=lambda r: r[2])
+    return reg, item_reg, results
 
 
 def with_residual_target(biases: BiasModel, cfg: RecommenderConfig) -> Any:
@@ -541,6 +550,9 @@ class ExplicitChoice:
     bias_validation_rmse: float
     scale: float  # the residuals' standard deviation (unit of the residual regParam)
     results: list[tuple[str, dict[str, float], float]]  # (kind, params, validation RMSE) per candidate
+    # the winning ALS candidate as fitted on train (None for the bias baseline) and its fit's seconds
+    model: PipelineModel | None = field(default=None, compare=False, repr=False)
+    fit_seconds: float = 0.0
 
 
 def tune_explicit_candidates(
@@ -555,7 +567,8 @@ def tune_explicit_candidates(
     pairs (user and item in train): the bias baseline, ALS on the residuals after ``biases`` (biases +
     factors; regParam x residual std x each ``explicit_regparam_factors``) and plain ALS on the ratings
     (``ml.parallelism`` fits at a time). The lowest wins (ties: the simpler model, in that order), so the
-    chosen model is never worse than the baseline on validation when "bias" is a candidate."""
+    chosen model is never worse than the baseline on validation when "bias" is a candidate. The winner's
+    train fit comes back with the choice: it is served as it is (not refitted on train + validation)."""
     residuals = train.transform(with_residual_target(biases, cfg)).persist(StorageLevel.MEMORY_AND_DISK)
     scale = residual_scale(residuals)
     held_out = (
@@ -573,10 +586,13 @@ def tune_explicit_candidates(
     if "plain" in cfg.explicit_candidates:
         points += [("plain", p) for p in scaled_grid(cfg, 1.0)]
 
-    def fit_one(point: tuple[str, dict[str, float]]) -> float:
-        kind, params = point
+    fitted: dict[int, tuple[PipelineModel, float]] = {}
+
+    def fit_one(index: int) -> float:
+        kind, params = points[index]
         started = time.perf_counter()
         model = als_pipeline(cfg, params, config.ml.seed).fit(residuals if kind == "residual" else train)
+        fitted[index] = (model, time.perf_counter() - started)
         predicted = model.transform(held_out)
         if kind == "residual":
             predicted = predicted.withColumn("prediction", F.col("prediction") + F.col(BIAS_PREDICTION))
@@ -589,16 +605,22 @@ def tune_explicit_candidates(
         scores: list[float] = []
         if points:
             grid = (f"{cfg.model_name}/grid", als_pipeline(cfg, points[0][1], config.ml.seed), residuals)
-            scores = _in_parallel(train.sparkSession, config.ml.parallelism, fit_one, points, grid)
+            scores = _in_parallel(
+                train.sparkSession, config.ml.parallelism, fit_one, list(range(len(points))), grid
+            )
     finally:
         residuals.unpersist()
         held_out.unpersist()
     results = [(kind, params, score) for (kind, params), score in zip(points, scores, strict=True)]
+    models_by_result: list[tuple[PipelineModel, float] | None] = [fitted[n] for n in range(len(points))]
     if "bias" in cfg.explicit_candidates:
         results.insert(0, ("bias", {}, bias_validation_rmse))
+        models_by_result.insert(0, None)
     # NaN (no validation pair scored) never wins; min keeps the first of equal scores (bias first)
-    kind, params, best = min(results, key=lambda r: math.inf if math.isnan(r[2]) else r[2])
-    return ExplicitChoice(kind, params, best, bias_validation_rmse, scale, results)
+    winner = min(range(len(results)), key=lambda n: math.inf if math.isnan(results[n][2]) else results[n][2])
+    kind, params, best = results[winner]
+    model, seconds = models_by_result[winner] or (None, 0.0)
+    return ExplicitChoice(kind, params, best, bias_validation_rmse, scale, results, model, seconds)
 
 
 def _candidate_label(kind: str, params: dict[str, float]) -> str:
@@ -701,17 +723,19 @@ def train_recommender(spark: SparkSession, config: Config, dates: DateRange) -> 
         bias: dict[str, Any] = {}
         choice: ExplicitChoice | None = None
         if explicit:  # the bias baseline: regularisation chosen on validation, refitted on train + validation
-            bias["regularization"], bias["tuning"] = tune_biases(cfg, train, validation)
+            bias["regularization"], bias["item_regularization"], bias["tuning"] = tune_biases(
+                cfg, train, validation
+            )
         if cfg.mode == "implicit":
             best, tuning = tune_implicit(cfg, config, train, validation)
         elif residuals:
-            bias_validation_rmse = min(v for _, v in bias["tuning"])
+            bias_validation_rmse = min(v for _, _, v in bias["tuning"])
             choice = tune_explicit_candidates(
                 cfg,
                 config,
                 train,
                 validation,
-                fit_biases(train, cfg, bias["regularization"]),
+                fit_biases(train, cfg, bias["regularization"], bias["item_regularization"]),
                 bias_validation_rmse,
             )
             best, bias["regparam_scale"] = choice.params, choice.scale
@@ -721,17 +745,26 @@ def train_recommender(spark: SparkSession, config: Config, dates: DateRange) -> 
                          bias_validation_rmse=round(bias_validation_rmse, 5))  # fmt: skip
         else:
             best, tuning = tune_explicit(cfg, config, train)
-        final_biases = fit_biases(fit_on, cfg, bias["regularization"]) if explicit else None
+        final_biases = (
+            fit_biases(fit_on, cfg, bias["regularization"], bias["item_regularization"]) if explicit else None
+        )
         fit_started = time.perf_counter()
         final = als_pipeline(cfg, best, seed)
+        # the rows whose ids the served model knows (its indexers' and factors' rows)
+        known_from = fit_rows = fit_on
         if choice is not None and choice.kind == "bias" and final_biases is not None:
-            fit_rows = fit_on
             model = bias_only_model(fit_on, final_biases, cfg, seed)
-        elif choice is not None and choice.kind == "residual" and final_biases is not None:
-            fit_rows = fit_on.transform(with_residual_target(final_biases, cfg))
-            model = fold_biases(final.fit(fit_rows), final_biases, cfg)
+        elif choice is not None and choice.model is not None and final_biases is not None:
+            # The winner's train fit, served without a second ALS fit on train + validation (that refit
+            # doubled the job's ALS time for little: validation is one pair per user); the biases are
+            # those of train + validation (aggregations), so a user's validation rating still counts.
+            known_from, fit_rows = train, train
+            model = choice.model
+            if choice.kind == "residual":
+                fit_rows = train.transform(with_residual_target(final_biases, cfg))
+                model = fold_biases(model, final_biases, cfg)
+            fit_started -= choice.fit_seconds
         else:
-            fit_rows = fit_on
             model = final.fit(fit_on)
         fit_seconds = time.perf_counter() - fit_started
         runlog.event(
@@ -758,7 +791,7 @@ def train_recommender(spark: SparkSession, config: Config, dates: DateRange) -> 
             predicted = model.transform(test)
             metrics["rmse"] = RegressionEvaluator(labelCol=TARGET, metricName="rmse").evaluate(predicted)
             # the same test pairs as ALS's (both ids known to the model)
-            scoreable = known_pairs(test, fit_on, cfg).transform(with_bias_prediction(final_biases, cfg))
+            scoreable = known_pairs(test, known_from, cfg).transform(with_bias_prediction(final_biases, cfg))
             bias["rmse"] = rmse(scoreable, BIAS_PREDICTION)
             if choice is not None:
                 # the floor of explicit mode, on validation (where the choice was made): no worse than the
@@ -801,6 +834,7 @@ def train_recommender(spark: SparkSession, config: Config, dates: DateRange) -> 
                 **(
                     {
                         "bias_regularization": bias["regularization"],
+                        "item_bias_regularization": bias["item_regularization"],
                         "explicit_residuals": cfg.explicit_residuals,
                     }
                     if explicit
@@ -858,6 +892,7 @@ def train_recommender(spark: SparkSession, config: Config, dates: DateRange) -> 
                 "rmse": round(metrics["rmse"], 4),
                 "bias_baseline_rmse": round(bias["rmse"], 4),
                 "bias_regularization": bias["regularization"],
+                "item_bias_regularization": bias["item_regularization"],
                 "explicit_residuals": cfg.explicit_residuals,
             }
             if "rmse" in bias
@@ -949,8 +984,9 @@ def recommender_report(
         }[choice.kind]
         report.add_text(
             f"Explicit model chosen on validation RMSE: {verdict} (validation RMSE "
-            f"{choice.validation_rmse:.4f}, bias baseline {choice.bias_validation_rmse:.4f}); refitted on "
-            "train + validation. The promotion floor is the bias baseline's validation RMSE."
+            f"{choice.validation_rmse:.4f}, bias baseline {choice.bias_validation_rmse:.4f}); served as "
+            "fitted on train, its biases refitted on train + validation. The promotion floor is the bias "
+            "baseline's validation RMSE."
         )
         report.add_table(
             "Explicit candidates: validation RMSE on the same pairs (user and item in train), lower is better",
@@ -975,12 +1011,16 @@ def recommender_report(
                     "model": "bias baseline: global mean + user and item biases",
                     "rmse": bias["rmse"],
                     "regularization": bias["regularization"],
+                    "item regularization": bias["item_regularization"],
                 },
             ],
         )
         report.add_table(
             "Bias baseline: validation RMSE per regularisation",
-            [{"regularization": r, "validation rmse": v} for r, v in bias["tuning"]],
+            [
+                {"regularization": r, "item regularization": ir, "validation rmse": v}
+                for r, ir, v in bias["tuning"]
+            ],
         )
         if "regparam_scale" in bias:
             report.add_text(
