@@ -41,16 +41,16 @@ import datetime as dt
 import itertools
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import reduce
-from typing import Any
+from typing import Any, cast
 
 from pyspark import StorageLevel, inheritable_thread_target
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.evaluation import RegressionEvaluator
-from pyspark.ml.feature import IndexToString, StringIndexer
+from pyspark.ml.feature import IndexToString, StringIndexer, StringIndexerModel
 from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.ml.tuning import ParamGridBuilder
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -65,6 +65,7 @@ from lakeml.ml import evaluation as ev
 from lakeml.ml import lifecycle, models, scoring
 from lakeml.ml.report import HtmlReport, plot_ranking_curves
 from lakeml.ml.splits import SPLIT, TEST, TRAIN, VALIDATION, with_latest_per_user_split
+from lakeml.session import jvm
 from lakeml.steps import DateRange, StepResult
 
 USER_IDX, ITEM_IDX, TARGET = "_user_idx", "_item_idx", "_target"
@@ -103,7 +104,7 @@ def snapshot_date(df: DataFrame, cfg: RecommenderConfig, run_date: dt.date) -> d
     the table has no date column (``date_column: ""``): the whole table is the snapshot."""
     if not cfg.date_column:
         return None
-    day = df.where(F.col(cfg.date_column) <= F.lit(run_date)).agg(F.max(cfg.date_column)).first()[0]
+    day = df.where(F.col(cfg.date_column) <= F.lit(run_date)).agg(F.max(cfg.date_column)).head(1)[0][0]
     if day is None:
         raise JobFailed(f"{cfg.input_table} has no snapshot on or before {run_date}")
     return day
@@ -162,10 +163,15 @@ def recommend(
 
     Items come back with the type ``exclude`` has for them (the input table's), not as the indexer's
     text labels. Users the model does not know get no rows. Each user needs k + its own exclusion count
-    candidates; users are grouped by that count rounded up to a power of two and ALS is asked once per group, so a
+    candidates; users are grouped by that count rounded up to a power of two and ALS is asked once per group,
+    so a
     few heavy users do not make every list thousands long (the groups are a handful: metadata).
     """
-    user_indexer, item_indexer, als = model.stages[0], model.stages[1], model.stages[-1]
+    user_indexer, item_indexer = (
+        cast(StringIndexerModel, model.stages[0]),
+        cast(StringIndexerModel, model.stages[1]),
+    )
+    als = cast(ALSModel, model.stages[-1])
     if not isinstance(als, ALSModel):
         raise JobFailed(f"expected an ALS recommender pipeline, got a {type(als).__name__} as its last stage")
     u, i = cfg.user_column, cfg.item_column
@@ -212,7 +218,7 @@ def popularity_baseline(
     """
     u, i = cfg.user_column, cfg.item_column
     excluded = exclude.select(u, i).distinct()
-    widest = excluded.groupBy(u).count().agg(F.max("count")).first()[0] or 0
+    widest = excluded.groupBy(u).count().agg(F.max("count")).head(1)[0][0] or 0
     by_popularity = [F.col("score").desc(), F.col(i)]
     popular = (
         train.groupBy(i)
@@ -262,7 +268,7 @@ def relevance_threshold(cfg: RecommenderConfig, train: DataFrame) -> float | Non
         return None
     if cfg.relevant_rating is not None:
         return cfg.relevant_rating
-    low, high = train.agg(F.min(TARGET), F.max(TARGET)).first()
+    low, high = train.agg(F.min(TARGET), F.max(TARGET)).head(1)[0]
     if low is None:
         raise JobFailed(f"{cfg.input_table}: no training row has a {cfg.rating_column}")
     return float(low) + cfg.relevant_rating_fraction * (float(high) - float(low))
@@ -358,7 +364,8 @@ def tune_implicit(
 def tune_explicit(
     cfg: RecommenderConfig, config: Config, train: DataFrame
 ) -> tuple[dict[str, float], list[tuple[dict[str, float], float]]]:
-    """TrainValidationSplit over the grid by RMSE of held-out ratings (rating prediction is not sequential)."""
+    """TrainValidationSplit over the grid by RMSE of held-out ratings (rating prediction is not
+    sequential)."""
     pipeline = als_pipeline(cfg, {}, config.ml.seed)
     als = pipeline.getStages()[-1]
     grid_builder = ParamGridBuilder()
@@ -391,7 +398,7 @@ def fit_biases(
     """mu = mean rating; b_u = sum(r - mu) / (reg + n_u); b_i = sum(r - mu - b_u) / (item_reg + n_i), item_reg
     = ``item_regularization`` or else ``regularization`` (aggregations)."""
     u, i = cfg.user_column, cfg.item_column
-    mu = train.agg(F.avg(TARGET)).first()[0]
+    mu = train.agg(F.avg(TARGET)).head(1)[0][0]
     if mu is None:
         raise JobFailed(f"{cfg.input_table}: no training row has a {cfg.rating_column}")
     mu = float(mu)
@@ -420,7 +427,7 @@ def with_bias_prediction(biases: BiasModel, cfg: RecommenderConfig) -> Any:
 def rmse(df: DataFrame, prediction: str) -> float:
     """Root mean squared error of ``prediction`` against ``_target`` (one aggregate)."""
     e = F.col(prediction) - F.col(TARGET)
-    value = df.agg(F.sqrt(F.avg(e * e))).first()[0]
+    value = df.agg(F.sqrt(F.avg(e * e))).head(1)[0][0]
     return float(value) if value is not None else float("nan")
 
 
@@ -461,7 +468,7 @@ def with_residual_target(biases: BiasModel, cfg: RecommenderConfig) -> Any:
 
 def residual_scale(residuals: DataFrame) -> float:
     """Standard deviation of the training residuals: the unit of the explicit grid's regParam."""
-    value = residuals.agg(F.stddev_pop(TARGET)).first()[0]
+    value = residuals.agg(F.stddev_pop(TARGET)).head(1)[0][0]
     return float(value) if value else 1.0
 
 
@@ -480,7 +487,7 @@ def _als_model_from_factors(
     spark = user_factors.sparkSession
     # Materialized: the factors are the model (saved with it), not a plan over the training data.
     user_factors, item_factors = user_factors.localCheckpoint(), item_factors.localCheckpoint()
-    java = spark._jvm.org.apache.spark.ml.recommendation.ALSModel(
+    java = jvm(spark).org.apache.spark.ml.recommendation.ALSModel(
         als.uid, rank, user_factors._jdf, item_factors._jdf
     )
     model = ALSModel(java)
@@ -507,7 +514,11 @@ def _bias_factors(user_indexer: Any, item_indexer: Any, biases: BiasModel) -> tu
 def fold_biases(model: PipelineModel, biases: BiasModel, cfg: RecommenderConfig) -> PipelineModel:
     """The residual ALS pipeline with the biases folded into its factors: user [p, 1, mu + b_u], item
     [q, b_i, 1], so its dot product, top-k and scoring give biases + factors (rank + 2)."""
-    user_indexer, item_indexer, als = model.stages[0], model.stages[1], model.stages[-1]
+    user_indexer, item_indexer = (
+        cast(StringIndexerModel, model.stages[0]),
+        cast(StringIndexerModel, model.stages[1]),
+    )
+    als = cast(ALSModel, model.stages[-1])
     users, items = _bias_factors(user_indexer, item_indexer, biases)
     one, zero = F.lit(1.0).cast("float"), F.lit(0.0).cast("float")
     # an id without a bias (none: both come from the same rows) would predict mu + factors
@@ -532,7 +543,7 @@ def bias_only_model(fit_on: DataFrame, biases: BiasModel, cfg: RecommenderConfig
     user_indexer, item_indexer = indexers.stages
     users, items = _bias_factors(user_indexer, item_indexer, biases)
     model = _als_model_from_factors(
-        stages[-1],
+        cast(ALS, stages[-1]),
         2,
         users.withColumnRenamed("_bias", "features"),
         items.withColumnRenamed("_bias", "features"),
@@ -661,7 +672,8 @@ def check_input(df: DataFrame, cfg: RecommenderConfig) -> None:
     missing = [f"ml.recommender.{k}={v}" for k, v in settings.items() if v not in df.columns]
     if missing:
         raise ConfigError(
-            f"{cfg.input_table} has no column for {', '.join(missing)} (the table has: {', '.join(df.columns)})"
+            f"{cfg.input_table} has no column for {', '.join(missing)} (the table has: "
+            f"{', '.join(df.columns)})"
         )
     target = target_column(cfg)
     kind = df.schema[target].dataType
@@ -712,7 +724,8 @@ def train_recommender(spark: SparkSession, config: Config, dates: DateRange) -> 
         }
         if any(counts.get(s, 0) == 0 for s in (TRAIN, VALIDATION, TEST)):
             raise JobFailed(
-                f"recommender split of snapshot {day} is {counts}: too few users with {cfg.min_user_items}+ items"
+                f"recommender split of snapshot {day} is {counts}: too few users with {cfg.min_user_items}+ "
+                "items"
             )
         train = split.where(F.col(SPLIT) == TRAIN)
         validation = split.where(F.col(SPLIT) == VALIDATION)
@@ -726,6 +739,8 @@ def train_recommender(spark: SparkSession, config: Config, dates: DateRange) -> 
             bias["regularization"], bias["item_regularization"], bias["tuning"] = tune_biases(
                 cfg, train, validation
             )
+        # Grid points and their validation metric (the explicit candidates also name their model kind).
+        tuning: Sequence[tuple[Mapping[str, Any], float]]
         if cfg.mode == "implicit":
             best, tuning = tune_implicit(cfg, config, train, validation)
         elif residuals:
@@ -867,56 +882,59 @@ def train_recommender(spark: SparkSession, config: Config, dates: DateRange) -> 
         recs.unpersist()
     finally:
         split.unpersist()
-    return lifecycle.training_result({
-        "model": outcome.name,
-        "version": outcome.version,
-        "promoted": outcome.promoted,
-        "reason": outcome.reason,
-        "mode": cfg.mode,
-        "snapshot": _snapshot_tag(day),
-        "precision_at_k": round(metrics["precision_at_k"], 4),
-        "baseline_precision_at_k": round(_flat(baseline, cfg.k)["precision_at_k"], 4),
-        "ndcg_at_k": round(metrics["ndcg_at_k"], 4),
-        "baseline_ndcg_at_k": round(_flat(baseline, cfg.k)["ndcg_at_k"], 4),
-        "coverage": round(result["coverage"], 4),
-        "baseline_coverage": round(baseline["coverage"], 4),
-        "by_k": {
-            kk: {
-                name: {m: round(res["by_k"][kk][m], 4) for m in ("precision_at_k", "ndcg_at_k")}
-                for name, res in (("als", result), ("popularity", baseline))
-            }
-            for kk in sorted(result["by_k"])
-        },
-        **(
-            {
-                "rmse": round(metrics["rmse"], 4),
-                "bias_baseline_rmse": round(bias["rmse"], 4),
-                "bias_regularization": bias["regularization"],
-                "item_bias_regularization": bias["item_regularization"],
-                "explicit_residuals": cfg.explicit_residuals,
-            }
-            if "rmse" in bias
-            else {}
-        ),
-        **(
-            {
-                "explicit_model": choice.kind,
-                "validation_rmse": round(choice.validation_rmse, 4),
-                "bias_validation_rmse": round(choice.bias_validation_rmse, 4),
-                "validation_rmse_by_candidate": {
-                    _candidate_label(kind, params): round(score, 4) for kind, params, score in choice.results
-                },
-            }
-            if choice is not None
-            else {}
-        ),
-        "rows_train": counts[TRAIN],
-        "rows_validation": counts[VALIDATION],
-        "rows_test": counts[TEST],
-        "input_version": pinned.version,
-        "report": outcome.report_path,
-        "mlflow_run_id": outcome.run_id,
-    })
+    return lifecycle.training_result(
+        {
+            "model": outcome.name,
+            "version": outcome.version,
+            "promoted": outcome.promoted,
+            "reason": outcome.reason,
+            "mode": cfg.mode,
+            "snapshot": _snapshot_tag(day),
+            "precision_at_k": round(metrics["precision_at_k"], 4),
+            "baseline_precision_at_k": round(_flat(baseline, cfg.k)["precision_at_k"], 4),
+            "ndcg_at_k": round(metrics["ndcg_at_k"], 4),
+            "baseline_ndcg_at_k": round(_flat(baseline, cfg.k)["ndcg_at_k"], 4),
+            "coverage": round(result["coverage"], 4),
+            "baseline_coverage": round(baseline["coverage"], 4),
+            "by_k": {
+                kk: {
+                    name: {m: round(res["by_k"][kk][m], 4) for m in ("precision_at_k", "ndcg_at_k")}
+                    for name, res in (("als", result), ("popularity", baseline))
+                }
+                for kk in sorted(result["by_k"])
+            },
+            **(
+                {
+                    "rmse": round(metrics["rmse"], 4),
+                    "bias_baseline_rmse": round(bias["rmse"], 4),
+                    "bias_regularization": bias["regularization"],
+                    "item_bias_regularization": bias["item_regularization"],
+                    "explicit_residuals": cfg.explicit_residuals,
+                }
+                if "rmse" in bias
+                else {}
+            ),
+            **(
+                {
+                    "explicit_model": choice.kind,
+                    "validation_rmse": round(choice.validation_rmse, 4),
+                    "bias_validation_rmse": round(choice.bias_validation_rmse, 4),
+                    "validation_rmse_by_candidate": {
+                        _candidate_label(kind, params): round(score, 4)
+                        for kind, params, score in choice.results
+                    },
+                }
+                if choice is not None
+                else {}
+            ),
+            "rows_train": counts[TRAIN],
+            "rows_validation": counts[VALIDATION],
+            "rows_test": counts[TEST],
+            "input_version": pinned.version,
+            "report": outcome.report_path,
+            "mlflow_run_id": outcome.run_id,
+        }
+    )
 
 
 def recommender_report(
@@ -926,7 +944,7 @@ def recommender_report(
     pinned: lifecycle.PinnedTable,
     counts: dict[str, int],
     best: dict[str, float],
-    tuning: list[tuple[dict[str, float], float]],
+    tuning: Sequence[tuple[Mapping[str, Any], float]],
     result: dict[str, Any],
     baseline: dict[str, Any],
     metrics: dict[str, float],
@@ -989,7 +1007,8 @@ def recommender_report(
             "baseline's validation RMSE."
         )
         report.add_table(
-            "Explicit candidates: validation RMSE on the same pairs (user and item in train), lower is better",
+            "Explicit candidates: validation RMSE on the same pairs (user and item in train), lower is "
+            "better",
             [
                 {"candidate": _candidate_label(kind, params), "validation rmse": score,
                  "chosen": "yes" if (kind, params) == (choice.kind, choice.params) else ""}
@@ -1079,8 +1098,8 @@ def score_recommendations(spark: SparkSession, config: Config, dates: DateRange)
         snapshot = champion.tags.get("snapshot", "all")
         where = [] if snapshot == "all" else [(cfg.date_column, "=", dt.date.fromisoformat(snapshot))]
         return scoring.record_drift(
-            lake, champion, cfg.input_table, rows, version, (first, last), [target_column(cfg)], [cfg.item_column],
-            config.ml.drift, reference_where=where,
+            lake, champion, cfg.input_table, rows, version, (first, last), [target_column(cfg)],
+            [cfg.item_column], config.ml.drift, reference_where=where,
         )  # fmt: skip
 
     summary = scoring.write_scores(
