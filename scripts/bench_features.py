@@ -255,9 +255,7 @@ def full_run_days(days: int) -> list[tuple[str, str, dt.date]]:
     return [("event_date", ">=", END - dt.timedelta(days=days)), ("event_date", "<", END)]
 
 
-def bench_table(
-    name: str, build: Callable[[DateRange], object], days: int, rows_in_table: int
-) -> None:
+def bench_table(name: str, build: Callable[[DateRange], object], days: int, rows_in_table: int) -> None:
     # The full recompute: the days before END in one run; then END alone, as the next daily run
     # (stored per-day aggregates of the earlier days are reused, END's are new).
     last = END - dt.timedelta(days=1)
@@ -311,13 +309,17 @@ def main() -> None:
 
                 lookback = config.features.commerce.lookback_days
                 rows = prepare_commerce(spark, config, args.scale, args.days, lookback)
-                bench_table(table, lambda dates: build_commerce_features(spark, config, dates), args.days, rows)
+                bench_table(
+                    table, lambda dates: build_commerce_features(spark, config, dates), args.days, rows
+                )
             elif table == "machine_features":
                 from lakeml.domains.maintenance.features import build_machine_features
 
                 lookback = config.features.maintenance.regime_stats_days + 1
                 rows = prepare_maintenance(spark, config, args.scale, args.days, lookback)
-                bench_table(table, lambda dates: build_machine_features(spark, config, dates), args.days, rows)
+                bench_table(
+                    table, lambda dates: build_machine_features(spark, config, dates), args.days, rows
+                )
             else:
                 raise SystemExit(f"unknown table {table}")
         print("(target: 1 day ÷ full ≤ 0.2)")

@@ -123,7 +123,8 @@ def pii_key(workdir: Path) -> str:
 
 
 def als_seconds_per_iteration(spark, interactions: int, rank: int = 16) -> tuple[float, float]:  # type: ignore[no-untyped-def]
-    """ALS implicit fit time with 1 and 6 iterations on a synthetic table; returns (per iteration, 6-iteration fit)."""
+    """ALS implicit fit time with 1 and 6 iterations on a synthetic table; returns (per iteration,
+    6-iteration fit)."""
     users, items = max(1, interactions // 100), max(1, interactions // 500)
     data = (
         spark.range(interactions, numPartitions=spark.sparkContext.defaultParallelism * 2)
@@ -150,13 +151,18 @@ def als_seconds_per_iteration(spark, interactions: int, rank: int = 16) -> tuple
 
 
 def report_fraud(fraud: dict) -> list[tuple[str, float, str, bool]]:
-    print(f"  fraud    AUPRC {fraud['auprc']:.4f} ({fraud['family']}; baseline {fraud['baseline_auprc']:.4f}), positive "
-          f"rate {fraud['positive_rate']:.4%}, ROC AUC {fraud['roc_auc']:.4f}, precision/recall at the alert budget "
-          f"{fraud['precision_at_budget']:.3f}/{fraud['recall_at_budget']:.3f}, train rows {fraud['rows_train']:,}, test rows {fraud['rows_test']:,}", flush=True)  # fmt: skip
-    print(f"           chosen on validation: imbalance {fraud['imbalance']} (positive weight {fraud['positive_weight']:g}) "
+    print(f"  fraud    AUPRC {fraud['auprc']:.4f} ({fraud['family']}; baseline "
+          f"{fraud['baseline_auprc']:.4f}), positive "
+          f"rate {fraud['positive_rate']:.4%}, ROC AUC {fraud['roc_auc']:.4f}, precision/recall at the alert "
+          "budget "
+          f"{fraud['precision_at_budget']:.3f}/{fraud['recall_at_budget']:.3f}, train rows "
+          f"{fraud['rows_train']:,}, test rows {fraud['rows_test']:,}", flush=True)  # fmt: skip
+    print(f"           chosen on validation: imbalance {fraud['imbalance']} (positive weight "
+          f"{fraud['positive_weight']:g}) "
           f"+ {fraud['family']}; split {fraud['split']}; validation AUPRC by imbalance and family "
           f"{fraud['validation_auprc_by_imbalance']}", flush=True)  # fmt: skip
-    print(f"           Brier score on test {fraud['brier_raw']:.6f} before, {fraud['brier_calibrated']:.6f} after "
+    print(f"           Brier score on test {fraud['brier_raw']:.6f} before, {fraud['brier_calibrated']:.6f} "
+          "after "
           f"calibration ({fraud['calibration']}, fitted on validation)", flush=True)  # fmt: skip
     ratio = fraud["auprc"] / max(fraud["positive_rate"], 1e-12)
     brier = fraud["brier_calibrated"] / max(fraud["brier_raw"], 1e-12)
@@ -166,31 +172,39 @@ def report_fraud(fraud: dict) -> list[tuple[str, float, str, bool]]:
 
 
 def report_failure(failure: dict) -> list[tuple[str, float, str, bool]]:
-    print(f"  failure  RUL RMSE {failure['rmse']:.2f} (baseline {failure['baseline_rmse']:.2f}), failure AUPRC "
+    print(f"  failure  RUL RMSE {failure['rmse']:.2f} (baseline {failure['baseline_rmse']:.2f}), failure "
+          "AUPRC "
           f"{failure['auprc']:.4f}, train rows {failure['rows_train']:,}", flush=True)  # fmt: skip
     ratio = failure["rmse"] / failure["baseline_rmse"]
     return [("RUL RMSE ÷ baseline", ratio, "<= 0.6", ratio <= 0.6)]
 
 
 def report_als(als: dict) -> list[tuple[str, float, str, bool]]:
-    print(f"  als      precision@10 {als['precision_at_k']:.4f} (popularity {als['baseline_precision_at_k']:.4f}), "
+    print(f"  als      precision@10 {als['precision_at_k']:.4f} (popularity "
+          f"{als['baseline_precision_at_k']:.4f}), "
           f"pairs {als['rows_train'] + als['rows_validation'] + als['rows_test']:,}", flush=True)  # fmt: skip
     for k, by in als["by_k"].items():
-        print(f"           @{k:<3} precision {by['als']['precision_at_k']:.4f} (popularity {by['popularity']['precision_at_k']:.4f}), "
-              f"NDCG {by['als']['ndcg_at_k']:.4f} (popularity {by['popularity']['ndcg_at_k']:.4f})", flush=True)  # fmt: skip
+        print(f"           @{k:<3} precision {by['als']['precision_at_k']:.4f} (popularity "
+              f"{by['popularity']['precision_at_k']:.4f}), "
+              f"NDCG {by['als']['ndcg_at_k']:.4f} (popularity "
+              f"{by['popularity']['ndcg_at_k']:.4f})", flush=True)  # fmt: skip
     print(
         f"           catalogue coverage {als['coverage']:.4f} (popularity {als['baseline_coverage']:.4f})",
         flush=True,
     )
     ratio = als["precision_at_k"] / max(als["baseline_precision_at_k"], 1e-12)
     if als["mode"] == "explicit":
-        print(f"           explicit: test RMSE {als['rmse']:.4f} vs bias baseline {als['bias_baseline_rmse']:.4f} "
-              f"(regularisation {als['bias_regularization']:g}; ALS on residuals: {als['explicit_residuals']})",
+        print(f"           explicit: test RMSE {als['rmse']:.4f} vs bias baseline "
+              f"{als['bias_baseline_rmse']:.4f} "
+              f"(regularisation {als['bias_regularization']:g}; ALS on residuals: "
+              f"{als['explicit_residuals']})",
               flush=True)  # fmt: skip
         checks = []
         if "explicit_model" in als:  # the candidates compared on validation (same pairs)
-            print(f"           chosen on validation RMSE: {als['explicit_model']} ({als['validation_rmse']:.4f} vs bias "
-                  f"baseline {als['bias_validation_rmse']:.4f}); candidates {als['validation_rmse_by_candidate']}",
+            print(f"           chosen on validation RMSE: {als['explicit_model']} "
+                  f"({als['validation_rmse']:.4f} vs bias "
+                  f"baseline {als['bias_validation_rmse']:.4f}); candidates "
+                  f"{als['validation_rmse_by_candidate']}",
                   flush=True)  # fmt: skip
             ratio = als["validation_rmse"] / als["bias_validation_rmse"]
             checks.append(("ALS explicit validation RMSE ÷ bias baseline", ratio, "<= 1", ratio <= 1))
@@ -276,7 +290,8 @@ def one_point_overrides(name: str, config, result: dict, records: Sequence[model
 def report_tuning(
     name: str, records: Sequence[models.FitRecord], parallelism: int
 ) -> list[tuple[str, float, str, bool]]:
-    """Per tuning: wall seconds vs the sum of its fits ÷ parallelism (a one-point grid has nothing to check)."""
+    """Per tuning: wall seconds vs the sum of its fits ÷ parallelism (a one-point grid has nothing to
+    check)."""
     checks = []
     for r in records:
         ideal = sum(r.grid_seconds) / max(1, r.parallelism)
@@ -351,7 +366,8 @@ def renamed(overrides: Sequence[str], key: str, suffix: str) -> list[str]:
 def describe_lake(lake: Path) -> str:
     """What a reused lake holds (its gold tables), for the header: --scale and --days do not apply to it."""
     gold = sorted(p.name for p in (lake / "gold").iterdir() if p.is_dir()) if (lake / "gold").is_dir() else []
-    return f"reused lake {lake} (built earlier; --scale/--days not applied), gold tables: {', '.join(gold) or 'none'}"
+    return (f"reused lake {lake} (built earlier; --scale/--days not applied), gold tables: "
+        f"{', '.join(gold) or 'none'}")
 
 
 # The fraud search before the imbalance screen: every family refitted under every imbalance option.
@@ -381,7 +397,8 @@ FIGURES: dict[str, list[Figure]] = {
         ("catalogue coverage", lambda r: r["coverage"], 1, "", None),
     ],
     "als-explicit": [
-        ("test RMSE ÷ bias baseline", lambda r: r["rmse"] / r["bias_baseline_rmse"], -1, "< 1", lambda v: v < 1),
+        ("test RMSE ÷ bias "
+         "baseline", lambda r: r["rmse"] / r["bias_baseline_rmse"], -1, "< 1", lambda v: v < 1),
         ("test RMSE", lambda r: r["rmse"], -1, "", None),
         ("precision@k", lambda r: r["precision_at_k"], 1, "", None),
         ("NDCG@k", lambda r: r["ndcg_at_k"], 1, "", None),
@@ -507,9 +524,11 @@ def main() -> int:
             cross_config = load_config("local", [*model_conf, *CROSS_CONF])
             cross_records, cross, cross_seconds = train_recorded(train, spark, cross_config, end)
             fits = sum(len(r.grid_seconds) for r in cross_records)
-            print(f"  fraud, every family under every imbalance option ({' '.join(CROSS_CONF)}): {fits} fits, "
+            print(f"  fraud, every family under every imbalance option ({' '.join(CROSS_CONF)}): {fits} "
+                  "fits, "
                   f"{cross_seconds:.1f} s, chose {cross['imbalance']} + {cross['family']} (test AUPRC "
-                  f"{cross['auprc']:.4f}); the default conf: {sum(len(r.grid_seconds) for r in records)} fits, "
+                  f"{cross['auprc']:.4f}); the default conf: {sum(len(r.grid_seconds) for r in records)} "
+                  "fits, "
                   f"{seconds:.1f} s, chose {result['imbalance']} + {result['family']} (test AUPRC "
                   f"{result['auprc']:.4f})", flush=True)  # fmt: skip
             ratio = seconds / cross_seconds
@@ -521,7 +540,8 @@ def main() -> int:
             report(one_result)
             bare = sum(bare_fit_seconds(r) for r in winners(name, one_config, one_result, one_records))
             ratio = one_seconds / bare
-            print(f"  training seconds {name:<15} {one_seconds:8.1f}   (one-point grid {overrides}); bare fit of "
+            print(f"  training seconds {name:<15} {one_seconds:8.1f}   (one-point grid {overrides}); bare "
+                  "fit of "
                   f"the winner(s) on the same cached rows {bare:.1f} s", flush=True)  # fmt: skip
             checks.append((f"{name} training ÷ bare fit (1 point)", ratio, "<= 1.5", ratio <= 1.5))
     if args.als_interactions:

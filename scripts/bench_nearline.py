@@ -234,8 +234,9 @@ def main() -> None:
     from lakeml.lakehouse import Lakehouse
     from lakeml.session import build_spark
 
+    phases = str(args.time_phases).lower()
     overrides = [f"lakehouse.root={root}", "lakehouse.engine=delta-rs",
-                 f"nearline.fraud_alerts.time_phases={str(args.time_phases).lower()}", *args.conf]  # fmt: skip
+                 f"nearline.fraud_alerts.time_phases={phases}", *args.conf]  # fmt: skip
     config = load_config("local", overrides)
     cfg = config.nearline.fraud_alerts
     print(f"load at start: {load()}")
@@ -262,7 +263,9 @@ def main() -> None:
             raise SystemExit(f"the stream failed: {query.exception()}")
         if time.time() - began > 600:
             query.stop()
-            raise SystemExit(f"no 3 micro-batches in 10 minutes ({len(handler.metrics)} done; load: {load()})")
+            raise SystemExit(
+                f"no 3 micro-batches in 10 minutes ({len(handler.metrics)} done; load: {load()})"
+            )
         time.sleep(0.5)
     warm = len(handler.metrics)
     warm_at = time.time()
@@ -329,7 +332,8 @@ def main() -> None:
     if len(steady) < 2:
         print("\nSTEADY STATE: fewer than 2 micro-batches: no throughput or latency figures")
         for name, s in (("start (after warm-up)", first), ("end", last)):
-            print(f"{name}: driver JVM heap after GC {s['heap_mb']:.0f} MB, JVM RSS {s['jvm_rss_mb']:.0f} MB, "
+            print(f"{name}: driver JVM heap after GC {s['heap_mb']:.0f} MB, JVM RSS {s['jvm_rss_mb']:.0f} "
+                  "MB, "
                   f"state {s['state_rows']:.0f} buckets, {s['state_mb']:.1f} MB")  # fmt: skip
         print(f"load at end: {end_load}")
         spark.stop()
@@ -342,13 +346,15 @@ def main() -> None:
     backlog_end = feeder.fed_until(steady[-1].committed_at) - sum(processed)
     print(f"\nSTEADY STATE ({args.minutes:g} min, {len(steady)} micro-batches, "
           f"mean {done / len(steady):.0f} rows each)")  # fmt: skip
-    print(f"sustained throughput: {throughput:.0f} txn/s = {throughput / (fed_steady / (stopped_at - warm_at)):.2f}x "
+    print(f"sustained throughput: {throughput:.0f} txn/s = "
+          f"{throughput / (fed_steady / (stopped_at - warm_at)):.2f}x "
           f"the feed rate, {throughput / TARGET_RATE:.2f}x the {TARGET_RATE:g}/s target; "
           f"backlog {backlog_start} at the start, {backlog_end} at the end")  # fmt: skip
     q = quantiles([m.batch_id for m in steady])
     p50, p95, p99 = q["p"]
     print(f"arrival -> alert committed latency over {q['n']} transactions: p50 {p50:.2f} s, p95 {p95:.2f} s, "
-          f"p99 {p99:.2f} s (max {q['max']:.2f} s) = {p99 / TARGET_P99_S:.2f}x the {TARGET_P99_S:g} s target")  # fmt: skip
+          f"p99 {p99:.2f} s (max {q['max']:.2f} s) = {p99 / TARGET_P99_S:.2f}x the {TARGET_P99_S:g} s "
+          "target")  # fmt: skip
     print(f"  of which waiting for the micro-batch to start: p50 {q['w'][0]:.2f} s, p99 {q['w'][1]:.2f} s")
     print("micro-batch seconds (our timers, steady batches):")
     print(f"  {'total':<22} {stats_line([m.committed_at - m.started_at for m in steady])}")
@@ -363,7 +369,8 @@ def main() -> None:
         for k in keys:
             print(f"  {k:<22} {stats_line([p['durationMs'].get(k, 0) / 1000 for p in spark_steady])}")
         states = [p["stateOperators"][0] for p in spark_steady if p.get("stateOperators")]
-        for k in ("allUpdatesTimeMs", "commitTimeMs"):  # inside read_state: the per-card state step, its commit
+        # inside read_state: the per-card state step, its commit
+        for k in ("allUpdatesTimeMs", "commitTimeMs"):
             print(f"  state {k:<16} {stats_line([st.get(k, 0) / 1000 for st in states])}")
     # A fixed cost that grows with time (a longer listing, a longer log, a bigger state) shows as a
     # later quarter slower than the first at the same feed rate.
@@ -385,7 +392,8 @@ def main() -> None:
             print(f"  spark {k:<16} {statistics.mean(ms[0]):.2f} -> {statistics.mean(ms[1]):.2f}")
     for name, s in (("start (after warm-up)", first), ("end", last)):
         print(f"{name}: driver JVM heap after GC {s['heap_mb']:.0f} MB, JVM RSS {s['jvm_rss_mb']:.0f} MB, "
-              f"Python workers RSS {s['workers_rss_mb']:.0f} MB, driver Python RSS {s['python_rss_mb']:.0f} MB; "
+              f"Python workers RSS {s['workers_rss_mb']:.0f} MB, driver Python RSS {s['python_rss_mb']:.0f} "
+              "MB; "
               f"state {s['state_rows']:.0f} buckets, {s['state_mb']:.1f} MB in memory, "
               f"{s['state_disk_mb']:.1f} MB in the checkpoint")  # fmt: skip
     heap_ratio = last["heap_mb"] / first["heap_mb"] if first["heap_mb"] else float("nan")
@@ -394,7 +402,10 @@ def main() -> None:
           f"({'flat' if max(heap_ratio, rss_ratio) <= MEMORY_GROWTH_FLAT else 'GROWING'} at the "
           f"{MEMORY_GROWTH_FLAT:g}x bar); the state grows by design until the 30-day window is full "
           "(a state row is a card bucket: its cards' last 30 days)")  # fmt: skip
-    print("memory every sample (s after warm-up: heap MB / JVM RSS MB / workers RSS MB / state buckets / state MB):")
+    print(
+        "memory every sample (s after warm-up: heap MB / JVM RSS MB / workers RSS MB / state buckets / "
+        "state MB):"
+    )
     print("  " + "; ".join(f"{t:.0f}: {s['heap_mb']:.0f}/{s['jvm_rss_mb']:.0f}/{s['workers_rss_mb']:.0f}/"
                            f"{s['state_rows']:.0f}/{s['state_mb']:.1f}" for t, s in samples))  # fmt: skip
     per_batch = root / "micro_batches.jsonl"
@@ -405,7 +416,8 @@ def main() -> None:
             out.write(json.dumps({"batch_id": m.batch_id, "counts": m.counts, "seconds": m.seconds,
                                   "started_at": m.started_at, "committed_at": m.committed_at,
                                   "spark_durations_ms": spark_side.get("durationMs"),
-                                  "state": (spark_side.get("stateOperators") or [None])[0]}) + "\n")  # fmt: skip
+                                  "state": (spark_side.get("stateOperators") or [None])[0]})
+                      + "\n")  # fmt: skip
     print(f"every micro-batch: {per_batch}")
     print(f"load at end: {end_load}")
     spark.stop()

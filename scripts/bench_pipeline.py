@@ -125,13 +125,15 @@ def main() -> int:
         print(f"  {job['job']:<32} {job['seconds']:8.1f} {share:7.1%} {job.get('rows_in', 0):12,} "
               f"{job.get('rows_out', 0):12,}{flag}")  # fmt: skip
     print(f"  {'pipeline (process wall time)':<32} {total:8.1f}")
+    largest = ", ".join(f"{k} {v:.1f} s" for k, v in sorted(parts.items(), key=lambda kv: -kv[1])[:3])
     print(f"  {'floor: read + write every input and output':<32} {floor:8.1f}   "
-          f"({len(parts)} parts; largest: {', '.join(f'{k} {v:.1f} s' for k, v in sorted(parts.items(), key=lambda kv: -kv[1])[:3])})")  # fmt: skip
+          f"({len(parts)} parts; largest: {largest})")  # fmt: skip
     print(f"  pipeline ÷ floor {total / floor:8.1f}")
     worst = max(jobs, key=lambda j: j["seconds"])
     checks = [
         ("whole run (s)", total, "<= 360", total <= 360),
-        (f"largest job share ({worst['job']})", worst["seconds"] / total, "<= 0.25", worst["seconds"] / total <= 0.25),
+        ("largest job share "
+         f"({worst['job']})", worst["seconds"] / total, "<= 0.25", worst["seconds"] / total <= 0.25),
     ]  # fmt: skip
     for name, value, target, ok in checks:
         print(f"  {name:<48} {value:8.3f}   target {target:<7} {'✔' if ok else '✘'}")

@@ -1,4 +1,5 @@
-"""Test helpers for the nearline fraud stream: landing lines, deliveries in a chosen order, a registered model."""
+"""Test helpers for the nearline fraud stream: landing lines, deliveries in a chosen order, a registered
+model."""
 
 from __future__ import annotations
 
@@ -87,7 +88,9 @@ def fitted_model(spark: SparkSession, config: Config, flip: bool) -> PipelineMod
             spark, rows_per_day=80, first_day=dt.date(2026, 1, 1), days=2, mature_days=2
         )
         label = F.col("label_fraud").cast("double")
-        rows = rows.where(F.col("label_fraud").isNotNull()).withColumn("_label", (1 - label) if flip else label)
+        rows = rows.where(F.col("label_fraud").isNotNull()).withColumn(
+            "_label", (1 - label) if flip else label
+        )
         stages = [
             *models.feature_stages(rows.schema, cfg.numeric_features, cfg.categorical_features),
             *models.classifier_stages("logistic", "_label", None, 42),

@@ -32,19 +32,46 @@ def run_cli(*args: str, root: Path) -> subprocess.CompletedProcess[str]:
         (["run", "commerce.ingest_bronze", "--env", "test", "--conf", "justakey"], "malformed --conf"),
         (["pipeline", "--env", "test", "--from", "nope"], "unknown job 'nope'"),
         (
-            ["pipeline", "--env", "test", "--from", "commerce.train_recommender", "--to", "commerce.build_silver"],
+            [
+                "pipeline",
+                "--env",
+                "test",
+                "--from",
+                "commerce.train_recommender",
+                "--to",
+                "commerce.build_silver",
+            ],
             "selects no job: commerce.build_silver does not depend on commerce.train_recommender",
         ),
         (["frobnicate"], "invalid choice"),
         # Malformed dates of a cron line or a catch-up: nothing runs, no lake is created.
-        (["pipeline", "--env", "test", "--catch-up", "--run-date", "2026-02-30"], "bad --run-date '2026-02-30'"),
+        (
+            ["pipeline", "--env", "test", "--catch-up", "--run-date", "2026-02-30"],
+            "bad --run-date '2026-02-30'",
+        ),
         (["pipeline", "--env", "test", "--catch-up", "--run-date", "20261201"], "bad --run-date '20261201'"),
-        (["pipeline", "--env", "test", "--since", "2026-13-01"], "bad --since '2026-13-01': expected YYYY-MM-DD"),
-        (["pipeline", "--env", "test", "--catch-up", "--since", "2026-11-01"], "give --since or --catch-up, not both"),
+        (
+            ["pipeline", "--env", "test", "--since", "2026-13-01"],
+            "bad --since '2026-13-01': expected YYYY-MM-DD",
+        ),
+        (
+            ["pipeline", "--env", "test", "--catch-up", "--since", "2026-11-01"],
+            "give --since or --catch-up, not both",
+        ),
         # A trainer runs for one date: --since would be ignored, so it is refused.
         (
-            ["run", "banking.train_fraud", "--env", "test", "--run-date", "2026-03-02", "--since", "2026-03-01"],
-            "banking.train_fraud runs for one date (--run-date): --since is for the jobs that cover a range (",
+            [
+                "run",
+                "banking.train_fraud",
+                "--env",
+                "test",
+                "--run-date",
+                "2026-03-02",
+                "--since",
+                "2026-03-01",
+            ],
+            "banking.train_fraud runs for one date (--run-date): --since is for the jobs that cover a range "
+            "(",
         ),
     ],
 )
@@ -63,7 +90,9 @@ def test_cron_run_with_a_malformed_date_is_one_error_line_and_runs_nothing(tmp_p
     assert result.returncode == 2, result.stderr
     # The wrapper's own line says what it runs; lakeml's error is one line after it.
     started, error = [line for line in result.stderr.splitlines() if line.strip()]
-    assert started.startswith("cron-run: ") and error == "lakeml: error: bad --run-date '2026-11-31': expected YYYY-MM-DD"
+    assert started.startswith("cron-run: ") and error == (
+        "lakeml: error: bad --run-date '2026-11-31': expected YYYY-MM-DD"
+    )
     assert not (tmp_path / "lake").exists()
 
 

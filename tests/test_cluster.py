@@ -113,8 +113,13 @@ def test_readme_cluster_quick_start_works_as_written(tmp_path: Path) -> None:
     try:
         with open(log_file, "w", encoding="utf-8") as err:
             proc = subprocess.run(
-                ["bash", "-euo", "pipefail", "-c", block.replace(lake_line,
-                                                                 f"export LAKEML_LAKEHOUSE={lake}")],
+                [
+                    "bash",
+                    "-euo",
+                    "pipefail",
+                    "-c",
+                    block.replace(lake_line, f"export LAKEML_LAKEHOUSE={lake}"),
+                ],
                 cwd=ch.REPO_ROOT,
                 env=env,
                 stdout=subprocess.PIPE,
@@ -227,7 +232,12 @@ def test_silver_job_losing_a_worker_finishes_with_the_clean_runs_tables(spark, c
     shutil.copytree(seed, clean)
     shutil.copytree(seed, faulted)
     clean_config = _test_config(clean)
-    run_job(registry()["commerce.build_silver"], spark, clean_config, DateRange.single(dt.date.fromisoformat(RUN_DATE)))
+    run_job(
+        registry()["commerce.build_silver"],
+        spark,
+        clean_config,
+        DateRange.single(dt.date.fromisoformat(RUN_DATE)),
+    )
 
     _, _, faults = _run_with_worker_loss(
         "jobs/commerce/build_silver.py", ("--run-date", RUN_DATE), faulted, cluster, tmp_path, min_stages=0

@@ -143,9 +143,7 @@ def test_labels_as_of_the_cutoff_and_merchant_risk_from_known_labels_only(spark,
         1,
         pytest.approx((1 + prior * weight) / (4 + weight)),
     )
-    build_transaction_features(
-        spark, config, DateRange.single(D - dt.timedelta(days=70)), label_cutoff=D
-    )
+    build_transaction_features(spark, config, DateRange.single(D - dt.timedelta(days=70)), label_cutoff=D)
     old = features(lake, D - dt.timedelta(days=70)).first()
     assert (old.txn_id, old.label_status, old.label_fraud) == ("old_legit", "legit", 0)  # window closed, none
 
@@ -188,9 +186,15 @@ def test_a_daily_run_writes_its_day_only_and_the_refresh_rewrites_changed_label_
     assertDataFrameEqual(got, expected, checkRowOrder=False)
     assert {f.path for f in gold.files([("as_of_date", "=", D - dt.timedelta(days=1))])} <= earlier_files
     version = gold.version()
-    assert refresh_transaction_labels(spark, config, DateRange.single(later)).details == {"relabelled_days": 0, "rows": 0}
+    assert refresh_transaction_labels(spark, config, DateRange.single(later)).details == {
+        "relabelled_days": 0,
+        "rows": 0,
+    }
     # A refresh as of an older date does not move labels back.
-    assert refresh_transaction_labels(spark, config, DateRange.single(D)).details == {"relabelled_days": 0, "rows": 0}
+    assert refresh_transaction_labels(spark, config, DateRange.single(D)).details == {
+        "relabelled_days": 0,
+        "rows": 0,
+    }
     assert gold.version() == version  # nothing committed
     with pytest.raises(ConfigError, match="label_refresh_days"):
         refresh_transaction_labels(

@@ -443,7 +443,9 @@ def test_incremental_equals_full_recompute_and_rerun_is_idempotent(
     # Other settings: the stored aggregates of the whole window are recomputed.
     reads.clear()
     build_commerce_features(
-        spark, settings(tmp_path / "daily", ("features.commerce.session_gap_minutes=45",)), DateRange.single(D)
+        spark,
+        settings(tmp_path / "daily", ("features.commerce.session_gap_minutes=45",)),
+        DateRange.single(D),
     )
     assert [w for uri, w in reads if uri == silver.uri] == [
         [("event_date", ">=", date(2026, 11, 18)), ("event_date", "<=", D)]

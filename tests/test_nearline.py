@@ -1,4 +1,5 @@
-"""banking.fraud_alerts: the nearline stream (landing → silver contract → per-card state → champion → gold/fraud_alerts)."""
+"""banking.fraud_alerts: the nearline stream (landing → silver contract → per-card state → champion →
+gold/fraud_alerts)."""
 
 from __future__ import annotations
 
@@ -68,7 +69,8 @@ PLACES = (("DE", 52.52, 13.405), ("FR", 48.857, 2.352), ("JP", 35.68, 139.69))
 
 
 def day_lines(day: dt.datetime, per_card: int, start_hour: int = 0, hours: int = 24) -> list[tuple[str, str]]:
-    """(txn_id, landing line) of a generated stretch of ``day``: a few transactions per card, some at the same instant."""
+    """(txn_id, landing line) of a generated stretch of ``day``: a few transactions per card, some at the
+    same instant."""
     out = []
     for card in CARDS:
         for k in range(per_card):
@@ -94,7 +96,8 @@ def shuffled(lines: list[tuple[str, str]]) -> list[str]:
 
 
 def silver_from_lines(spark, config, lines: list[str]) -> None:
-    """silver/transactions from landing lines through silver's own parse (as bronze → silver would load them)."""
+    """silver/transactions from landing lines through silver's own parse (as bronze → silver would load
+    them)."""
     from lakeml.domains.banking.silver import (
         CHARGEBACKS_SILVER_SCHEMA,
         TRANSACTIONS_SILVER_SCHEMA,
@@ -208,7 +211,8 @@ def test_every_feature_of_every_streamed_transaction_equals_the_batch_features(s
     # count what the stream had not seen yet: one transaction fewer in its windows).
     same = stream.where(F.col("txn_id") != t.affected)
     assertDataFrameEqual(
-        same.orderBy("txn_id"), gold.join(same.select("txn_id"), "txn_id").select(*FEATURE_COLUMNS).orderBy("txn_id"),
+        same.orderBy("txn_id"),
+        gold.join(same.select("txn_id"), "txn_id").select(*FEATURE_COLUMNS).orderBy("txn_id"),
         checkRowOrder=True, rtol=1e-9,
     )  # fmt: skip
     got = stream.where(F.col("txn_id") == t.affected).first()
@@ -318,7 +322,8 @@ def test_sigkill_mid_batch_then_restart_with_another_model_scores_everything_exa
         stderr=subprocess.DEVNULL,
     )
     try:
-        # Batch 0's alerts are committed to the table; its webhook call hangs: the query's commit log has no batch 0.
+        # Batch 0's alerts are committed to the table; its webhook call hangs: the query's commit log has no
+        # batch 0.
         assert receiver.reached.wait(600), "the stream never reached the sink"
         os.kill(child.pid, signal.SIGKILL)
         child.wait(60)
@@ -339,7 +344,8 @@ def test_sigkill_mid_batch_then_restart_with_another_model_scores_everything_exa
     got = {r.txn_id: (r.stream_batch_id, r.model_version) for r in rows.collect()}
     # the replayed batch was not rescored by the new champion: its commit was a no-op
     assert got == {**{f"a{i}": (0, first) for i in range(4)}, **{f"b{i}": (1, second) for i in range(3)}}
-    # the sink is at-least-once: batch 0's alerts (not delivered before the kill) were sent on restart, from the table
+    # the sink is at-least-once: batch 0's alerts (not delivered before the kill) were sent on restart, from
+    # the table
     sent = {
         (body["stream_batch_id"], a["txn_id"], a["model_version"])
         for body in receiver.bodies
@@ -370,7 +376,11 @@ def test_a_broken_champion_promoted_while_the_stream_runs_stops_it_with_nothing_
         broken = register_model(spark, config, experiment="fraud-stream-broken")
         shutil.rmtree(tmp_path / "_mlflow" / "artifacts" / "fraud-stream-broken")
         deliver(config, "b.csv", [line("b0", D + H, 1, 20.0), "not,a,csv"], 1)
-        with pytest.raises(StreamingQueryException, match=rf"champion lakeml-fraud v{broken} cannot be loaded"):
+        with pytest.raises(
+            StreamingQueryException,
+            match=rf"champion lakeml-fraud v{broken} cannot be "
+            r"loaded",
+        ):
             query.processAllAvailable()
         assert not query.isActive
     finally:
@@ -392,10 +402,14 @@ def test_a_broken_champion_promoted_while_the_stream_runs_stops_it_with_nothing_
     assert (result["batches"], result["scored"], result["rejected"]) == (1, 1, 1)
     got = {(r.txn_id, r.model_version, r.stream_batch_id) for r in table.read().collect()}
     assert got == {("a0", good, 0), ("b0", good, 1)}
-    assert [(r.raw_record, r.batch_id) for r in quarantine.read().collect()] == [("not,a,csv", "fraud_alerts-00000001")]
+    assert [(r.raw_record, r.batch_id) for r in quarantine.read().collect()] == [
+        ("not,a,csv", "fraud_alerts-00000001")
+    ]
 
 
-def test_a_schema_change_in_the_landing_files_is_quarantined_with_reasons_and_the_stream_goes_on(spark, tmp_path):
+def test_a_schema_change_in_the_landing_files_is_quarantined_with_reasons_and_the_stream_goes_on(
+    spark, tmp_path
+):
     from lakeml.domains.banking.nearline import start_fraud_alerts
     from tests.nearline_data import HEADER
 
@@ -406,7 +420,11 @@ def test_a_schema_change_in_the_landing_files_is_quarantined_with_reasons_and_th
     try:
         query.processAllAvailable()
         # A new column: the header and every line of the new layout are quarantined, none scored.
-        added = [HEADER + ",device_id", line("n0", D + H, 1, 20.0) + ",dev-1", line("n1", D + H, 2, 30.0) + ",dev-2"]
+        added = [
+            HEADER + ",device_id",
+            line("n0", D + H, 1, 20.0) + ",dev-1",
+            line("n1", D + H, 2, 30.0) + ",dev-2",
+        ]
         deliver(config, "new_column.csv", added, 1, header=False)
         # A renamed column, same layout: the header is quarantined (ops sees the change); the lines
         # parse by position, as silver parses them, and are scored.

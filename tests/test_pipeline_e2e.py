@@ -41,7 +41,9 @@ def run_pipeline(spark: SparkSession, config: Config, run_date: dt.date = END) -
     jobs = registry()
     names = [n for n in topological_order(jobs) if n.split(".", 1)[1] in DATA_STEPS]
     assert len(names) == 9
-    return {name: dict(run_job(jobs[name], spark, config, DateRange.single(run_date)).details) for name in names}
+    return {
+        name: dict(run_job(jobs[name], spark, config, DateRange.single(run_date)).details) for name in names
+    }
 
 
 def table_versions(lake: Lakehouse) -> dict[str, int]:
@@ -172,8 +174,9 @@ def test_no_card_number_is_stored_past_the_landing_zone(spark, pipeline_lake):
     # The run's log lines (stderr, where a scheduler keeps them): quarantine samples, errors, paths.
     assert len(RUN_LOG) > 9
     for line in RUN_LOG:
-        assert not any(holds_a_pan(run, pans) for run in digit_runs(line)), ("clear card number in "
-            f"{line[:300]}")
+        assert not any(holds_a_pan(run, pans) for run in digit_runs(line)), (
+            f"clear card number in {line[:300]}"
+        )
 
 
 def test_rerunning_the_pipeline_changes_nothing(spark, pipeline_lake):

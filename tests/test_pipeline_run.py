@@ -43,7 +43,9 @@ def test_runs_ok_and_failed_are_recorded_with_input_versions_and_checkpoints_are
     assert run_job(JobSpec("demo.copy", copy, (), ""), spark, config, DateRange.single(DAY)).rows_in == 8
     assert not list(checkpoints.glob("*/rdd-*")), "the finished job's checkpoint files were left behind"
     with pytest.raises(JobFailed, match="no luck"):
-        run_job(JobSpec("demo.broken", broken, (), ""), spark, config, DateRange(DAY - dt.timedelta(days=2), DAY))
+        run_job(
+            JobSpec("demo.broken", broken, (), ""), spark, config, DateRange(DAY - dt.timedelta(days=2), DAY)
+        )
     runs = {r.job: r for r in lake.table("ops", "job_runs").read().collect()}
     ok, failed = runs["demo.copy"], runs["demo.broken"]
     assert (ok.status, ok.rows_in, ok.rows_out, ok.noop, ok.message) == ("ok", 8, 0, False, None)

@@ -46,7 +46,8 @@ def test_a_rerun_is_skipped_until_an_input_a_setting_or_force_says_otherwise(spa
     assert len(calls) == 1 and again.details["skipped"] == INPUTS_UNCHANGED
     assert (again.rows_in, again.rows_out) == (0, 0) and target.version() == version
 
-    run_job(spec, spark, config, DateRange.single(DAY + dt.timedelta(days=1)))  # another date: its own first run
+    # another date: its own first run
+    run_job(spec, spark, config, DateRange.single(DAY + dt.timedelta(days=1)))
     source.append(spark.range(5, 7).toDF("n"))  # a new input version
     run_job(spec, spark, config, DateRange.single(DAY))
     silver = dataclasses.replace(config.silver, max_amount_eur=config.silver.max_amount_eur + 1)

@@ -47,7 +47,8 @@ def test_every_library_step_has_the_one_signature():
 
     steps = [
         bronze_step("clickstream"), silver_step(CLICKSTREAM),
-        build_transaction_features, refresh_transaction_labels, build_commerce_features, build_machine_features, train_fraud_model, train_recommender,
+        build_transaction_features, refresh_transaction_labels, build_commerce_features,
+        build_machine_features, train_fraud_model, train_recommender,
         train_failure_models, score_fraud, score_recommendations, score_failure,
     ]  # fmt: skip
     for step in steps:

@@ -191,7 +191,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         names = [args.job]
         if args.since is not None and not jobs[args.job].dated:
             dated = ", ".join(n for n in topological_order(jobs) if jobs[n].dated)
-            raise UsageError(f"{args.job} runs for one date (--run-date): --since is for the jobs that cover a range ({dated})")
+            raise UsageError(f"{args.job} runs for one date (--run-date): --since is for the jobs that cover "
+                             f"a range ({dated})")
     else:
         names = select_jobs(jobs, args.start, args.stop)
     # Everything that can be wrong with the command line or the environment is checked before Spark starts.
@@ -246,7 +247,8 @@ def _catch_up_dates(spark: object, config: Config, names: Sequence[str], run_dat
 
 
 def print_job_list(jobs: Mapping[str, Any], order: Sequence[str]) -> None:
-    """``lakeml list``: job, what it runs after and what it does, in columns as wide as their longest entry."""
+    """``lakeml list``: job, what it runs after and what it does, in columns as wide as their longest
+    entry."""
     rows = [(name, ", ".join(jobs[name].depends_on) or "-", jobs[name].description) for name in order]
     name_width = max([len("job"), *(len(r[0]) for r in rows)])
     deps_width = max([len("after"), *(len(r[1]) for r in rows)])
@@ -317,7 +319,8 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def submit_entry(job_name: str, argv: Sequence[str] | None = None) -> int:
-    """Entry for ``jobs/<domain>/<step>.py`` under spark-submit: ``[--env E] [--run-date D] [--since D0] [--conf K=V]``
+    """Entry for ``jobs/<domain>/<step>.py`` under spark-submit: ``[--env E] [--run-date D] [--since D0]
+    [--conf K=V]``
     (``--since`` only for the dated jobs: features and scoring)."""
     args = list(sys.argv[1:] if argv is None else argv)
     return main(["run", job_name, *args])

@@ -649,7 +649,8 @@ class FraudAlertsStreamConfig:
     def __post_init__(self) -> None:
         if self.state_store not in STATE_STORES:
             raise ConfigError(
-                f"nearline.fraud_alerts.state_store must be one of {sorted(STATE_STORES)}, not {self.state_store!r}"
+                f"nearline.fraud_alerts.state_store must be one of {sorted(STATE_STORES)}, not "
+                f"{self.state_store!r}"
             )
         if (
             self.trigger_seconds < 0

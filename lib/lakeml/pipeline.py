@@ -65,7 +65,8 @@ def job(
     preflight: Callable[[Config], object] | None = None,
     dated: bool = False,
 ) -> Callable[[JobFunction], JobFunction]:
-    """Register ``func`` as job ``name`` (``domain.step``) running after ``depends_on`` (``dated``: takes --since)."""
+    """Register ``func`` as job ``name`` (``domain.step``) running after ``depends_on`` (``dated``: takes
+    --since)."""
 
     def register(func: JobFunction) -> JobFunction:
         existing = _REGISTRY.get(name)
@@ -138,7 +139,8 @@ def select_jobs(jobs: Mapping[str, JobSpec], start: str | None, stop: str | None
         assert start is not None and stop is not None  # nothing is dropped without both
         raise UsageError(
             f"--from {start} --to {stop} selects no job: {stop} does not depend on {start} "
-            f"({start} runs at step {order.index(start) + 1}, {stop} at step {order.index(stop) + 1} of {len(order)}; "
+            f"({start} runs at step {order.index(start) + 1}, {stop} at step {order.index(stop) + 1} of "
+            f"{len(order)}; "
             "see `lakeml list`)"
         )
     return selected

@@ -87,6 +87,7 @@ def current_run() -> RunIdentity:
     identity = _CURRENT_RUN.get()
     if identity is None:
         raise LakemlError(
-            "this step records its run: call it from a job (lakeml.pipeline.run_job) or inside steps.running_as"
+            "this step records its run: call it from a job (lakeml.pipeline.run_job) or inside "
+            "steps.running_as"
         )
     return identity

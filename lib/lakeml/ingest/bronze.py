@@ -59,7 +59,8 @@ class BronzeLoad:
 def with_bronze_columns(
     raw: DataFrame, feed: str, batch_id: int, pii_key: bytes, ingested_at: Column | None = None
 ) -> DataFrame:
-    """Reads ``value`` and the file source's ``_metadata``; adds raw_bytes, _source_file, _ingested_at, _batch_id, _ingest_date.
+    """Reads ``value`` and the file source's ``_metadata``; adds raw_bytes, _source_file, _ingested_at,
+    _batch_id, _ingest_date.
 
     Card numbers in ``value`` and ``raw_bytes`` are replaced by their keyed tokens (``mask_pans``).
     ``ingested_at``: the ingestion time (default: the micro-batch's start).

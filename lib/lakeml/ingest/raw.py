@@ -30,7 +30,8 @@ def _text_struct(fields: Sequence[str]) -> T.StructType:
 
 
 def with_json_fields(bronze: DataFrame, fields: Sequence[str]) -> DataFrame:
-    """Reads bronze ``value`` (a JSON object per line); adds ``r`` (fields as text), _format_error, _is_header."""
+    """Reads bronze ``value`` (a JSON object per line); adds ``r`` (fields as text), _format_error,
+    _is_header."""
     # A JSON number or boolean is kept as its literal text in a string field, so 42 reads as "42".
     parsed = _parsed_lines(
         bronze,
@@ -102,7 +103,8 @@ def json_event_dates(field: str) -> Callable[[DataFrame], DataFrame]:
 
 
 def csv_event_dates(fields: Sequence[str], field: str) -> Callable[[DataFrame], DataFrame]:
-    """Bronze CSV lines (columns ``fields``) → ``event_date`` from column ``field``, as ``json_event_dates``."""
+    """Bronze CSV lines (columns ``fields``) → ``event_date`` from column ``field``, as
+    ``json_event_dates``."""
 
     def dates(bronze: DataFrame) -> DataFrame:
         # Only one field of the struct is used, so Spark's optimizer prunes the CSV parser to it.

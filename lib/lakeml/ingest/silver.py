@@ -138,7 +138,8 @@ def classify_rows(parsed: DataFrame, keys: Sequence[str], existing_keys: DataFra
 
 
 def flag_repeated_keys(classified: DataFrame, keys: Sequence[str]) -> DataFrame:
-    """Reads _status, the keys and event_date; adds _key_repeated: a loaded row whose key an earlier date's loaded row has.
+    """Reads _status, the keys and event_date; adds _key_repeated: a loaded row whose key an earlier date's
+    loaded row has.
 
     Dedup keeps a key once per event date, so this is what a ``unique`` check on the key counts.
     Its window sorts by (keys, event_date), the order ``classify_rows`` leaves, so it adds no sort.
@@ -179,8 +180,10 @@ class SilverStep:
         for check in self.checks:
             if check.check == "unique" and sorted(check.columns) != sorted(feed.keys):
                 raise ConfigError(
-                    f"silver.checks.{feed.name}: unique({', '.join(check.columns)}) must name the business key "
-                    f"({', '.join(feed.keys)}): silver checks run inside the load pass, which knows the key's repeats"
+                    f"silver.checks.{feed.name}: unique({', '.join(check.columns)}) must name the business "
+                    "key "
+                    f"({', '.join(feed.keys)}): silver checks run inside the load pass, which knows the "
+                    "key's repeats"
                 )
 
     def app_id(self, kind: str) -> str:
@@ -189,7 +192,8 @@ class SilverStep:
     def create_tables(self) -> None:
         if not self.bronze.exists():
             raise JobFailed(
-                f"bronze/{self.feed.name} does not exist at {self.bronze.uri}: run the ingest_bronze job first"
+                f"bronze/{self.feed.name} does not exist at {self.bronze.uri}: run the ingest_bronze job "
+                "first"
             )
         self.silver.create(self.feed.schema, [EVENT_DATE])
         self.quarantine.create(QUARANTINE_SCHEMA, QUARANTINE_PARTITIONS)
@@ -207,7 +211,8 @@ class SilverStep:
 
 
 def require_pii_key(config: Config) -> bytes:
-    """The PII key (environment or key file); the preflight of every job that tokenizes, before Spark starts."""
+    """The PII key (environment or key file); the preflight of every job that tokenizes, before Spark
+    starts."""
     return pii_key(config.silver.pii_key_env, config.silver.pii_key_file, config.lakehouse.root)
 
 
@@ -311,7 +316,8 @@ def _commit_staged(
         step.job_runs.append_rows([row], txn=txn)
 
     if load.rows_in != rows_in:
-        message = f"row accounting mismatch: bronze has {rows_in} rows in versions ({load.bronze_from}, {target}], classified {load.counts}"
+        message = (f"row accounting mismatch: bronze has {rows_in} rows in versions ({load.bronze_from}, "
+            f"{target}], classified {load.counts}")
         record_run("failed", message, None)
         raise JobFailed(f"silver/{feed}: {message}")
 

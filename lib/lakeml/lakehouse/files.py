@@ -152,7 +152,8 @@ def scan_files(
     partition_by: Sequence[str],
     keep_file_name: bool = False,
 ) -> DataFrame:
-    """Spark reads ``entries`` in parallel; partition values come from plain Hive folders (hive_layout) or from the log."""
+    """Spark reads ``entries`` in parallel; partition values come from plain Hive folders (hive_layout) or
+    from the log."""
     columns = [F.col(f"`{c}`") for c in schema.fieldNames()] + (
         [F.col(FILE_COLUMN)] if keep_file_name else []
     )

@@ -15,7 +15,9 @@ from datetime import date
 from typing import Any
 
 # Set by the job runner for the length of one job; commits outside a job carry no lineage.
-_CURRENT: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("lakeml_lineage", default=None)
+_CURRENT: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "lakeml_lineage", default=None
+)
 
 
 @contextlib.contextmanager

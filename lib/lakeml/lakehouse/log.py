@@ -37,7 +37,8 @@ def read_commit(root_uri: str, version: int) -> Commit:
             text = stream.read().decode("utf-8")
     except (FileNotFoundError, OSError) as exc:
         raise TableError(
-            f"commit {version} of {root_uri} is no longer in the log (cleaned up?); cannot read changes from it"
+            f"commit {version} of {root_uri} is no longer in the log (cleaned up?); cannot read changes from "
+            "it"
         ) from exc
     commit = Commit(version)
     for line in text.splitlines():

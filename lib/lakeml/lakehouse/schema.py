@@ -104,7 +104,8 @@ def plan_write(
             )
         elif not merge_schema:
             problems.append(
-                f"column {f.name} ({f.dataType.simpleString()}) is not in the table (pass merge_schema=True to add it)"
+                f"column {f.name} ({f.dataType.simpleString()}) is not in the table (pass merge_schema=True "
+                "to add it)"
             )
         elif f.name in partition_by:
             problems.append(f"column {f.name} cannot be added as a partition column")

@@ -123,12 +123,14 @@ class DeltaTableRef:
         return self.engine.read(version=version, timestamp=timestamp, filters=filters)
 
     def files(self, where: predicates.Filters = (), version: int | None = None) -> list[FileEntry]:
-        """The data files a read with ``where`` scans, after partition and statistics pruning (from the log)."""
+        """The data files a read with ``where`` scans, after partition and statistics pruning (from the
+        log)."""
         filters = predicates.validate(where, self.schema())
         return self.engine.files(filters, version)
 
     def appended_files(self, version: int, until: int | None = None) -> list[FileEntry]:
-        """Data files added after ``version`` up to ``until`` (default: now); the range must be append-only."""
+        """Data files added after ``version`` up to ``until`` (default: now); the range must be
+        append-only."""
         _check_plain_parquet(self.uri)
         latest = self.version() if until is None else until
         if version > latest:
@@ -148,7 +150,8 @@ class DeltaTableRef:
         return [entry_from_log_add(a, schema, partition_by) for a in adds]
 
     def changes_since(self, version: int, until: int | None = None) -> DataFrame:
-        """Rows appended after ``version`` up to ``until`` (default: now); the table must be append-only there."""
+        """Rows appended after ``version`` up to ``until`` (default: now); the table must be append-only
+        there."""
         entries = self.appended_files(version, until)
         return scan_files(self.spark, self.uri, entries, self.schema(), self.partition_columns())
 
@@ -224,7 +227,8 @@ class DeltaTableRef:
         _check_txn(txn)
         if when_matched not in ("update", "ignore", "delete") or when_not_matched not in ("insert", "ignore"):
             raise TableError(
-                f"merge: unsupported clauses when_matched={when_matched!r} when_not_matched={when_not_matched!r}"
+                f"merge: unsupported clauses when_matched={when_matched!r} "
+                f"when_not_matched={when_not_matched!r}"
             )
         keys = list(keys)
         schema = self.schema()

@@ -1,4 +1,5 @@
-"""Bucketed per-card streaming state for the nearline fraud stream: the window sums of gold/transaction_features, incrementally.
+"""Bucketed per-card streaming state for the nearline fraud stream: the window sums of
+gold/transaction_features, incrementally.
 
 ``applyInPandasWithState`` is keyed by a card *bucket* (``card_bucket``: xxhash64 of the card token
 mod ``nearline.fraud_alerts.state_buckets``), not by the card: Spark calls :func:`card_window_step`
@@ -10,7 +11,8 @@ A bucket's state is one value: its cards' transactions of the longest window bef
 (time, id, amount, merchant, country, location), as numpy columns sorted by (card, time), with the
 bucket count it was built under. Strings are fixed-width numpy unicode columns (silver has them
 non-null), so the value pickles and unpickles as a few buffer copies, not one object per string
-(measured under load: 300k events took 1.6 s + 1.3 s as object columns). Everything a window ``[t - w, t)`` of a transaction that is not
+(measured under load: 300k events took 1.6 s + 1.3 s as object columns). Everything a window ``[t - w, t)`` of
+a transaction that is not
 late can reach is there, so each new transaction's sums are exact whatever order its card's
 transactions arrive in. Window bounds are found for all new rows at once (``searchsorted`` on a
 (card, time-rank) key); the sums leave under the column names the batch features compute them under
@@ -112,7 +114,8 @@ def load_bucket(blob: bytes, buckets: int) -> dict[str, Any]:
 
 
 def card_window_step(hours: Mapping[str, float], buckets: int) -> Any:
-    """The ``applyInPandasWithState`` function for windows ``hours`` (name -> length) over ``buckets`` buckets."""
+    """The ``applyInPandasWithState`` function for windows ``hours`` (name -> length) over ``buckets``
+    buckets."""
     lengths = {name: int(h * MICROS_PER_HOUR) for name, h in hours.items()}
     longest_name = max(lengths, key=lambda k: lengths[k])
     longest = lengths[longest_name]
@@ -149,7 +152,8 @@ def card_window_step(hours: Mapping[str, float], buckets: int) -> Any:
 
 
 def _statuses(rows: pd.DataFrame, saved: Mapping[str, Any], late: np.ndarray) -> np.ndarray:
-    """``late`` / ``duplicate`` / ``scored`` per row: first delivery wins (the state's copy, then by source file)."""
+    """``late`` / ``duplicate`` / ``scored`` per row: first delivery wins (the state's copy, then by source
+    file)."""
     cards = rows["card_token"].to_numpy(object)
     ids = rows["txn_id"].to_numpy(object)
     order = np.lexsort((ids.astype(str), rows["_source_file"].astype(str).to_numpy()))
@@ -208,7 +212,8 @@ def _window_sums(
     lengths: Mapping[str, int],
     longest_name: str,
 ) -> dict[str, np.ndarray]:
-    """The window columns (``size`` values, None but at ``rows``) from the bucket's ``events`` (sorted by card, time)."""
+    """The window columns (``size`` values, None but at ``rows``) from the bucket's ``events`` (sorted by
+    card, time)."""
     columns = {c.name: np.full(size, None, dtype=object) for c in window_columns()[3:]}
     if not len(rows):
         return columns
@@ -290,7 +295,8 @@ def _first_in_window(codes: np.ndarray, values: np.ndarray, start: np.ndarray, e
 
 
 def _pruned(events: Mapping[str, Any], oldest_us: int, buckets: int) -> dict[str, Any] | None:
-    """The bucket's state to keep: events at or after ``oldest_us``, cards with none left dropped; None if empty."""
+    """The bucket's state to keep: events at or after ``oldest_us``, cards with none left dropped; None if
+    empty."""
     keep = events["t"] >= oldest_us
     if not keep.any():
         return None

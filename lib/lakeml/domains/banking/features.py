@@ -150,7 +150,8 @@ def aggregate_days(
 
 
 def with_velocity_features(rows: DataFrame, hours: Mapping[str, float]) -> DataFrame:
-    """Reads card_token, ts, amount_eur, merchant_id, country, lat, lon; adds per-window velocity over the rows given."""
+    """Reads card_token, ts, amount_eur, merchant_id, country, lat, lon; adds per-window velocity over the
+    rows given."""
     longest = int(max(hours.values()) * MICROS_PER_HOUR)
     df = rows.withColumn(TS_US, epoch_micros(F.col("ts"))).withColumn(
         "_amount", F.col("amount_eur").cast("double")
@@ -181,7 +182,8 @@ def with_velocity_features(rows: DataFrame, hours: Mapping[str, float]) -> DataF
 
 
 def card_aggregates_before(rows: DataFrame, day: dt.date, hours: Mapping[str, float]) -> DataFrame:
-    """Reads card_token, event_date, ts, txn_id, amount_eur, lat, lon of whole days before ``day``; per card the count and Σ of each day-long window's days, Σ² and the last transaction.
+    """Reads card_token, event_date, ts, txn_id, amount_eur, lat, lon of whole days before ``day``; per card
+    the count and Σ of each day-long window's days, Σ² and the last transaction.
 
     One aggregation per card (partial sums before the shuffle), for the one target ``day`` of an
     incremental run: the whole days inside a window enter as these sums instead of row by row.
@@ -215,7 +217,8 @@ def card_aggregates_before(rows: DataFrame, day: dt.date, hours: Mapping[str, fl
 def with_aggregate_contributions(
     targets: DataFrame, sums: DataFrame | None, hours: Mapping[str, float]
 ) -> DataFrame:
-    """Reads card_token, as_of_date and the row-level window columns; adds the whole days' share (card_aggregates_before)."""
+    """Reads card_token, as_of_date and the row-level window columns; adds the whole days' share
+    (card_aggregates_before)."""
     if sums is None:
         return targets
     windows = [name for name, h in hours.items() if h >= 24]
@@ -229,7 +232,8 @@ def with_aggregate_contributions(
 
 
 def with_derived_features(df: DataFrame, settings: BankingFeaturesConfig, longest: str) -> DataFrame:
-    """Reads the window sums and _prev; adds counts/sums, previous-transaction, z-score and local-time features."""
+    """Reads the window sums and _prev; adds counts/sums, previous-transaction, z-score and local-time
+    features."""
     offsets = F.create_map(
         *[x for k, v in sorted(settings.country_utc_offset_minutes.items()) for x in (F.lit(k), F.lit(v))]
     )
@@ -261,7 +265,8 @@ def with_derived_features(df: DataFrame, settings: BankingFeaturesConfig, longes
 def mcc_risk_rates(
     transactions: DataFrame, fraud: DataFrame, target_days: DataFrame, settings: BankingFeaturesConfig
 ) -> DataFrame:
-    """Reads transactions (mcc, event_date), fraud chargebacks (fraud_chargebacks) and target days; (mcc, as_of_date, mcc_risk_rate)."""
+    """Reads transactions (mcc, event_date), fraud chargebacks (fraud_chargebacks) and target days; (mcc,
+    as_of_date, mcc_risk_rate)."""
     daily = transactions.groupBy("mcc", F.col("event_date").alias("day")).agg(F.count(F.lit(1)).alias("txns"))
     events = fraud.select("mcc", F.col("event_date").alias("day"), "reported_at", "reversed_at")
     in_window = (F.col("day") < F.col("as_of_date")) & (
@@ -295,7 +300,8 @@ def mcc_risk_rates(
 def fraud_chargebacks(
     chargebacks: DataFrame, transactions: DataFrame, settings: BankingFeaturesConfig, broadcast: bool = False
 ) -> DataFrame:
-    """Reads silver chargebacks and (txn_id, ts, mcc, event_date); per transaction its first fraud chargeback in the label window and its reversal.
+    """Reads silver chargebacks and (txn_id, ts, mcc, event_date); per transaction its first fraud chargeback
+    in the label window and its reversal.
 
     ``broadcast``: the chargebacks (the small side) are sent to the transactions, not both shuffled.
     """
@@ -325,7 +331,8 @@ def fraud_chargebacks(
 def with_labels(
     df: DataFrame, fraud: DataFrame, settings: BankingFeaturesConfig, cutoff: dt.date
 ) -> DataFrame:
-    """Reads txn_id, ts and fraud chargebacks; adds label_fraud, label_status and label_cutoff_date as of the cut-off."""
+    """Reads txn_id, ts and fraud chargebacks; adds label_fraud, label_status and label_cutoff_date as of
+    the cut-off."""
     end = F.lit(dt.datetime.combine(cutoff + dt.timedelta(days=1), dt.time()).isoformat(sep=" ")).cast(
         "timestamp"
     )
@@ -368,7 +375,8 @@ def compute_transaction_features(
     settings: BankingFeaturesConfig,
     label_cutoff: dt.date,
 ) -> DataFrame:
-    """Reads silver transaction rows (+ per-card sums of the other days); the feature rows of the target days."""
+    """Reads silver transaction rows (+ per-card sums of the other days); the feature rows of the target
+    days."""
     hours = window_hours(settings)
     longest = max(hours, key=lambda k: hours[k])
     velocity = with_velocity_features(row_level.select(*_ROW_COLUMNS, "event_date"), hours)
@@ -387,7 +395,8 @@ LABEL_COLUMNS = ("label_fraud", "label_status", "label_cutoff_date")
 
 
 def refresh_days(cutoff: dt.date, settings: BankingFeaturesConfig) -> list[dt.date]:
-    """The days whose labels a refresh as of ``cutoff`` recomputes: the ``label_refresh_days`` before it and itself."""
+    """The days whose labels a refresh as of ``cutoff`` recomputes: the ``label_refresh_days`` before it
+    and itself."""
     if settings.label_refresh_days < settings.label_window_days:
         raise ConfigError(
             f"features.banking.label_refresh_days ({settings.label_refresh_days}) must be at least "
@@ -427,7 +436,8 @@ def _narrow_transactions(lake: Lakehouse, first: dt.date, last: dt.date) -> Data
 def _fraud_rows(
     lake: Lakehouse, settings: BankingFeaturesConfig, narrow: DataFrame, first: dt.date
 ) -> DataFrame:
-    """Fraud chargebacks (fraud_chargebacks) of the ``narrow`` transactions (from day ``first`` on), persisted.
+    """Fraud chargebacks (fraud_chargebacks) of the ``narrow`` transactions (from day ``first`` on),
+    persisted.
 
     Chargebacks are read from ``first`` on: one dated before its transaction's day does not count.
     """
@@ -441,7 +451,8 @@ def _fraud_rows(
 
 
 def day_mcc_risk_rates(spark: SparkSession, config: Config, day: dt.date) -> DataFrame:
-    """(mcc, as_of_date, mcc_risk_rate) of one ``day`` from silver, as a one-day build_transaction_features run has them.
+    """(mcc, as_of_date, mcc_risk_rate) of one ``day`` from silver, as a one-day build_transaction_features
+    run has them.
 
     Empty when silver has no transactions or chargebacks yet (every category then gets the prior).
     """

@@ -23,13 +23,15 @@ def ingest_bronze(ctx: JobContext) -> JobResult:
 
 @job("banking.build_silver", depends_on=["banking.ingest_bronze"], preflight=require_pii_key)
 def build_silver(ctx: JobContext) -> JobResult:
-    """bronze/{transactions, chargebacks} → silver: parsed, standardized, deduplicated; rejects to ops/quarantine."""
+    """bronze/{transactions, chargebacks} → silver: parsed, standardized, deduplicated; rejects to
+    ops/quarantine."""
     return BUILD_SILVER(ctx.spark, ctx.config, ctx.dates)
 
 
 @job("banking.build_features", depends_on=["banking.build_silver"], dated=True)
 def build_features(ctx: JobContext) -> JobResult:
-    """silver/{transactions, chargebacks} → gold/transaction_features of the run date(s) only (labels as of it)."""
+    """silver/{transactions, chargebacks} → gold/transaction_features of the run date(s) only (labels as of
+    it)."""
     return build_transaction_features(ctx.spark, ctx.config, ctx.dates)
 
 
@@ -41,7 +43,8 @@ def refresh_labels(ctx: JobContext) -> JobResult:
 
 @job("banking.train_fraud", depends_on=["banking.refresh_labels"])
 def train_fraud(ctx: JobContext) -> JobResult:
-    """gold/transaction_features (pinned) → fraud classifier in MLflow; champion if it beats the current one."""
+    """gold/transaction_features (pinned) → fraud classifier in MLflow; champion if it beats the current
+    one."""
     return train_fraud_model(ctx.spark, ctx.config, ctx.dates)
 
 

@@ -90,10 +90,13 @@ FRAUD_ALERTS_SCHEMA = T.StructType(
 # Columns the per-card state step carries (silver's, the lineage a quarantine row needs, the key).
 _STATE_INPUT = (
     "txn_id", "ts", "card_token", "merchant_id", "mcc", "amount_eur", "channel", "country", "lat", "lon",
-    "card_present", "event_date", "_source_file", "_ingested_at", REJECT_REASON, "value", "raw_bytes", BUCKET_KEY,
+    "card_present", "event_date", "_source_file", "_ingested_at", REJECT_REASON, "value", "raw_bytes",
+    BUCKET_KEY,
 )  # fmt: skip
-_LATE_RECORD = ("txn_id", "ts", "card_token", "merchant_id", "mcc", "amount_eur", "channel", "country", "lat", "lon",
-                "card_present")  # fmt: skip
+_LATE_RECORD = (
+    "txn_id", "ts", "card_token", "merchant_id", "mcc", "amount_eur", "channel", "country", "lat", "lon",
+    "card_present",
+)  # fmt: skip
 _SINK_FIELDS = ("txn_id", "card_token", "ts", "amount_eur", "mcc", "country", "score", "threshold",
                 "model_version", "arrived_at", "scored_at", "stream_batch_id")  # fmt: skip
 
@@ -133,7 +136,8 @@ def with_card_windows(parsed: DataFrame, config: Config) -> DataFrame:
 
 
 def with_stream_features(rows: DataFrame, config: Config, mcc_rates: DataFrame) -> DataFrame:
-    """Scored rows with window sums → every feature of gold/transaction_features, by the batch's own derivations."""
+    """Scored rows with window sums → every feature of gold/transaction_features, by the batch's own
+    derivations."""
     settings = config.features.banking
     hours = window_hours(settings)
     longest = max(hours, key=lambda k: hours[k])
@@ -166,7 +170,8 @@ def quarantine_rows(rows: DataFrame, feed: str, batch_id: int, run_id: str) -> D
 
 
 class ChampionTracker:
-    """The champion of the fraud model, looked up at every micro-batch; its model reloads only when it changes."""
+    """The champion of the fraud model, looked up at every micro-batch; its model reloads only when it
+    changes."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -181,7 +186,8 @@ class ChampionTracker:
             except Exception as exc:
                 raise JobFailed(
                     f"the champion {name} v{latest.version} cannot be loaded ({type(exc).__name__}: {exc}); "
-                    "the stream stopped before committing this micro-batch: fix or re-promote a model and restart"
+                    "the stream stopped before committing this micro-batch: fix or re-promote a model and "
+                    "restart"
                 ) from exc
             if "threshold" not in latest.tags:
                 raise JobFailed(f"the champion {name} v{latest.version} has no threshold tag: retrain it")
@@ -374,7 +380,8 @@ class FraudAlertBatches:
         metrics = BatchMetrics(batch_id, counts, version, replayed, seconds, committed_at, started_at)
         self.metrics.append(metrics)
         runlog.event("stream_batch", job="banking.fraud_alerts", batch_id=batch_id, counts=counts,
-                     model_version=version, replayed=replayed, alerts=len(alerts), seconds=seconds)  # fmt: skip
+                     model_version=version, replayed=replayed, alerts=len(alerts),
+                     seconds=seconds)  # fmt: skip
 
     def _scores(self, features: DataFrame, champion: scoring.Champion, batch_id: int) -> DataFrame:
         threshold = float(champion.tags["threshold"])
@@ -476,7 +483,8 @@ def start_fraud_alerts(
         raise JobFailed(f"landing folder {landing} does not exist (deliver transaction files there first)")
     key = require_pii_key(config)
     handler = FraudAlertBatches(spark, config, f"stream-{uuid.uuid4().hex[:12]}")
-    handler.champions.champion()  # no champion, or one that cannot load: a clear error before the query starts
+    # no champion, or one that cannot load: a clear error before the query starts
+    handler.champions.champion()
     stream = with_card_windows(landing_stream(spark, config, key), config)
     checkpoint = join_location(config.lakehouse.root, cfg.checkpoint_dir)
     pin_state_buckets(checkpoint, cfg.state_buckets)

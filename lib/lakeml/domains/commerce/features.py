@@ -271,7 +271,8 @@ def pair_days(events: DataFrame, cfg: CommerceFeaturesConfig) -> DataFrame:
 
 
 def with_session_carry(days: DataFrame) -> DataFrame:
-    """Reads pair-day aggregates (session count and first/last start); adds new_sessions and carried_session."""
+    """Reads pair-day aggregates (session count and first/last start); adds new_sessions and
+    carried_session."""
     previous = Window.partitionBy("user_id", "item_id").orderBy("event_date")
     carried = F.coalesce(
         F.lag("last_session_start").over(previous) == F.col("first_session_start"), F.lit(False)
@@ -465,7 +466,8 @@ def load_user_item_days(
 def store_user_item_days(
     lake: Lakehouse, cfg: CommerceFeaturesConfig, days: DataFrame, pending: PendingDays
 ) -> None:
-    """Write the computed dates of ``days`` (``load_user_item_days``) to gold/user_item_days and record them current."""
+    """Write the computed dates of ``days`` (``load_user_item_days``) to gold/user_item_days and record
+    them current."""
     table, freshness = _user_item_days_tables(lake, cfg)
     dates = [("event_date", ">=", pending.start), ("event_date", "<=", pending.last)]
     computed = days.where(F.col("event_date") >= F.lit(pending.start)).select(

@@ -41,5 +41,6 @@ def train_recommender_job(ctx: JobContext) -> JobResult:
 
 @job("commerce.score_recommendations", depends_on=["commerce.train_recommender"], dated=True)
 def score_recommendations_job(ctx: JobContext) -> JobResult:
-    """gold/user_item_interactions snapshot(s) → gold/recommendations: top-k per user, purchased items excluded."""
+    """gold/user_item_interactions snapshot(s) → gold/recommendations: top-k per user, purchased items
+    excluded."""
     return score_recommendations(ctx.spark, ctx.config, ctx.dates)

@@ -235,7 +235,8 @@ def failure_families(
 
 
 def train_failure_models(spark: SparkSession, config: Config, dates: DateRange) -> StepResult:
-    """gold/machine_features (pinned) → RUL regressor and failure classifier → one MLflow run, registry, gates,
+    """gold/machine_features (pinned) → RUL regressor and failure classifier → one MLflow run, registry,
+    gates,
     as of the run date ``dates.last``."""
     run_date = dates.last
     cfg, seed = config.ml.failure, config.ml.seed

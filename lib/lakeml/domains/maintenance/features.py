@@ -146,7 +146,8 @@ def with_regime(readings: DataFrame, step: float) -> DataFrame:
 
 
 def regime_reference(readings: DataFrame, first: date, last: date, days: int) -> DataFrame:
-    """Reads regime, event_date and the sensors; adds per (regime, _target_date in [first, last]) each sensor's population mean and std over the ``days`` days before the target date."""
+    """Reads regime, event_date and the sensors; adds per (regime, _target_date in [first, last]) each
+    sensor's population mean and std over the ``days`` days before the target date."""
     daily = readings.groupBy("regime", EVENT_DATE).agg(
         *[agg for s in SENSORS for agg in (
             F.count(s).alias(f"{s}_n"),
@@ -170,7 +171,8 @@ def regime_reference(readings: DataFrame, first: date, last: date, days: int) ->
 
 
 def with_target_dates(readings: DataFrame, first: date, last: date, lookback_days: int) -> DataFrame:
-    """Reads event_date; adds ``_target_date``: one row per gold date in [first, last] whose windows may see the reading."""
+    """Reads event_date; adds ``_target_date``: one row per gold date in [first, last] whose windows may
+    see the reading."""
     start = F.greatest(F.col(EVENT_DATE), F.lit(first))
     stop = F.least(F.date_add(EVENT_DATE, lookback_days), F.lit(last))
     return readings.where(start <= stop).withColumn(TARGET_DATE, F.explode(F.sequence(start, stop)))
@@ -179,7 +181,8 @@ def with_target_dates(readings: DataFrame, first: date, last: date, lookback_day
 def with_maintenance_asof(
     readings: DataFrame, maintenance: DataFrame, fc: MaintenanceFeaturesConfig
 ) -> DataFrame:
-    """Reads machine_id, ts, event_date and the maintenance log; adds cycles_since_maintenance and last_maintenance_kind."""
+    """Reads machine_id, ts, event_date and the maintenance log; adds cycles_since_maintenance and
+    last_maintenance_kind."""
     resets = maintenance.where(F.col("kind").isin(*RESET_KINDS)).select(
         "machine_id", "ts", F.col("ts").alias("_reset_ts"), F.col("kind").alias("_reset_kind")
     )
@@ -228,7 +231,8 @@ def machine_features(
     first: date,
     last: date,
 ) -> DataFrame:
-    """Reads silver telemetry and maintenance (the input_ranges); adds the gold rows of [first, last] (MACHINE_FEATURES_SCHEMA)."""
+    """Reads silver telemetry and maintenance (the input_ranges); adds the gold rows of [first, last]
+    (MACHINE_FEATURES_SCHEMA)."""
     readings = telemetry.select("machine_id", "ts", "cycle", *SETTINGS, *SENSORS, EVENT_DATE)
     readings = with_regime(readings, fc.regime_round_step)
     reference = regime_reference(readings, first, last, fc.regime_stats_days)
@@ -264,7 +268,8 @@ def machine_features(
 def _silver(
     lake: Lakehouse, name: str, schema: T.StructType, first: date, last: date
 ) -> tuple[DataFrame, int]:
-    """The silver table's rows with event_date in [first, last] (empty if the table does not exist) and their count."""
+    """The silver table's rows with event_date in [first, last] (empty if the table does not exist) and
+    their count."""
     table: DeltaTableRef = lake.table("silver", name)
     if not table.exists():
         return lake.spark.createDataFrame([], schema), 0

@@ -23,23 +23,27 @@ def ingest_bronze(ctx: JobContext) -> JobResult:
 
 @job("maintenance.build_silver", depends_on=["maintenance.ingest_bronze"])
 def build_silver(ctx: JobContext) -> JobResult:
-    """bronze/{telemetry, maintenance} → silver: parsed, standardized, deduplicated; rejects to ops/quarantine."""
+    """bronze/{telemetry, maintenance} → silver: parsed, standardized, deduplicated; rejects to
+    ops/quarantine."""
     return BUILD_SILVER(ctx.spark, ctx.config, ctx.dates)
 
 
 @job("maintenance.build_features", depends_on=["maintenance.build_silver"], dated=True)
 def build_features(ctx: JobContext) -> JobResult:
-    """silver/{telemetry, maintenance} → gold/machine_features for the run date (rolling, regime-normalized, RUL labels)."""
+    """silver/{telemetry, maintenance} → gold/machine_features for the run date (rolling,
+    regime-normalized, RUL labels)."""
     return build_machine_features(ctx.spark, ctx.config, ctx.dates)
 
 
 @job("maintenance.train_failure", depends_on=["maintenance.build_features"])
 def train_failure(ctx: JobContext) -> JobResult:
-    """gold/machine_features (pinned) → RUL regressor and failure classifier in MLflow; champions if they beat the current ones."""
+    """gold/machine_features (pinned) → RUL regressor and failure classifier in MLflow; champions if they
+    beat the current ones."""
     return train_failure_models(ctx.spark, ctx.config, ctx.dates)
 
 
 @job("maintenance.score_failure", depends_on=["maintenance.train_failure"], dated=True)
 def score_failure_job(ctx: JobContext) -> JobResult:
-    """gold/machine_features of the run date(s) → gold/failure_risk with both champions' RUL, risk and alerts."""
+    """gold/machine_features of the run date(s) → gold/failure_risk with both champions' RUL, risk and
+    alerts."""
     return score_failure(ctx.spark, ctx.config, ctx.dates)

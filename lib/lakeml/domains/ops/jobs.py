@@ -13,7 +13,8 @@ AFTER = ("banking.score_fraud", "commerce.score_recommendations", "maintenance.s
 
 @job("ops.maintain_tables", depends_on=AFTER)
 def maintain(ctx: JobContext) -> JobResult:
-    """every table → compacted (optimize), vacuumed (protected versions kept), log cleaned; ops/maintenance."""
+    """every table → compacted (optimize), vacuumed (protected versions kept), log cleaned;
+    ops/maintenance."""
     rows = maintain_tables(Lakehouse(ctx.spark, ctx.config), ctx.run_id, ctx.dates.last)
     totals = {k: sum(r[k] for r in rows) for k in ("files_before", "files_after", "files_vacuumed")}
     return JobResult(

@@ -147,7 +147,8 @@ class DeltaSparkEngine:
         return txn is not None and committed(self.transaction_version(txn[0]), txn[1])
 
     def _outcome(self, before: int, tag: str) -> CommitOutcome:
-        """What this write committed: the version whose commitInfo carries ``tag`` (None: Delta skipped it)."""
+        """What this write committed: the version whose commitInfo carries ``tag`` (None: Delta skipped
+        it)."""
         version = before + 1
         while True:
             try:

@@ -83,7 +83,8 @@ class ConflictRule:
                     if add.get("dataChange", True) and self.may_touch(
                         entry_from_log_add(add, schema, partition_by)
                     ):
-                        return f"version {commit.version} added {add['path']}, which this operation should have read"
+                        return (f"version {commit.version} added {add['path']}, which this operation should "
+                            "have read")
         return None
 
 
