@@ -1,14 +1,16 @@
 """Failure / remaining-useful-life predictor: train on gold/machine_features, register, gate, score risk.
 
-Two models share one pinned input, one split and one MLflow run:
+Two models share one pinned input, one split and one MLflow run (``FailureTrainingSpec``, run by
+``lifecycle.run_training``), each its own step with its own result object:
 
-- RUL regression (``rul_model_name``): GBT on the capped ``rul_column`` label, beside a baseline that
-  predicts the mean train RUL of the row's age bucket (``floor(age_column / age_bucket)``, NULL age
-  its own bucket, an unseen bucket the overall train mean);
-- failure-within-horizon classification (``failure_model_name``): GBT on ``failure_column``,
-  positives weighted in training only; the alert threshold is the lowest validation score whose alert
-  rate stays within ``alert_budget`` (ties alert together: ``evaluation.alert_threshold``); test adds
-  the alert lead time per failure.
+- RUL regression (``RulTrainer``, ``rul_model_name``): GBT on the capped ``rul_column`` label,
+  beside a baseline that predicts the mean train RUL of the row's age bucket
+  (``floor(age_column / age_bucket)``, NULL age its own bucket, an unseen bucket the overall train
+  mean);
+- failure-within-horizon classification (``FailureClassifier``, ``failure_model_name``): GBT on
+  ``failure_column``, positives weighted in training only; the alert threshold is the lowest
+  validation score whose alert rate stays within ``alert_budget`` (ties alert together:
+  ``evaluation.alert_threshold``); test adds the alert lead time per failure.
 
 Split: rows with ``date_column <= run_date``, by a hash of ``group_column`` (machine), so no machine
 is in two splits; each task uses the rows whose own label is known (NULL = unknown, never used).
