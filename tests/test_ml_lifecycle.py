@@ -418,6 +418,33 @@ def test_training_result_counts_every_split_once():
     assert (result.rows_in, result.rows_out) == (100, 0)
 
 
+def test_run_training_releases_every_cached_frame_when_a_step_fails(spark, tmp_path):
+    from lakeml.ml import lifecycle
+
+    cfg = load_config("test", [f"lakehouse.root={tmp_path}"])
+    schema = T.StructType([T.StructField("x", T.LongType(), False)])
+    Lakehouse(spark, cfg).table("gold", "tiny").create(schema).append(spark.range(3).toDF("x"))
+    cached = []
+
+    class FailsAfterCaching(lifecycle.TrainingSpec[None]):
+        experiment, input_table = "tiny", "gold/tiny"
+
+        def train(self, run):
+            cached.append(run.cache(run.pinned.df))
+            assert cached[0].count() == 3 and cached[0].storageLevel.useMemory
+            raise JobFailed("the step failed after caching")
+
+        def candidates(self, result):
+            raise AssertionError("not reached")
+
+        report = run_params = run_metrics = summary = candidates
+
+    with pytest.raises(JobFailed, match="after caching"):
+        lifecycle.run_training(spark, cfg, DateRange.single(D(2026, 1, 1)), FailsAfterCaching())
+    level = cached[0].storageLevel
+    assert not (level.useMemory or level.useDisk), level
+
+
 def test_promotion_unknown_primary_metric_is_an_error():
     with pytest.raises(ValueError, match="primary metric 'f1' was not computed"):
         registry.decide_promotion({"auprc": 0.5}, None, PromotionConfig("f1", {}, 0.0))

@@ -1,9 +1,12 @@
 """The training lifecycle shared by every model: pinned inputs, MLflow run, registry, promotion, report.
 
-A trainer reads its inputs with :func:`pin`, fits and evaluates, then hands each fitted model to
-:func:`finish_training` as a :class:`Candidate`. That one call logs the run (params, metrics,
-reproducibility facts, the model, the HTML report), evaluates the current champion on the same
-holdout, applies the promotion gate, and protects the input table versions from vacuum.
+A trainer is a :class:`TrainingSpec`: its own steps (check and split the input, fit and evaluate each
+model into one result object, the report of that result, its params, metrics and summary).
+:func:`run_training` owns the rest, the same for every trainer: it pins the input (:func:`pin`), runs
+the spec's steps in a :class:`TrainingRun` that releases every frame they cached, and hands each
+fitted model to :func:`finish_training` as a :class:`Candidate`. That one call logs the run (params,
+metrics, reproducibility facts, the model, the HTML report), evaluates the current champion on the
+same holdout, applies the promotion gate, and protects the input table versions from vacuum.
 """
 
 from __future__ import annotations
@@ -11,11 +14,13 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+from pyspark import StorageLevel
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 
@@ -25,7 +30,9 @@ from lakeml.errors import JobFailed
 from lakeml.lakehouse import DeltaTableRef, Lakehouse
 from lakeml.ml import registry, tracking
 from lakeml.ml.report import HtmlReport
-from lakeml.steps import StepResult
+from lakeml.steps import DateRange, StepResult
+
+Result = TypeVar("Result")
 
 
 @dataclass(frozen=True)
@@ -217,3 +224,98 @@ def training_result(summary: Mapping[str, Any]) -> StepResult:
 def scoring_result(summary: Mapping[str, Any]) -> StepResult:
     """A scoring step's result: rows scored (0 for a no-op rerun), and its summary as the log details."""
     return StepResult(rows_in=int(summary["rows"]), rows_out=int(summary["rows"]), details=summary)
+
+
+class TrainingRun:
+    """One training job while it runs: session, config, lakehouse, run date, the pinned input, and the
+    frames its steps cached (released when the run ends, whether it succeeded or not)."""
+
+    def __init__(self, spark: SparkSession, config: Config, run_date: dt.date, input_table: str) -> None:
+        self.spark = spark
+        self.config = config
+        self.run_date = run_date
+        self.seed = config.ml.seed
+        self.lake = Lakehouse(spark, config)
+        self.pinned = pin(self.lake, input_table)
+        self._cached: list[DataFrame] = []
+
+    def cache(self, df: DataFrame) -> DataFrame:
+        """``df`` persisted in memory and on disk until the run ends."""
+        cached = df.persist(StorageLevel.MEMORY_AND_DISK)
+        self._cached.append(cached)
+        return cached
+
+    def release(self) -> None:
+        """Unpersist every frame cached by the run."""
+        for df in self._cached:
+            df.unpersist()
+        self._cached.clear()
+
+
+class TrainingSpec(ABC, Generic[Result]):
+    """One training job as its own steps; :func:`run_training` runs them and owns the rest.
+
+    ``train`` checks and splits the pinned input and fits and evaluates every model into one result
+    object (caching through ``run.cache``); the other steps read that result only.
+    """
+
+    experiment: str  # the MLflow experiment and the reports folder
+    input_table: str  # ``layer/name`` or a path: pinned at its current version for the run
+
+    @abstractmethod
+    def train(self, run: TrainingRun) -> Result:
+        """Check and split the pinned input, fit and evaluate the models."""
+
+    @abstractmethod
+    def candidates(self, result: Result) -> list[Candidate]:
+        """The fitted models for the registry, in the order of the outcomes ``summary`` receives."""
+
+    @abstractmethod
+    def report(self, run: TrainingRun, result: Result) -> HtmlReport:
+        """The HTML report of the run (the lifecycle appends the promotion and inputs sections)."""
+
+    @abstractmethod
+    def run_params(self, result: Result) -> dict[str, Any]:
+        """Params of the whole run (each candidate logs its own, prefixed by its name)."""
+
+    @abstractmethod
+    def run_metrics(self, result: Result) -> dict[str, float]:
+        """Metrics of the whole run (each candidate logs its own, prefixed by its name)."""
+
+    @abstractmethod
+    def summary(self, result: Result, outcomes: Sequence[TrainingOutcome]) -> dict[str, Any]:
+        """The job summary, with ``rows_train``, ``rows_validation`` and ``rows_test`` (the lifecycle
+        appends the input version, the report and the MLflow run id)."""
+
+
+def run_training(
+    spark: SparkSession, config: Config, dates: DateRange, spec: TrainingSpec[Result]
+) -> StepResult:
+    """Pin ``spec.input_table``, run the spec's steps as of the run date ``dates.last``, log, register
+    and gate its candidates in one MLflow run; every frame the steps cached is released at the end."""
+    run = TrainingRun(spark, config, dates.last, spec.input_table)
+    try:
+        result = spec.train(run)
+        report = spec.report(run, result)
+        outcomes = finish_training(
+            spark,
+            config,
+            run.lake,
+            spec.experiment,
+            run.run_date,
+            [run.pinned],
+            spec.candidates(result),
+            report,
+            spec.run_params(result),
+            spec.run_metrics(result),
+        )
+    finally:
+        run.release()
+    return training_result(
+        {
+            **spec.summary(result, outcomes),
+            "input_version": run.pinned.version,
+            "report": outcomes[0].report_path,  # one MLflow run and report for every candidate
+            "mlflow_run_id": outcomes[0].run_id,
+        }
+    )

@@ -34,6 +34,8 @@ PipelineStage = Estimator | Transformer
 
 FEATURES = "features"
 SCORE = "score"
+# A tuned family: its model (refitted on all of train), validation metric, and (grid point, metric) pairs.
+Fitted = tuple[PipelineModel, float, list[tuple[dict[str, float], float]]]
 _NUMERIC = (T.NumericType, T.BooleanType)
 _FLOAT_CONVERTERS = (TypeConverters.toFloat,)
 # Rows of the training data held out to rank grid points (and to stop GBT / xgboost early).

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from pyspark import StorageLevel
 from pyspark.ml import PipelineModel
 from pyspark.ml.evaluation import BinaryClassificationEvaluator
 from pyspark.ml.functions import vector_to_array
@@ -257,17 +258,28 @@ def baseline_name(cfg: FraudModelConfig, prior: float) -> str:
     return f"prior (constant train fraud rate {prior:.4g})"
 
 
-def train_fraud_model(spark: SparkSession, config: Config, dates: DateRange) -> StepResult:
-    """gold features (pinned version) → tuned classifier families → MLflow run, registry, promotion gate,
-    as of the run date ``dates.last``."""
-    run_date = dates.last
-    cfg, seed = config.ml.fraud, config.ml.seed
-    lake = Lakehouse(spark, config)
-    pinned = lifecycle.pin(lake, cfg.input_table)
-    features = [*cfg.numeric_features, *cfg.categorical_features]
-    check_training_input(pinned.df, cfg)
-    labelled = pinned.df.where(F.col(cfg.label_column).isNotNull()).transform(with_training_columns(cfg))
-    split, split_text, bounds = split_rows(pinned.df, labelled, cfg, run_date, seed)
+@dataclass(frozen=True)
+class FraudData:
+    """The split of one fraud training run: train, validation and test rows (cached, with ``_label``
+    and ``_baseline``), their (rows, frauds) counts, and the positive weight of each imbalance option."""
+
+    train: DataFrame
+    validation: DataFrame
+    test: DataFrame
+    split_text: str  # the split as a person reads it
+    bounds: str  # the same as logged in ``split.bounds``
+    counts: dict[str, tuple[int, int]]
+    weights: dict[str, float | None]  # imbalance option -> positive weight (None = unweighted)
+    prior: float  # the train fraud rate
+
+
+def prepare_fraud_data(run: lifecycle.TrainingRun, cfg: FraudModelConfig) -> FraudData:
+    """The labelled rows of the pinned input split by ``cfg.split``, cached; ConfigError or JobFailed
+    when a column is unusable or a split lacks a class."""
+    table = run.pinned.df
+    check_training_input(table, cfg)
+    labelled = table.where(F.col(cfg.label_column).isNotNull()).transform(with_training_columns(cfg))
+    split, split_text, bounds = split_rows(table, labelled, cfg, run.run_date, run.seed)
     counts = {
         (r[SPLIT]): (int(r["n"]), int(r["pos"]))
         for r in split.groupBy(SPLIT).agg(F.count(F.lit(1)).alias("n"), F.sum(LABEL).alias("pos")).collect()
@@ -287,17 +299,62 @@ def train_fraud_model(spark: SparkSession, config: Config, dates: DateRange) -> 
     }
     prior = pos_train / n_train
     split = split.transform(with_baseline_score(cfg, prior))
-    train = split.where(F.col(SPLIT) == TRAIN).persist(StorageLevel.MEMORY_AND_DISK)
-    validation = split.where(F.col(SPLIT) == VALIDATION).persist(StorageLevel.MEMORY_AND_DISK)
-    test = split.where(F.col(SPLIT) == TEST).persist(StorageLevel.MEMORY_AND_DISK)
-    test_scored: DataFrame | None = None
-    try:
-        prefix = models.feature_stages(pinned.df.schema, cfg.numeric_features, cfg.categorical_features)
+    train = run.cache(split.where(F.col(SPLIT) == TRAIN))
+    validation = run.cache(split.where(F.col(SPLIT) == VALIDATION))
+    test = run.cache(split.where(F.col(SPLIT) == TEST))
+    return FraudData(train, validation, test, split_text, bounds, counts, weights, prior)
+
+
+@dataclass(frozen=True)
+class FraudResult:
+    """The fraud classifier of one run: the imbalance x family search, the calibrated winner, its
+    alert threshold and test metrics beside the baseline's, and its registry candidate."""
+
+    data: FraudData
+    searched: dict[tuple[str, str], models.Fitted]  # (imbalance option, family) -> fit
+    chosen: tuple[str, str]  # the winning (imbalance option, family)
+    uncalibrated: PipelineModel  # the winner before its calibration stage
+    threshold: float  # the alert budget on validation (calibrated scores)
+    validation_rate: float  # the alert rate at the threshold on validation
+    metrics: dict[str, float]  # test, at the threshold
+    baseline: dict[str, float]  # the baseline on test, at its own validation threshold
+    brier: dict[str, float]  # test Brier score before ("raw") and after ("calibrated") calibration
+    test_scored: DataFrame  # test rows with ``score`` and ``_raw_score`` (cached)
+    candidate: lifecycle.Candidate
+
+    @property
+    def option(self) -> str:
+        return self.chosen[0]
+
+    @property
+    def family(self) -> str:
+        return self.chosen[1]
+
+    @property
+    def positive_weight(self) -> float:
+        return self.data.weights[self.option] or 1.0
+
+    @property
+    def fitted(self) -> dict[str, models.Fitted]:
+        """Each family under its best imbalance option."""
+        return best_by_family(self.searched)
+
+
+@dataclass(frozen=True)
+class FraudClassifier:
+    """The fraud classifier: families searched under the imbalance options, the winner calibrated on
+    validation, its alert threshold set on validation, test scored once beside the baseline."""
+
+    cfg: FraudModelConfig
+
+    def fit(self, run: lifecycle.TrainingRun, data: FraudData) -> FraudResult:
+        """Search, calibrate, set the threshold, score test once, and make the candidate."""
+        cfg, config = self.cfg, run.config
+        train, validation, test = data.train, data.validation, data.test
+        prefix = models.feature_stages(run.pinned.df.schema, cfg.numeric_features, cfg.categorical_features)
         auprc = BinaryClassificationEvaluator(labelCol=LABEL, metricName="areaUnderPR")
-        searched = search_imbalance_and_family(prefix, cfg, config, weights, auprc, train, validation)
+        searched = search_imbalance_and_family(prefix, cfg, config, data.weights, auprc, train, validation)
         option, family = max(searched, key=lambda key: _rank(searched[key][1]))
-        fitted = best_by_family(searched)  # each family under its best imbalance option
-        positive_weight = weights[option] or 1.0
         uncalibrated = searched[(option, family)][0]
         model = fit_calibration(uncalibrated, validation, cfg.calibration)
         validation_scored = _scored(model, validation)
@@ -306,7 +363,7 @@ def train_fraud_model(spark: SparkSession, config: Config, dates: DateRange) -> 
             "alert_rate"
         ]
         base_threshold = ev.alert_threshold(validation, BASELINE, cfg.alert_budget)
-        test_scored = _scored(model, test).persist(StorageLevel.MEMORY_AND_DISK)
+        test_scored = run.cache(_scored(model, test))
         metrics = ev.alert_metrics(test_scored, LABEL, models.SCORE, threshold)
         baseline = ev.alert_metrics(test, LABEL, BASELINE, base_threshold)
         brier = {
@@ -317,25 +374,6 @@ def train_fraud_model(spark: SparkSession, config: Config, dates: DateRange) -> 
         def evaluate(other: PipelineModel) -> dict[str, float]:
             return ev.binary_metrics(_scored(other, test), LABEL, models.SCORE)
 
-        report = fraud_report(
-            cfg,
-            config,
-            run_date,
-            pinned,
-            split_text,
-            counts,
-            searched,
-            (option, family),
-            weights,
-            threshold,
-            metrics,
-            baseline,
-            test_scored,
-            uncalibrated,
-            validation_rate,
-            baseline_name(cfg, prior),
-            brier,
-        )
         candidate = lifecycle.Candidate(
             name=cfg.model_name,
             model=model,
@@ -348,8 +386,8 @@ def train_fraud_model(spark: SparkSession, config: Config, dates: DateRange) -> 
                 "imbalance": option,
                 "calibration": cfg.calibration,
                 "threshold": threshold,
-                "positive_weight": positive_weight,
-                "features": ",".join(features),
+                "positive_weight": data.weights[option] or 1.0,
+                "features": ",".join([*cfg.numeric_features, *cfg.categorical_features]),
                 **{f"tuned.{k}": v for k, v in _best_params(searched[(option, family)][2]).items()},
             },
             tags={
@@ -360,73 +398,91 @@ def train_fraud_model(spark: SparkSession, config: Config, dates: DateRange) -> 
                 "alert_budget": repr(cfg.alert_budget),
             },
         )
-        run_metrics = {f"baseline.{k}": float(v) for k, v in baseline.items()}
-        run_metrics.update({f"validation.{f}.auprc": v[1] for f, v in fitted.items() if v[1] == v[1]})
-        run_metrics.update(
-            {f"validation.{o}.{f}.auprc": v[1] for (o, f), v in searched.items() if v[1] == v[1]}
-        )
-        run_metrics.update({f"rows.{s}": float(n) for s, (n, _) in counts.items()})
-        run_metrics.update({f"brier.{k}": v for k, v in brier.items()})
-        run_metrics["validation.alert_rate"] = validation_rate
-        (outcome,) = lifecycle.finish_training(
-            spark,
-            config,
-            lake,
-            "fraud",
-            run_date,
-            [pinned],
-            [candidate],
-            report,
-            {
-                "split": cfg.split,
-                "split.bounds": bounds,
-                "alert_budget": cfg.alert_budget,
-                "baseline": baseline_name(cfg, prior),
-                "imbalance.searched": ",".join(cfg.imbalance),
-                "imbalance.families": cfg.imbalance_families,
+        return FraudResult(
+            data, searched, (option, family), uncalibrated, threshold, validation_rate, metrics, baseline,
+            brier, test_scored, candidate,
+        )  # fmt: skip
+
+
+class FraudTrainingSpec(lifecycle.TrainingSpec[FraudResult]):
+    """gold/transaction_features → the fraud classifier on a time (or stratified) split."""
+
+    experiment = "fraud"
+
+    def __init__(self, cfg: FraudModelConfig) -> None:
+        self.cfg = cfg
+        self.input_table = cfg.input_table
+        self.classifier = FraudClassifier(cfg)
+
+    def train(self, run: lifecycle.TrainingRun) -> FraudResult:
+        return self.classifier.fit(run, prepare_fraud_data(run, self.cfg))
+
+    def candidates(self, result: FraudResult) -> list[lifecycle.Candidate]:
+        return [result.candidate]
+
+    def report(self, run: lifecycle.TrainingRun, result: FraudResult) -> HtmlReport:
+        return fraud_report(run, result)
+
+    def run_params(self, result: FraudResult) -> dict[str, Any]:
+        cfg = self.cfg
+        return {
+            "split": cfg.split,
+            "split.bounds": result.data.bounds,
+            "alert_budget": cfg.alert_budget,
+            "baseline": baseline_name(cfg, result.data.prior),
+            "imbalance.searched": ",".join(cfg.imbalance),
+            "imbalance.families": cfg.imbalance_families,
+        }
+
+    def run_metrics(self, result: FraudResult) -> dict[str, float]:
+        searched = result.searched
+        out = {f"baseline.{k}": float(v) for k, v in result.baseline.items()}
+        out.update({f"validation.{f}.auprc": v[1] for f, v in result.fitted.items() if v[1] == v[1]})
+        out.update({f"validation.{o}.{f}.auprc": v[1] for (o, f), v in searched.items() if v[1] == v[1]})
+        out.update({f"rows.{s}": float(n) for s, (n, _) in result.data.counts.items()})
+        out.update({f"brier.{k}": v for k, v in result.brier.items()})
+        out["validation.alert_rate"] = result.validation_rate
+        return out
+
+    def summary(self, result: FraudResult, outcomes: Sequence[lifecycle.TrainingOutcome]) -> dict[str, Any]:
+        (outcome,) = outcomes
+        cfg, data, metrics, searched = self.cfg, result.data, result.metrics, result.searched
+        return {
+            "model": outcome.name,
+            "version": outcome.version,
+            "promoted": outcome.promoted,
+            "reason": outcome.reason,
+            "family": result.family,
+            "imbalance": result.option,
+            "positive_weight": round(result.positive_weight, 4),
+            "calibration": cfg.calibration,
+            "split": cfg.split,
+            "validation_auprc_by_family": {f: round(v[1], 4) for f, v in result.fitted.items()},
+            "validation_auprc_by_imbalance": {
+                o: {f: round(v[1], 4) for (o2, f), v in searched.items() if o2 == o} for o in data.weights
             },
-            run_metrics,
-        )
-    finally:
-        for df in (train, validation, test, test_scored):
-            if df is not None:
-                df.unpersist()
-    return lifecycle.training_result({
-        "model": outcome.name,
-        "version": outcome.version,
-        "promoted": outcome.promoted,
-        "reason": outcome.reason,
-        "family": family,
-        "imbalance": option,
-        "positive_weight": round(positive_weight, 4),
-        "calibration": cfg.calibration,
-        "split": cfg.split,
-        "validation_auprc_by_family": {f: round(v[1], 4) for f, v in fitted.items()},
-        "validation_auprc_by_imbalance": {
-            o: {f: round(v[1], 4) for (o2, f), v in searched.items() if o2 == o} for o in imbalance
-        },
-        "auprc": round(metrics["auprc"], 4),
-        "roc_auc": round(metrics["roc_auc"], 4),
-        "precision_at_budget": round(metrics["precision_at_budget"], 4),
-        "recall_at_budget": round(metrics["recall_at_budget"], 4),
-        "positive_rate": round(metrics["positive_rate"], 6),
-        "brier_raw": round(brier["raw"], 6),
-        "brier_calibrated": round(brier["calibrated"], 6),
-        "alert_budget": cfg.alert_budget,
-        "validation_alert_rate": round(validation_rate, 6),
-        "test_alert_rate": round(metrics["alert_rate"], 6),
-        "baseline": baseline_name(cfg, prior),
-        "baseline_auprc": round(baseline["auprc"], 4),
-        "rows_train": n_train,
-        "rows_validation": counts[VALIDATION][0],
-        "rows_test": counts[TEST][0],
-        "input_version": pinned.version,
-        "report": outcome.report_path,
-        "mlflow_run_id": outcome.run_id,
-    })
+            "auprc": round(metrics["auprc"], 4),
+            "roc_auc": round(metrics["roc_auc"], 4),
+            "precision_at_budget": round(metrics["precision_at_budget"], 4),
+            "recall_at_budget": round(metrics["recall_at_budget"], 4),
+            "positive_rate": round(metrics["positive_rate"], 6),
+            "brier_raw": round(result.brier["raw"], 6),
+            "brier_calibrated": round(result.brier["calibrated"], 6),
+            "alert_budget": cfg.alert_budget,
+            "validation_alert_rate": round(result.validation_rate, 6),
+            "test_alert_rate": round(metrics["alert_rate"], 6),
+            "baseline": baseline_name(cfg, data.prior),
+            "baseline_auprc": round(result.baseline["auprc"], 4),
+            "rows_train": data.counts[TRAIN][0],
+            "rows_validation": data.counts[VALIDATION][0],
+            "rows_test": data.counts[TEST][0],
+        }
 
 
-Fitted = tuple[PipelineModel, float, list[tuple[dict[str, float], float]]]
+def train_fraud_model(spark: SparkSession, config: Config, dates: DateRange) -> StepResult:
+    """gold features (pinned version) → tuned classifier families → MLflow run, registry, promotion gate,
+    as of the run date ``dates.last``."""
+    return lifecycle.run_training(spark, config, dates, FraudTrainingSpec(config.ml.fraud))
 
 
 def _rank(metric: float) -> float:
@@ -441,7 +497,7 @@ def search_imbalance_and_family(
     auprc: BinaryClassificationEvaluator,
     train: DataFrame,
     validation: DataFrame,
-) -> dict[tuple[str, str], Fitted]:
+) -> dict[tuple[str, str], models.Fitted]:
     """Families tuned under imbalance options (positive weight, None = unweighted), each pair scored by
     validation AUPRC (NaN only when there is a single pair: nothing to choose).
 
@@ -450,7 +506,7 @@ def search_imbalance_and_family(
     unweighted does not cost one more fit per option. The feature stages are fitted and the training
     and validation vectors cached once for all options; an option only adds its weight column.
     """
-    searched: dict[tuple[str, str], Fitted] = {}
+    searched: dict[tuple[str, str], models.Fitted] = {}
     seed = config.ml.seed
     single = len(weights) == 1 and len(cfg.families) == 1
     columns = [models.FEATURES, LABEL]
@@ -482,9 +538,9 @@ def search_imbalance_and_family(
     return searched
 
 
-def best_by_family(searched: dict[tuple[str, str], Fitted]) -> dict[str, Fitted]:
+def best_by_family(searched: dict[tuple[str, str], models.Fitted]) -> dict[str, models.Fitted]:
     """Per family, the fit of its best imbalance option (validation AUPRC; NaN ranks last)."""
-    best: dict[str, Fitted] = {}
+    best: dict[str, models.Fitted] = {}
     for (_, family), fit in searched.items():
         if family not in best or _rank(fit[1]) > _rank(best[family][1]):
             best[family] = fit
@@ -495,31 +551,16 @@ def _best_params(tuning: list[tuple[dict[str, float], float]]) -> dict[str, floa
     return max(tuning, key=lambda t: t[1])[0] if tuning else {}
 
 
-def fraud_report(
-    cfg: FraudModelConfig,
-    config: Config,
-    run_date: dt.date,
-    pinned: lifecycle.PinnedTable,
-    split_text: str,
-    counts: dict[str, tuple[int, int]],
-    searched: dict[tuple[str, str], Fitted],
-    chosen: tuple[str, str],
-    weights: dict[str, float | None],
-    threshold: float,
-    metrics: dict[str, float],
-    baseline: dict[str, float],
-    test_scored: DataFrame,
-    model: PipelineModel,
-    validation_rate: float,
-    baseline_label: str,
-    brier: dict[str, float],
-) -> HtmlReport:
+def fraud_report(run: lifecycle.TrainingRun, result: FraudResult) -> HtmlReport:
     """Metric table vs baseline, imbalance x family search, PR/ROC with the threshold, reliability and
-    Brier score before and after calibration, confusion, importances (``model``: before calibration)."""
-    option, family = chosen
+    Brier score before and after calibration, confusion, importances (of the model before calibration)."""
+    cfg, config, data = run.config.ml.fraud, run.config, result.data
+    option, family = chosen = result.chosen
+    threshold, metrics, baseline, brier = result.threshold, result.metrics, result.baseline, result.brier
+    test_scored = result.test_scored
     report = HtmlReport(
         f"Fraud classifier — {cfg.model_name}",
-        f"run date {run_date}, {cfg.input_table} v{pinned.version}, chosen family {family}, "
+        f"run date {run.run_date}, {cfg.input_table} v{run.pinned.version}, chosen family {family}, "
         f"imbalance {option}, calibration {cfg.calibration}",
     )
     keys = ("auprc", "roc_auc", "precision_at_budget", "recall_at_budget", "alert_rate", "positive_rate")
@@ -531,18 +572,18 @@ def fraud_report(
                 **{k: metrics[k] for k in keys},
                 "threshold": threshold,
                 "alert_budget": cfg.alert_budget,
-                "validation_alert_rate": validation_rate,
+                "validation_alert_rate": result.validation_rate,
             },
-            {"model": f"baseline: {baseline_label}", **{k: baseline[k] for k in keys}},
+            {"model": f"baseline: {baseline_name(cfg, data.prior)}", **{k: baseline[k] for k in keys}},
         ],
     )
     report.add_table(
         f"Splits ({cfg.split}; labels as known at the cut-off)",
         [
             {"split": s, "rows": n, "frauds": p, "rate": p / n if n else None}
-            for s, (n, p) in sorted(counts.items())
+            for s, (n, p) in sorted(data.counts.items())
         ]
-        + [{"split": "bounds", "rows": None, "frauds": None, "rate": None, "days": split_text}],
+        + [{"split": "bounds", "rows": None, "frauds": None, "rate": None, "days": data.split_text}],
     )
     report.add_table(
         "Search: validation AUPRC per imbalance option and family (a held-out share of train picks "
@@ -555,13 +596,13 @@ def fraud_report(
         [
             {
                 "imbalance": o,
-                "positive_weight": weights[o] or 1.0,
+                "positive_weight": data.weights[o] or 1.0,
                 "family": f,
                 "validation_auprc": v[1],
                 "chosen": (o, f) == chosen,
                 "best_params": str(_best_params(v[2])),
             }
-            for (o, f), v in searched.items()
+            for (o, f), v in result.searched.items()
         ],
     )
     curve = ev.binary_curve(test_scored, LABEL, models.SCORE, config.ml.curve_points)
@@ -591,7 +632,8 @@ def fraud_report(
             f"threshold {threshold:.4g}, budget {cfg.alert_budget:.2%}",
         ),
     )
-    importance = models.feature_importance(model, model.transform(pinned.df.limit(0)).schema)
+    model = result.uncalibrated
+    importance = models.feature_importance(model, model.transform(run.pinned.df.limit(0)).schema)
     report.add_figure("Feature importance", plot_feature_importance(importance))
     return report
 

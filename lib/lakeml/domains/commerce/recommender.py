@@ -700,50 +700,104 @@ def check_not_degenerate(result: dict[str, Any], baseline: dict[str, Any], cfg: 
         )
 
 
-def train_recommender(spark: SparkSession, config: Config, dates: DateRange) -> StepResult:
-    """gold interactions snapshot (pinned) → tuned ALS vs popularity → MLflow run, registry, promotion gate,
-    as of the run date ``dates.last``."""
-    run_date = dates.last
-    cfg, seed = config.ml.recommender, config.ml.seed
-    lake = Lakehouse(spark, config)
-    spark.sparkContext.setCheckpointDir(join_location(config.lakehouse.root, config.ml.checkpoint_dir))
-    pinned = lifecycle.pin(lake, cfg.input_table)
-    u, i = cfg.user_column, cfg.item_column
-    check_input(pinned.df, cfg)
-    day = snapshot_date(pinned.df, cfg, run_date)
-    snapshot = pinned.df if day is None else pinned.df.where(F.col(cfg.date_column) == F.lit(day))
-    rows = snapshot.transform(with_target(cfg))
-    split = rows.transform(
-        with_latest_per_user_split(
-            u, cfg.time_column, i, cfg.test_items, cfg.validation_items, cfg.min_user_items
-        )
-    ).persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        counts = {
-            r[SPLIT]: int(r["n"]) for r in split.groupBy(SPLIT).agg(F.count(F.lit(1)).alias("n")).collect()
-        }
-        if any(counts.get(s, 0) == 0 for s in (TRAIN, VALIDATION, TEST)):
-            raise JobFailed(
-                f"recommender split of snapshot {day} is {counts}: too few users with {cfg.min_user_items}+ "
-                "items"
+@dataclass(frozen=True)
+class RecommenderData:
+    """The snapshot of one recommender training run, split per user by time (cached)."""
+
+    day: dt.date | None  # the snapshot date (None: the whole table is one snapshot)
+    split: DataFrame  # the snapshot's pairs with ``_target`` and ``split``
+    counts: dict[str, int]  # pairs per split
+
+    @property
+    def train(self) -> DataFrame:
+        return self.split.where(F.col(SPLIT) == TRAIN)
+
+    @property
+    def validation(self) -> DataFrame:
+        return self.split.where(F.col(SPLIT) == VALIDATION)
+
+    @property
+    def test(self) -> DataFrame:
+        return self.split.where(F.col(SPLIT) == TEST)
+
+    @property
+    def fit_on(self) -> DataFrame:
+        """The final fit's rows: train + validation."""
+        return self.split.where(F.col(SPLIT) != TEST)
+
+
+def prepare_recommender_data(run: lifecycle.TrainingRun, cfg: RecommenderConfig) -> RecommenderData:
+    """The newest snapshot on or before the run date, split per user by time and cached; JobFailed when
+    a split is empty."""
+    check_input(run.pinned.df, cfg)
+    day = snapshot_date(run.pinned.df, cfg, run.run_date)
+    snapshot = run.pinned.df if day is None else run.pinned.df.where(F.col(cfg.date_column) == F.lit(day))
+    split = run.cache(
+        snapshot.transform(with_target(cfg)).transform(
+            with_latest_per_user_split(
+                cfg.user_column, cfg.time_column, cfg.item_column, cfg.test_items, cfg.validation_items,
+                cfg.min_user_items,
             )
-        train = split.where(F.col(SPLIT) == TRAIN)
-        validation = split.where(F.col(SPLIT) == VALIDATION)
-        test = split.where(F.col(SPLIT) == TEST)
-        fit_on = split.where(F.col(SPLIT) != TEST)  # final fit: train + validation
-        explicit = cfg.mode == "explicit"
-        residuals = explicit and cfg.explicit_residuals
+        )
+    )  # fmt: skip
+    counts = {r[SPLIT]: int(r["n"]) for r in split.groupBy(SPLIT).agg(F.count(F.lit(1)).alias("n")).collect()}
+    if any(counts.get(s, 0) == 0 for s in (TRAIN, VALIDATION, TEST)):
+        raise JobFailed(
+            f"recommender split of snapshot {day} is {counts}: too few users with {cfg.min_user_items}+ items"
+        )
+    return RecommenderData(day, split, counts)
+
+
+@dataclass(frozen=True)
+class AlsTuning:
+    """What tuning chose: the ALS params, the grid tried, the bias baseline and the explicit choice."""
+
+    best: dict[str, float]  # the chosen ALS params
+    # Grid points and their validation metric (the explicit candidates also name their model kind).
+    tuning: Sequence[tuple[Mapping[str, Any], float]]
+    bias: dict[str, Any]  # explicit mode: the bias baseline's regularisation and tuning (test RMSE later)
+    choice: ExplicitChoice | None  # explicit mode with residuals: the candidate chosen on validation
+
+
+@dataclass(frozen=True)
+class RecommenderResult:
+    """The recommender of one run: its tuning, the served model's test ranking beside popularity's (and
+    RMSE beside the bias baseline's in explicit mode), and its registry candidate."""
+
+    data: RecommenderData
+    best: dict[str, float]  # the chosen ALS params
+    # Grid points and their validation metric (the explicit candidates also name their model kind).
+    tuning: Sequence[tuple[Mapping[str, Any], float]]
+    bias: dict[str, Any]  # explicit mode: the bias baseline's regularisation, tuning and test RMSE
+    choice: ExplicitChoice | None  # explicit mode with residuals: the candidate chosen on validation
+    relevant_from: float | None  # the rating from which a held-out pair is relevant (None: any strength)
+    ranking: dict[str, Any]  # the model's ``ranking_report`` on test
+    baseline: dict[str, Any]  # popularity's ``ranking_report`` on the same test users
+    metrics: dict[str, float]  # the candidate's metrics (at ``k``, with RMSE in explicit mode)
+    candidate: lifecycle.Candidate
+
+
+@dataclass(frozen=True)
+class AlsRecommender:
+    """The ALS recommender: tuned on train against validation (in explicit mode beside a bias baseline),
+    fitted for serving, and tested once beside the popularity baseline."""
+
+    cfg: RecommenderConfig
+
+    def tune(self, run: lifecycle.TrainingRun, data: RecommenderData) -> AlsTuning:
+        """The ALS params to serve, chosen on validation (in explicit mode beside the bias baseline)."""
+        cfg, config = self.cfg, run.config
+        train, validation = data.train, data.validation
         bias: dict[str, Any] = {}
         choice: ExplicitChoice | None = None
-        if explicit:  # the bias baseline: regularisation chosen on validation, refitted on train + validation
+        if cfg.mode == "explicit":  # the bias baseline: regularisation chosen on validation
             bias["regularization"], bias["item_regularization"], bias["tuning"] = tune_biases(
                 cfg, train, validation
             )
-        # Grid points and their validation metric (the explicit candidates also name their model kind).
         tuning: Sequence[tuple[Mapping[str, Any], float]]
         if cfg.mode == "implicit":
             best, tuning = tune_implicit(cfg, config, train, validation)
-        elif residuals:
+        elif cfg.explicit_residuals:
             bias_validation_rmse = min(v for _, _, v in bias["tuning"])
             choice = tune_explicit_candidates(
                 cfg,
@@ -760,6 +814,17 @@ def train_recommender(spark: SparkSession, config: Config, dates: DateRange) -> 
                          bias_validation_rmse=round(bias_validation_rmse, 5))  # fmt: skip
         else:
             best, tuning = tune_explicit(cfg, config, train)
+        return AlsTuning(best, tuning, bias, choice)
+
+    def fit(self, run: lifecycle.TrainingRun, data: RecommenderData) -> RecommenderResult:
+        """Tune, fit the served model, test it beside the baselines, and make the candidate."""
+        cfg, seed = self.cfg, run.seed
+        u, i = cfg.user_column, cfg.item_column
+        train, test, fit_on = data.train, data.test, data.fit_on
+        tuned = self.tune(run, data)
+        best, tuning, bias, choice = tuned.best, tuned.tuning, tuned.bias, tuned.choice
+        explicit = cfg.mode == "explicit"
+        # the bias baseline refitted on train + validation
         final_biases = (
             fit_biases(fit_on, cfg, bias["regularization"], bias["item_regularization"]) if explicit else None
         )
@@ -792,15 +857,15 @@ def train_recommender(spark: SparkSession, config: Config, dates: DateRange) -> 
         )
         test_users = test.select(u).distinct()
         relevant_from = relevance_threshold(cfg, fit_on)
-        relevant = relevant_lists(test, cfg, relevant_from).persist(StorageLevel.MEMORY_AND_DISK)
+        relevant = run.cache(relevant_lists(test, cfg, relevant_from))
         catalog = fit_on.select(i).distinct().count()
         depth = list_depth(cfg)
-        recs = recommend(model, test_users, fit_on, depth, cfg).persist(StorageLevel.MEMORY_AND_DISK)
-        result = ranking_report(recs, relevant, cfg, catalog)
+        recs = run.cache(recommend(model, test_users, fit_on, depth, cfg))
+        ranking = ranking_report(recs, relevant, cfg, catalog)
         baseline_recs = popularity_baseline(fit_on, test_users, fit_on, depth, cfg)
         baseline = ranking_report(baseline_recs, relevant, cfg, catalog)
-        check_not_degenerate(result, baseline, cfg)
-        metrics = _flat(result, cfg.k)
+        check_not_degenerate(ranking, baseline, cfg)
+        metrics = _flat(ranking, cfg.k)
         promotion = cfg.promotion
         if final_biases is not None:
             predicted = model.transform(test)
@@ -830,10 +895,6 @@ def train_recommender(spark: SparkSession, config: Config, dates: DateRange) -> 
                 )
             return out
 
-        report = recommender_report(
-            cfg, run_date, day, pinned, counts, best, tuning, result, baseline, metrics, relevant_from, bias,
-            choice,
-        )  # fmt: skip
         candidate = lifecycle.Candidate(
             name=cfg.model_name,
             model=model,
@@ -858,50 +919,79 @@ def train_recommender(spark: SparkSession, config: Config, dates: DateRange) -> 
                 **({"regparam_scale": bias["regparam_scale"]} if "regparam_scale" in bias else {}),
                 **({"explicit_model": choice.kind} if choice is not None else {}),
             },
-            tags={"mode": cfg.mode, "snapshot": _snapshot_tag(day)},
+            tags={"mode": cfg.mode, "snapshot": _snapshot_tag(data.day)},
         )
-        run_metrics = {f"baseline.{k}": float(v) for k, v in _flat(baseline, cfg.k).items()}
-        run_metrics.update(
-            {f"{name}.at_{kk}.{m}": v for name, res in (("als", result), ("baseline", baseline))
+        return RecommenderResult(
+            data, best, tuning, bias, choice, relevant_from, ranking, baseline, metrics, candidate
+        )
+
+
+class RecommenderTrainingSpec(lifecycle.TrainingSpec[RecommenderResult]):
+    """gold/user_item_interactions → the ALS recommender on one snapshot, beside popularity."""
+
+    experiment = "recommender"
+
+    def __init__(self, cfg: RecommenderConfig) -> None:
+        self.cfg = cfg
+        self.input_table = cfg.input_table
+        self.recommender = AlsRecommender(cfg)
+
+    def train(self, run: lifecycle.TrainingRun) -> RecommenderResult:
+        config = run.config
+        run.spark.sparkContext.setCheckpointDir(
+            join_location(config.lakehouse.root, config.ml.checkpoint_dir)
+        )
+        return self.recommender.fit(run, prepare_recommender_data(run, self.cfg))
+
+    def candidates(self, result: RecommenderResult) -> list[lifecycle.Candidate]:
+        return [result.candidate]
+
+    def report(self, run: lifecycle.TrainingRun, result: RecommenderResult) -> HtmlReport:
+        return recommender_report(run, result)
+
+    def run_params(self, result: RecommenderResult) -> dict[str, Any]:
+        return {"snapshot": _snapshot_tag(result.data.day), "mode": self.cfg.mode}
+
+    def run_metrics(self, result: RecommenderResult) -> dict[str, float]:
+        ranking, baseline, bias, choice = result.ranking, result.baseline, result.bias, result.choice
+        out = {f"baseline.{k}": float(v) for k, v in _flat(baseline, self.cfg.k).items()}
+        out.update(
+            {f"{name}.at_{kk}.{m}": v for name, res in (("als", ranking), ("baseline", baseline))
              for kk, by in res["by_k"].items() for m, v in by.items()}
         )  # fmt: skip
-        run_metrics.update({f"rows.{s}": float(n) for s, n in counts.items()})
-        run_metrics["als.coverage"], run_metrics["baseline.coverage"] = (
-            result["coverage"],
-            baseline["coverage"],
-        )
+        out.update({f"rows.{s}": float(n) for s, n in result.data.counts.items()})
+        out["als.coverage"], out["baseline.coverage"] = ranking["coverage"], baseline["coverage"]
         if "rmse" in bias:
-            run_metrics["bias_baseline.rmse"] = bias["rmse"]
+            out["bias_baseline.rmse"] = bias["rmse"]
         if choice is not None:
-            run_metrics["bias_baseline.validation_rmse"] = choice.bias_validation_rmse
-        (outcome,) = lifecycle.finish_training(
-            spark, config, lake, "recommender", run_date, [pinned], [candidate], report,
-            {"snapshot": _snapshot_tag(day), "mode": cfg.mode}, run_metrics,
-        )  # fmt: skip
-        relevant.unpersist()
-        recs.unpersist()
-    finally:
-        split.unpersist()
-    return lifecycle.training_result(
-        {
+            out["bias_baseline.validation_rmse"] = choice.bias_validation_rmse
+        return out
+
+    def summary(
+        self, result: RecommenderResult, outcomes: Sequence[lifecycle.TrainingOutcome]
+    ) -> dict[str, Any]:
+        (outcome,) = outcomes
+        cfg, metrics, bias, choice = self.cfg, result.metrics, result.bias, result.choice
+        ranking, baseline, counts = result.ranking, result.baseline, result.data.counts
+        return {
             "model": outcome.name,
             "version": outcome.version,
             "promoted": outcome.promoted,
             "reason": outcome.reason,
             "mode": cfg.mode,
-            "snapshot": _snapshot_tag(day),
+            "snapshot": _snapshot_tag(result.data.day),
             "precision_at_k": round(metrics["precision_at_k"], 4),
             "baseline_precision_at_k": round(_flat(baseline, cfg.k)["precision_at_k"], 4),
             "ndcg_at_k": round(metrics["ndcg_at_k"], 4),
             "baseline_ndcg_at_k": round(_flat(baseline, cfg.k)["ndcg_at_k"], 4),
-            "coverage": round(result["coverage"], 4),
+            "coverage": round(ranking["coverage"], 4),
             "baseline_coverage": round(baseline["coverage"], 4),
             "by_k": {
                 kk: {
                     name: {m: round(res["by_k"][kk][m], 4) for m in ("precision_at_k", "ndcg_at_k")}
-                    for name, res in (("als", result), ("popularity", baseline))
+                    for name, res in (("als", ranking), ("popularity", baseline))
                 }
-                for kk in sorted(result["by_k"])
+                for kk in sorted(ranking["by_k"])
             },
             **(
                 {
@@ -930,34 +1020,25 @@ def train_recommender(spark: SparkSession, config: Config, dates: DateRange) -> 
             "rows_train": counts[TRAIN],
             "rows_validation": counts[VALIDATION],
             "rows_test": counts[TEST],
-            "input_version": pinned.version,
-            "report": outcome.report_path,
-            "mlflow_run_id": outcome.run_id,
         }
-    )
 
 
-def recommender_report(
-    cfg: RecommenderConfig,
-    run_date: dt.date,
-    day: dt.date | None,
-    pinned: lifecycle.PinnedTable,
-    counts: dict[str, int],
-    best: dict[str, float],
-    tuning: Sequence[tuple[Mapping[str, Any], float]],
-    result: dict[str, Any],
-    baseline: dict[str, Any],
-    metrics: dict[str, float],
-    relevant_from: float | None,
-    bias: dict[str, Any] | None = None,
-    choice: ExplicitChoice | None = None,
-) -> HtmlReport:
+def train_recommender(spark: SparkSession, config: Config, dates: DateRange) -> StepResult:
+    """gold interactions snapshot (pinned) → tuned ALS vs popularity → MLflow run, registry, promotion gate,
+    as of the run date ``dates.last``."""
+    return lifecycle.run_training(spark, config, dates, RecommenderTrainingSpec(config.ml.recommender))
+
+
+def recommender_report(run: lifecycle.TrainingRun, result: RecommenderResult) -> HtmlReport:
     """Metric table vs popularity, metrics at every k, precision/recall/NDCG@k curves, coverage, tuning
     grid; in explicit mode the bias baseline's RMSE beside ALS's and its regularisation search."""
+    cfg, relevant_from, metrics = run.config.ml.recommender, result.relevant_from, result.metrics
+    ranking, baseline, bias, choice = result.ranking, result.baseline, result.bias, result.choice
     relevance = "any positive strength" if relevant_from is None else f"rating >= {relevant_from:.4g}"
     report = HtmlReport(
         f"ALS recommender — {cfg.model_name} ({cfg.mode})",
-        f"run date {run_date}, snapshot {_snapshot_tag(day)} of {cfg.input_table} v{pinned.version}; "
+        f"run date {run.run_date}, snapshot {_snapshot_tag(result.data.day)} of {cfg.input_table} "
+        f"v{run.pinned.version}; "
         f"a held-out pair is relevant with {relevance}",
     )
     k = cfg.k
@@ -976,7 +1057,7 @@ def recommender_report(
             "recall": m["recall_at_k"],
             "ndcg": m["ndcg_at_k"],
         }
-        for name, res in (("ALS", result), ("popularity", baseline))
+        for name, res in (("ALS", ranking), ("popularity", baseline))
         for kk, m in sorted(res["by_k"].items())
     ]
     import pandas as pd
@@ -990,8 +1071,8 @@ def recommender_report(
                 **{m: res["by_k"][kk][m] for m in res["by_k"][kk]},
                 "coverage": res["coverage"],
             }
-            for kk in sorted(result["by_k"])
-            for name, res in (("ALS", result), ("popularity", baseline))
+            for kk in sorted(ranking["by_k"])
+            for name, res in (("ALS", ranking), ("popularity", baseline))
         ],
     )
     if choice is not None:
@@ -1047,7 +1128,9 @@ def recommender_report(
                 f"({bias['regparam_scale']:.4g}); the tuning table shows the scaled values."
             )
     report.add_figure("Precision, recall and NDCG at k", plot_ranking_curves(pd.DataFrame(rows)))
-    report.add_table("Splits (pairs)", [{"split": s, "pairs": n} for s, n in sorted(counts.items())])
+    report.add_table(
+        "Splits (pairs)", [{"split": s, "pairs": n} for s, n in sorted(result.data.counts.items())]
+    )
     if cfg.mode == "implicit":
         metric = "validation precision@k"
     elif choice is not None:
@@ -1055,7 +1138,8 @@ def recommender_report(
     else:
         metric = "validation RMSE (TrainValidationSplit)"
     report.add_table(
-        f"Tuning grid ({metric}); best {best}", [{**params, metric: value} for params, value in tuning]
+        f"Tuning grid ({metric}); best {result.best}",
+        [{**params, metric: value} for params, value in result.tuning],
     )
     return report
 

@@ -1,14 +1,16 @@
 """Failure / remaining-useful-life predictor: train on gold/machine_features, register, gate, score risk.
 
-Two models share one pinned input, one split and one MLflow run:
+Two models share one pinned input, one split and one MLflow run (``FailureTrainingSpec``, run by
+``lifecycle.run_training``), each its own step with its own result object:
 
-- RUL regression (``rul_model_name``): GBT on the capped ``rul_column`` label, beside a baseline that
-  predicts the mean train RUL of the row's age bucket (``floor(age_column / age_bucket)``, NULL age
-  its own bucket, an unseen bucket the overall train mean);
-- failure-within-horizon classification (``failure_model_name``): GBT on ``failure_column``,
-  positives weighted in training only; the alert threshold is the lowest validation score whose alert
-  rate stays within ``alert_budget`` (ties alert together: ``evaluation.alert_threshold``); test adds
-  the alert lead time per failure.
+- RUL regression (``RulTrainer``, ``rul_model_name``): GBT on the capped ``rul_column`` label,
+  beside a baseline that predicts the mean train RUL of the row's age bucket
+  (``floor(age_column / age_bucket)``, NULL age its own bucket, an unseen bucket the overall train
+  mean);
+- failure-within-horizon classification (``FailureClassifier``, ``failure_model_name``): GBT on
+  ``failure_column``, positives weighted in training only; the alert threshold is the lowest
+  validation score whose alert rate stays within ``alert_budget`` (ties alert together:
+  ``evaluation.alert_threshold``); test adds the alert lead time per failure.
 
 Split: rows with ``date_column <= run_date``, by a hash of ``group_column`` (machine), so no machine
 is in two splits; each task uses the rows whose own label is known (NULL = unknown, never used).
@@ -21,10 +23,10 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from pyspark import StorageLevel
 from pyspark.ml import PipelineModel
 from pyspark.ml.evaluation import BinaryClassificationEvaluator, RegressionEvaluator
 from pyspark.sql import Column, DataFrame, SparkSession, Window
@@ -234,209 +236,390 @@ def failure_families(
     return {**({"gbt": gbt_grid} if cfg.include_gbt else {}), **cfg.families}
 
 
-def train_failure_models(spark: SparkSession, config: Config, dates: DateRange) -> StepResult:
-    """gold/machine_features (pinned) → RUL regressor and failure classifier → one MLflow run, registry,
-    gates,
-    as of the run date ``dates.last``."""
-    run_date = dates.last
-    cfg, seed = config.ml.failure, config.ml.seed
-    lake = Lakehouse(spark, config)
-    pinned = lifecycle.pin(lake, cfg.input_table)
+@dataclass(frozen=True)
+class FailureData:
+    """The labelled rows of one failure training run (cached), split by machine, and what both models
+    share: the split counts and the feature stages."""
+
+    labelled: DataFrame  # labelled rows up to the run date, with ``_rul``, ``_fails`` and ``split``
+    counts: dict[str, dict[str, int]]
+    numeric: list[str]
+    categorical: list[str]
+    prefix: list[Any]  # the feature stages
+
+    def part(self, label: str, split: str) -> DataFrame:
+        """The rows of ``split`` whose ``label`` is known."""
+        return self.labelled.where(F.col(label).isNotNull() & (F.col(SPLIT) == split))
+
+    @property
+    def features(self) -> str:
+        return ",".join([*self.numeric, *self.categorical])
+
+
+def prepare_failure_data(run: lifecycle.TrainingRun, cfg: FailureModelConfig) -> FailureData:
+    """The pinned features up to the run date with a known label, split by machine and cached;
+    JobFailed when a column is missing or a split cannot train or test a model."""
+    df = run.pinned.df
     keys = [cfg.group_column, cfg.time_column, cfg.date_column, cfg.rul_column, cfg.failure_column]
-    lifecycle.require_columns(pinned.df, [*keys, cfg.age_column, *cfg.categorical_features], "failure model")
-    numeric, categorical = feature_columns(cfg, pinned.df.schema)
-    prefix = models.feature_stages(pinned.df.schema, numeric, categorical)
-    labelled = (
-        pinned.df.where(F.col(cfg.date_column) <= F.lit(run_date))
+    lifecycle.require_columns(df, [*keys, cfg.age_column, *cfg.categorical_features], "failure model")
+    numeric, categorical = feature_columns(cfg, df.schema)
+    prefix = models.feature_stages(df.schema, numeric, categorical)
+    labelled = run.cache(
+        df.where(F.col(cfg.date_column) <= F.lit(run.run_date))
         .where(F.col(cfg.rul_column).isNotNull() | F.col(cfg.failure_column).isNotNull())
         .transform(with_training_columns(cfg))
-        .transform(with_group_split(cfg.group_column, cfg.test_fraction, cfg.validation_fraction, seed))
-        .persist(StorageLevel.MEMORY_AND_DISK)
+        .transform(with_group_split(cfg.group_column, cfg.test_fraction, cfg.validation_fraction, run.seed))
     )
-    frames: list[DataFrame] = [labelled]
-    try:
-        counts = split_counts(labelled, cfg)
-        check_splits(counts, cfg, run_date)
+    counts = split_counts(labelled, cfg)
+    check_splits(counts, cfg, run.run_date)
+    return FailureData(labelled, counts, numeric, categorical, prefix)
 
-        def part(label: str, split: str) -> DataFrame:
-            return labelled.where(F.col(label).isNotNull() & (F.col(SPLIT) == split))
 
-        # ---- RUL regression
-        rul_train = part(RUL_LABEL, TRAIN)
-        rul_test = part(RUL_LABEL, TEST)
+@dataclass(frozen=True)
+class RulResult:
+    """The RUL regressor of one run: the families' fits, the winner's test metrics beside the age-bucket
+    baseline's, and its registry candidate."""
+
+    family: str
+    fitted: dict[str, models.Fitted]  # family -> (model, validation RMSE, tuning)
+    metrics: dict[str, float]  # test
+    baseline_metrics: dict[str, float]  # the age-bucket baseline on the same test rows
+    scored: DataFrame  # test rows with the prediction and ``_baseline`` (cached)
+    test_rows: int
+    candidate: lifecycle.Candidate
+
+    @property
+    def model(self) -> PipelineModel:
+        return self.fitted[self.family][0]
+
+    @property
+    def tuning(self) -> list[tuple[dict[str, float], float]]:
+        return self.fitted[self.family][2]
+
+
+@dataclass(frozen=True)
+class RulTrainer:
+    """The remaining-useful-life regressor: families tuned on train machines, chosen on validation
+    machines, tested beside the mean RUL of the row's age bucket."""
+
+    cfg: FailureModelConfig
+
+    def fit(self, run: lifecycle.TrainingRun, data: FailureData) -> RulResult:
+        """Tune and choose the family, score test once (with the baseline), and make the candidate."""
+        cfg, config, seed = self.cfg, run.config, run.seed
+        train, test = data.part(RUL_LABEL, TRAIN), data.part(RUL_LABEL, TEST)
         rmse = RegressionEvaluator(labelCol=RUL_LABEL, predictionCol=PREDICTION, metricName="rmse")
-        rul_families = {
+        families = {
             f: (models.regressor_stages(f, RUL_LABEL, seed), g)
             for f, g in failure_families(cfg, cfg.rul_grid).items()
         }
-        rul_family, rul_fitted = models.fit_families(
-            prefix, rul_families, rmse, rul_train, part(RUL_LABEL, VALIDATION), cfg.train_ratio,
+        family, fitted = models.fit_families(
+            data.prefix, families, rmse, train, data.part(RUL_LABEL, VALIDATION), cfg.train_ratio,
             config.ml.parallelism, seed, cfg.rul_model_name, config.ml.family_patience,
         )  # fmt: skip
-        rul_model, _, rul_tuning = rul_fitted[rul_family]
-        per_bucket, overall = age_baseline(rul_train, cfg)
-        rul_scored = (
-            rul_model.transform(rul_test)
-            .transform(with_age_baseline(per_bucket, overall, cfg))
-            .persist(StorageLevel.MEMORY_AND_DISK)
+        model, _, tuning = fitted[family]
+        per_bucket, overall = age_baseline(train, cfg)
+        scored = run.cache(model.transform(test).transform(with_age_baseline(per_bucket, overall, cfg)))
+        metrics = _floats(ev.regression_metrics(scored, RUL_LABEL, PREDICTION, cfg.cmapss_rul_cap))
+        baseline_metrics = _floats(ev.regression_metrics(scored, RUL_LABEL, BASELINE, cfg.cmapss_rul_cap))
+
+        def evaluate(other: PipelineModel) -> dict[str, float]:
+            return ev.regression_metrics(other.transform(test), RUL_LABEL, PREDICTION, cfg.cmapss_rul_cap)
+
+        candidate = lifecycle.Candidate(
+            name=cfg.rul_model_name,
+            model=model,
+            metrics=metrics,
+            evaluate=evaluate,
+            promotion=cfg.rul_promotion,
+            params={
+                "family": family,
+                "features": data.features,
+                **{f"tuned.{k}": v for k, v in _best_params(tuning, False).items()},
+            },
+            tags={"family": family, "task": "rul"},
         )
-        frames.append(rul_scored)
-        rul_metrics = ev.regression_metrics(rul_scored, RUL_LABEL, PREDICTION, cfg.cmapss_rul_cap)
-        baseline_metrics = ev.regression_metrics(rul_scored, RUL_LABEL, BASELINE, cfg.cmapss_rul_cap)
+        test_rows = data.counts[TEST]["rul_rows"]
+        return RulResult(family, fitted, metrics, baseline_metrics, scored, test_rows, candidate)
 
-        def evaluate_rul(other: PipelineModel) -> dict[str, float]:
-            return ev.regression_metrics(other.transform(rul_test), RUL_LABEL, PREDICTION, cfg.cmapss_rul_cap)
+    def run_metrics(self, result: RulResult) -> dict[str, float]:
+        """The baseline's test metrics and each family's validation RMSE."""
+        out = {f"baseline.{k}": v for k, v in result.baseline_metrics.items()}
+        out.update({f"validation.{f}.rul.rmse": v[1] for f, v in result.fitted.items() if v[1] == v[1]})
+        return out
 
-        # ---- failure-within-horizon classification
-        train_counts = counts[TRAIN]
+    def report(self, report: HtmlReport, run: lifecycle.TrainingRun, result: RulResult) -> None:
+        """The regression section: test metrics vs baseline, tuning, scatter, error by bucket, importance."""
+        cfg, config = self.cfg, run.config
+        report.add_heading("Remaining useful life (regression)")
+        keys = ("rmse", "mae", "mean_error", "cmapss_score", "rows")
+        report.add_table(
+            "Test metrics (error = predicted − true, cycles; cmapss_score: mean per row of the C-MAPSS "
+            f"penalty with true and predicted RUL capped at {cfg.cmapss_rul_cap} cycles)",
+            [
+                {
+                    "model": f"{type(result.model.stages[-1]).__name__} (candidate)",
+                    **{k: result.metrics[k] for k in keys},
+                },
+                {
+                    "model": f"baseline: mean RUL by {cfg.age_column} bucket of {cfg.age_bucket}",
+                    **{k: result.baseline_metrics[k] for k in keys},
+                },
+            ],
+        )
+        report.add_table(
+            "Tuning: RMSE per grid point (held-out share of train)",
+            [{**params, "validation_rmse": metric} for params, metric in result.tuning],
+        )
+        points = rul_sample(result.scored, result.test_rows, config.ml.curve_points, config.ml.seed)
+        report.add_figure(
+            "Predicted vs true RUL on test (sample)",
+            plot_rul_scatter(points, float(config.features.maintenance.rul_cap_cycles)),
+        )
+        report.add_figure(
+            f"Test error by true RUL bucket of {cfg.age_bucket} cycles",
+            plot_error_by_bucket(ev.error_by_bucket(result.scored, RUL_LABEL, PREDICTION, cfg.age_bucket)),
+        )
+        no_rows = run.pinned.df.limit(0)  # for the fitted model's output schema (feature names)
+        report.add_figure(
+            "RUL feature importance",
+            plot_feature_importance(
+                models.feature_importance(result.model, result.model.transform(no_rows).schema)
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class FailureClassifierResult:
+    """The failure-within-horizon classifier of one run: the families' fits, the alert threshold and
+    the winner's test metrics with alert lead times, and its registry candidate."""
+
+    family: str
+    fitted: dict[str, models.Fitted]  # family -> (model, validation AUPRC, tuning)
+    positive_weight: float
+    threshold: float  # the alert budget on validation
+    validation_rate: float  # the alert rate at the threshold on validation
+    metrics: dict[str, float]  # test, at the threshold, with the lead times
+    scored: DataFrame  # test rows with ``score`` (cached)
+    candidate: lifecycle.Candidate
+
+    @property
+    def model(self) -> PipelineModel:
+        return self.fitted[self.family][0]
+
+    @property
+    def tuning(self) -> list[tuple[dict[str, float], float]]:
+        return self.fitted[self.family][2]
+
+
+@dataclass(frozen=True)
+class FailureClassifier:
+    """The failure-within-horizon classifier: positives weighted in training only, families tuned on
+    train machines and chosen on validation machines, the alert threshold set on validation."""
+
+    cfg: FailureModelConfig
+
+    def fit(self, run: lifecycle.TrainingRun, data: FailureData) -> FailureClassifierResult:
+        """Tune and choose the family, set the threshold, score test once, and make the candidate."""
+        cfg, config, seed = self.cfg, run.config, run.seed
+        train_counts = data.counts[TRAIN]
         positive_weight = max(
             1.0, (train_counts["failure_rows"] - train_counts["failing"]) / train_counts["failing"]
         )
-        fail_train = part(FAILURE_LABEL, TRAIN).transform(with_class_weight(positive_weight))
-        fail_validation = part(FAILURE_LABEL, VALIDATION)
-        fail_test = part(FAILURE_LABEL, TEST)
+        train = data.part(FAILURE_LABEL, TRAIN).transform(with_class_weight(positive_weight))
+        validation, test = data.part(FAILURE_LABEL, VALIDATION), data.part(FAILURE_LABEL, TEST)
         auprc = BinaryClassificationEvaluator(labelCol=FAILURE_LABEL, metricName="areaUnderPR")
-        fail_families = {
+        families = {
             f: (models.classifier_stages(f, FAILURE_LABEL, WEIGHT, seed), g)
             for f, g in failure_families(cfg, cfg.failure_grid).items()
         }
-        fail_family, fail_fitted = models.fit_families(
-            prefix, fail_families, auprc, fail_train, fail_validation, cfg.train_ratio,
+        family, fitted = models.fit_families(
+            data.prefix, families, auprc, train, validation, cfg.train_ratio,
             config.ml.parallelism, seed, cfg.failure_model_name, config.ml.family_patience,
         )  # fmt: skip
-        fail_model, _, fail_tuning = fail_fitted[fail_family]
+        model, _, tuning = fitted[family]
         # Scored once: the threshold search and the alert rate take two to four passes over it.
-        validation_scored = (
-            _scored(fail_model, fail_validation)
-            .select(FAILURE_LABEL, models.SCORE)
-            .persist(StorageLevel.MEMORY_AND_DISK)
-        )
-        frames.append(validation_scored)
+        validation_scored = run.cache(_scored(model, validation).select(FAILURE_LABEL, models.SCORE))
         threshold = ev.alert_threshold(validation_scored, models.SCORE, cfg.alert_budget)
         validation_rate = ev.metrics_at_threshold(validation_scored, FAILURE_LABEL, models.SCORE, threshold)[
             "alert_rate"
         ]
-        fail_scored = _scored(fail_model, fail_test).persist(StorageLevel.MEMORY_AND_DISK)
-        frames.append(fail_scored)
-        fail_metrics = {
-            **ev.alert_metrics(fail_scored, FAILURE_LABEL, models.SCORE, threshold),
-            **alert_lead_times(fail_scored, cfg, threshold),
+        scored = run.cache(_scored(model, test))
+        metrics = _floats(
+            {
+                **ev.alert_metrics(scored, FAILURE_LABEL, models.SCORE, threshold),
+                **alert_lead_times(scored, cfg, threshold),
+            }
+        )
+
+        def evaluate(other: PipelineModel) -> dict[str, float]:
+            return ev.binary_metrics(_scored(other, test), FAILURE_LABEL, models.SCORE)
+
+        candidate = lifecycle.Candidate(
+            name=cfg.failure_model_name,
+            model=model,
+            metrics=metrics,
+            evaluate=evaluate,
+            promotion=cfg.failure_promotion,
+            params={
+                "family": family,
+                "threshold": threshold,
+                "positive_weight": positive_weight,
+                "features": data.features,
+                **{f"tuned.{k}": v for k, v in _best_params(tuning, True).items()},
+            },
+            tags={
+                "threshold": repr(threshold),
+                "family": family,
+                "task": "failure",
+                "alert_budget": repr(cfg.alert_budget),
+            },
+        )
+        return FailureClassifierResult(
+            family, fitted, positive_weight, threshold, validation_rate, metrics, scored, candidate
+        )
+
+    def run_metrics(self, result: FailureClassifierResult) -> dict[str, float]:
+        """Each family's validation AUPRC and the alert rate on validation."""
+        out = {f"validation.{f}.failure.auprc": v[1] for f, v in result.fitted.items() if v[1] == v[1]}
+        out["validation.alert_rate"] = result.validation_rate
+        return out
+
+    def report(self, report: HtmlReport, run: lifecycle.TrainingRun, result: FailureClassifierResult) -> None:
+        """The classification section: test metrics with lead time, tuning, PR/ROC, confusion, importance."""
+        cfg, config = self.cfg, run.config
+        metrics, threshold = result.metrics, result.threshold
+        report.add_heading(f"Failure within the horizon ({cfg.failure_column}, classification)")
+        lead_hours = metrics["median_lead_cycles"] * cfg.cycle_minutes / 60.0
+        keys = ("auprc", "roc_auc", "precision_at_budget", "recall_at_budget", "alert_rate", "positive_rate")
+        report.add_table(
+            f"Test metrics (alert threshold chosen on validation for a budget of {cfg.alert_budget:.2%})",
+            [
+                {
+                    "model": f"{type(result.model.stages[-1]).__name__} (candidate)",
+                    **{k: metrics[k] for k in keys},
+                    "threshold": threshold,
+                    "alert_budget": cfg.alert_budget,
+                    "validation_alert_rate": result.validation_rate,
+                    "failures": int(metrics["failures"]),
+                    "failures_detected": metrics["failures_detected_rate"],
+                    "median_lead_cycles": metrics["median_lead_cycles"],
+                    "median_lead_hours": lead_hours,
+                }
+            ],
+        )
+        report.add_table(
+            "Tuning: AUPRC per grid point (held-out share of train)",
+            [{**params, "validation_auprc": metric} for params, metric in result.tuning],
+        )
+        curve = ev.binary_curve(result.scored, FAILURE_LABEL, models.SCORE, config.ml.curve_points)
+        report.add_figure(
+            "PR and ROC on test", plot_pr_roc(curve, threshold, metrics["positive_rate"], metrics)
+        )
+        report.add_figure(
+            "Confusion at the alert threshold",
+            plot_confusion(
+                int(metrics["tp"]),
+                int(metrics["fp"]),
+                int(metrics["fn"]),
+                int(metrics["tn"]),
+                f"threshold {threshold:.4g}, budget {cfg.alert_budget:.2%}",
+            ),
+        )
+        no_rows = run.pinned.df.limit(0)  # for the fitted model's output schema (feature names)
+        report.add_figure(
+            "Failure classifier feature importance",
+            plot_feature_importance(
+                models.feature_importance(result.model, result.model.transform(no_rows).schema)
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class FailureTraining:
+    """One failure training run's result: the shared split and both models."""
+
+    data: FailureData
+    rul: RulResult
+    failure: FailureClassifierResult
+
+
+class FailureTrainingSpec(lifecycle.TrainingSpec[FailureTraining]):
+    """gold/machine_features → a RUL trainer and a failure classifier on one split, in one MLflow run."""
+
+    experiment = "failure"
+
+    def __init__(self, cfg: FailureModelConfig) -> None:
+        self.cfg = cfg
+        self.input_table = cfg.input_table
+        self.rul = RulTrainer(cfg)
+        self.classifier = FailureClassifier(cfg)
+
+    def train(self, run: lifecycle.TrainingRun) -> FailureTraining:
+        data = prepare_failure_data(run, self.cfg)
+        return FailureTraining(data, self.rul.fit(run, data), self.classifier.fit(run, data))
+
+    def candidates(self, result: FailureTraining) -> list[lifecycle.Candidate]:
+        return [result.rul.candidate, result.failure.candidate]
+
+    def report(self, run: lifecycle.TrainingRun, result: FailureTraining) -> HtmlReport:
+        return failure_report(run, result)
+
+    def run_params(self, result: FailureTraining) -> dict[str, Any]:
+        cfg = self.cfg
+        return {
+            "split": f"group {cfg.group_column}, test {cfg.test_fraction}, "
+            f"validation {cfg.validation_fraction}",
+            "alert_budget": cfg.alert_budget,
+            "age_bucket": cfg.age_bucket,
         }
 
-        def evaluate_failure(other: PipelineModel) -> dict[str, float]:
-            return ev.binary_metrics(_scored(other, fail_test), FAILURE_LABEL, models.SCORE)
-
-        report = failure_report(
-            cfg,
-            config,
-            run_date,
-            pinned,
-            counts,
-            rul_model,
-            rul_tuning,
-            rul_metrics,
-            baseline_metrics,
-            rul_scored,
-            fail_model,
-            fail_tuning,
-            fail_metrics,
-            fail_scored,
-            threshold,
-            validation_rate,
-        )
-        features = ",".join([*numeric, *categorical])
-        candidates = [
-            lifecycle.Candidate(
-                name=cfg.rul_model_name,
-                model=rul_model,
-                metrics=_floats(rul_metrics),
-                evaluate=evaluate_rul,
-                promotion=cfg.rul_promotion,
-                params={
-                    "family": rul_family,
-                    "features": features,
-                    **{f"tuned.{k}": v for k, v in _best_params(rul_tuning, False).items()},
-                },
-                tags={"family": rul_family, "task": "rul"},
-            ),
-            lifecycle.Candidate(
-                name=cfg.failure_model_name,
-                model=fail_model,
-                metrics=_floats(fail_metrics),
-                evaluate=evaluate_failure,
-                promotion=cfg.failure_promotion,
-                params={
-                    "family": fail_family,
-                    "threshold": threshold,
-                    "positive_weight": positive_weight,
-                    "features": features,
-                    **{f"tuned.{k}": v for k, v in _best_params(fail_tuning, True).items()},
-                },
-                tags={
-                    "threshold": repr(threshold),
-                    "family": fail_family,
-                    "task": "failure",
-                    "alert_budget": repr(cfg.alert_budget),
-                },
-            ),
-        ]
-        run_metrics = {f"baseline.{k}": float(v) for k, v in baseline_metrics.items()}
-        for task, fitted in (("rul.rmse", rul_fitted), ("failure.auprc", fail_fitted)):
-            run_metrics.update({f"validation.{f}.{task}": v[1] for f, v in fitted.items() if v[1] == v[1]})
-        run_metrics.update(
+    def run_metrics(self, result: FailureTraining) -> dict[str, float]:
+        counts = result.data.counts
+        out = {**self.rul.run_metrics(result.rul), **self.classifier.run_metrics(result.failure)}
+        out.update(
             {f"rows.{s}.{k}": float(n) for s, c in counts.items() for k, n in c.items() if k != "machines"}
         )
-        run_metrics.update({f"machines.{s}": float(c["machines"]) for s, c in counts.items()})
-        run_metrics["validation.alert_rate"] = validation_rate
-        rul_outcome, fail_outcome = lifecycle.finish_training(
-            spark,
-            config,
-            lake,
-            "failure",
-            run_date,
-            [pinned],
-            candidates,
-            report,
-            {
-                "split": f"group {cfg.group_column}, test {cfg.test_fraction}, "
-                f"validation {cfg.validation_fraction}",
-                "alert_budget": cfg.alert_budget,
-                "age_bucket": cfg.age_bucket,
-            },
-            run_metrics,
-        )
-    finally:
-        for df in frames:
-            df.unpersist()
-    return lifecycle.training_result({
-        "rul_model": rul_outcome.name,
-        "rul_version": rul_outcome.version,
-        "rul_promoted": rul_outcome.promoted,
-        "rul_reason": rul_outcome.reason,
-        "failure_model": fail_outcome.name,
-        "failure_version": fail_outcome.version,
-        "failure_promoted": fail_outcome.promoted,
-        "failure_reason": fail_outcome.reason,
-        "rul_family": rul_family,
-        "failure_family": fail_family,
-        "validation_rmse_by_family": {f: round(v[1], 4) for f, v in rul_fitted.items()},
-        "validation_auprc_by_family": {f: round(v[1], 4) for f, v in fail_fitted.items()},
-        "rmse": round(rul_metrics["rmse"], 4),
-        "baseline_rmse": round(baseline_metrics["rmse"], 4),
-        "auprc": round(fail_metrics["auprc"], 4),
-        "threshold": threshold,
-        "alert_budget": cfg.alert_budget,
-        "validation_alert_rate": round(validation_rate, 6),
-        "test_alert_rate": round(fail_metrics["alert_rate"], 6),
-        "failures_detected_rate": round(fail_metrics["failures_detected_rate"], 4),
-        "median_lead_cycles": fail_metrics["median_lead_cycles"],
-        "rows_train": counts[TRAIN]["labelled"],
-        "rows_validation": counts[VALIDATION]["labelled"],
-        "rows_test": counts[TEST]["labelled"],
-        "input_version": pinned.version,
-        "report": rul_outcome.report_path,
-        "mlflow_run_id": rul_outcome.run_id,
-    })
+        out.update({f"machines.{s}": float(c["machines"]) for s, c in counts.items()})
+        return out
+
+    def summary(
+        self, result: FailureTraining, outcomes: Sequence[lifecycle.TrainingOutcome]
+    ) -> dict[str, Any]:
+        rul_outcome, fail_outcome = outcomes
+        rul, failure, counts = result.rul, result.failure, result.data.counts
+        return {
+            "rul_model": rul_outcome.name,
+            "rul_version": rul_outcome.version,
+            "rul_promoted": rul_outcome.promoted,
+            "rul_reason": rul_outcome.reason,
+            "failure_model": fail_outcome.name,
+            "failure_version": fail_outcome.version,
+            "failure_promoted": fail_outcome.promoted,
+            "failure_reason": fail_outcome.reason,
+            "rul_family": rul.family,
+            "failure_family": failure.family,
+            "validation_rmse_by_family": {f: round(v[1], 4) for f, v in rul.fitted.items()},
+            "validation_auprc_by_family": {f: round(v[1], 4) for f, v in failure.fitted.items()},
+            "rmse": round(rul.metrics["rmse"], 4),
+            "baseline_rmse": round(rul.baseline_metrics["rmse"], 4),
+            "auprc": round(failure.metrics["auprc"], 4),
+            "threshold": failure.threshold,
+            "alert_budget": self.cfg.alert_budget,
+            "validation_alert_rate": round(failure.validation_rate, 6),
+            "test_alert_rate": round(failure.metrics["alert_rate"], 6),
+            "failures_detected_rate": round(failure.metrics["failures_detected_rate"], 4),
+            "median_lead_cycles": failure.metrics["median_lead_cycles"],
+            "rows_train": counts[TRAIN]["labelled"],
+            "rows_validation": counts[VALIDATION]["labelled"],
+            "rows_test": counts[TEST]["labelled"],
+        }
+
+
+def train_failure_models(spark: SparkSession, config: Config, dates: DateRange) -> StepResult:
+    """gold/machine_features (pinned) → RUL regressor and failure classifier → one MLflow run, registry,
+    gates, as of the run date ``dates.last``."""
+    return lifecycle.run_training(spark, config, dates, FailureTrainingSpec(config.ml.failure))
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -453,111 +636,20 @@ def rul_sample(scored: DataFrame, rows: int, points: int, seed: int) -> pd.DataF
     )
 
 
-def failure_report(
-    cfg: FailureModelConfig,
-    config: Config,
-    run_date: dt.date,
-    pinned: lifecycle.PinnedTable,
-    counts: Mapping[str, Mapping[str, int]],
-    rul_model: PipelineModel,
-    rul_tuning: list[tuple[dict[str, float], float]],
-    rul_metrics: Mapping[str, float],
-    baseline_metrics: Mapping[str, float],
-    rul_scored: DataFrame,
-    fail_model: PipelineModel,
-    fail_tuning: list[tuple[dict[str, float], float]],
-    fail_metrics: Mapping[str, float],
-    fail_scored: DataFrame,
-    threshold: float,
-    validation_rate: float,
-) -> HtmlReport:
-    """Splits, RUL vs baseline (scatter, error by bucket), classifier metrics with lead time (PR/ROC,
-    confusion), tuning and feature importance of both models."""
+def failure_report(run: lifecycle.TrainingRun, result: FailureTraining) -> HtmlReport:
+    """Splits, then each model's section: RUL vs baseline (scatter, error by bucket), classifier metrics
+    with lead time (PR/ROC, confusion), tuning and feature importance of both models."""
+    cfg = run.config.ml.failure
     report = HtmlReport(
         f"Failure / RUL predictor — {cfg.rul_model_name}, {cfg.failure_model_name}",
-        f"run date {run_date}, {cfg.input_table} v{pinned.version}, split by {cfg.group_column}",
+        f"run date {run.run_date}, {cfg.input_table} v{run.pinned.version}, split by {cfg.group_column}",
     )
     report.add_table(
         "Splits (whole machines; each task uses the rows whose own label is known)",
-        [{"split": s, **counts[s]} for s in SPLITS],
+        [{"split": s, **result.data.counts[s]} for s in SPLITS],
     )
-    no_rows = pinned.df.limit(0)  # for the fitted models' output schemas (feature names)
-
-    report.add_heading("Remaining useful life (regression)")
-    keys = ("rmse", "mae", "mean_error", "cmapss_score", "rows")
-    report.add_table(
-        "Test metrics (error = predicted − true, cycles; cmapss_score: mean per row of the C-MAPSS "
-        f"penalty with true and predicted RUL capped at {cfg.cmapss_rul_cap} cycles)",
-        [
-            {
-                "model": f"{type(rul_model.stages[-1]).__name__} (candidate)",
-                **{k: rul_metrics[k] for k in keys},
-            },
-            {
-                "model": f"baseline: mean RUL by {cfg.age_column} bucket of {cfg.age_bucket}",
-                **{k: baseline_metrics[k] for k in keys},
-            },
-        ],
-    )
-    report.add_table(
-        "Tuning: RMSE per grid point (held-out share of train)",
-        [{**params, "validation_rmse": metric} for params, metric in rul_tuning],
-    )
-    points = rul_sample(rul_scored, counts[TEST]["rul_rows"], config.ml.curve_points, config.ml.seed)
-    report.add_figure(
-        "Predicted vs true RUL on test (sample)",
-        plot_rul_scatter(points, float(config.features.maintenance.rul_cap_cycles)),
-    )
-    report.add_figure(
-        f"Test error by true RUL bucket of {cfg.age_bucket} cycles",
-        plot_error_by_bucket(ev.error_by_bucket(rul_scored, RUL_LABEL, PREDICTION, cfg.age_bucket)),
-    )
-    report.add_figure(
-        "RUL feature importance",
-        plot_feature_importance(models.feature_importance(rul_model, rul_model.transform(no_rows).schema)),
-    )
-
-    report.add_heading(f"Failure within the horizon ({cfg.failure_column}, classification)")
-    lead_hours = fail_metrics["median_lead_cycles"] * cfg.cycle_minutes / 60.0
-    fail_keys = ("auprc", "roc_auc", "precision_at_budget", "recall_at_budget", "alert_rate", "positive_rate")
-    report.add_table(
-        f"Test metrics (alert threshold chosen on validation for a budget of {cfg.alert_budget:.2%})",
-        [
-            {
-                "model": f"{type(fail_model.stages[-1]).__name__} (candidate)",
-                **{k: fail_metrics[k] for k in fail_keys},
-                "threshold": threshold,
-                "alert_budget": cfg.alert_budget,
-                "validation_alert_rate": validation_rate,
-                "failures": int(fail_metrics["failures"]),
-                "failures_detected": fail_metrics["failures_detected_rate"],
-                "median_lead_cycles": fail_metrics["median_lead_cycles"],
-                "median_lead_hours": lead_hours,
-            }
-        ],
-    )
-    report.add_table(
-        "Tuning: AUPRC per grid point (held-out share of train)",
-        [{**params, "validation_auprc": metric} for params, metric in fail_tuning],
-    )
-    curve = ev.binary_curve(fail_scored, FAILURE_LABEL, models.SCORE, config.ml.curve_points)
-    report.add_figure(
-        "PR and ROC on test", plot_pr_roc(curve, threshold, fail_metrics["positive_rate"], fail_metrics)
-    )
-    report.add_figure(
-        "Confusion at the alert threshold",
-        plot_confusion(
-            int(fail_metrics["tp"]),
-            int(fail_metrics["fp"]),
-            int(fail_metrics["fn"]),
-            int(fail_metrics["tn"]),
-            f"threshold {threshold:.4g}, budget {cfg.alert_budget:.2%}",
-        ),
-    )
-    report.add_figure(
-        "Failure classifier feature importance",
-        plot_feature_importance(models.feature_importance(fail_model, fail_model.transform(no_rows).schema)),
-    )
+    RulTrainer(cfg).report(report, run, result.rul)
+    FailureClassifier(cfg).report(report, run, result.failure)
     return report
 
 
