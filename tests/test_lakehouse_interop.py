@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
 from decimal import Decimal
 from pathlib import Path
 
@@ -121,9 +122,9 @@ def test_table_written_by_another_writer_is_read_by_lakeml(spark: SparkSession, 
     assert sorted((r.id, r.part) for r in got.collect()) == [(1, "x/y"), (2, None), (3, "ünï")]
 
 
-def test_pruning_skips_files_by_partition_and_statistics(spark: SparkSession, config, tmp_path):
+def test_pruning_skips_files_by_partition_and_statistics(spark: SparkSession, config, tmp_path, engine):
     path = str(tmp_path / "pruned")
-    t = DeltaTableRef(spark, path, config.lakehouse, "delta-rs").create(TYPES, ["part"])
+    t = DeltaTableRef(spark, path, config.lakehouse, engine).create(TYPES, ["part"])
     for lo in range(0, 60, 20):  # three appends: ids 0-19, 20-39, 40-59 land in separate files
         rows = [(i, "p", None, None, None, float(i), "x") for i in range(lo, lo + 20)]
         t.append(spark.createDataFrame(rows, TYPES).coalesce(1))
@@ -135,6 +136,12 @@ def test_pruning_skips_files_by_partition_and_statistics(spark: SparkSession, co
     assert len(t.files([("label", "is null")])) == 0
     assert len(t.files([("label", "is not null")])) == 3
     assert [r.id for r in t.read(where=[("id", ">=", 58)]).orderBy("id").collect()] == [58, 59]
+    assert [(f.num_records, f.mins["id"], f.maxs["id"]) for f in t.files(version=1)] == [(20, 0, 19)]
+    # A partition value that needs escaping in the file's path: listed decoded, and the file is there.
+    t.append(spark.createDataFrame([(60, "a b/ü", None, None, None, 1.0, "x")], TYPES))
+    [spaced] = t.files([("part", "=", "a b/ü")])
+    assert spaced.partition_values == {"part": "a b/ü"}
+    assert os.path.exists(os.path.join(path, spaced.path))
 
 
 @pytest.mark.skipif(delta_spark_skip_reason() is not None, reason=str(delta_spark_skip_reason()))

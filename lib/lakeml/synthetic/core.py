@@ -764,17 +764,3 @@ FeedBuilder = Callable[[SparkSession, Window], FeedLines]
 GENERATION_SQL_CONF = {"spark.sql.codegen.wholeStage": "false"}
 
 
-def generation_settings(spark: SparkSession) -> Callable[[], None]:
-    """Apply ``GENERATION_SQL_CONF`` to the session; return a function that restores the old values."""
-    previous = {key: spark.conf.get(key, None) for key in GENERATION_SQL_CONF}
-    for key, value in GENERATION_SQL_CONF.items():
-        spark.conf.set(key, value)
-
-    def restore() -> None:
-        for key, value in previous.items():
-            if value is None:
-                spark.conf.unset(key)
-            else:
-                spark.conf.set(key, value)
-
-    return restore

@@ -11,12 +11,13 @@ from datetime import date
 from pyspark.sql import SparkSession
 
 from lakeml.errors import LakemlError
+from lakeml.session import session_settings
 from lakeml.synthetic import banking, commerce, maintenance
 from lakeml.synthetic.core import (
+    GENERATION_SQL_CONF,
     FeedBuilder,
     GenerateReport,
     files_for,
-    generation_settings,
     is_local,
     local_path,
     make_window,
@@ -48,17 +49,17 @@ def run_generation(
     files.makedirs(landing)
     tmp_root = f"{landing.rstrip('/')}/_tmp-generate-{uuid.uuid4().hex}"
     results = []
-    restore = generation_settings(spark)
     try:
-        for feed, build in feed_builders().items():
-            feed_started = time.perf_counter()
-            lines = build(spark, window)
-            if lines.feed != feed:
-                raise LakemlError(f"the generator for {feed} produced feed {lines.feed}")
-            result = write_feed(spark, lines, window, landing, tmp_root)
-            results.append(dataclasses.replace(result, seconds=round(time.perf_counter() - feed_started, 3)))
+        with session_settings(spark, GENERATION_SQL_CONF):
+            for feed, build in feed_builders().items():
+                feed_started = time.perf_counter()
+                lines = build(spark, window)
+                if lines.feed != feed:
+                    raise LakemlError(f"the generator for {feed} produced feed {lines.feed}")
+                result = write_feed(spark, lines, window, landing, tmp_root)
+                seconds = round(time.perf_counter() - feed_started, 3)
+                results.append(dataclasses.replace(result, seconds=seconds))
     finally:
-        restore()
         files.remove_tree(tmp_root)
     return GenerateReport(landing, window, tuple(results), round(time.perf_counter() - started, 3))
 

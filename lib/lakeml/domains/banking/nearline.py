@@ -67,6 +67,7 @@ from lakeml.lakehouse import Lakehouse
 from lakeml.ml import models, scoring
 from lakeml.ml.lifecycle import table_ref
 from lakeml.quality.ops import QUARANTINE_PARTITIONS, QUARANTINE_SCHEMA
+from lakeml.session import session_settings
 
 FEED = "transactions"
 APP_ID = "lakeml.stream.fraud_alerts"
@@ -512,17 +513,8 @@ def start_fraud_alerts(
         "spark.sql.streaming.stateStore.providerClass": STATE_STORES[cfg.state_store],
         "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
     }
-    previous: dict[str, str | None] = {name: spark.conf.get(name, None) for name in settings}
-    for name, value in settings.items():
-        spark.conf.set(name, value)
-    try:
+    with session_settings(spark, settings):
         query = writer.start()
-    finally:
-        for name, old in previous.items():
-            if old is None:
-                spark.conf.unset(name)
-            else:
-                spark.conf.set(name, old)
     return query, handler
 
 

@@ -23,7 +23,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from deltalake import DeltaTable as RsTable
 from pyspark.sql import DataFrame, SparkSession
@@ -32,11 +32,11 @@ from pyspark.sql import types as T
 from lakeml.config import LakehouseConfig
 from lakeml.errors import ConcurrentModificationError, TableError
 from lakeml.lakehouse import lineage, predicates
-from lakeml.lakehouse.engines.delta_rs import DeltaRsEngine
 from lakeml.lakehouse.engines.delta_rs.engine import lineage_properties
 from lakeml.lakehouse.engines.protocol import CommitOutcome, StagedWrite, TableEngine, Txn, committed
-from lakeml.lakehouse.files import FileEntry
+from lakeml.lakehouse.files import FileEntry, entry_from_log_add
 from lakeml.lakehouse.log import parse_stats, read_commit
+from lakeml.session import jvm, session_settings
 
 _TXN_APP = "spark.databricks.delta.write.txnAppId"
 _TXN_VERSION = "spark.databricks.delta.write.txnVersion"
@@ -90,7 +90,7 @@ class DeltaSparkEngine:
         for key, value in properties.items():
             builder = builder.property(key, value)
         user_metadata = lineage.user_metadata()
-        with _session_conf(self.spark, {_USER_METADATA: user_metadata} if user_metadata else {}):
+        with session_settings(self.spark, {_USER_METADATA: user_metadata} if user_metadata else {}):
             builder.execute()
 
     def version(self) -> int:
@@ -115,8 +115,8 @@ class DeltaSparkEngine:
         return out
 
     def transaction_version(self, app_id: str) -> int | None:
-        # Delta-spark has no public reader for txn actions; the log is plain Delta, which deltalake reads.
-        return RsTable(self.uri).transaction_version(app_id)
+        known = self._snapshot().transactions()  # Scala Map: app id -> version
+        return int(known.apply(app_id)) if known.contains(app_id) else None
 
     def read(
         self,
@@ -139,9 +139,38 @@ class DeltaSparkEngine:
         return df.where(predicates.to_column(filters)) if filters else df
 
     def files(self, filters: predicates.Filters = (), version: int | None = None) -> list[FileEntry]:
-        # Delta-spark lists no files with their statistics; the log is plain Delta, which the delta-rs
-        # engine lists and prunes as it does for its own reads.
-        return DeltaRsEngine(self.spark, self.uri, self.settings).files(filters, version)
+        """The files a read with ``filters`` would scan (after partition and statistics pruning)."""
+        adds = DataFrame(self._snapshot(version).allFiles().toDF(), self.spark)
+        # One row per data file (its add action), never the data.
+        rows = adds.select("path", "size", "partitionValues", "stats").collect()
+        schema, partition_by = self.schema(), self.partition_columns()
+        entries = [
+            entry_from_log_add({**row.asDict(), "path": unquote(row["path"])}, schema, partition_by)
+            for row in rows
+        ]
+        return [
+            e
+            for e in entries
+            if predicates.file_may_match(
+                filters, e.partition_values, e.mins, e.maxs, e.null_counts, e.num_records
+            )
+        ]
+
+    def _snapshot(self, version: int | None = None) -> Any:
+        """Delta's own snapshot of the table (py4j), at ``version`` or the latest."""
+        view = jvm(self.spark)
+        log = view.org.apache.spark.sql.delta.DeltaLog.forTable(self.spark._jsparkSession, self.uri)
+        none = view.scala.Option.empty()
+        try:
+            if version is None:
+                snapshot = log.update(False, none, none)
+            else:
+                snapshot = log.getSnapshotAt(version, none, none)
+        except Exception as exc:
+            raise TableError(f"cannot read the log of {self.uri}: {str(exc).splitlines()[0]}") from None
+        if snapshot.version() < 0:  # Delta's empty snapshot: no log at the path
+            raise TableError(f"no Delta table at {self.uri}")
+        return snapshot
 
     def _already_committed(self, txn: Txn | None) -> bool:
         return txn is not None and committed(self.transaction_version(txn[0]), txn[1])
@@ -197,7 +226,7 @@ class DeltaSparkEngine:
             writer = writer.option("txnAppId", txn[0]).option("txnVersion", txn[1])
         # Spark's writer keeps up to this many files open per task instead of sorting by partition.
         writers = {_MAX_OPEN_WRITERS: str(open_files)} if open_files else {}
-        with _session_conf(self.spark, writers), _translated("overwrite_where", self.uri):
+        with session_settings(self.spark, writers), _translated("overwrite_where", self.uri):
             writer.save(self.uri)
         return self._outcome(before, tag)
 
@@ -222,7 +251,7 @@ class DeltaSparkEngine:
         if when_not_matched == "insert":
             builder = builder.whenNotMatchedInsertAll()
         settings = {_USER_METADATA: tag, **({_TXN_APP: txn[0], _TXN_VERSION: str(txn[1])} if txn else {})}
-        with _session_conf(self.spark, settings), _translated("merge", self.uri):
+        with session_settings(self.spark, settings), _translated("merge", self.uri):
             builder.execute()
         return self._outcome(before, tag)
 
@@ -230,7 +259,7 @@ class DeltaSparkEngine:
     def optimize(self, target_file_size_mb: int, filters: predicates.Filters) -> CommitOutcome:
         before, tag = self.version(), _tag()
         settings = {_MAX_FILE_SIZE: str(target_file_size_mb * 1024 * 1024), _USER_METADATA: tag}
-        with _session_conf(self.spark, settings):
+        with session_settings(self.spark, settings):
             builder = self._delta().optimize()
             if filters:
                 builder = builder.where(predicates.to_sql(filters))
@@ -265,21 +294,6 @@ class DeltaSparkEngine:
 def _tag() -> str:
     """The commit's ``userMetadata``: a fresh tag to find the version it commits, plus the run's lineage."""
     return lineage.user_metadata(f"lakeml:{uuid.uuid4().hex}") or ""
-
-
-@contextlib.contextmanager
-def _session_conf(spark: SparkSession, settings: dict[str, str]) -> Iterator[None]:
-    previous: dict[str, str | None] = {k: spark.conf.get(k, None) for k in settings}
-    for k, v in settings.items():
-        spark.conf.set(k, v)
-    try:
-        yield
-    finally:
-        for k, old in previous.items():
-            if old is None:
-                spark.conf.unset(k)
-            else:
-                spark.conf.set(k, old)
 
 
 @contextlib.contextmanager
