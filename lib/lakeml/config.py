@@ -646,8 +646,8 @@ class FraudAlertsStreamConfig:
     # every loaded version of the state lives in the JVM heap). Fixed by the checkpoint's first start.
     state_store: str = "rocksdb"
     # State versions the checkpoint keeps (Spark's minBatchesToRetain, 100 by default). Every
-    # micro-batch rewrites every touched bucket, so each changelog file is about the whole state:
-    # 100 of them made the checkpoint ~20x the state. A restart replays at most the last batch.
+    # micro-batch rewrites every touched bucket, so each changelog file is about the whole state
+    # (100 of them: a 1.4 GB checkpoint in 10 minutes). A restart replays at most the last batch.
     min_batches_to_retain: int = 5
     # The state store's maintenance (snapshot + old versions deleted) every this many seconds
     # (Spark: 60): between two, the changelog files of every micro-batch pile up.
