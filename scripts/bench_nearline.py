@@ -183,8 +183,17 @@ def memory(spark, progress: list[dict[str, Any]], checkpoint: Path, gc: bool = F
     state = next((p["stateOperators"][0] for p in reversed(progress) if p.get("stateOperators")), {})
     state_dir = checkpoint / "query" / "state"
     disk = sum(f.stat().st_size for f in state_dir.rglob("*") if f.is_file()) if state_dir.exists() else 0
+    management = jvm.java.lang.management.ManagementFactory
+    pools = management.getMemoryPoolMXBeans()
+    metaspace = sum(pool.getUsage().getUsed() for pool in pools if pool.getName() == "Metaspace")
+    codegen = jvm.org.apache.spark.metrics.source.CodegenMetrics
     return {
         "heap_mb": (runtime.totalMemory() - runtime.freeMemory()) / 2**20,
+        "heap_committed_mb": runtime.totalMemory() / 2**20,
+        "metaspace_mb": metaspace / 2**20,
+        "classes": float(management.getClassLoadingMXBean().getLoadedClassCount()),
+        "compiles": float(codegen.METRIC_COMPILATION_TIME().getCount()),
+        "compile_ms_mean": codegen.METRIC_COMPILATION_TIME().getSnapshot().getMean(),
         "jvm_rss_mb": _rss_mb(jvm_pid),
         "workers_rss_mb": sum(_rss_mb(p) for p in _descendants(jvm_pid)),
         "python_rss_mb": _rss_mb(os.getpid()),
@@ -396,6 +405,18 @@ def main() -> None:
               "MB; "
               f"state {s['state_rows']:.0f} buckets, {s['state_mb']:.1f} MB in memory, "
               f"{s['state_disk_mb']:.1f} MB in the checkpoint")  # fmt: skip
+    for name, s in (("start (after warm-up)", first), ("end", last)):
+        print(f"{name}: JVM heap committed {s['heap_committed_mb']:.0f} MB, "
+              f"metaspace {s['metaspace_mb']:.0f} MB, "
+              f"{s['classes']:.0f} classes loaded, {s['compiles']:.0f} code generations compiled "
+              f"(recent mean {s['compile_ms_mean']:.0f} ms)")  # fmt: skip
+    # A plan whose generated code differs every micro-batch (e.g. an inlined per-batch literal) is
+    # compiled again each time: classes and metaspace then grow with the number of micro-batches.
+    steady_batches = max(1, len(steady))
+    metaspace_kb = (last["metaspace_mb"] - first["metaspace_mb"]) / steady_batches * 1024
+    print(f"per steady micro-batch: {(last['compiles'] - first['compiles']) / steady_batches:.1f} code "
+          f"compilations, {(last['classes'] - first['classes']) / steady_batches:.1f} classes loaded, "
+          f"{metaspace_kb:.0f} kB metaspace")  # fmt: skip
     heap_ratio = last["heap_mb"] / first["heap_mb"] if first["heap_mb"] else float("nan")
     rss_ratio = last["jvm_rss_mb"] / first["jvm_rss_mb"] if first["jvm_rss_mb"] else float("nan")
     print(f"memory end/start: heap after GC {heap_ratio:.2f}x, JVM RSS {rss_ratio:.2f}x "
@@ -403,11 +424,13 @@ def main() -> None:
           f"{MEMORY_GROWTH_FLAT:g}x bar); the state grows by design until the 30-day window is full "
           "(a state row is a card bucket: its cards' last 30 days)")  # fmt: skip
     print(
-        "memory every sample (s after warm-up: heap MB / JVM RSS MB / workers RSS MB / state buckets / "
-        "state MB):"
+        "memory every sample (s after warm-up: heap MB / heap committed MB / JVM RSS MB / metaspace MB / "
+        "workers RSS MB / state buckets / state MB / checkpoint state MB):"
     )
-    print("  " + "; ".join(f"{t:.0f}: {s['heap_mb']:.0f}/{s['jvm_rss_mb']:.0f}/{s['workers_rss_mb']:.0f}/"
-                           f"{s['state_rows']:.0f}/{s['state_mb']:.1f}" for t, s in samples))  # fmt: skip
+    print("  " + "; ".join(f"{t:.0f}: {s['heap_mb']:.0f}/{s['heap_committed_mb']:.0f}/{s['jvm_rss_mb']:.0f}/"
+                           f"{s['metaspace_mb']:.0f}/{s['workers_rss_mb']:.0f}/"
+                           f"{s['state_rows']:.0f}/{s['state_mb']:.1f}/{s['state_disk_mb']:.0f}"
+                           for t, s in samples))  # fmt: skip
     per_batch = root / "micro_batches.jsonl"
     with per_batch.open("w") as out:
         by_id = {p["batchId"]: p for p in progress}

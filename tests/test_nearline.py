@@ -12,7 +12,16 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from lakeml.domains.banking.card_state import LATE_REASON, _first_in_window, _sequential_sums
+from lakeml.domains.banking.card_state import (
+    LATE_REASON,
+    _cards_of,
+    _first_in_window,
+    _merged,
+    _pruned,
+    _replaced,
+    _sequential_sums,
+    empty_bucket,
+)
 from lakeml.domains.banking.nearline import APP_ID, FRAUD_ALERTS_SCHEMA, run_fraud_alerts
 from lakeml.errors import JobFailed
 from lakeml.lakehouse import Lakehouse
@@ -537,3 +546,44 @@ def test_the_vectorized_window_sums_add_left_to_right_and_count_distinct_per_car
     for j, (s, e) in enumerate(zip(starts, ends, strict=True)):
         assert sums[j] == sum(amounts[s:e].tolist(), 0.0)  # bit for bit, not approximately
         assert distinct[j] == len(set(merchants[s:e].tolist()))
+
+
+def test_a_micro_batch_merges_only_its_cards_into_the_bucket_state_as_a_whole_bucket_merge_does():
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(5)
+
+    def batch(n: int, first_id: int, cards: list[str]) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "txn_id": [f"t{first_id + i:04d}" for i in range(n)],
+                "card_token": rng.choice(np.array(cards), n),
+                "amount_eur": rng.uniform(1, 100, n).round(2),
+                "merchant_id": rng.choice(np.array(["M1", "M2"]), n),
+                "country": rng.choice(np.array(["DE", "FR"]), n),
+                "lat": rng.choice(np.array([52.5, np.nan]), n),
+                "lon": 13.4,
+            }
+        )
+
+    def merge_all(saved: dict, rows: pd.DataFrame, ts: np.ndarray) -> dict:
+        return _merged(saved, rows, np.arange(len(rows)), ts)
+
+    empty = empty_bucket(1)
+    first = batch(60, 0, ["c1", "c2", "c3", "c4"])
+    first_ts = rng.integers(0, 100, 60).astype(np.int64)  # ties within and across cards
+    saved = _pruned(merge_all(empty, first, first_ts), 0, 1)
+    rows = batch(15, 100, ["c2", "c5"])  # one card of the state, one new card
+    ts = rng.integers(0, 100, 15).astype(np.int64)
+    new = np.arange(15)
+    touched = _cards_of(saved, np.array(sorted(set(rows["card_token"].tolist())), dtype=str))
+    assert sorted(set(touched["id"].tolist())) == sorted(first["txn_id"][first["card_token"] == "c2"])
+    merged = _merged(touched, rows, new, ts)
+    whole = merge_all(saved, rows, ts)
+    for oldest in (0, 50):  # nothing pruned / the older half pruned
+        got, want = _pruned(_replaced(saved, merged), oldest, 1), _pruned(whole, oldest, 1)
+        assert got.keys() == want.keys()
+        assert got["buckets"] == want["buckets"] == 1
+        for k in got.keys() - {"buckets"}:
+            assert np.array_equal(got[k], want[k], equal_nan=k in ("lat", "lon")), k
