@@ -383,8 +383,12 @@ def test_explicit_mode_serves_the_best_ranking_candidate_within_the_rmse_floor(
         "ml.recommender.model_name=als-ranked",
     )
     cfg = config.ml.recommender
-    # the defaults: item biases shrunk toward 0 and toward a below-average prior, chosen by NDCG@k
-    assert cfg.explicit_choice_metric == "ndcg_at_k" and len(cfg.explicit_item_bias_priors) == 2
+    # the defaults: residual item biases shrunk toward a below-average prior, chosen by NDCG@k; with a
+    # second prior (0) two residual candidates
+    assert cfg.explicit_choice_metric == "ndcg_at_k" and cfg.explicit_item_bias_priors == (0.25,)
+    config = replace(
+        config, ml=replace(config.ml, recommender=replace(cfg, explicit_item_bias_priors=(0.0, 0.25)))
+    )
     summary = train_recommender(spark, config, DateRange.single(DAY)).details
     by_rmse, by_ndcg = summary["validation_rmse_by_candidate"], summary["validation_ndcg_by_candidate"]
     assert len(by_rmse) == 3 and sum("item_prior=-0.25" in c for c in by_rmse) == 1

@@ -49,7 +49,7 @@ from typing import Any, cast
 
 from pyspark import StorageLevel, inheritable_thread_target
 from pyspark.ml import Pipeline, PipelineModel
-from pyspark.ml.evaluation import RegressionEvaluator
+from pyspark.ml.evaluation import RankingEvaluator, RegressionEvaluator
 from pyspark.ml.feature import IndexToString, StringIndexer, StringIndexerModel
 from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.ml.tuning import ParamGridBuilder
@@ -597,8 +597,17 @@ def validation_ndcg(
     model: PipelineModel, cfg: RecommenderConfig, users: DataFrame, seen: DataFrame, relevant: DataFrame
 ) -> float:
     """NDCG@k of ``model``'s top-k for ``users`` (never an item of ``seen``) against ``relevant``."""
-    recs = recommend(model, users, seen, cfg.k, cfg)
-    return ev.ranking_metrics(ranked_lists(recs, cfg), relevant, cfg.user_column, [cfg.k])[cfg.k]["ndcg_at_k"]
+    recs = ranked_lists(recommend(model, users, seen, cfg.k, cfg), cfg)
+    # as ev.ranking_metrics (a user with relevant items and no list counts as a miss), NDCG alone: one pass
+    joined = relevant.select(cfg.user_column, F.col("items").alias("label")).join(
+        recs.select(cfg.user_column, F.col("items").alias("prediction")), cfg.user_column, "left"
+    )
+    data = joined.select(
+        F.coalesce("prediction", F.array().cast("array<double>")).alias("prediction"),
+        F.col("label").cast("array<double>").alias("label"),
+    )
+    evaluator = RankingEvaluator(predictionCol="prediction", labelCol="label", k=cfg.k, metricName="ndcgAtK")
+    return evaluator.evaluate(data)
 
 
 def choose_explicit(
@@ -703,7 +712,16 @@ def tune_explicit_candidates(
                      seconds=round(time.perf_counter() - started, 1))  # fmt: skip
         return score
 
+    def bias_ndcg() -> float:
+        if not ranking or "bias" not in cfg.explicit_candidates or users is None or relevant is None:
+            return math.nan
+        served = bias_only_model(train, biases, cfg, config.ml.seed)
+        return validation_ndcg(served, cfg, users, train, relevant)
+
+    # the bias baseline's validation top-k runs beside the ALS fits (it needs no fit of its own)
+    side = ThreadPoolExecutor(max_workers=1)
     try:
+        ranked_bias = side.submit(inheritable_thread_target(train.sparkSession)(bias_ndcg))
         scores: list[float] = []
         if points:
             first = residuals[points[0][2]] if points[0][2] is not None else train
@@ -718,16 +736,13 @@ def tune_explicit_candidates(
         kept_variants: list[tuple[float | None, float] | None] = [v for _, _, v in points]
         if "bias" in cfg.explicit_candidates:
             results.insert(0, ("bias", {}, bias_validation_rmse))
-            bias_ndcg = math.nan
-            if ranking and users is not None and relevant is not None:
-                bias_ndcg = validation_ndcg(bias_only_model(train, biases, cfg, config.ml.seed), cfg, users,
-                                            train, relevant)  # fmt: skip
-            ndcgs.insert(0, bias_ndcg)
+            ndcgs.insert(0, ranked_bias.result())
             labels.insert(0, "bias")
             one_point.insert(0, {"explicit_candidates": ["bias"]})
             models_by_result.insert(0, None)
             kept_variants.insert(0, None)
     finally:
+        side.shutdown(wait=True)
         for frame in [*residuals.values(), *held_out.values(), *([users, relevant] if ranking else [])]:
             if frame is not None:
                 frame.unpersist()
