@@ -707,9 +707,9 @@ def tune_explicit_candidates(
         if ranking and score <= bias_validation_rmse and users is not None and relevant is not None:
             served = model if variant is None else fold_biases(model, variant_biases[variant], cfg)
             ndcg_of[index] = validation_ndcg(served, cfg, users, train, relevant)
+        ranked = {} if math.isnan(ndcg_of[index]) else {"ndcg": round(ndcg_of[index], 5)}  # JSON: no NaN
         runlog.event("fit_done", model=cfg.model_name, candidate=kind, params=params, metric=round(score, 5),
-                     ndcg=round(ndcg_of[index], 5),
-                     seconds=round(time.perf_counter() - started, 1))  # fmt: skip
+                     **ranked, seconds=round(time.perf_counter() - started, 1))  # fmt: skip
         return score
 
     def bias_ndcg() -> float:
