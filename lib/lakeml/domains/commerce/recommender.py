@@ -23,8 +23,11 @@
   multiples of the training residuals' standard deviation) and the saved model predicts biases +
   factors: the biases are folded into two extra factor columns (user ``[p, 1, mu + b_u]``, item
   ``[q, b_i, 1]``), so the registered ALSModel, its top-k and batch scoring need nothing else. The
-  candidates of ``explicit_candidates`` are fitted on train and compared on validation RMSE; the winner
-  is served as fitted (one ALS fit per candidate, no refit), with biases refitted on train + validation.
+  candidates of ``explicit_candidates`` are fitted on train (residual ones in item-bias variants: item
+  biases shrunk toward a below-average prior, ``explicit_item_bias_*``) and compared on validation: by
+  RMSE, or (``explicit_choice_metric: ndcg_at_k``) by NDCG@k among those no worse than the bias baseline
+  in RMSE; the winner is served as fitted (one ALS fit per candidate, no refit), with biases refitted
+  on train + validation.
 - **Scoring**: top ``k`` per user of the snapshot, excluding items the user purchased
   (``purchased_column > 0``; every item the user has when ``purchased_column`` is ""), into
   gold/recommendations.
