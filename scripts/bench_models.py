@@ -201,10 +201,13 @@ def report_als(als: dict) -> list[tuple[str, float, str, bool]]:
               flush=True)  # fmt: skip
         checks = []
         if "explicit_model" in als:  # the candidates compared on validation (same pairs)
-            print(f"           chosen on validation RMSE: {als['explicit_model']} "
-                  f"({als['validation_rmse']:.4f} vs bias "
-                  f"baseline {als['bias_validation_rmse']:.4f}); candidates "
-                  f"{als['validation_rmse_by_candidate']}",
+            how = ("validation RMSE" if als.get("explicit_choice_metric", "rmse") == "rmse"
+                   else "validation NDCG@k among those no worse than the bias baseline in validation RMSE")
+            print(f"           chosen on {how}: {als.get('explicit_choice', als['explicit_model'])} "
+                  f"(validation RMSE {als['validation_rmse']:.4f} vs bias "
+                  f"baseline {als['bias_validation_rmse']:.4f}); validation RMSE by candidate "
+                  f"{als['validation_rmse_by_candidate']}; validation NDCG@k by candidate ranked "
+                  f"{als.get('validation_ndcg_by_candidate', {})}",
                   flush=True)  # fmt: skip
             ratio = als["validation_rmse"] / als["bias_validation_rmse"]
             checks.append(("ALS explicit validation RMSE ÷ bias baseline", ratio, "<= 1", ratio <= 1))
@@ -271,6 +274,10 @@ def one_point_overrides(name: str, config, result: dict, records: Sequence[model
             f"ml.fraud.families={json.dumps({result['family']: grid(kept[0])})}",
             f"ml.fraud.imbalance={json.dumps([result['imbalance']])}",
         ]
+    if name == "als-explicit" and "explicit_one_point" in result:
+        # the winner's conf as the trainer reports it: its grid point unscaled (the trainer scales the
+        # residual regParam by the residuals' std x factor; the fitted params are already scaled)
+        return [f"ml.recommender.{k}={json.dumps(v)}" for k, v in result["explicit_one_point"].items()]
     if name in ("als", "als-explicit"):
         return [f"ml.recommender.grid={json.dumps(grid(kept[0]))}"]
     cfg, out, families = config.ml.failure, [], {}

@@ -29,7 +29,13 @@ from lakeml.domains.banking.fraud_model import (
     with_calibrated_score,
 )
 from lakeml.domains.commerce.features import USER_ITEM_INTERACTIONS_SCHEMA
-from lakeml.domains.commerce.recommender import TARGET, fit_biases, train_recommender, tune_biases
+from lakeml.domains.commerce.recommender import (
+    TARGET,
+    choose_explicit,
+    fit_biases,
+    train_recommender,
+    tune_biases,
+)
 from lakeml.errors import ConfigError, JobFailed
 from lakeml.lakehouse import Lakehouse
 from lakeml.ml import evaluation as ev
@@ -293,6 +299,11 @@ def test_biases_by_hand(spark: SparkSession, config: Config) -> None:
         [("a", "x", 4.5), ("b", "y", 3.0)],
         f"{cfg.user_column} string, {cfg.item_column} string, {TARGET} double",
     )
+    # a prior below 0 pulls item biases toward it, the more the fewer ratings: (sum + reg x prior) / (reg + n)
+    pessimistic = fit_biases(df, cfg, 1.0, 9.0, -0.5)
+    assert {r[0]: r[1] for r in pessimistic.items.collect()} == pytest.approx(
+        {"x": (1 - 4.5) / 11, "y": (-1 - 4.5) / 10}
+    )
     grid = replace(cfg, bias_regularization=(1.0,), item_bias_regularization=(0.0, 9.0))
     reg, item_reg, results = tune_biases(grid, df, held_out)
     assert [(r, ir) for r, ir, _ in results] == [(1.0, 0.0), (1.0, 9.0)]
@@ -322,6 +333,10 @@ def test_explicit_als_on_residuals_reports_the_bias_baseline_as_its_floor(
         "ml.recommender.mode=explicit",
         "ml.recommender.model_name=als-bias",
         "ml.recommender.explicit_candidates=[bias, residual, plain]",
+        # the choice by validation RMSE alone, residuals after the baseline's biases
+        "ml.recommender.explicit_choice_metric=rmse",
+        "ml.recommender.explicit_item_bias_priors=[0.0]",
+        "ml.recommender.explicit_item_bias_regularization=[]",
     )
     summary = train_recommender(spark, config, DateRange.single(DAY)).details
     assert summary["rmse"] > 0 and summary["bias_baseline_rmse"] > 0
@@ -341,6 +356,54 @@ def test_explicit_als_on_residuals_reports_the_bias_baseline_as_its_floor(
     html = Path(summary["report"]).read_text()
     assert "bias baseline: global mean + user and item biases" in html and "catalogue coverage" in html
     assert "Explicit model chosen on validation RMSE" in html
+
+
+def test_explicit_choice_ranks_only_candidates_within_the_rmse_floor() -> None:
+    nan = float("nan")
+    # bias (floor 1.0), then three ALS candidates: the best NDCG (index 3) is above the floor in RMSE
+    rmses, ndcgs = [1.0, 0.95, 0.99, 1.01], [0.10, 0.12, 0.20, nan]
+    assert choose_explicit(rmses, ndcgs, 1.0, "rmse") == 1
+    assert choose_explicit(rmses, ndcgs, 1.0, "ndcg_at_k") == 2
+    assert choose_explicit(rmses, [0.30, 0.12, 0.20, 0.5], 1.0, "ndcg_at_k") == 0  # the bias ranks best
+    # nothing ranked (no relevant validation pair): the lowest RMSE; a NaN RMSE never wins
+    assert choose_explicit([1.0, nan, 0.9], [nan, nan, nan], 1.0, "ndcg_at_k") == 2
+
+
+def test_explicit_mode_serves_the_best_ranking_candidate_within_the_rmse_floor(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    config = explicit_ratings_lake(
+        spark,
+        tmp_path,
+        200,
+        25,
+        "ml.recommender.max_iter=5",
+        "ml.recommender.grid={rank: [8], regParam: [0.1], alpha: [1.0]}",
+        "ml.recommender.mode=explicit",
+        "ml.recommender.model_name=als-ranked",
+    )
+    cfg = config.ml.recommender
+    # the defaults: residual item biases shrunk toward a below-average prior, chosen by NDCG@k; with a
+    # second prior (0) two residual candidates
+    assert cfg.explicit_choice_metric == "ndcg_at_k" and cfg.explicit_item_bias_priors == (0.25,)
+    config = replace(
+        config, ml=replace(config.ml, recommender=replace(cfg, explicit_item_bias_priors=(0.0, 0.25)))
+    )
+    summary = train_recommender(spark, config, DateRange.single(DAY)).details
+    by_rmse, by_ndcg = summary["validation_rmse_by_candidate"], summary["validation_ndcg_by_candidate"]
+    assert len(by_rmse) == 3 and sum("item_prior=-0.25" in c for c in by_rmse) == 1
+    floor = summary["bias_validation_rmse"]
+    # ranked: exactly the candidates no worse than the bias baseline in validation RMSE (bias included)
+    assert set(by_ndcg) == {c for c, v in by_rmse.items() if v <= floor} and "bias" in by_ndcg
+    chosen = summary["explicit_choice"]
+    assert by_ndcg[chosen] == max(by_ndcg.values()) and by_rmse[chosen] <= floor
+    assert summary["validation_rmse"] == by_rmse[chosen]
+    assert summary["promoted"], summary["reason"]
+    # the winner alone, as conf: one candidate, chosen without a ranking pass
+    one = summary["explicit_one_point"]
+    assert one["explicit_choice_metric"] == "rmse" and len(one["explicit_candidates"]) == 1
+    html = Path(summary["report"]).read_text()
+    assert "validation NDCG@k among the candidates no worse than the bias baseline" in html
 
 
 # Explicit mode with a huge regularisation: plain ALS predicts ~0, far worse than the biases.

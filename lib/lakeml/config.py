@@ -450,6 +450,15 @@ class RecommenderConfig:
     explicit_candidates: tuple[str, ...] = ("bias", "residual")
     # Residual ALS: regParam = grid regParam x the residuals' standard deviation x each factor.
     explicit_regparam_factors: tuple[float, ...] = (4.0,)
+    # Residual ALS candidates' item biases (the baseline's are unchanged): each regularisation here x each
+    # prior, the prior a shift below 0 in units of the training ratings' standard deviation toward which
+    # a rarely-rated item's bias is shrunk (ratings are missing not at random: an item few users rate is
+    # assumed below average until its ratings say otherwise). Empty regularisation: the baseline's.
+    explicit_item_bias_regularization: tuple[float, ...] = ()
+    explicit_item_bias_priors: tuple[float, ...] = (0.0,)
+    # How the explicit candidate is chosen: "rmse" (lowest validation RMSE) or "ndcg_at_k" (highest
+    # validation NDCG@k among the candidates whose validation RMSE is no worse than the bias baseline's).
+    explicit_choice_metric: Literal["rmse", "ndcg_at_k"] = "rmse"
     # Implicit tuning ranks grid points on at most this many validation users (a seeded hash sample;
     # each point's top-k pass then costs the sample, not every user); 0 = every validation user.
     validation_users: int = 0
@@ -469,6 +478,21 @@ class RecommenderConfig:
             raise ConfigError(
                 "ml.recommender.explicit_candidates: needs one or more of bias, residual, plain, got "
                 f"{list(self.explicit_candidates)}"
+            )
+        if self.explicit_item_bias_regularization and min(self.explicit_item_bias_regularization) < 0:
+            raise ConfigError(
+                "ml.recommender.explicit_item_bias_regularization: needs values >= 0, got "
+                f"{list(self.explicit_item_bias_regularization)}"
+            )
+        if not self.explicit_item_bias_priors or min(self.explicit_item_bias_priors) < 0:
+            raise ConfigError(
+                "ml.recommender.explicit_item_bias_priors: needs values >= 0 (a shift below 0), got "
+                f"{list(self.explicit_item_bias_priors)}"
+            )
+        if self.explicit_choice_metric not in ("rmse", "ndcg_at_k"):
+            raise ConfigError(
+                "ml.recommender.explicit_choice_metric: needs rmse or ndcg_at_k, got "
+                f"{self.explicit_choice_metric}"
             )
         if not self.explicit_regparam_factors or min(self.explicit_regparam_factors) <= 0:
             raise ConfigError(

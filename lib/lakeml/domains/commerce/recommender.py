@@ -23,8 +23,11 @@
   multiples of the training residuals' standard deviation) and the saved model predicts biases +
   factors: the biases are folded into two extra factor columns (user ``[p, 1, mu + b_u]``, item
   ``[q, b_i, 1]``), so the registered ALSModel, its top-k and batch scoring need nothing else. The
-  candidates of ``explicit_candidates`` are fitted on train and compared on validation RMSE; the winner
-  is served as fitted (one ALS fit per candidate, no refit), with biases refitted on train + validation.
+  candidates of ``explicit_candidates`` are fitted on train (residual ones in item-bias variants: item
+  biases shrunk toward a below-average prior, ``explicit_item_bias_*``) and compared on validation: by
+  RMSE, or (``explicit_choice_metric: ndcg_at_k``) by NDCG@k among those no worse than the bias baseline
+  in RMSE; the winner is served as fitted (one ALS fit per candidate, no refit), with biases refitted
+  on train + validation.
 - **Scoring**: top ``k`` per user of the snapshot, excluding items the user purchased
   (``purchased_column > 0``; every item the user has when ``purchased_column`` is ""), into
   gold/recommendations.
@@ -49,7 +52,7 @@ from typing import Any, cast
 
 from pyspark import StorageLevel, inheritable_thread_target
 from pyspark.ml import Pipeline, PipelineModel
-from pyspark.ml.evaluation import RegressionEvaluator
+from pyspark.ml.evaluation import RankingEvaluator, RegressionEvaluator
 from pyspark.ml.feature import IndexToString, StringIndexer, StringIndexerModel
 from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.ml.tuning import ParamGridBuilder
@@ -393,10 +396,15 @@ class BiasModel:
 
 
 def fit_biases(
-    train: DataFrame, cfg: RecommenderConfig, regularization: float, item_regularization: float | None = None
+    train: DataFrame,
+    cfg: RecommenderConfig,
+    regularization: float,
+    item_regularization: float | None = None,
+    item_prior: float = 0.0,
 ) -> BiasModel:
-    """mu = mean rating; b_u = sum(r - mu) / (reg + n_u); b_i = sum(r - mu - b_u) / (item_reg + n_i), item_reg
-    = ``item_regularization`` or else ``regularization`` (aggregations)."""
+    """mu = mean rating; b_u = sum(r - mu) / (reg + n_u); b_i = (sum(r - mu - b_u) + item_reg x item_prior) /
+    (item_reg + n_i), item_reg = ``item_regularization`` or else ``regularization`` (aggregations): each
+    item bias is shrunk toward ``item_prior`` (0: toward the mean), the more the fewer ratings it has."""
     u, i = cfg.user_column, cfg.item_column
     mu = train.agg(F.avg(TARGET)).head(1)[0][0]
     if mu is None:
@@ -408,7 +416,12 @@ def fit_biases(
     items = (
         train.join(users, u)
         .groupBy(i)
-        .agg((F.sum(F.col(TARGET) - mu - F.col("_b_u")) / (item_reg + F.count(F.lit(1)))).alias("_b_i"))
+        .agg(
+            (
+                (F.sum(F.col(TARGET) - mu - F.col("_b_u")) + item_reg * F.lit(float(item_prior)))
+                / (item_reg + F.count(F.lit(1)))
+            ).alias("_b_i")
+        )
     )
     return BiasModel(mu, users.localCheckpoint(), items.localCheckpoint(), float(regularization))
 
@@ -553,7 +566,7 @@ def bias_only_model(fit_on: DataFrame, biases: BiasModel, cfg: RecommenderConfig
 
 @dataclass(frozen=True)
 class ExplicitChoice:
-    """The explicit model chosen on validation RMSE among bias / residual / plain candidates."""
+    """The explicit model chosen on validation among bias / residual / plain candidates."""
 
     kind: str  # "bias", "residual" or "plain"
     params: dict[str, float]  # ALS params of the winner ({} for the bias baseline)
@@ -564,6 +577,59 @@ class ExplicitChoice:
     # the winning ALS candidate as fitted on train (None for the bias baseline) and its fit's seconds
     model: PipelineModel | None = field(default=None, compare=False, repr=False)
     fit_seconds: float = 0.0
+    metric: str = "rmse"  # how the winner was chosen (``explicit_choice_metric``)
+    # validation NDCG@k per candidate (NaN: not ranked, i.e. RMSE worse than the bias baseline's)
+    validation_ndcg: list[float] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)  # each candidate's name (params and item-bias variant)
+    chosen: int = 0  # index of the winner in ``results``
+    # the winner's item biases: regularisation (None: the baseline's) and prior shift (rating std units)
+    item_regularization: float | None = None
+    item_prior_shift: float = 0.0
+    rating_std: float = 1.0  # the training ratings' standard deviation (unit of the prior shift)
+    # ml.recommender settings that leave the winner as the only candidate (bench_models' one-point phase)
+    one_point: dict[str, Any] = field(default_factory=dict)
+
+
+def item_variants(cfg: RecommenderConfig) -> list[tuple[float | None, float]]:
+    """(item regularisation or None for the baseline's, prior shift) of every residual candidate."""
+    regs: Sequence[float | None] = cfg.explicit_item_bias_regularization or (None,)
+    return [(reg, shift) for reg in regs for shift in sorted(set(cfg.explicit_item_bias_priors))]
+
+
+def validation_ndcg(
+    model: PipelineModel, cfg: RecommenderConfig, users: DataFrame, seen: DataFrame, relevant: DataFrame
+) -> float:
+    """NDCG@k of ``model``'s top-k for ``users`` (never an item of ``seen``) against ``relevant``."""
+    recs = ranked_lists(recommend(model, users, seen, cfg.k, cfg), cfg)
+    # as ev.ranking_metrics (a user with relevant items and no list counts as a miss), NDCG alone: one pass
+    joined = relevant.select(cfg.user_column, F.col("items").alias("label")).join(
+        recs.select(cfg.user_column, F.col("items").alias("prediction")), cfg.user_column, "left"
+    )
+    data = joined.select(
+        F.coalesce("prediction", F.array().cast("array<double>")).alias("prediction"),
+        F.col("label").cast("array<double>").alias("label"),
+    )
+    evaluator = RankingEvaluator(predictionCol="prediction", labelCol="label", k=cfg.k, metricName="ndcgAtK")
+    return evaluator.evaluate(data)
+
+
+def choose_explicit(
+    rmses: Sequence[float], ndcgs: Sequence[float], bias_validation_rmse: float, metric: str
+) -> int:
+    """The winning candidate's index: the lowest validation RMSE ("rmse"), or ("ndcg_at_k") the highest
+    validation NDCG@k among the candidates no worse than the bias baseline in validation RMSE (the
+    lowest RMSE when none is, or none was ranked). NaN never wins; ties keep the first (the simpler)."""
+
+    def low(n: int) -> float:
+        return math.inf if math.isnan(rmses[n]) else rmses[n]
+
+    by_rmse = min(range(len(rmses)), key=low)
+    if metric == "rmse":
+        return by_rmse
+    ranked = [n for n in range(len(rmses)) if low(n) <= bias_validation_rmse and not math.isnan(ndcgs[n])]
+    if not ranked:
+        return by_rmse
+    return max(ranked, key=lambda n: ndcgs[n])
 
 
 def tune_explicit_candidates(
@@ -573,70 +639,139 @@ def tune_explicit_candidates(
     validation: DataFrame,
     biases: BiasModel,
     bias_validation_rmse: float,
+    item_regularization: float | None = None,
 ) -> ExplicitChoice:
     """Every candidate of ``explicit_candidates`` fitted on train and scored by RMSE on the same validation
-    pairs (user and item in train): the bias baseline, ALS on the residuals after ``biases`` (biases +
-    factors; regParam x residual std x each ``explicit_regparam_factors``) and plain ALS on the ratings
-    (``ml.parallelism`` fits at a time). The lowest wins (ties: the simpler model, in that order), so the
-    chosen model is never worse than the baseline on validation when "bias" is a candidate. The winner's
-    train fit comes back with the choice: it is served as it is (not refitted on train + validation)."""
-    residuals = train.transform(with_residual_target(biases, cfg)).persist(StorageLevel.MEMORY_AND_DISK)
-    scale = residual_scale(residuals)
-    held_out = (
-        known_pairs(validation, train, cfg)
-        .transform(with_bias_prediction(biases, cfg))
-        .persist(StorageLevel.MEMORY_AND_DISK)
-    )
-    points: list[tuple[str, dict[str, float]]] = []
-    if "residual" in cfg.explicit_candidates:
-        points += [
-            ("residual", {**p, **({"regParam": p["regParam"] * f} if "regParam" in p else {})})
-            for p in scaled_grid(cfg, scale)
-            for f in sorted(set(cfg.explicit_regparam_factors))
-        ]
+    pairs (user and item in train): the bias baseline, ALS on the residuals after the biases (biases +
+    factors; regParam x residual std x each ``explicit_regparam_factors``, item biases of each
+    ``item_variants``) and plain ALS on the ratings (``ml.parallelism`` fits at a time). With
+    ``explicit_choice_metric`` "rmse" the lowest wins; with "ndcg_at_k" the candidates no worse than the
+    bias baseline in validation RMSE are ranked on validation users (``validation_ndcg``) and the best
+    NDCG@k wins, so the RMSE floor holds either way when "bias" is a candidate. The winner's train fit
+    comes back with the choice: it is served as it is (not refitted on train + validation)."""
+    ranking = cfg.explicit_choice_metric == "ndcg_at_k"
+    rating_std = residual_scale(train)  # std of the ratings: the unit of the item prior shift
+    variants = item_variants(cfg) if "residual" in cfg.explicit_candidates else []
+
+    def variant_fit(variant: tuple[float | None, float]) -> BiasModel:
+        if variant == (None, 0.0):
+            return biases
+        reg = item_regularization if variant[0] is None else variant[0]
+        return fit_biases(train, cfg, biases.regularization, reg, -variant[1] * rating_std)
+
+    variant_biases = {v: variant_fit(v) for v in variants}
+    residuals = {
+        v: train.transform(with_residual_target(b, cfg)).persist(StorageLevel.MEMORY_AND_DISK)
+        for v, b in variant_biases.items()
+    }
+    held_out_pairs = known_pairs(validation, train, cfg)
+    held_out = {
+        v: held_out_pairs.transform(with_bias_prediction(b, cfg)).persist(StorageLevel.MEMORY_AND_DISK)
+        for v, b in variant_biases.items()
+    }
+    base_held_out = held_out_pairs.withColumn(BIAS_PREDICTION, F.lit(0.0))
+    scales = {v: residual_scale(r) for v, r in residuals.items()}
+    points: list[tuple[str, dict[str, float], tuple[float | None, float] | None]] = []
+    one_point: list[dict[str, Any]] = []  # each candidate alone, as conf
+    for v in variants:
+        for p, unscaled in zip(scaled_grid(cfg, scales[v]), scaled_grid(cfg, 1.0), strict=True):
+            for f in sorted(set(cfg.explicit_regparam_factors)):
+                scaled = {**p, **({"regParam": p["regParam"] * f} if "regParam" in p else {})}
+                points.append(("residual", scaled, v))
+                one_point.append({
+                    "explicit_candidates": ["residual"], "grid": {k: [x] for k, x in unscaled.items()},
+                    "explicit_regparam_factors": [f], "explicit_item_bias_priors": [v[1]],
+                    "explicit_item_bias_regularization": [] if v[0] is None else [v[0]],
+                })  # fmt: skip
     if "plain" in cfg.explicit_candidates:
-        points += [("plain", p) for p in scaled_grid(cfg, 1.0)]
+        for p in scaled_grid(cfg, 1.0):
+            points.append(("plain", p, None))
+            one_point.append({"explicit_candidates": ["plain"], "grid": {k: [x] for k, x in p.items()}})
+    users = relevant = None
+    if ranking:
+        users = validation_sample(validation, cfg, config.ml.seed).persist(StorageLevel.MEMORY_AND_DISK)
+        threshold = relevance_threshold(cfg, train)
+        in_sample = validation.join(users, cfg.user_column, "left_semi")
+        relevant = relevant_lists(in_sample, cfg, threshold).persist(StorageLevel.MEMORY_AND_DISK)
 
     fitted: dict[int, tuple[PipelineModel, float]] = {}
+    ndcg_of: dict[int, float] = {}
 
     def fit_one(index: int) -> float:
-        kind, params = points[index]
+        kind, params, variant = points[index]
         started = time.perf_counter()
-        model = als_pipeline(cfg, params, config.ml.seed).fit(residuals if kind == "residual" else train)
+        rows = residuals[variant] if variant is not None else train
+        model = als_pipeline(cfg, params, config.ml.seed).fit(rows)
         fitted[index] = (model, time.perf_counter() - started)
-        predicted = model.transform(held_out)
-        if kind == "residual":
-            predicted = predicted.withColumn("prediction", F.col("prediction") + F.col(BIAS_PREDICTION))
+        predicted = model.transform(held_out[variant] if variant is not None else base_held_out)
+        predicted = predicted.withColumn("prediction", F.col("prediction") + F.col(BIAS_PREDICTION))
         score = rmse(predicted, "prediction")
+        ndcg_of[index] = math.nan
+        if ranking and score <= bias_validation_rmse and users is not None and relevant is not None:
+            served = model if variant is None else fold_biases(model, variant_biases[variant], cfg)
+            ndcg_of[index] = validation_ndcg(served, cfg, users, train, relevant)
+        ranked = {} if math.isnan(ndcg_of[index]) else {"ndcg": round(ndcg_of[index], 5)}  # JSON: no NaN
         runlog.event("fit_done", model=cfg.model_name, candidate=kind, params=params, metric=round(score, 5),
-                     seconds=round(time.perf_counter() - started, 1))  # fmt: skip
+                     **ranked, seconds=round(time.perf_counter() - started, 1))  # fmt: skip
         return score
 
+    def bias_ndcg() -> float:
+        if not ranking or "bias" not in cfg.explicit_candidates or users is None or relevant is None:
+            return math.nan
+        served = bias_only_model(train, biases, cfg, config.ml.seed)
+        return validation_ndcg(served, cfg, users, train, relevant)
+
+    # the bias baseline's validation top-k runs beside the ALS fits (it needs no fit of its own)
+    side = ThreadPoolExecutor(max_workers=1)
     try:
+        ranked_bias = side.submit(inheritable_thread_target(train.sparkSession)(bias_ndcg))
         scores: list[float] = []
         if points:
-            grid = (f"{cfg.model_name}/grid", als_pipeline(cfg, points[0][1], config.ml.seed), residuals)
+            first = residuals[points[0][2]] if points[0][2] is not None else train
+            grid = (f"{cfg.model_name}/grid", als_pipeline(cfg, points[0][1], config.ml.seed), first)
             scores = _in_parallel(
                 train.sparkSession, config.ml.parallelism, fit_one, list(range(len(points))), grid
             )
+        results = [(kind, params, score) for (kind, params, _), score in zip(points, scores, strict=True)]
+        ndcgs = [ndcg_of[n] for n in range(len(points))]
+        labels = [_candidate_label(kind, params, v) for kind, params, v in points]
+        models_by_result: list[tuple[PipelineModel, float] | None] = [fitted[n] for n in range(len(points))]
+        kept_variants: list[tuple[float | None, float] | None] = [v for _, _, v in points]
+        if "bias" in cfg.explicit_candidates:
+            results.insert(0, ("bias", {}, bias_validation_rmse))
+            ndcgs.insert(0, ranked_bias.result())
+            labels.insert(0, "bias")
+            one_point.insert(0, {"explicit_candidates": ["bias"]})
+            models_by_result.insert(0, None)
+            kept_variants.insert(0, None)
     finally:
-        residuals.unpersist()
-        held_out.unpersist()
-    results = [(kind, params, score) for (kind, params), score in zip(points, scores, strict=True)]
-    models_by_result: list[tuple[PipelineModel, float] | None] = [fitted[n] for n in range(len(points))]
-    if "bias" in cfg.explicit_candidates:
-        results.insert(0, ("bias", {}, bias_validation_rmse))
-        models_by_result.insert(0, None)
-    # NaN (no validation pair scored) never wins; min keeps the first of equal scores (bias first)
-    winner = min(range(len(results)), key=lambda n: math.inf if math.isnan(results[n][2]) else results[n][2])
+        side.shutdown(wait=True)
+        for frame in [*residuals.values(), *held_out.values(), *([users, relevant] if ranking else [])]:
+            if frame is not None:
+                frame.unpersist()
+    winner = choose_explicit([r[2] for r in results], ndcgs, bias_validation_rmse, cfg.explicit_choice_metric)
     kind, params, best = results[winner]
     model, seconds = models_by_result[winner] or (None, 0.0)
-    return ExplicitChoice(kind, params, best, bias_validation_rmse, scale, results, model, seconds)
+    item_reg, shift = kept_variants[winner] or (None, 0.0)
+    scale = scales.get(kept_variants[winner] or (None, 0.0), scales[variants[0]] if variants else 1.0)
+    return ExplicitChoice(
+        kind, params, best, bias_validation_rmse, scale, results, model, seconds, cfg.explicit_choice_metric,
+        ndcgs, labels, winner, item_reg, shift, rating_std,
+        {**one_point[winner], "explicit_choice_metric": "rmse"},
+    )  # fmt: skip
 
 
-def _candidate_label(kind: str, params: dict[str, float]) -> str:
-    """'residual rank=16 regParam=0.0912' / 'bias': a candidate's name in reports and summaries."""
-    return " ".join([kind, *(f"{k}={v:.4g}" for k, v in sorted(params.items()))])
+def _candidate_label(
+    kind: str, params: dict[str, float], variant: tuple[float | None, float] | None = None
+) -> str:
+    """'residual rank=16 regParam=0.0912' / 'bias': a candidate's name in reports and summaries (with its
+    item-bias regularisation and prior shift when they are not the baseline's)."""
+    extra: dict[str, float] = {}
+    if variant is not None and variant != (None, 0.0):
+        item_reg, shift = variant
+        extra = {**({"item_reg": item_reg} if item_reg is not None else {}), "item_prior": 0.0 - shift}
+    return " ".join([kind, *(f"{k}={v:.4g}" for k, v in sorted(params.items())), *(
+        f"{k}={v:.4g}" for k, v in extra.items())])  # fmt: skip
 
 
 def _flat(result: dict[str, Any], k: int) -> dict[str, float]:
@@ -806,11 +941,16 @@ class AlsRecommender:
                 validation,
                 fit_biases(train, cfg, bias["regularization"], bias["item_regularization"]),
                 bias_validation_rmse,
+                bias["item_regularization"],
             )
             best, bias["regparam_scale"] = choice.params, choice.scale
-            tuning = [({"model": kind, **params}, score) for kind, params, score in choice.results]
-            runlog.event("explicit_choice", model=cfg.model_name, chosen=choice.kind, params=best,
-                         validation_rmse=round(choice.validation_rmse, 5),
+            tuning = [
+                ({"model": label, "validation ndcg@k": ndcg}, score)
+                for label, ndcg, (_, _, score) in zip(choice.labels, choice.validation_ndcg, choice.results,
+                                                      strict=True)
+            ]  # fmt: skip
+            runlog.event("explicit_choice", model=cfg.model_name, chosen=choice.labels[choice.chosen],
+                         params=best, validation_rmse=round(choice.validation_rmse, 5),
                          bias_validation_rmse=round(bias_validation_rmse, 5))  # fmt: skip
         else:
             best, tuning = tune_explicit(cfg, config, train)
@@ -841,8 +981,17 @@ class AlsRecommender:
             known_from, fit_rows = train, train
             model = choice.model
             if choice.kind == "residual":
-                fit_rows = train.transform(with_residual_target(final_biases, cfg))
-                model = fold_biases(model, final_biases, cfg)
+                # the winner's item-bias variant (the baseline's when it has none of its own)
+                served_biases = final_biases
+                if (choice.item_regularization, choice.item_prior_shift) != (None, 0.0):
+                    item_reg = choice.item_regularization
+                    served_biases = fit_biases(
+                        fit_on, cfg, bias["regularization"],
+                        bias["item_regularization"] if item_reg is None else item_reg,
+                        -choice.item_prior_shift * choice.rating_std,
+                    )  # fmt: skip
+                fit_rows = train.transform(with_residual_target(served_biases, cfg))
+                model = fold_biases(model, served_biases, cfg)
             fit_started -= choice.fit_seconds
         else:
             model = final.fit(fit_on)
@@ -1010,9 +1159,18 @@ class RecommenderTrainingSpec(lifecycle.TrainingSpec[RecommenderResult]):
                     "validation_rmse": round(choice.validation_rmse, 4),
                     "bias_validation_rmse": round(choice.bias_validation_rmse, 4),
                     "validation_rmse_by_candidate": {
-                        _candidate_label(kind, params): round(score, 4)
-                        for kind, params, score in choice.results
+                        label: round(score, 4)
+                        for label, (_, _, score) in zip(choice.labels, choice.results, strict=True)
                     },
+                    "explicit_choice_metric": choice.metric,
+                    "explicit_choice": choice.labels[choice.chosen],
+                    "validation_ndcg_by_candidate": {
+                        label: round(ndcg, 4)
+                        for label, ndcg in zip(choice.labels, choice.validation_ndcg, strict=True)
+                        if not math.isnan(ndcg)
+                    },
+                    # the conf of the winner alone (scripts/bench_models.py's one-point phase)
+                    "explicit_one_point": choice.one_point,
                 }
                 if choice is not None
                 else {}
@@ -1076,13 +1234,21 @@ def recommender_report(run: lifecycle.TrainingRun, result: RecommenderResult) ->
         ],
     )
     if choice is not None:
+        floor = choice.bias_validation_rmse
+        beaten = any(score <= floor for kind, _, score in choice.results if kind != "bias")
         verdict = {
-            "bias": "the bias baseline itself: no ALS candidate had a lower validation RMSE",
+            "bias": "the bias baseline itself: "
+            + ("it ranked best on validation" if beaten else "no ALS candidate had a lower validation RMSE"),
             "residual": "ALS on the residuals after the biases (biases + factors)",
             "plain": "plain ALS on the ratings",
         }[choice.kind]
+        how = (
+            "validation RMSE"
+            if choice.metric == "rmse"
+            else "validation NDCG@k among the candidates no worse than the bias baseline in validation RMSE"
+        )
         report.add_text(
-            f"Explicit model chosen on validation RMSE: {verdict} (validation RMSE "
+            f"Explicit model chosen on {how}: {verdict}, {choice.labels[choice.chosen]} (validation RMSE "
             f"{choice.validation_rmse:.4f}, bias baseline {choice.bias_validation_rmse:.4f}); served as "
             "fitted on train, its biases refitted on train + validation. The promotion floor is the bias "
             "baseline's validation RMSE."
@@ -1091,9 +1257,10 @@ def recommender_report(run: lifecycle.TrainingRun, result: RecommenderResult) ->
             "Explicit candidates: validation RMSE on the same pairs (user and item in train), lower is "
             "better",
             [
-                {"candidate": _candidate_label(kind, params), "validation rmse": score,
-                 "chosen": "yes" if (kind, params) == (choice.kind, choice.params) else ""}
-                for kind, params, score in choice.results
+                {"candidate": label, "validation rmse": score, "validation ndcg@k": ndcg,
+                 "chosen": "yes" if n == choice.chosen else ""}
+                for n, (label, ndcg, (_, _, score)) in enumerate(
+                    zip(choice.labels, choice.validation_ndcg, choice.results, strict=True))
             ],
         )  # fmt: skip
     if bias and "rmse" in bias:
