@@ -26,6 +26,9 @@ AIRFLOW_BIN = PROJECT_ROOT / ".venv-airflow" / "bin"
 DAG_FILE = PROJECT_ROOT / "scripts" / "airflow" / "lakeml_dag.py"
 # Yesterday, so generated events are never "in the future" next to their ingestion time.
 DAY = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+# Each Airflow task is a short lakeml process of its own: a JVM that starts fast (C1 JIT only, serial GC;
+# tests/kill_harness.py runs its two dozen short runs the same way). Spark settings, not job settings.
+FAST_JVM = "spark.conf.spark.driver.extraJavaOptions=-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 DAGBAG = """
 import json, os, sys
@@ -127,7 +130,7 @@ def test_a_silver_quality_error_fails_the_run_and_a_rerun_after_the_fix_complete
     (Path(config.landing_path()) / "clickstream" / f"clickstream-{DAY}-00090.jsonl").write_text(page)
     home = tmp_path / "airflow"
     # Three tasks (commerce ingest → silver → features): each task is a lakeml process of its own.
-    conf = "airflow.jobs=[commerce.build_features] airflow.retries=0"
+    conf = f"airflow.jobs=[commerce.build_features] airflow.retries=0 '{FAST_JVM}'"
     env = airflow_env(home, LAKEML_LAKEHOUSE=str(lake_root), LAKEML_CONF=conf)
     migrate = subprocess.run([str(AIRFLOW_BIN / "airflow"), "db", "migrate"], capture_output=True, text=True,
                              env=env, timeout=600)  # fmt: skip

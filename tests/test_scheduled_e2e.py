@@ -7,9 +7,9 @@
 
 One module fixture makes everything once: the landing files (14 generated days), a seed lake (data
 jobs backfilled up to the day before, what a scheduler finds), a copy of it for Airflow, the
-pipeline's run on the seed and Airflow's run on the copy. Each Airflow task is a lakeml process of
-its own (a JVM each): that run is most of this module's time, and the only test of the DAG's real
-task commands. Every trainer fits one small model (one family, no imbalance search or calibration,
+pipeline's run on the seed and Airflow's run on the copy (side by side). Each Airflow task is a lakeml
+process of its own (a JVM each): that run is most of this module's time, and the only test of the
+DAG's real task commands. Every trainer fits one small model (one family, no imbalance search or calibration,
 few trees / ALS iterations): the scheduling is under test here, not the tuning.
 """
 
@@ -42,7 +42,7 @@ from lakeml.pipeline import registry, run_job, topological_order
 from lakeml.runstate import INPUTS_UNCHANGED
 from lakeml.steps import DateRange
 from lakeml.synthetic.landing import run_generation
-from tests.test_airflow import AIRFLOW_BIN, airflow_env, task_states
+from tests.test_airflow import AIRFLOW_BIN, FAST_JVM, airflow_env, task_states
 
 # Yesterday, so generated events are never "in the future" next to their ingestion time.
 DAY = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
@@ -72,6 +72,7 @@ TRAINABLE = (
     "ml.recommender.grid={rank: [4], regParam: [0.1], alpha: [10.0]}",
     "ml.recommender.max_iter=3",
     "ml.curve_points=50",
+    FAST_JVM,  # 17 task processes and the pipeline's: JVMs that start fast
 )
 SEED_STEPS = ("ingest_bronze", "build_silver", "build_features", "refresh_labels")
 LAKEML = Path(sys.executable).with_name("lakeml")
@@ -149,16 +150,30 @@ def code_version() -> Iterator[None]:
         os.environ[GIT_COMMIT_ENV] = saved
 
 
-def pipeline(root: Path, landing: Path) -> dict[str, dict]:
-    """``lakeml pipeline --env test --run-date DAY`` on the lake at ``root`` (a process of its own);
-    the job_end log line of each job."""
+def start_pipeline(root: Path, landing: Path) -> subprocess.Popen[str]:
+    """``lakeml pipeline --env test --run-date DAY`` on the lake at ``root``, a process of its own."""
     command = [str(LAKEML), "pipeline", "--env", "test", "--run-date", DAY.isoformat()]
     for item in settings(root, landing):
         command += ["--conf", item]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-    lines = (json.loads(line) for line in done.stderr.splitlines() if line.startswith("{"))
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def pipeline_ends(started: subprocess.Popen[str]) -> dict[str, dict]:
+    """The job_end log line of each job of a ``start_pipeline`` process, once it succeeded."""
+    try:
+        out, err = started.communicate(timeout=1800)
+    finally:
+        if started.poll() is None:
+            started.kill()
+            started.wait()
+    assert started.returncode == 0, out[-3000:] + err[-5000:]
+    lines = (json.loads(line) for line in err.splitlines() if line.startswith("{"))
     return {e["job"]: e for e in lines if e.get("event") == "job_end"}
+
+
+def pipeline(root: Path, landing: Path) -> dict[str, dict]:
+    """``lakeml pipeline --env test --run-date DAY`` on the lake at ``root``; the job_end line of each job."""
+    return pipeline_ends(start_pipeline(root, landing))
 
 
 @pytest.fixture(scope="module")
@@ -184,18 +199,23 @@ def lakes(spark: SparkSession, code_version: None, tmp_path_factory: pytest.Temp
             run_job(jobs[name], spark, config, DateRange(first, DAY - dt.timedelta(days=1)))
     lap("seed")
     shutil.copytree(seed, copy)
-    pipeline_run = pipeline(seed, landing)
-    lap("pipeline")
-
-    conf = shlex.join(["airflow.retries=0", *settings(copy, landing)])
-    env = airflow_env(home, LAKEML_LAKEHOUSE=str(copy), LAKEML_CONF=conf)
-    airflow = str(AIRFLOW_BIN / "airflow")
-    migrate = subprocess.run([airflow, "db", "migrate"], capture_output=True, text=True, env=env, timeout=600)
-    assert migrate.returncode == 0, migrate.stderr[-3000:]
-    lap("airflow db migrate")
-    run = subprocess.run([airflow, "dags", "test", "lakeml", DAY.isoformat()],
-                         capture_output=True, text=True, env=env, timeout=1800)  # fmt: skip
-    lap("airflow dags test")
+    # The pipeline's run on the seed and Airflow's on the copy share nothing but the (read-only) landing
+    # files: they run side by side, Airflow's task processes mostly starting JVMs while the pipeline works.
+    started = start_pipeline(seed, landing)
+    try:
+        conf = shlex.join(["airflow.retries=0", *settings(copy, landing)])
+        env = airflow_env(home, LAKEML_LAKEHOUSE=str(copy), LAKEML_CONF=conf)
+        airflow = str(AIRFLOW_BIN / "airflow")
+        migrate = subprocess.run([airflow, "db", "migrate"], capture_output=True, text=True, env=env,
+                                 timeout=600)  # fmt: skip
+        assert migrate.returncode == 0, migrate.stderr[-3000:]
+        lap("airflow db migrate")
+        run = subprocess.run([airflow, "dags", "test", "lakeml", DAY.isoformat()],
+                             capture_output=True, text=True, env=env, timeout=1800)  # fmt: skip
+        lap("airflow dags test")
+    finally:
+        pipeline_run = pipeline_ends(started)
+    lap("pipeline (after Airflow's run)")
     jobs_seconds = {job: e.get("seconds") for job, e in pipeline_run.items()}
     print(f"\ntest_scheduled_e2e timings (s): {timings}\npipeline jobs (s): {jobs_seconds}", file=sys.stderr)
     return Lakes(landing, seed, pipeline_run, copy, run, home)
