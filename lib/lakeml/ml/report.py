@@ -286,6 +286,17 @@ def plot_confusion(tp: int, fp: int, fn: int, tn: int, title: str) -> Figure:
     return fig
 
 
+
+def plot_alert_confusion(metrics: Mapping[str, float], threshold: float, budget: float) -> Figure:
+    """The confusion matrix of a classifier's test ``metrics`` (tp, fp, fn, tn) at its alert threshold."""
+    return plot_confusion(
+        int(metrics["tp"]),
+        int(metrics["fp"]),
+        int(metrics["fn"]),
+        int(metrics["tn"]),
+        f"threshold {threshold:.4g}, budget {budget:.2%}",
+    )
+
 _RANKING_METRICS = (("precision", "precision@k"), ("recall", "recall@k"), ("ndcg", "NDCG@k"))
 
 

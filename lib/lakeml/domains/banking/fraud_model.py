@@ -39,8 +39,8 @@ from lakeml.ml import evaluation as ev
 from lakeml.ml import lifecycle, models, scoring
 from lakeml.ml.report import (
     HtmlReport,
+    plot_alert_confusion,
     plot_calibration,
-    plot_confusion,
     plot_feature_importance,
     plot_pr_roc,
 )
@@ -624,13 +624,7 @@ def fraud_report(run: lifecycle.TrainingRun, result: FraudResult) -> HtmlReport:
     )
     report.add_figure(
         "Confusion at the alert threshold",
-        plot_confusion(
-            int(metrics["tp"]),
-            int(metrics["fp"]),
-            int(metrics["fn"]),
-            int(metrics["tn"]),
-            f"threshold {threshold:.4g}, budget {cfg.alert_budget:.2%}",
-        ),
+        plot_alert_confusion(metrics, threshold, cfg.alert_budget),
     )
     model = result.uncalibrated
     importance = models.feature_importance(model, model.transform(run.pinned.df.limit(0)).schema)

@@ -40,7 +40,7 @@ from lakeml.ml import evaluation as ev
 from lakeml.ml import lifecycle, models, scoring
 from lakeml.ml.report import (
     HtmlReport,
-    plot_confusion,
+    plot_alert_confusion,
     plot_error_by_bucket,
     plot_feature_importance,
     plot_pr_roc,
@@ -275,8 +275,23 @@ def prepare_failure_data(run: lifecycle.TrainingRun, cfg: FailureModelConfig) ->
     return FailureData(labelled, counts, numeric, categorical, prefix)
 
 
+class ChosenFamily:
+    """A model's fits per family and the family chosen on validation: its model and tuning."""
+
+    family: str
+    fitted: dict[str, models.Fitted]  # family -> (model, validation metric, tuning)
+
+    @property
+    def model(self) -> PipelineModel:
+        return self.fitted[self.family][0]
+
+    @property
+    def tuning(self) -> list[tuple[dict[str, float], float]]:
+        return self.fitted[self.family][2]
+
+
 @dataclass(frozen=True)
-class RulResult:
+class RulResult(ChosenFamily):
     """The RUL regressor of one run: the families' fits, the winner's test metrics beside the age-bucket
     baseline's, and its registry candidate."""
 
@@ -287,14 +302,6 @@ class RulResult:
     scored: DataFrame  # test rows with the prediction and ``_baseline`` (cached)
     test_rows: int
     candidate: lifecycle.Candidate
-
-    @property
-    def model(self) -> PipelineModel:
-        return self.fitted[self.family][0]
-
-    @property
-    def tuning(self) -> list[tuple[dict[str, float], float]]:
-        return self.fitted[self.family][2]
 
 
 @dataclass(frozen=True)
@@ -390,7 +397,7 @@ class RulTrainer:
 
 
 @dataclass(frozen=True)
-class FailureClassifierResult:
+class FailureClassifierResult(ChosenFamily):
     """The failure-within-horizon classifier of one run: the families' fits, the alert threshold and
     the winner's test metrics with alert lead times, and its registry candidate."""
 
@@ -402,14 +409,6 @@ class FailureClassifierResult:
     metrics: dict[str, float]  # test, at the threshold, with the lead times
     scored: DataFrame  # test rows with ``score`` (cached)
     candidate: lifecycle.Candidate
-
-    @property
-    def model(self) -> PipelineModel:
-        return self.fitted[self.family][0]
-
-    @property
-    def tuning(self) -> list[tuple[dict[str, float], float]]:
-        return self.fitted[self.family][2]
 
 
 @dataclass(frozen=True)
@@ -518,13 +517,7 @@ class FailureClassifier:
         )
         report.add_figure(
             "Confusion at the alert threshold",
-            plot_confusion(
-                int(metrics["tp"]),
-                int(metrics["fp"]),
-                int(metrics["fn"]),
-                int(metrics["tn"]),
-                f"threshold {threshold:.4g}, budget {cfg.alert_budget:.2%}",
-            ),
+            plot_alert_confusion(metrics, threshold, cfg.alert_budget),
         )
         no_rows = run.pinned.df.limit(0)  # for the fitted model's output schema (feature names)
         report.add_figure(
