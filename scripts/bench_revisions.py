@@ -66,17 +66,30 @@ def run_pipeline(
         args += ["--conf", item]
     started = time.perf_counter()
     jobs = []
-    with subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=env, cwd=tree) as proc:
+    log = root.parent / "pipeline.log"  # the run's own output, kept for a look after (or at a failure)
+    with (
+        log.open("w") as out,
+        subprocess.Popen(args, stdout=out, stderr=subprocess.PIPE, text=True, env=env, cwd=tree) as proc,
+    ):
         assert proc.stderr is not None
         for line in proc.stderr:
+            out.write(line)
             if line.startswith("{") and '"job_end"' in line:
-                jobs.append(json.loads(line))
-                print(
-                    f"    {jobs[-1]['job']:<32} {jobs[-1]['seconds']:8.1f} s {jobs[-1]['status']}", flush=True
-                )
+                job = json.loads(line)
+                jobs.append(job)
+                print(f"    {job['job']:<32} {job['seconds']:8.1f} s {job['status']}", flush=True)
     if proc.returncode:
-        raise SystemExit(f"bench_revisions: the pipeline failed at {tree.name} (exit {proc.returncode})")
+        raise SystemExit(
+            f"bench_revisions: the pipeline failed at {tree.name} (exit {proc.returncode}); see {log}"
+        )
     return time.perf_counter() - started, jobs
+
+
+def edited(tree: Path) -> bool:
+    """Whether the checkout has uncommitted changes (then head is not exactly its commit)."""
+    status = subprocess.run(["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no"],
+                            capture_output=True, text=True, check=True)  # fmt: skip
+    return bool(status.stdout.strip())
 
 
 def moved_wrong_way(name: str, base: float, head: float) -> bool:
@@ -103,12 +116,12 @@ def compare(base_jobs: list[dict], head_jobs: list[dict], slower: float) -> list
             continue
         ratio = head["seconds"] / base["seconds"] if base["seconds"] else float("nan")
         rows_same = (base.get("rows_in"), base.get("rows_out")) == (head.get("rows_in"), head.get("rows_out"))
-        flag = "" if ratio <= slower else "  ✘ slower"
-        flag += "" if rows_same else f"  ✘ rows {base.get('rows_in')}/{base.get('rows_out')} at base"
+        problems = [] if ratio <= slower else [f"slower ({ratio:.2f}x)"]
+        problems += [] if rows_same else [f"rows {base.get('rows_in')}/{base.get('rows_out')} at base"]
+        flag = "".join(f"  ✘ {problem}" for problem in problems)
         print(f"  {base['job']:<32} {base['seconds']:8.1f} {head['seconds']:8.1f} {ratio:9.2f} "
               f"{head.get('rows_in', 0):12,} {head.get('rows_out', 0):12,}{flag}")  # fmt: skip
-        if flag:
-            findings.append(f"{base['job']}:{flag.replace('  ✘', ';')}")
+        findings += [f"{base['job']}: {problem}" for problem in problems]
         for name in sorted(set(base) & set(head) - NOT_FIGURES):
             if not all(
                 isinstance(job[name], int | float) and not isinstance(job[name], bool) for job in (base, head)
@@ -178,10 +191,8 @@ def main() -> int:
             root.mkdir(parents=True)
             landing = config.lakehouse.landing_dir
             subprocess.run(["cp", "-al", str(generated / landing), str(root / landing)], check=True)
-            print(
-                f"  {label} = {rev}{' (+ uncommitted edits)' if label == 'head' and not args.head else ''}:",
-                flush=True,
-            )
+            suffix = " (+ uncommitted edits)" if tree == PROJECT_ROOT and edited(tree) else ""
+            print(f"  {label} = {rev}{suffix}:", flush=True)
             results[label] = run_pipeline(tree, root, end, first, args.conf)
     finally:
         for tree in trees.values():
