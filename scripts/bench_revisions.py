@@ -10,7 +10,10 @@ from a hard-linked copy of them, with that revision's ``lib/`` and ``conf/`` (a 
 this checkout's virtualenv, so both revisions must share their dependencies). Each job's
 ``job_end`` line gives its seconds, rows in / out and its own figures (trainers: their metrics).
 
-Printed per job: seconds at both and head ÷ base (✘ above ``--slower`` = 1.10, the run-to-run noise
+With ``--repeat N`` each revision runs N times in ABBA order and the medians are compared (one run
+of a job moves by 10-20 % between runs on this machine; the whole pipeline by ~10 %).
+
+Printed per job: (median) seconds at both and head ÷ base (✘ above ``--slower`` = 1.10, the run-to-run noise
 of this machine), rows in / out (✘ when they differ), and every numeric figure both revisions print
 (✘ when it moved the wrong way for a metric whose direction the name tells: auc, auprc, precision,
 recall, ndcg, map, coverage up; rmse, mae, brier, loss down).
@@ -24,6 +27,7 @@ import json
 import os
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -83,6 +87,18 @@ def run_pipeline(
             f"bench_revisions: the pipeline failed at {tree.name} (exit {proc.returncode}); see {log}"
         )
     return time.perf_counter() - started, jobs
+
+
+def median_run(label: str, runs: list[tuple[float, list[dict]]]) -> tuple[float, list[dict], list[str]]:
+    """The runs of one revision as one: median wall time and job seconds; rows that differ between runs."""
+    first_jobs = runs[0][1]
+    jobs, unstable = [], []
+    for job in first_jobs:
+        same = [next(j for j in run_jobs if j["job"] == job["job"]) for _, run_jobs in runs]
+        if len({(j.get("rows_in"), j.get("rows_out")) for j in same}) > 1:
+            unstable.append(f"{label} {job['job']}: rows differ between runs")
+        jobs.append({**job, "seconds": statistics.median(j["seconds"] for j in same)})
+    return statistics.median(total for total, _ in runs), jobs, unstable
 
 
 def edited(tree: Path) -> bool:
@@ -154,6 +170,9 @@ def main() -> int:
     parser.add_argument(
         "--slower", type=float, default=1.10, help="head ÷ base seconds above this is flagged"
     )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per revision, ABBA order; medians compared"
+    )
     parser.add_argument("--conf", action="append", default=[], help="config override KEY=VALUE (repeatable)")
     args = parser.parse_args()
     end = dt.date.fromisoformat(args.end_date)
@@ -181,25 +200,30 @@ def main() -> int:
 
     trees = {"base": checkout(args.base, workdir)}
     trees["head"] = checkout(args.head, workdir) if args.head else PROJECT_ROOT
-    results: dict[str, tuple[float, list[dict]]] = {}
+    runs: dict[str, list[tuple[float, list[dict]]]] = {"base": [], "head": []}
     try:
-        for label, tree in trees.items():
-            rev = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
-                                 capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-            root = workdir / label / "lake"
-            shutil.rmtree(root.parent, ignore_errors=True)
-            root.mkdir(parents=True)
-            landing = config.lakehouse.landing_dir
-            subprocess.run(["cp", "-al", str(generated / landing), str(root / landing)], check=True)
-            suffix = " (+ uncommitted edits)" if tree == PROJECT_ROOT and edited(tree) else ""
-            print(f"  {label} = {rev}{suffix}:", flush=True)
-            results[label] = run_pipeline(tree, root, end, first, args.conf)
+        for repeat in range(args.repeat):
+            # ABBA...: a drift of the machine over the runs weighs on both revisions alike
+            for label in ("base", "head") if repeat % 2 == 0 else ("head", "base"):
+                tree = trees[label]
+                rev = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
+                                     capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+                root = workdir / label / "lake"
+                shutil.rmtree(root.parent, ignore_errors=True)
+                root.mkdir(parents=True)
+                landing = config.lakehouse.landing_dir
+                subprocess.run(["cp", "-al", str(generated / landing), str(root / landing)], check=True)
+                suffix = " (+ uncommitted edits)" if tree == PROJECT_ROOT and edited(tree) else ""
+                print(f"  {label} = {rev}{suffix}, run {repeat + 1} of {args.repeat}:", flush=True)
+                runs[label].append(run_pipeline(tree, root, end, first, args.conf))
     finally:
         for tree in trees.values():
             if tree != PROJECT_ROOT:
                 drop_checkout(tree)
 
-    findings = compare(results["base"][1], results["head"][1], args.slower)
+    results = {label: median_run(label, label_runs) for label, label_runs in runs.items()}
+    findings = [finding for _, _, unstable in results.values() for finding in unstable]
+    findings += compare(results["base"][1], results["head"][1], args.slower)
     base_total, head_total = results["base"][0], results["head"][0]
     wall = f"{base_total:8.1f} {head_total:8.1f} {head_total / base_total:9.2f}"
     print(f"  {'pipeline (process wall time)':<32} {wall}")
