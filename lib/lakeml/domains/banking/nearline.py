@@ -104,6 +104,9 @@ _BATCH_VALUES_SCHEMA = T.StructType(
         T.StructField("_scored_at", T.TimestampType(), False),
     ]
 )
+# Micro-batches whose BatchMetrics the handler keeps (the newest): a stream runs for days, ~40 000
+# micro-batches a day; the totals are counted apart.
+RECENT_BATCHES_KEPT = 10_000
 _SINK_FIELDS = ("txn_id", "card_token", "ts", "amount_eur", "mcc", "country", "score", "threshold",
                 "model_version", "arrived_at", "scored_at", "stream_batch_id")  # fmt: skip
 
@@ -292,7 +295,9 @@ class FraudAlertBatches:
         checkpoint = join_location(config.lakehouse.root, cfg.checkpoint_dir)
         self.sink = AlertSink(cfg.sink, config.lakehouse.root, join_location(checkpoint, "sink"))
         self.mcc_rates: dict[dt.date, DataFrame] = {}
-        self.metrics: list[BatchMetrics] = []
+        self.metrics: list[BatchMetrics] = []  # the newest RECENT_BATCHES_KEPT micro-batches
+        self.batches = 0
+        self.totals: dict[str, int] = {}  # rows by status over every micro-batch of this run
 
     def rates_for(self, days: Sequence[dt.date]) -> DataFrame:
         """Merchant-category risk of ``days``: computed from silver once per day (known before the day)."""
@@ -386,6 +391,11 @@ class FraudAlertBatches:
         lap("sink")
         metrics = BatchMetrics(batch_id, counts, version, replayed, seconds, committed_at, started_at)
         self.metrics.append(metrics)
+        if len(self.metrics) > RECENT_BATCHES_KEPT:
+            del self.metrics[: len(self.metrics) - RECENT_BATCHES_KEPT]
+        self.batches += 1
+        for status, n in counts.items():
+            self.totals[status] = self.totals.get(status, 0) + n
         runlog.event("stream_batch", job="banking.fraud_alerts", batch_id=batch_id, counts=counts,
                      model_version=version, replayed=replayed, alerts=len(alerts),
                      seconds=seconds)  # fmt: skip
@@ -546,11 +556,7 @@ def run_fraud_alerts(spark: SparkSession, config: Config, available_now: bool = 
         raise JobFailed(f"banking.fraud_alerts stopped: {_root_message(exc)}") from None
     except KeyboardInterrupt:
         query.stop()  # SIGINT: stop between micro-batches' commits; the checkpoint stays consistent
-    totals: dict[str, int] = {}
-    for m in handler.metrics:
-        for status, n in m.counts.items():
-            totals[status] = totals.get(status, 0) + n
-    return {"batches": len(handler.metrics), **totals}
+    return {"batches": handler.batches, **handler.totals}
 
 
 def _root_message(exc: BaseException) -> str:
