@@ -38,6 +38,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -190,8 +191,7 @@ def _descendants(root: int) -> list[int]:
 
 
 def memory(spark, progress: list[dict[str, Any]], checkpoint: Path, gc: bool = False) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    """Driver JVM heap used (after a full GC when ``gc``) and RSS, Python RSS, state rows / memory / disk;
-    with ``gc`` (the start and the end) also the JVM's native memory (NMT)."""
+    """Driver JVM heap used (after a full GC when ``gc``) and RSS, Python RSS, state rows / memory / disk."""
     jvm = spark.sparkContext._jvm
     if gc:
         jvm.java.lang.System.gc()
@@ -218,7 +218,6 @@ def memory(spark, progress: list[dict[str, Any]], checkpoint: Path, gc: bool = F
         "state_mb": state.get("memoryUsedBytes", 0) / 2**20,
         "state_disk_mb": disk / 2**20,
         "checkpoint_mb": _folder_bytes(checkpoint) / 2**20,
-        **(native_memory(jvm_pid) if gc else {}),
     }
 
 
@@ -295,6 +294,30 @@ def gc_report(events: list[tuple[float, str, float, float, float, float]], start
               f"{MEMORY_GROWTH_FLAT:g}x bar); committed {first[3]:.0f} -> {last[3]:.0f} MB")  # fmt: skip
 
 
+class BoundarySample:
+    """``sample()`` run between two micro-batches (one committed and its cached rows released, the next
+    not started), so a full GC there measures what the driver keeps, not a micro-batch in flight."""
+
+    def __init__(self, handler, sample: Callable[[], dict[str, float]]) -> None:  # type: ignore[no-untyped-def]
+        self.handler, self.sample = handler, sample
+        self.taken: dict[str, float] | None = None
+        handler.on_batch_end = self._hook
+
+    def _hook(self, _: Any) -> None:
+        self.handler.on_batch_end = None
+        self.taken = self.sample()
+
+    def wait(self, query, seconds: float = 120) -> dict[str, float]:  # type: ignore[no-untyped-def]
+        deadline = time.time() + seconds
+        while self.taken is None and query.exception() is None and time.time() < deadline:
+            time.sleep(0.1)
+        if self.taken is None:  # no micro-batch ended (nothing left to do): the stream is idle anyway
+            self.handler.on_batch_end = None
+            print("(memory sampled while idle: no micro-batch ended to sample after)")
+            return self.sample()
+        return self.taken
+
+
 def load() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
@@ -338,7 +361,11 @@ def main() -> None:
 
     phases = str(args.time_phases).lower()
     gc_file = root / "gc.log"
-    java_options = f"{GC_LOG_OPTIONS.format(log=gc_file)} {args.java_options}".strip()
+    # The conf's own driver JVM options (if any), then the GC log and NMT, then --java-options.
+    configured = load_config("local", args.conf).spark.conf.get("spark.driver.extraJavaOptions", "")
+    java_options = " ".join(
+        o for o in (str(configured), GC_LOG_OPTIONS.format(log=gc_file), args.java_options) if o
+    )
     overrides = [f"lakehouse.root={root}", "lakehouse.engine=delta-rs",
                  f"nearline.fraud_alerts.time_phases={phases}",
                  f"spark.conf.spark.driver.extraJavaOptions={java_options}", *args.conf]  # fmt: skip
@@ -360,6 +387,7 @@ def main() -> None:
     progress_listener(spark, progress)
     query, handler = start_fraud_alerts(spark, config)
     feeder = Feeder(landing, args.rate, args.file_rows, args.cards)
+    jvm_pid = int(spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid())
     began = time.time()
     feeder.start()
 
@@ -375,7 +403,8 @@ def main() -> None:
         time.sleep(0.5)
     warm = len(handler.metrics)
     warm_at = time.time()
-    first = memory(spark, progress, checkpoint, gc=True)
+    first = BoundarySample(handler, lambda: memory(spark, progress, checkpoint, gc=True)).wait(query)
+    first.update(native_memory(jvm_pid))  # jcmd outside the hook: the stream is not held for it
     samples = [(0.0, memory(spark, progress, checkpoint))]
     steady_end = warm_at + args.minutes * 60
     while time.time() < steady_end:
@@ -383,11 +412,14 @@ def main() -> None:
             raise SystemExit(f"the stream failed: {query.exception()}")
         time.sleep(min(args.sample_seconds, max(0.0, steady_end - time.time())))
         samples.append((time.time() - warm_at, memory(spark, progress, checkpoint)))
+    # Asked before the feeder stops, so a micro-batch is running or due when it is waited for.
+    end_sample = BoundarySample(handler, lambda: memory(spark, progress, checkpoint, gc=True))
     feeder.stop.set()
     feeder.join()
     stopped_at = time.time()
     steady = handler.metrics[warm:]
-    last = memory(spark, progress, checkpoint, gc=True)
+    last = end_sample.wait(query)
+    last.update(native_memory(jvm_pid))
     # Up to a minute to drain what landed; what is left then is reported as the backlog.
     fed = feeder.fed_until(stopped_at)
     deadline = time.time() + 60

@@ -26,7 +26,7 @@ import os
 import time
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -298,6 +298,9 @@ class FraudAlertBatches:
         self.metrics: list[BatchMetrics] = []  # the newest RECENT_BATCHES_KEPT micro-batches
         self.batches = 0
         self.totals: dict[str, int] = {}  # rows by status over every micro-batch of this run
+        # Called between micro-batches (this one committed, its cached rows released), on the query's
+        # thread: where a benchmark samples the driver's memory without a micro-batch's rows in it.
+        self.on_batch_end: Callable[[BatchMetrics], None] | None = None
 
     def rates_for(self, days: Sequence[dt.date]) -> DataFrame:
         """Merchant-category risk of ``days``: computed from silver once per day (known before the day)."""
@@ -323,6 +326,8 @@ class FraudAlertBatches:
             raise _short_java_error(exc, batch_id) from None
         finally:
             rows.unpersist()
+        if self.on_batch_end is not None:
+            self.on_batch_end(self.metrics[-1])
 
     def _process(self, rows: DataFrame, batch_id: int, started: float, started_at: float) -> None:
         seconds: dict[str, float] = {}
