@@ -301,7 +301,10 @@ class BoundarySample:
     def __init__(self, handler, sample: Callable[[], dict[str, float]]) -> None:  # type: ignore[no-untyped-def]
         self.handler, self.sample = handler, sample
         self.taken: dict[str, float] | None = None
-        handler.on_batch_end = self._hook
+        if hasattr(handler, "on_batch_end"):
+            handler.on_batch_end = self._hook
+        else:  # a stream without the hook (an older nearline.py): sampled now, maybe mid-batch
+            self.taken = sample()
 
     def _hook(self, _: Any) -> None:
         self.handler.on_batch_end = None
