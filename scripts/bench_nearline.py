@@ -353,6 +353,7 @@ def main() -> None:
     parser.add_argument("--java-options", default="", help="more driver JVM options (e.g. GC settings)")
     args = parser.parse_args()
     root = Path(args.root or tempfile.mkdtemp(prefix="bench-nearline-"))
+    root.mkdir(parents=True, exist_ok=True)  # the JVM's GC log is opened there before anything else
     os.environ.setdefault("LAKEML_PII_KEY", "bench-nearline-only-pii-key-0123456789")
 
     from pyspark.sql import functions as F
