@@ -247,6 +247,16 @@ def native_memory(pid: int) -> dict[str, float]:
     return found
 
 
+def class_histogram(pid: int) -> dict[str, float]:
+    """Live heap bytes by class (``jcmd GC.class_histogram``: a full GC first); {} if jcmd fails."""
+    try:
+        out = subprocess.run(["jcmd", str(pid), "GC.class_histogram"], capture_output=True, text=True,
+                             timeout=120).stdout  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return {m.group(2): float(m.group(1)) for m in re.finditer(r"^\s*\d+:\s+\d+\s+(\d+)\s+(\S+)", out, re.M)}
+
+
 def gc_log(path: Path) -> list[tuple[float, str, float, float, float, float]]:
     """Every collection of the driver JVM: (epoch s, kind, heap MB before, after, committed, pause ms)."""
     if not path.exists():
@@ -405,10 +415,22 @@ def main() -> None:
                 f"no 3 micro-batches in 10 minutes ({len(handler.metrics)} done; load: {load()})"
             )
         time.sleep(0.5)
+    histograms: list[dict[str, float]] = []
+
+    def boundary_sample() -> dict[str, float]:
+        histograms.append(class_histogram(jvm_pid))  # its full GC is the sample's
+        return memory(spark, progress, checkpoint, gc=not histograms[-1])
+
+    first = BoundarySample(handler, boundary_sample).wait(query)
+    # jcmd outside the hook (the stream is not held for it); RSS read again beside it: G1 gives the
+    # heap the full GC freed back to the OS a moment after it, so the hook's RSS is not comparable.
+    first.update(native_memory(jvm_pid), rss_at_nmt_mb=_rss_mb(jvm_pid))
+    # The micro-batch after the sample waited for it: it is left out of the steady state too.
+    sampled = len(handler.metrics)
+    while len(handler.metrics) <= sampled and query.exception() is None:
+        time.sleep(0.1)
     warm = len(handler.metrics)
     warm_at = time.time()
-    first = BoundarySample(handler, lambda: memory(spark, progress, checkpoint, gc=True)).wait(query)
-    first.update(native_memory(jvm_pid))  # jcmd outside the hook: the stream is not held for it
     samples = [(0.0, memory(spark, progress, checkpoint))]
     steady_end = warm_at + args.minutes * 60
     while time.time() < steady_end:
@@ -417,13 +439,13 @@ def main() -> None:
         time.sleep(min(args.sample_seconds, max(0.0, steady_end - time.time())))
         samples.append((time.time() - warm_at, memory(spark, progress, checkpoint)))
     # Asked before the feeder stops, so a micro-batch is running or due when it is waited for.
-    end_sample = BoundarySample(handler, lambda: memory(spark, progress, checkpoint, gc=True))
+    end_sample = BoundarySample(handler, boundary_sample)
     feeder.stop.set()
     feeder.join()
     stopped_at = time.time()
     steady = handler.metrics[warm:]
     last = end_sample.wait(query)
-    last.update(native_memory(jvm_pid))
+    last.update(native_memory(jvm_pid), rss_at_nmt_mb=_rss_mb(jvm_pid))
     # Up to a minute to drain what landed; what is left then is reported as the backlog.
     fed = feeder.fed_until(stopped_at)
     deadline = time.time() + 60
@@ -556,14 +578,21 @@ def main() -> None:
         grew = sorted(names, key=lambda k: last[k] - first[k], reverse=True)
         print("driver JVM native memory (NMT committed MB, start -> end; the categories that grew most): "
               + ", ".join(f"{k[4:-3]} {first[k]:.0f} -> {last[k]:.0f}" for k in grew[:6]))  # fmt: skip
-        outside = [s["jvm_rss_mb"] - s["nmt_total_mb"] for s in (first, last)]
+        outside = [s["rss_at_nmt_mb"] - s["nmt_total_mb"] for s in (first, last)]
         print(f"  NMT total {first['nmt_total_mb']:.0f} -> {last['nmt_total_mb']:.0f} MB (committed, not all "
-              f"resident); RSS minus NMT total (native libraries' own mallocs: RocksDB, Arrow, glibc arenas) "
+              f"resident); RSS minus NMT total, read together (native libraries' own mallocs: RocksDB, glibc "
+              f"arenas; a lower bound, as committed heap pages need not be resident) "
               f"{outside[0]:.0f} -> {outside[1]:.0f} MB")  # fmt: skip
     else:
         print("driver JVM native memory: not available (jcmd VM.native_memory failed)")
     for name, s in (("start (after warm-up)", first), ("end", last)):
         print(f"{name}: whole checkpoint {s['checkpoint_mb']:.1f} MB")
+    if len(histograms) == 2 and all(histograms):
+        start_h, end_h = histograms
+        grew = sorted(end_h, key=lambda c: end_h[c] - start_h.get(c, 0.0), reverse=True)[:8]
+        print("live heap by class, start -> end (MB; the 8 that grew most): "
+              + ", ".join(f"{c} {start_h.get(c, 0.0) / 2**20:.1f} -> {end_h[c] / 2**20:.1f}"
+                          for c in grew))  # fmt: skip
 
     def ratio(key: str) -> float:
         return last[key] / first[key] if first.get(key) else float("nan")
