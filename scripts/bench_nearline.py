@@ -418,6 +418,11 @@ def main() -> None:
     histograms: list[dict[str, float]] = []
 
     def boundary_sample() -> dict[str, float]:
+        # A first full GC, then a second (the histogram's) a second later: objects only weakly held
+        # (accumulators, broadcasts, RDDs of finished micro-batches) leave Spark's registries when its
+        # ContextCleaner has processed the first GC's reference queue, not at the GC itself.
+        spark.sparkContext._jvm.java.lang.System.gc()
+        time.sleep(1.0)
         histograms.append(class_histogram(jvm_pid))  # its full GC is the sample's
         return memory(spark, progress, checkpoint, gc=not histograms[-1])
 
