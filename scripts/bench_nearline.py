@@ -10,28 +10,45 @@ all of this run (there is no older nearline path to compare with):
     .venv/bin/python scripts/bench_nearline.py --minutes 10 --rate 500 --file-rows 50
 
 ``--minutes`` is the steady state; the warm-up (``--warmup-seconds``, at least 3 micro-batches) and
-the drain come on top. ``--time-phases`` materializes features and scores apart in each micro-batch
+the drain come on top.
+
+Memory is judged on what can grow without bound, each at the start and the end of the steady state:
+the driver JVM's live heap (heap after GC, from the JVM's own GC log: every collection's "after",
+no extra collection during the run, so no pause added to the latency), its committed heap (G1 grows it
+towards ``spark.driver.memory`` while the allocation rate needs it; bounded, not a leak), the JVM's
+native memory by category (Native Memory Tracking: metaspace, threads, code, direct buffers) and what
+NMT does not see (RSS minus NMT's total: RocksDB's and other native libraries' mallocs), the state
+store (rows, and bytes on disk) and the whole checkpoint.
+
+``--time-phases`` materializes features and scores apart in each micro-batch
 (nearline.fraud_alerts.time_phases: two more Spark jobs per micro-batch) to time them separately.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
 import random
+import re
 import statistics
 import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 TARGET_P99_S = 5.0
 TARGET_RATE = 500.0
 MEMORY_GROWTH_FLAT = 1.2  # end / start ratio counted as flat (GC noise)
+# The driver JVM logs every collection (heap before -> after (committed), pause) to gc.log in the
+# lakehouse folder, and tracks its native memory (NMT summary: a few % of overhead) for jcmd.
+GC_LOG_OPTIONS = "-Xlog:gc:file={log}:time -XX:NativeMemoryTracking=summary"
+_GC_LINE = re.compile(r"^\[([^\]]+)\] GC\(\d+\) (Pause [A-Za-z]+).*? (\d+)M->(\d+)M\((\d+)M\) ([\d.]+)ms")
 
 
 def luhn_pan(card: int) -> str:
@@ -182,7 +199,7 @@ def memory(spark, progress: list[dict[str, Any]], checkpoint: Path, gc: bool = F
     jvm_pid = int(jvm.java.lang.ProcessHandle.current().pid())
     state = next((p["stateOperators"][0] for p in reversed(progress) if p.get("stateOperators")), {})
     state_dir = checkpoint / "query" / "state"
-    disk = sum(f.stat().st_size for f in state_dir.rglob("*") if f.is_file()) if state_dir.exists() else 0
+    disk = _folder_bytes(state_dir)
     management = jvm.java.lang.management.ManagementFactory
     pools = management.getMemoryPoolMXBeans()
     metaspace = sum(pool.getUsage().getUsed() for pool in pools if pool.getName() == "Metaspace")
@@ -200,7 +217,118 @@ def memory(spark, progress: list[dict[str, Any]], checkpoint: Path, gc: bool = F
         "state_rows": float(state.get("numRowsTotal", 0)),
         "state_mb": state.get("memoryUsedBytes", 0) / 2**20,
         "state_disk_mb": disk / 2**20,
+        "checkpoint_mb": _folder_bytes(checkpoint) / 2**20,
     }
+
+
+def _folder_bytes(folder: Path) -> int:
+    if not folder.exists():
+        return 0
+    total = 0
+    for f in folder.rglob("*"):
+        with contextlib.suppress(OSError):  # deleted by the state store's maintenance while we walk
+            total += f.stat().st_size if f.is_file() else 0
+    return total
+
+
+def native_memory(pid: int) -> dict[str, float]:
+    """The JVM's committed memory by NMT category (MB, ``nmt_<category>``) and NMT's total; {} without NMT."""
+    try:
+        out = subprocess.run(["jcmd", str(pid), "VM.native_memory", "summary"], capture_output=True,
+                             text=True, timeout=60).stdout  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    found: dict[str, float] = {}
+    total = re.search(r"Total: reserved=\d+KB, committed=(\d+)KB", out)
+    if total:
+        found["nmt_total_mb"] = int(total.group(1)) / 1024
+    for name, committed in re.findall(r"^-\s+([A-Za-z ]+?) \(reserved=\d+KB, committed=(\d+)KB\)", out, re.M):
+        found["nmt_" + name.strip().lower().replace(" ", "_") + "_mb"] = int(committed) / 1024
+    return found
+
+
+def class_histogram(pid: int) -> dict[str, float]:
+    """Live heap bytes by class (``jcmd GC.class_histogram``: a full GC first); {} if jcmd fails."""
+    try:
+        out = subprocess.run(["jcmd", str(pid), "GC.class_histogram"], capture_output=True, text=True,
+                             timeout=120).stdout  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return {m.group(2): float(m.group(1)) for m in re.finditer(r"^\s*\d+:\s+\d+\s+(\d+)\s+(\S+)", out, re.M)}
+
+
+def gc_log(path: Path) -> list[tuple[float, str, float, float, float, float]]:
+    """Every collection of the driver JVM: (epoch s, kind, heap MB before, after, committed, pause ms)."""
+    if not path.exists():
+        return []
+    events = []
+    for line in path.read_text(errors="replace").splitlines():
+        m = _GC_LINE.match(line)
+        if m:
+            at = dt.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+            # A collection started by a humongous allocation (an object of half a G1 region or more,
+            # e.g. a state value) is counted apart.
+            kind = m.group(2) + (" (humongous allocation)" if "Humongous" in line else "")
+            events.append((at, kind, *(float(m.group(k)) for k in range(3, 7))))
+    return events
+
+
+def gc_report(events: list[tuple[float, str, float, float, float, float]], start: float, end: float) -> None:
+    """Heap after GC and committed heap per minute of the steady state, and the GC pauses in it."""
+    steady = [e for e in events if start <= e[0] <= end]
+    # The bench's own System.gc() (Pause Full) at the start would make the first minute look lower.
+    young = [e for e in steady if not e[1].startswith("Pause Full")]
+    if not young:
+        print("driver GC log: no collection in the steady state (or no log)")
+        return
+    pauses = [e[5] / 1000 for e in steady]
+    print(f"driver GC in the steady state: {len(steady)} pauses, {sum(pauses):.1f} s in all "
+          f"({sum(pauses) / (end - start):.1%} of the time), longest {max(pauses):.2f} s; kinds: "
+          + ", ".join(f"{k} {sum(1 for e in steady if e[1] == k)}"
+                      for k in dict.fromkeys(e[1] for e in steady)))  # fmt: skip
+    minutes = int((end - start) // 60) or 1
+    per_minute = []
+    for k in range(minutes):
+        lo, hi = start + 60 * k, start + 60 * (k + 1) if k < minutes - 1 else end
+        window = [e for e in young if lo <= e[0] <= hi]
+        if window:
+            per_minute.append((k, min(e[3] for e in window), statistics.median(e[3] for e in window),
+                               max(e[4] for e in window)))  # fmt: skip
+    print("driver heap after GC per steady minute (minute: lowest / median after-GC, committed; MB):")
+    print("  " + "; ".join(f"{k}: {lo:.0f}/{med:.0f}/{com:.0f}" for k, lo, med, com in per_minute))
+    if len(per_minute) >= 2:
+        first, last = per_minute[0], per_minute[-1]
+        ratio = last[1] / first[1] if first[1] else float("nan")
+        print(f"  live heap (lowest after-GC) first -> last minute: {first[1]:.0f} -> {last[1]:.0f} MB = "
+              f"{ratio:.2f}x ({'flat' if ratio <= MEMORY_GROWTH_FLAT else 'GROWING'} at the "
+              f"{MEMORY_GROWTH_FLAT:g}x bar); committed {first[3]:.0f} -> {last[3]:.0f} MB")  # fmt: skip
+
+
+class BoundarySample:
+    """``sample()`` run between two micro-batches (one committed and its cached rows released, the next
+    not started), so a full GC there measures what the driver keeps, not a micro-batch in flight."""
+
+    def __init__(self, handler, sample: Callable[[], dict[str, float]]) -> None:  # type: ignore[no-untyped-def]
+        self.handler, self.sample = handler, sample
+        self.taken: dict[str, float] | None = None
+        if hasattr(handler, "on_batch_end"):
+            handler.on_batch_end = self._hook
+        else:  # a stream without the hook (an older nearline.py): sampled now, maybe mid-batch
+            self.taken = sample()
+
+    def _hook(self, _: Any) -> None:
+        self.handler.on_batch_end = None
+        self.taken = self.sample()
+
+    def wait(self, query, seconds: float = 120) -> dict[str, float]:  # type: ignore[no-untyped-def]
+        deadline = time.time() + seconds
+        while self.taken is None and query.exception() is None and time.time() < deadline:
+            time.sleep(0.1)
+        if self.taken is None:  # no micro-batch ended (nothing left to do): the stream is idle anyway
+            self.handler.on_batch_end = None
+            print("(memory sampled while idle: no micro-batch ended to sample after)")
+            return self.sample()
+        return self.taken
 
 
 def load() -> str:
@@ -232,8 +360,10 @@ def main() -> None:
     parser.add_argument("--time-phases", action="store_true", help="time features and model apart")
     parser.add_argument("--conf", action="append", default=[], help="extra config override KEY=VALUE")
     parser.add_argument("--root", help="lakehouse folder (default: a fresh temporary one)")
+    parser.add_argument("--java-options", default="", help="more driver JVM options (e.g. GC settings)")
     args = parser.parse_args()
     root = Path(args.root or tempfile.mkdtemp(prefix="bench-nearline-"))
+    root.mkdir(parents=True, exist_ok=True)  # the JVM's GC log is opened there before anything else
     os.environ.setdefault("LAKEML_PII_KEY", "bench-nearline-only-pii-key-0123456789")
 
     from pyspark.sql import functions as F
@@ -244,8 +374,15 @@ def main() -> None:
     from lakeml.session import build_spark
 
     phases = str(args.time_phases).lower()
+    gc_file = root / "gc.log"
+    # The conf's own driver JVM options (if any), then the GC log and NMT, then --java-options.
+    configured = load_config("local", args.conf).spark.conf.get("spark.driver.extraJavaOptions", "")
+    java_options = " ".join(
+        o for o in (str(configured), GC_LOG_OPTIONS.format(log=gc_file), args.java_options) if o
+    )
     overrides = [f"lakehouse.root={root}", "lakehouse.engine=delta-rs",
-                 f"nearline.fraud_alerts.time_phases={phases}", *args.conf]  # fmt: skip
+                 f"nearline.fraud_alerts.time_phases={phases}",
+                 f"spark.conf.spark.driver.extraJavaOptions={java_options}", *args.conf]  # fmt: skip
     config = load_config("local", overrides)
     cfg = config.nearline.fraud_alerts
     print(f"load at start: {load()}")
@@ -253,7 +390,8 @@ def main() -> None:
           f"{cfg.state_partitions} state partitions, {cfg.state_buckets} state buckets, "
           f"{cfg.state_store} state store, "
           f"time_phases {cfg.time_phases}, engine delta-rs; "
-          f"feed {args.rate:g} txn/s in {args.file_rows}-row files over {args.cards} cards")  # fmt: skip
+          f"feed {args.rate:g} txn/s in {args.file_rows}-row files over {args.cards} cards; "
+          f"driver JVM options: {java_options}")  # fmt: skip
     spark = build_spark(config)
     landing = root / "landing" / "transactions"
     landing.mkdir(parents=True)
@@ -263,6 +401,7 @@ def main() -> None:
     progress_listener(spark, progress)
     query, handler = start_fraud_alerts(spark, config)
     feeder = Feeder(landing, args.rate, args.file_rows, args.cards)
+    jvm_pid = int(spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid())
     began = time.time()
     feeder.start()
 
@@ -276,9 +415,27 @@ def main() -> None:
                 f"no 3 micro-batches in 10 minutes ({len(handler.metrics)} done; load: {load()})"
             )
         time.sleep(0.5)
+    histograms: list[dict[str, float]] = []
+
+    def boundary_sample() -> dict[str, float]:
+        # A first full GC, then a second (the histogram's) a second later: objects only weakly held
+        # (accumulators, broadcasts, RDDs of finished micro-batches) leave Spark's registries when its
+        # ContextCleaner has processed the first GC's reference queue, not at the GC itself.
+        spark.sparkContext._jvm.java.lang.System.gc()
+        time.sleep(1.0)
+        histograms.append(class_histogram(jvm_pid))  # its full GC is the sample's
+        return memory(spark, progress, checkpoint, gc=not histograms[-1])
+
+    first = BoundarySample(handler, boundary_sample).wait(query)
+    # jcmd outside the hook (the stream is not held for it); RSS read again beside it: G1 gives the
+    # heap the full GC freed back to the OS a moment after it, so the hook's RSS is not comparable.
+    first.update(native_memory(jvm_pid), rss_at_nmt_mb=_rss_mb(jvm_pid))
+    # The micro-batch after the sample waited for it: it is left out of the steady state too.
+    sampled = len(handler.metrics)
+    while len(handler.metrics) <= sampled and query.exception() is None:
+        time.sleep(0.1)
     warm = len(handler.metrics)
     warm_at = time.time()
-    first = memory(spark, progress, checkpoint, gc=True)
     samples = [(0.0, memory(spark, progress, checkpoint))]
     steady_end = warm_at + args.minutes * 60
     while time.time() < steady_end:
@@ -286,11 +443,14 @@ def main() -> None:
             raise SystemExit(f"the stream failed: {query.exception()}")
         time.sleep(min(args.sample_seconds, max(0.0, steady_end - time.time())))
         samples.append((time.time() - warm_at, memory(spark, progress, checkpoint)))
+    # Asked before the feeder stops, so a micro-batch is running or due when it is waited for.
+    end_sample = BoundarySample(handler, boundary_sample)
     feeder.stop.set()
     feeder.join()
     stopped_at = time.time()
     steady = handler.metrics[warm:]
-    last = memory(spark, progress, checkpoint, gc=True)
+    last = end_sample.wait(query)
+    last.update(native_memory(jvm_pid), rss_at_nmt_mb=_rss_mb(jvm_pid))
     # Up to a minute to drain what landed; what is left then is reported as the backlog.
     fed = feeder.fed_until(stopped_at)
     deadline = time.time() + 60
@@ -417,12 +577,43 @@ def main() -> None:
     print(f"per steady micro-batch: {(last['compiles'] - first['compiles']) / steady_batches:.1f} code "
           f"compilations, {(last['classes'] - first['classes']) / steady_batches:.1f} classes loaded, "
           f"{metaspace_kb:.0f} kB metaspace")  # fmt: skip
-    heap_ratio = last["heap_mb"] / first["heap_mb"] if first["heap_mb"] else float("nan")
-    rss_ratio = last["jvm_rss_mb"] / first["jvm_rss_mb"] if first["jvm_rss_mb"] else float("nan")
-    print(f"memory end/start: heap after GC {heap_ratio:.2f}x, JVM RSS {rss_ratio:.2f}x "
-          f"({'flat' if max(heap_ratio, rss_ratio) <= MEMORY_GROWTH_FLAT else 'GROWING'} at the "
-          f"{MEMORY_GROWTH_FLAT:g}x bar); the state grows by design until the 30-day window is full "
-          "(a state row is a card bucket: its cards' last 30 days)")  # fmt: skip
+    gc_report(gc_log(gc_file), warm_at, steady_end)
+    if "nmt_total_mb" in first and "nmt_total_mb" in last:
+        names = [k for k in first if k.startswith("nmt_") and k != "nmt_total_mb" and k in last]
+        grew = sorted(names, key=lambda k: last[k] - first[k], reverse=True)
+        print("driver JVM native memory (NMT committed MB, start -> end; the categories that grew most): "
+              + ", ".join(f"{k[4:-3]} {first[k]:.0f} -> {last[k]:.0f}" for k in grew[:6]))  # fmt: skip
+        outside = [s["rss_at_nmt_mb"] - s["nmt_total_mb"] for s in (first, last)]
+        print(f"  NMT total {first['nmt_total_mb']:.0f} -> {last['nmt_total_mb']:.0f} MB (committed, not all "
+              f"resident); RSS minus NMT total, read together (native libraries' own mallocs: RocksDB, glibc "
+              f"arenas; a lower bound, as committed heap pages need not be resident) "
+              f"{outside[0]:.0f} -> {outside[1]:.0f} MB")  # fmt: skip
+    else:
+        print("driver JVM native memory: not available (jcmd VM.native_memory failed)")
+    for name, s in (("start (after warm-up)", first), ("end", last)):
+        print(f"{name}: whole checkpoint {s['checkpoint_mb']:.1f} MB")
+    if len(histograms) == 2 and all(histograms):
+        start_h, end_h = histograms
+        grew = sorted(end_h, key=lambda c: end_h[c] - start_h.get(c, 0.0), reverse=True)[:8]
+        print("live heap by class, start -> end (MB; the 8 that grew most): "
+              + ", ".join(f"{c} {start_h.get(c, 0.0) / 2**20:.1f} -> {end_h[c] / 2**20:.1f}"
+                          for c in grew))  # fmt: skip
+
+    def ratio(key: str) -> float:
+        return last[key] / first[key] if first.get(key) else float("nan")
+
+    heap_ratio, rss_ratio = ratio("heap_mb"), ratio("jvm_rss_mb")
+    # Flat = nothing that can grow without bound grows: the live heap (after a full GC) and the
+    # native memory the JVM tracks. RSS also follows the committed heap, which G1 sizes to the
+    # allocation rate up to spark.driver.memory (bounded: not a leak), so it is printed, not judged.
+    flat = "flat" if heap_ratio <= MEMORY_GROWTH_FLAT else "GROWING"
+    non_heap = [x.get("nmt_total_mb", 0.0) - x.get("nmt_java_heap_mb", 0.0) for x in (first, last)]
+    print(f"memory end/start: live heap (after a full GC) {heap_ratio:.2f}x ({flat} at the "
+          f"{MEMORY_GROWTH_FLAT:g}x bar); JVM RSS {rss_ratio:.2f}x, committed heap "
+          f"{ratio('heap_committed_mb'):.2f}x; JVM-tracked memory besides the heap (NMT) "
+          f"{non_heap[0]:.0f} -> {non_heap[1]:.0f} MB; state on disk {ratio('state_disk_mb'):.2f}x, "
+          f"whole checkpoint {ratio('checkpoint_mb'):.2f}x (the state grows by design until the "
+          "30-day window is full)")  # fmt: skip
     print(
         "memory every sample (s after warm-up: heap MB / heap committed MB / JVM RSS MB / metaspace MB / "
         "workers RSS MB / state buckets / state MB / checkpoint state MB):"

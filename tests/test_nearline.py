@@ -502,7 +502,7 @@ def test_the_bucketed_state_keeps_only_the_longest_window_and_its_bucket_count_i
     # Batch 3 started with the watermark 40 days on: card 1 (no trade since) and card 2's first two
     # transactions left the state; what a window of a transaction that is not late can reach stayed.
     tokens = {r.txn_id: r.card_token for r in alerts(spark, config).collect()}
-    assert sorted(bucket["id"].tolist()) == ["b2", "c2", "c3"]
+    assert sorted(bucket["id"].tolist()) == [b"b2", b"c2", b"c3"]  # the state's strings: UTF-8 bytes
     assert bucket["cards"].tolist() == sorted({tokens["b2"], tokens["c3"]})
     per_card = {tokens["b2"]: 2, tokens["c3"]: 1}  # card 2: b2, c2; card 3: c3
     assert bucket["start"].tolist() == [0, per_card[bucket["cards"][0]], 3]
@@ -578,7 +578,8 @@ def test_a_micro_batch_merges_only_its_cards_into_the_bucket_state_as_a_whole_bu
     ts = rng.integers(0, 100, 15).astype(np.int64)
     new = np.arange(15)
     touched = _cards_of(saved, np.array(sorted(set(rows["card_token"].tolist())), dtype=str))
-    assert sorted(set(touched["id"].tolist())) == sorted(first["txn_id"][first["card_token"] == "c2"])
+    want_ids = first["txn_id"][first["card_token"] == "c2"]
+    assert sorted(i.decode() for i in set(touched["id"].tolist())) == sorted(want_ids)
     merged = _merged(touched, rows, new, ts)
     whole = merge_all(saved, rows, ts)
     for oldest in (0, 50):  # nothing pruned / the older half pruned
@@ -587,3 +588,22 @@ def test_a_micro_batch_merges_only_its_cards_into_the_bucket_state_as_a_whole_bu
         assert got["buckets"] == want["buckets"] == 1
         for k in got.keys() - {"buckets"}:
             assert np.array_equal(got[k], want[k], equal_nan=k in ("lat", "lon")), k
+
+
+def test_a_state_value_written_with_unicode_columns_loads_as_the_same_strings_in_utf8_bytes():
+    import pickle
+
+    import numpy as np
+
+    from lakeml.domains.banking.card_state import load_bucket
+
+    # The layout before the byte columns: numpy unicode ids, merchants and countries (non-ASCII too).
+    old = {**empty_bucket(1), "cards": np.array(["c1"]), "start": np.array([0, 2]),
+           "t": np.array([1, 2]), "id": np.array(["t1", "tü2"]), "amount": np.array([1.0, 2.0]),
+           "merchant": np.array(["M1", "Mé"]), "country": np.array(["DE", "FR"]),
+           "lat": np.array([52.5, np.nan]), "lon": np.array([13.4, np.nan])}  # fmt: skip
+    loaded = load_bucket(pickle.dumps(old, protocol=5), 1)
+    for f in ("id", "merchant", "country"):
+        assert loaded[f].dtype.kind == "S", f
+        assert [v.decode("utf-8") for v in loaded[f].tolist()] == old[f].tolist(), f
+    assert loaded["t"].tolist() == [1, 2] and loaded["cards"].tolist() == ["c1"]

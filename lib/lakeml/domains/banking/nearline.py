@@ -26,7 +26,7 @@ import os
 import time
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,6 +104,9 @@ _BATCH_VALUES_SCHEMA = T.StructType(
         T.StructField("_scored_at", T.TimestampType(), False),
     ]
 )
+# Micro-batches whose BatchMetrics the handler keeps (the newest): a stream runs for days, ~40 000
+# micro-batches a day; the totals are counted apart.
+RECENT_BATCHES_KEPT = 10_000
 _SINK_FIELDS = ("txn_id", "card_token", "ts", "amount_eur", "mcc", "country", "score", "threshold",
                 "model_version", "arrived_at", "scored_at", "stream_batch_id")  # fmt: skip
 
@@ -292,7 +295,12 @@ class FraudAlertBatches:
         checkpoint = join_location(config.lakehouse.root, cfg.checkpoint_dir)
         self.sink = AlertSink(cfg.sink, config.lakehouse.root, join_location(checkpoint, "sink"))
         self.mcc_rates: dict[dt.date, DataFrame] = {}
-        self.metrics: list[BatchMetrics] = []
+        self.metrics: list[BatchMetrics] = []  # the newest RECENT_BATCHES_KEPT micro-batches
+        self.batches = 0
+        self.totals: dict[str, int] = {}  # rows by status over every micro-batch of this run
+        # Called between micro-batches (this one committed, its cached rows released), on the query's
+        # thread: where a benchmark samples the driver's memory without a micro-batch's rows in it.
+        self.on_batch_end: Callable[[BatchMetrics], None] | None = None
 
     def rates_for(self, days: Sequence[dt.date]) -> DataFrame:
         """Merchant-category risk of ``days``: computed from silver once per day (known before the day)."""
@@ -318,6 +326,8 @@ class FraudAlertBatches:
             raise _short_java_error(exc, batch_id) from None
         finally:
             rows.unpersist()
+        if self.on_batch_end is not None:
+            self.on_batch_end(self.metrics[-1])
 
     def _process(self, rows: DataFrame, batch_id: int, started: float, started_at: float) -> None:
         seconds: dict[str, float] = {}
@@ -386,6 +396,11 @@ class FraudAlertBatches:
         lap("sink")
         metrics = BatchMetrics(batch_id, counts, version, replayed, seconds, committed_at, started_at)
         self.metrics.append(metrics)
+        if len(self.metrics) > RECENT_BATCHES_KEPT:
+            del self.metrics[: len(self.metrics) - RECENT_BATCHES_KEPT]
+        self.batches += 1
+        for status, n in counts.items():
+            self.totals[status] = self.totals.get(status, 0) + n
         runlog.event("stream_batch", job="banking.fraud_alerts", batch_id=batch_id, counts=counts,
                      model_version=version, replayed=replayed, alerts=len(alerts),
                      seconds=seconds)  # fmt: skip
@@ -546,11 +561,7 @@ def run_fraud_alerts(spark: SparkSession, config: Config, available_now: bool = 
         raise JobFailed(f"banking.fraud_alerts stopped: {_root_message(exc)}") from None
     except KeyboardInterrupt:
         query.stop()  # SIGINT: stop between micro-batches' commits; the checkpoint stays consistent
-    totals: dict[str, int] = {}
-    for m in handler.metrics:
-        for status, n in m.counts.items():
-            totals[status] = totals.get(status, 0) + n
-    return {"batches": len(handler.metrics), **totals}
+    return {"batches": handler.batches, **handler.totals}
 
 
 def _root_message(exc: BaseException) -> str:
