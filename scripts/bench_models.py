@@ -409,6 +409,7 @@ FIGURES: dict[str, list[Figure]] = {
         ("test RMSE", lambda r: r["rmse"], -1, "", None),
         ("precision@k", lambda r: r["precision_at_k"], 1, "", None),
         ("NDCG@k", lambda r: r["ndcg_at_k"], 1, "", None),
+        ("catalogue coverage", lambda r: r["coverage"], 1, "", None),
     ],
 }  # fmt: skip
 
