@@ -207,7 +207,8 @@ def report_als(als: dict) -> list[tuple[str, float, str, bool]]:
                   f"(validation RMSE {als['validation_rmse']:.4f} vs bias "
                   f"baseline {als['bias_validation_rmse']:.4f}); validation RMSE by candidate "
                   f"{als['validation_rmse_by_candidate']}; validation NDCG@k by candidate ranked "
-                  f"{als.get('validation_ndcg_by_candidate', {})}",
+                  f"{als.get('validation_ndcg_by_candidate', {})}, validation coverage by candidate "
+                  f"{als.get('validation_coverage_by_candidate', {})}",
                   flush=True)  # fmt: skip
             ratio = als["validation_rmse"] / als["bias_validation_rmse"]
             checks.append(("ALS explicit validation RMSE ÷ bias baseline", ratio, "<= 1", ratio <= 1))

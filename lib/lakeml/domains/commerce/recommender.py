@@ -581,10 +581,15 @@ def _bias_factors(user_indexer: Any, item_indexer: Any, biases: BiasModel) -> tu
 
 
 def fold_biases(
-    model: PipelineModel, biases: BiasModel, cfg: RecommenderConfig, materialize: bool = True
+    model: PipelineModel,
+    biases: BiasModel,
+    cfg: RecommenderConfig,
+    materialize: bool = True,
+    factor_weight: float = 1.0,
 ) -> PipelineModel:
-    """The residual ALS pipeline with the biases folded into its factors: user [p, 1, mu + b_u], item
-    [q, b_i, 1], so its dot product, top-k and scoring give biases + factors (rank + 2)."""
+    """The residual ALS pipeline with the biases folded into its factors: user [w x p, 1, mu + b_u], item
+    [q, b_i, 1], so its dot product, top-k and scoring give biases + w x factors (rank + 2; w =
+    ``factor_weight``, 1: the fit as it is)."""
     user_indexer, item_indexer = (
         cast(StringIndexerModel, model.stages[0]),
         cast(StringIndexerModel, model.stages[1]),
@@ -593,9 +598,14 @@ def fold_biases(
     users, items = _bias_factors(user_indexer, item_indexer, biases)
     one, zero = F.lit(1.0).cast("float"), F.lit(0.0).cast("float")
     # an id without a bias (none: both come from the same rows) would predict mu + factors
+    weighted = (
+        F.col("features")
+        if factor_weight == 1.0
+        else F.transform("features", lambda x: (x * F.lit(float(factor_weight))).cast("float"))
+    )
     user_factors = als.userFactors.join(users, "id", "left").select(
         "id",
-        F.concat("features", F.coalesce("_bias", F.array(one, F.lit(biases.mu).cast("float")))).alias(
+        F.concat(weighted, F.coalesce("_bias", F.array(one, F.lit(biases.mu).cast("float")))).alias(
             "features"
         ),
     )
@@ -652,12 +662,15 @@ class ExplicitChoice:
     metric: str = "rmse"  # how the winner was chosen (``explicit_choice_metric``)
     # validation NDCG@k per candidate (NaN: not ranked, i.e. RMSE worse than the bias baseline's)
     validation_ndcg: list[float] = field(default_factory=list)
+    # validation catalogue coverage per candidate (NaN: not ranked): distinct items of its top-k lists
+    validation_coverage: list[float] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)  # each candidate's name (params and item-bias variant)
     chosen: int = 0  # index of the winner in ``results``
     # the winner's item biases: regularisation (None: the baseline's) and prior shift (rating std units)
     item_regularization: float | None = None
     item_prior_shift: float = 0.0
     rating_std: float = 1.0  # the training ratings' standard deviation (unit of the prior shift)
+    factor_weight: float = 1.0  # the winner's weight on its factors (``explicit_factor_weights``)
     # ml.recommender settings that leave the winner as the only candidate (bench_models' one-point phase)
     one_point: dict[str, Any] = field(default_factory=dict)
 
@@ -679,17 +692,18 @@ def ndcg_at(k: int, prediction: str = "prediction", label: str = "label") -> F.C
     return F.expr(f"if(size({prediction}) = 0, 0D, {dcg} / {ideal})")  # fmt: skip
 
 
-def validation_ndcgs(
+def validation_rankings(
     candidates: Sequence[PipelineModel],
     cfg: RecommenderConfig,
     users: DataFrame,
     seen: DataFrame,
     relevant: DataFrame,
-) -> list[float]:
-    """NDCG@k of each candidate's top-k for ``users`` (never an item of ``seen``) against ``relevant``, all
-    in one pass: the candidates share their indexers (fitted on the same rows), the users' exclusion
-    depths are computed once, every candidate's lists are ranked with one window and scored in one
-    aggregate (a user with relevant items and no list counts as a miss, as in ev.ranking_metrics)."""
+) -> list[tuple[float, int]]:
+    """(NDCG@k, distinct items in the top-k lists) of each candidate's top-k for ``users`` (never an item
+    of ``seen``) against ``relevant``, all in one pass: the candidates share their indexers (fitted on the
+    same rows), the users' exclusion depths are computed once, every candidate's lists are ranked with
+    one window and scored in one aggregate (a user with relevant items and no list counts as a miss, as
+    in ev.ranking_metrics; the items are those of the relevant users' lists)."""
     if not candidates:
         return []
     u, i, k = cfg.user_column, cfg.item_column, cfg.k
@@ -742,10 +756,28 @@ def validation_ndcgs(
         "label",
         F.coalesce("prediction", F.array().cast("array<double>")).alias("prediction"),
     )
-    rows = scored.groupBy("_candidate").agg(F.avg(ndcg_at(k)).alias("ndcg")).collect()
-    by_candidate = {int(r["_candidate"]): float(r["ndcg"]) for r in rows}
+    rows = (
+        scored.groupBy("_candidate")
+        .agg(
+            F.avg(ndcg_at(k)).alias("ndcg"),
+            F.size(F.array_distinct(F.flatten(F.collect_list("prediction")))).alias("items"),
+        )
+        .collect()
+    )
+    by_candidate = {int(r["_candidate"]): (float(r["ndcg"]), int(r["items"])) for r in rows}
     # no relevant validation pair at all: nothing to rank on (NaN, as RankingEvaluator's empty mean)
-    return [by_candidate.get(n, math.nan) for n in range(len(candidates))]
+    return [by_candidate.get(n, (math.nan, 0)) for n in range(len(candidates))]
+
+
+def validation_ndcgs(
+    candidates: Sequence[PipelineModel],
+    cfg: RecommenderConfig,
+    users: DataFrame,
+    seen: DataFrame,
+    relevant: DataFrame,
+) -> list[float]:
+    """NDCG@k of each candidate (``validation_rankings``)."""
+    return [ndcg for ndcg, _ in validation_rankings(candidates, cfg, users, seen, relevant)]
 
 
 def validation_ndcg(
@@ -756,11 +788,18 @@ def validation_ndcg(
 
 
 def choose_explicit(
-    rmses: Sequence[float], ndcgs: Sequence[float], bias_validation_rmse: float, metric: str
+    rmses: Sequence[float],
+    ndcgs: Sequence[float],
+    bias_validation_rmse: float,
+    metric: str,
+    coverages: Sequence[float] = (),
+    tolerance: float = 0.0,
 ) -> int:
     """The winning candidate's index: the lowest validation RMSE ("rmse"), or ("ndcg_at_k") the highest
     validation NDCG@k among the candidates no worse than the bias baseline in validation RMSE (the
-    lowest RMSE when none is, or none was ranked). NaN never wins; ties keep the first (the simpler)."""
+    lowest RMSE when none is, or none was ranked). NaN never wins; ties keep the first (the simpler).
+    With ``tolerance`` > 0 and ``coverages``: among the ranked candidates within ``tolerance`` (a share)
+    of the best validation NDCG@k, the widest validation coverage wins (then the higher NDCG)."""
 
     def low(n: int) -> float:
         return math.inf if math.isnan(rmses[n]) else rmses[n]
@@ -771,7 +810,11 @@ def choose_explicit(
     ranked = [n for n in range(len(rmses)) if low(n) <= bias_validation_rmse and not math.isnan(ndcgs[n])]
     if not ranked:
         return by_rmse
-    return max(ranked, key=lambda n: ndcgs[n])
+    best = max(ranked, key=lambda n: ndcgs[n])
+    if tolerance <= 0 or len(coverages) != len(rmses):
+        return best
+    near = [n for n in ranked if ndcgs[n] >= ndcgs[best] * (1.0 - tolerance)]
+    return max(near, key=lambda n: (coverages[n], ndcgs[n]))
 
 
 def tune_explicit_candidates(
@@ -838,6 +881,8 @@ def tune_explicit_candidates(
     indexers = fit_indexers(train, cfg, config.ml.seed) if points or ranking else None
 
     fitted: dict[int, tuple[PipelineModel, float]] = {}
+    weights = list(dict.fromkeys(cfg.explicit_factor_weights))
+    rmse_by_weight: dict[int, list[float]] = {}  # per residual fit: validation RMSE of each factor weight
 
     def fit_one(index: int) -> float:
         kind, params, variant = points[index]
@@ -848,8 +893,12 @@ def tune_explicit_candidates(
         model = PipelineModel(stages=[*indexers.stages, als.fit(indexers.transform(rows))])
         fitted[index] = (model, time.perf_counter() - started)
         predicted = model.transform(held_out[variant] if variant is not None else base_held_out)
-        predicted = predicted.withColumn("prediction", F.col("prediction") + F.col(BIAS_PREDICTION))
-        score = rmse(predicted, "prediction")
+        # every factor weight of a residual fit in one aggregate (biases + w x factors; plain: w = 1)
+        scaled = weights if variant is not None else [1.0]
+        errors = [F.col(BIAS_PREDICTION) + F.lit(w) * F.col("prediction") - F.col(TARGET) for w in scaled]
+        row = predicted.agg(*[F.sqrt(F.avg(e * e)) for e in errors]).head(1)[0]
+        rmse_by_weight[index] = [float("nan") if v is None else float(v) for v in row]
+        score = rmse_by_weight[index][0]
         runlog.event("fit_done", model=cfg.model_name, candidate=kind, params=params, metric=round(score, 5),
                      seconds=round(time.perf_counter() - started, 1))  # fmt: skip
         return score
@@ -863,17 +912,30 @@ def tune_explicit_candidates(
             scores = _in_parallel(
                 train.sparkSession, config.ml.parallelism, fit_one, list(range(len(points))), grid
             )
-        results = [(kind, params, score) for (kind, params, _), score in zip(points, scores, strict=True)]
-        labels = [_candidate_label(kind, params, v) for kind, params, v in points]
-        models_by_result: list[tuple[PipelineModel, float] | None] = [fitted[n] for n in range(len(points))]
-        kept_variants: list[tuple[float | None, float] | None] = [v for _, _, v in points]
+        del scores  # each point's RMSE at every factor weight: rmse_by_weight
+        results: list[tuple[str, dict[str, float], float]] = []
+        labels: list[str] = []
+        models_by_result: list[tuple[PipelineModel, float] | None] = []
+        kept_variants: list[tuple[float | None, float] | None] = []
+        kept_weights: list[float] = []
+        point_conf, one_point = one_point, []
+        for n, (kind, params, v) in enumerate(points):
+            for w, score in zip(weights if v is not None else [1.0], rmse_by_weight[n], strict=True):
+                results.append((kind, params, score))
+                labels.append(_candidate_label(kind, params, v, w))
+                models_by_result.append(fitted[n])
+                kept_variants.append(v)
+                kept_weights.append(w)
+                weighted = {"explicit_factor_weights": [w]} if v is not None else {}
+                one_point.append({**point_conf[n], **weighted})
         if "bias" in cfg.explicit_candidates:
             results.insert(0, ("bias", {}, bias_validation_rmse))
             labels.insert(0, "bias")
             one_point.insert(0, {"explicit_candidates": ["bias"]})
             models_by_result.insert(0, None)
             kept_variants.insert(0, None)
-        ndcgs = [math.nan] * len(results)
+            kept_weights.insert(0, 1.0)
+        ndcgs, coverages = [math.nan] * len(results), [math.nan] * len(results)
         # ranked: the candidates no worse than the bias baseline in validation RMSE, in one top-k pass
         ranked = [n for n, (_, _, score) in enumerate(results) if score <= bias_validation_rmse]
         if ranking and ranked and indexers is not None:
@@ -891,13 +953,12 @@ def tune_explicit_candidates(
                 model = cast(tuple[PipelineModel, float], models_by_result[n])[0]
                 if variant is None:
                     return model
-                return fold_biases(model, variant_biases[variant], cfg, materialize=False)
+                return fold_biases(model, variant_biases[variant], cfg, False, kept_weights[n])
 
-            for n, ndcg in zip(
-                ranked, validation_ndcgs([ranking_model(n) for n in ranked], cfg, users, train, relevant),
-                strict=True,
-            ):
-                ndcgs[n] = ndcg
+            catalog = stats.items.count() or 1  # train's items (materialized sums: no scan of train)
+            rankings = validation_rankings([ranking_model(n) for n in ranked], cfg, users, train, relevant)
+            for n, (ndcg, items) in zip(ranked, rankings, strict=True):
+                ndcgs[n], coverages[n] = ndcg, items / catalog
             runlog.event("ranking_done", model=cfg.model_name, candidates=len(ranked),
                          ndcg={labels[n]: round(ndcgs[n], 5) for n in ranked if not math.isnan(ndcgs[n])},
                          seconds=round(time.perf_counter() - started, 1))  # fmt: skip
@@ -905,20 +966,26 @@ def tune_explicit_candidates(
         for frame in [*residuals.values(), *held_out.values(), users, relevant]:
             if frame is not None:
                 frame.unpersist()
-    winner = choose_explicit([r[2] for r in results], ndcgs, bias_validation_rmse, cfg.explicit_choice_metric)
+    winner = choose_explicit(
+        [r[2] for r in results], ndcgs, bias_validation_rmse, cfg.explicit_choice_metric, coverages,
+        cfg.explicit_ndcg_tolerance,
+    )  # fmt: skip
     kind, params, best = results[winner]
     model, seconds = models_by_result[winner] or (None, 0.0)
     item_reg, shift = kept_variants[winner] or (None, 0.0)
     scale = scales.get(kept_variants[winner] or (None, 0.0), scales[variants[0]] if variants else 1.0)
     return ExplicitChoice(
         kind, params, best, bias_validation_rmse, scale, results, model, seconds, cfg.explicit_choice_metric,
-        ndcgs, labels, winner, item_reg, shift, rating_std,
+        ndcgs, coverages, labels, winner, item_reg, shift, rating_std, kept_weights[winner],
         {**one_point[winner], "explicit_choice_metric": "rmse"},
     )  # fmt: skip
 
 
 def _candidate_label(
-    kind: str, params: dict[str, float], variant: tuple[float | None, float] | None = None
+    kind: str,
+    params: dict[str, float],
+    variant: tuple[float | None, float] | None = None,
+    factor_weight: float = 1.0,
 ) -> str:
     """'residual rank=16 regParam=0.0912' / 'bias': a candidate's name in reports and summaries (with its
     item-bias regularisation and prior shift when they are not the baseline's)."""
@@ -926,6 +993,8 @@ def _candidate_label(
     if variant is not None and variant != (None, 0.0):
         item_reg, shift = variant
         extra = {**({"item_reg": item_reg} if item_reg is not None else {}), "item_prior": 0.0 - shift}
+    if factor_weight != 1.0:
+        extra["factor_weight"] = factor_weight
     return " ".join([kind, *(f"{k}={v:.4g}" for k, v in sorted(params.items())), *(
         f"{k}={v:.4g}" for k, v in extra.items())])  # fmt: skip
 
@@ -1155,7 +1224,7 @@ class AlsRecommender:
                         -choice.item_prior_shift * choice.rating_std,
                     )  # fmt: skip
                 fit_rows = train.transform(with_residual_target(served_biases, cfg))
-                model = fold_biases(model, served_biases, cfg)
+                model = fold_biases(model, served_biases, cfg, factor_weight=choice.factor_weight)
             fit_started -= choice.fit_seconds
         else:
             model = final.fit(fit_on)
@@ -1333,6 +1402,11 @@ class RecommenderTrainingSpec(lifecycle.TrainingSpec[RecommenderResult]):
                         for label, ndcg in zip(choice.labels, choice.validation_ndcg, strict=True)
                         if not math.isnan(ndcg)
                     },
+                    "validation_coverage_by_candidate": {
+                        label: round(coverage, 4)
+                        for label, coverage in zip(choice.labels, choice.validation_coverage, strict=True)
+                        if not math.isnan(coverage)
+                    },
                     # the conf of the winner alone (scripts/bench_models.py's one-point phase)
                     "explicit_one_point": choice.one_point,
                 }
@@ -1411,6 +1485,11 @@ def recommender_report(run: lifecycle.TrainingRun, result: RecommenderResult) ->
             if choice.metric == "rmse"
             else "validation NDCG@k among the candidates no worse than the bias baseline in validation RMSE"
         )
+        if choice.metric != "rmse" and cfg.explicit_ndcg_tolerance > 0:
+            how += (
+                f" (those within {cfg.explicit_ndcg_tolerance:.0%} of the best NDCG@k tied: the widest "
+                "validation catalogue coverage among them)"
+            )
         report.add_text(
             f"Explicit model chosen on {how}: {verdict}, {choice.labels[choice.chosen]} (validation RMSE "
             f"{choice.validation_rmse:.4f}, bias baseline {choice.bias_validation_rmse:.4f}); served as "
@@ -1422,9 +1501,10 @@ def recommender_report(run: lifecycle.TrainingRun, result: RecommenderResult) ->
             "better",
             [
                 {"candidate": label, "validation rmse": score, "validation ndcg@k": ndcg,
-                 "chosen": "yes" if n == choice.chosen else ""}
-                for n, (label, ndcg, (_, _, score)) in enumerate(
-                    zip(choice.labels, choice.validation_ndcg, choice.results, strict=True))
+                 "validation coverage": coverage, "chosen": "yes" if n == choice.chosen else ""}
+                for n, (label, ndcg, coverage, (_, _, score)) in enumerate(zip(
+                    choice.labels, choice.validation_ndcg, choice.validation_coverage, choice.results,
+                    strict=True))
             ],
         )  # fmt: skip
     if bias and "rmse" in bias:
