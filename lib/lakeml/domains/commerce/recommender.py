@@ -263,15 +263,18 @@ def ranked_lists(recs: DataFrame, cfg: RecommenderConfig) -> DataFrame:
     )
 
 
-def relevance_threshold(cfg: RecommenderConfig, train: DataFrame) -> float | None:
+def relevance_threshold(
+    cfg: RecommenderConfig, train: DataFrame, bounds: tuple[float, float] | None = None
+) -> float | None:
     """Explicit mode: the rating from which a held-out pair counts as relevant, ``relevant_rating`` or
     else min + ``relevant_rating_fraction`` x (max - min) of the training ratings (4 on a 1-5 scale
-    with 0.75); None in implicit mode (any positive strength is relevant)."""
+    with 0.75; ``bounds``: their (min, max) when already known); None in implicit mode (any positive
+    strength is relevant)."""
     if cfg.mode == "implicit":
         return None
     if cfg.relevant_rating is not None:
         return cfg.relevant_rating
-    low, high = train.agg(F.min(TARGET), F.max(TARGET)).head(1)[0]
+    low, high = bounds or train.agg(F.min(TARGET), F.max(TARGET)).head(1)[0]
     if low is None:
         raise JobFailed(f"{cfg.input_table}: no training row has a {cfg.rating_column}")
     return float(low) + cfg.relevant_rating_fraction * (float(high) - float(low))
@@ -402,16 +405,18 @@ class BiasStats:
 
     mu: float  # mean rating
     std: float  # the ratings' standard deviation (population)
+    bounds: tuple[float, float]  # the lowest and highest rating
     users: DataFrame  # (user, _s_u = sum(r - mu), _n_u), materialized
     items: DataFrame  # (item, _n_i, _s_i<k> = sum(r - mu - b_u), b_u with user reg regs[k]), materialized
     regs: tuple[float, ...]  # the user regularisations the item sums were taken with
 
 
 def bias_stats(rows: DataFrame, cfg: RecommenderConfig, regs: Sequence[float]) -> BiasStats:
-    """Reads user, item and ``_target``: mu and the ratings' std (one aggregate), per-user sums (one job)
-    and per-item sums for every user regularisation of ``regs`` (one job, one column per value)."""
+    """Reads user, item and ``_target``: mu, the ratings' std and range (one aggregate), per-user sums
+    (one job) and per-item sums for every user regularisation of ``regs`` (one job, a column per value)."""
     u, i = cfg.user_column, cfg.item_column
-    mu, std = rows.agg(F.avg(TARGET), F.stddev_pop(TARGET)).head(1)[0]
+    r = F.col(TARGET)
+    mu, std, low, high = rows.agg(F.avg(r), F.stddev_pop(r), F.min(r), F.max(r)).head(1)[0]
     if mu is None:
         raise JobFailed(f"{cfg.input_table}: no training row has a {cfg.rating_column}")
     mu, regs = float(mu), tuple(dict.fromkeys(float(r) for r in regs))
@@ -430,7 +435,7 @@ def bias_stats(rows: DataFrame, cfg: RecommenderConfig, regs: Sequence[float]) -
         )
         .localCheckpoint()
     )
-    return BiasStats(mu, float(std) if std else 1.0, users, items, regs)
+    return BiasStats(mu, float(std) if std else 1.0, (float(low), float(high)), users, items, regs)
 
 
 def _bias_columns(
@@ -942,7 +947,7 @@ def tune_explicit_candidates(
             started = time.perf_counter()
             users = validation_sample(validation, cfg, config.ml.seed).persist(StorageLevel.MEMORY_AND_DISK)
             in_sample = validation.join(users, cfg.user_column, "left_semi")
-            relevant = relevant_lists(in_sample, cfg, relevance_threshold(cfg, train)).persist(
+            relevant = relevant_lists(in_sample, cfg, relevance_threshold(cfg, train, stats.bounds)).persist(
                 StorageLevel.MEMORY_AND_DISK
             )
 
@@ -1238,7 +1243,7 @@ class AlsRecommender:
             )
         )
         test_users = test.select(u).distinct()
-        relevant_from = relevance_threshold(cfg, fit_on)
+        relevant_from = relevance_threshold(cfg, fit_on, final_stats.bounds if final_stats else None)
         relevant = run.cache(relevant_lists(test, cfg, relevant_from))
         catalog = fit_on.select(i).distinct().count()
         depth = list_depth(cfg)
