@@ -26,8 +26,12 @@
   candidates of ``explicit_candidates`` are fitted on train (residual ones in item-bias variants: item
   biases shrunk toward a below-average prior, ``explicit_item_bias_*``) and compared on validation: by
   RMSE, or (``explicit_choice_metric: ndcg_at_k``) by NDCG@k among those no worse than the bias baseline
-  in RMSE; the winner is served as fitted (one ALS fit per candidate, no refit), with biases refitted
-  on train + validation.
+  in RMSE (every ranked candidate's validation top-k in one pass; with ``explicit_ndcg_tolerance`` the
+  widest validation coverage among those near the best NDCG@k); each residual fit is also a candidate
+  at every weight of ``explicit_factor_weights`` on its factors (no extra fit). The winner is served as
+  fitted (one ALS fit per candidate, no refit), with biases refitted on train + validation. The bias
+  sums are aggregated once per set of rows (train; train + validation): the regularisation grid, the
+  item-bias variants and the served biases are projections of them.
 - **Scoring**: top ``k`` per user of the snapshot, excluding items the user purchased
   (``purchased_column > 0``; every item the user has when ``purchased_column`` is ""), into
   gold/recommendations.
