@@ -385,12 +385,12 @@ def test_explicit_choice_ranks_only_candidates_within_the_rmse_floor() -> None:
     assert choose_explicit(rmses, [0.30, 0.12, 0.20, 0.5], 1.0, "ndcg_at_k") == 0  # the bias ranks best
     # nothing ranked (no relevant validation pair): the lowest RMSE; a NaN RMSE never wins
     assert choose_explicit([1.0, nan, 0.9], [nan, nan, nan], 1.0, "ndcg_at_k") == 2
-    # with a tolerance: within 10 % of the best NDCG (0.20) the widest coverage wins, never one above the
-    # RMSE floor (index 3) nor one further from the best NDCG (index 0)
-    coverages = [0.05, 0.6, 0.4, 0.9]
-    assert choose_explicit(rmses, [0.10, 0.19, 0.20, 0.5], 1.0, "ndcg_at_k", coverages, 0.1) == 1
-    assert choose_explicit(rmses, [0.10, 0.17, 0.20, 0.5], 1.0, "ndcg_at_k", coverages, 0.1) == 2
-    assert choose_explicit(rmses, [0.10, 0.19, 0.20, 0.5], 1.0, "ndcg_at_k", coverages, 0.0) == 2
+    # within one standard error (0.015) of the best NDCG (0.20) the widest coverage wins, never one above
+    # the RMSE floor (index 3) nor one further from the best NDCG (index 0)
+    coverages, errors = [0.05, 0.6, 0.4, 0.9], [0.01, 0.01, 0.015, 0.01]
+    assert choose_explicit(rmses, [0.10, 0.19, 0.20, 0.5], 1.0, "ndcg_at_k", coverages, errors, 1.0) == 1
+    assert choose_explicit(rmses, [0.10, 0.18, 0.20, 0.5], 1.0, "ndcg_at_k", coverages, errors, 1.0) == 2
+    assert choose_explicit(rmses, [0.10, 0.19, 0.20, 0.5], 1.0, "ndcg_at_k", coverages, errors, 0.0) == 2
 
 
 def test_explicit_mode_serves_the_best_ranking_candidate_within_the_rmse_floor(

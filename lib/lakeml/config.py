@@ -463,9 +463,10 @@ class RecommenderConfig:
     # factors; no extra fit, one validation top-k each): w > 1 lets the personal part outrank the item
     # biases (more of the catalogue in the lists), chosen like any candidate.
     explicit_factor_weights: tuple[float, ...] = (1.0,)
-    # With ndcg_at_k: candidates within this share of the best validation NDCG@k count as tied on ranking,
-    # and the widest validation catalogue coverage among them wins (0: the best NDCG@k alone).
-    explicit_ndcg_tolerance: float = 0.0
+    # With ndcg_at_k: candidates no more than this many standard errors (over validation users) below the
+    # best validation NDCG@k are tied on ranking, and the widest validation catalogue coverage among them
+    # wins (1: the one-standard-error rule; 0: the best NDCG@k alone).
+    explicit_ndcg_standard_errors: float = 0.0
     # Implicit tuning ranks grid points on at most this many validation users (a seeded hash sample;
     # each point's top-k pass then costs the sample, not every user); 0 = every validation user.
     validation_users: int = 0
@@ -501,10 +502,10 @@ class RecommenderConfig:
                 "ml.recommender.explicit_choice_metric: needs rmse or ndcg_at_k, got "
                 f"{self.explicit_choice_metric}"
             )
-        if not 0 <= self.explicit_ndcg_tolerance < 1:
+        if self.explicit_ndcg_standard_errors < 0:
             raise ConfigError(
-                "ml.recommender.explicit_ndcg_tolerance must be in [0, 1), got "
-                f"{self.explicit_ndcg_tolerance}"
+                "ml.recommender.explicit_ndcg_standard_errors must be >= 0, got "
+                f"{self.explicit_ndcg_standard_errors}"
             )
         if not self.explicit_factor_weights or min(self.explicit_factor_weights) <= 0:
             raise ConfigError(

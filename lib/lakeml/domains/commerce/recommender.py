@@ -26,12 +26,13 @@
   candidates of ``explicit_candidates`` are fitted on train (residual ones in item-bias variants: item
   biases shrunk toward a below-average prior, ``explicit_item_bias_*``) and compared on validation: by
   RMSE, or (``explicit_choice_metric: ndcg_at_k``) by NDCG@k among those no worse than the bias baseline
-  in RMSE (every ranked candidate's validation top-k in one pass; with ``explicit_ndcg_tolerance`` the
-  widest validation coverage among those near the best NDCG@k); each residual fit is also a candidate
-  at every weight of ``explicit_factor_weights`` on its factors (no extra fit). The winner is served as
-  fitted (one ALS fit per candidate, no refit), with biases refitted on train + validation. The bias
-  sums are aggregated once per set of rows (train; train + validation): the regularisation grid, the
-  item-bias variants and the served biases are projections of them.
+  in RMSE (every ranked candidate's validation top-k in one pass; with ``explicit_ndcg_standard_errors``
+  the widest validation coverage among those that many standard errors from the best NDCG@k); each
+  residual fit is also a candidate at every weight of ``explicit_factor_weights`` on its factors (no
+  extra fit). The winner is served as fitted (one ALS fit per candidate, no refit), with biases
+  refitted on train + validation. The bias sums are aggregated once per set of rows (train; train +
+  validation): the regularisation grid, the item-bias variants and the served biases are projections
+  of them.
 - **Scoring**: top ``k`` per user of the snapshot, excluding items the user purchased
   (``purchased_column > 0``; every item the user has when ``purchased_column`` is ""), into
   gold/recommendations.
@@ -707,8 +708,9 @@ def validation_rankings(
     users: DataFrame,
     seen: DataFrame,
     relevant: DataFrame,
-) -> list[tuple[float, int]]:
-    """(NDCG@k, distinct items in the top-k lists) of each candidate's top-k for ``users`` (never an item
+) -> list[tuple[float, int, float]]:
+    """(NDCG@k, distinct items in the top-k lists, the NDCG's standard error over users) of each
+    candidate's top-k for ``users`` (never an item
     of ``seen``) against ``relevant``, all in one pass: the candidates share their indexers (fitted on the
     same rows), the users' exclusion depths are computed once, every candidate's lists are ranked with
     one window and scored in one aggregate (a user with relevant items and no list counts as a miss, as
@@ -770,12 +772,15 @@ def validation_rankings(
         .agg(
             F.avg(ndcg_at(k)).alias("ndcg"),
             F.size(F.array_distinct(F.flatten(F.collect_list("prediction")))).alias("items"),
+            (F.stddev_samp(ndcg_at(k)) / F.sqrt(F.count(F.lit(1)))).alias("se"),
         )
         .collect()
     )
-    by_candidate = {int(r["_candidate"]): (float(r["ndcg"]), int(r["items"])) for r in rows}
+    by_candidate = {
+        int(r["_candidate"]): (float(r["ndcg"]), int(r["items"]), float(r["se"] or 0.0)) for r in rows
+    }
     # no relevant validation pair at all: nothing to rank on (NaN, as RankingEvaluator's empty mean)
-    return [by_candidate.get(n, (math.nan, 0)) for n in range(len(candidates))]
+    return [by_candidate.get(n, (math.nan, 0, math.nan)) for n in range(len(candidates))]
 
 
 def validation_ndcgs(
@@ -786,7 +791,7 @@ def validation_ndcgs(
     relevant: DataFrame,
 ) -> list[float]:
     """NDCG@k of each candidate (``validation_rankings``)."""
-    return [ndcg for ndcg, _ in validation_rankings(candidates, cfg, users, seen, relevant)]
+    return [ndcg for ndcg, _, _ in validation_rankings(candidates, cfg, users, seen, relevant)]
 
 
 def validation_ndcg(
@@ -802,13 +807,15 @@ def choose_explicit(
     bias_validation_rmse: float,
     metric: str,
     coverages: Sequence[float] = (),
-    tolerance: float = 0.0,
+    standard_errors: Sequence[float] = (),
+    within: float = 0.0,
 ) -> int:
     """The winning candidate's index: the lowest validation RMSE ("rmse"), or ("ndcg_at_k") the highest
     validation NDCG@k among the candidates no worse than the bias baseline in validation RMSE (the
     lowest RMSE when none is, or none was ranked). NaN never wins; ties keep the first (the simpler).
-    With ``tolerance`` > 0 and ``coverages``: among the ranked candidates within ``tolerance`` (a share)
-    of the best validation NDCG@k, the widest validation coverage wins (then the higher NDCG)."""
+    With ``within`` > 0, ``coverages`` and ``standard_errors`` (of each NDCG@k): the ranked candidates no
+    more than ``within`` standard errors (the best's) below the best validation NDCG@k are tied, and the
+    widest validation coverage among them wins (then the higher NDCG; 1: the one-standard-error rule)."""
 
     def low(n: int) -> float:
         return math.inf if math.isnan(rmses[n]) else rmses[n]
@@ -820,9 +827,10 @@ def choose_explicit(
     if not ranked:
         return by_rmse
     best = max(ranked, key=lambda n: ndcgs[n])
-    if tolerance <= 0 or len(coverages) != len(rmses):
+    if within <= 0 or len(coverages) != len(rmses) or len(standard_errors) != len(rmses):
         return best
-    near = [n for n in ranked if ndcgs[n] >= ndcgs[best] * (1.0 - tolerance)]
+    margin = within * (0.0 if math.isnan(standard_errors[best]) else standard_errors[best])
+    near = [n for n in ranked if ndcgs[n] >= ndcgs[best] - margin]
     return max(near, key=lambda n: (coverages[n], ndcgs[n]))
 
 
@@ -944,7 +952,7 @@ def tune_explicit_candidates(
             models_by_result.insert(0, None)
             kept_variants.insert(0, None)
             kept_weights.insert(0, 1.0)
-        ndcgs, coverages = [math.nan] * len(results), [math.nan] * len(results)
+        ndcgs, coverages, errors = ([math.nan] * len(results) for _ in range(3))
         # ranked: the candidates no worse than the bias baseline in validation RMSE, in one top-k pass
         ranked = [n for n, (_, _, score) in enumerate(results) if score <= bias_validation_rmse]
         if ranking and ranked and indexers is not None:
@@ -966,8 +974,8 @@ def tune_explicit_candidates(
 
             catalog = stats.items.count() or 1  # train's items (materialized sums: no scan of train)
             rankings = validation_rankings([ranking_model(n) for n in ranked], cfg, users, train, relevant)
-            for n, (ndcg, items) in zip(ranked, rankings, strict=True):
-                ndcgs[n], coverages[n] = ndcg, items / catalog
+            for n, (ndcg, items, se) in zip(ranked, rankings, strict=True):
+                ndcgs[n], coverages[n], errors[n] = ndcg, items / catalog, se
             runlog.event("ranking_done", model=cfg.model_name, candidates=len(ranked),
                          ndcg={labels[n]: round(ndcgs[n], 5) for n in ranked if not math.isnan(ndcgs[n])},
                          seconds=round(time.perf_counter() - started, 1))  # fmt: skip
@@ -976,8 +984,8 @@ def tune_explicit_candidates(
             if frame is not None:
                 frame.unpersist()
     winner = choose_explicit(
-        [r[2] for r in results], ndcgs, bias_validation_rmse, cfg.explicit_choice_metric, coverages,
-        cfg.explicit_ndcg_tolerance,
+        [r[2] for r in results], ndcgs, bias_validation_rmse, cfg.explicit_choice_metric, coverages, errors,
+        cfg.explicit_ndcg_standard_errors,
     )  # fmt: skip
     kind, params, best = results[winner]
     model, seconds = models_by_result[winner] or (None, 0.0)
@@ -1494,10 +1502,10 @@ def recommender_report(run: lifecycle.TrainingRun, result: RecommenderResult) ->
             if choice.metric == "rmse"
             else "validation NDCG@k among the candidates no worse than the bias baseline in validation RMSE"
         )
-        if choice.metric != "rmse" and cfg.explicit_ndcg_tolerance > 0:
+        if choice.metric != "rmse" and cfg.explicit_ndcg_standard_errors > 0:
             how += (
-                f" (those within {cfg.explicit_ndcg_tolerance:.0%} of the best NDCG@k tied: the widest "
-                "validation catalogue coverage among them)"
+                f" (those within {cfg.explicit_ndcg_standard_errors:g} standard error(s) of the best NDCG@k "
+                "tied: the widest validation catalogue coverage among them)"
             )
         report.add_text(
             f"Explicit model chosen on {how}: {verdict}, {choice.labels[choice.chosen]} (validation RMSE "
