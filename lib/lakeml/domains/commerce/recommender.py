@@ -895,7 +895,7 @@ def tune_explicit_candidates(
             points.append(("plain", p, None))
             one_point.append({"explicit_candidates": ["plain"], "grid": {k: [x] for k, x in p.items()}})
     # fitted once: every candidate (and the bias baseline's ranking model) indexes train's ids alike
-    indexers = fit_indexers(train, cfg, config.ml.seed) if points or ranking else None
+    indexers = fit_indexers(train, cfg, config.ml.seed) if points else None
 
     fitted: dict[int, tuple[PipelineModel, float]] = {}
     weights = list(dict.fromkeys(cfg.explicit_factor_weights))
@@ -955,7 +955,7 @@ def tune_explicit_candidates(
         ndcgs, coverages, errors = ([math.nan] * len(results) for _ in range(3))
         # ranked: the candidates no worse than the bias baseline in validation RMSE, in one top-k pass
         ranked = [n for n, (_, _, score) in enumerate(results) if score <= bias_validation_rmse]
-        if ranking and ranked and indexers is not None:
+        if ranking and ranked and len(results) > 1:  # one candidate alone: nothing to choose
             started = time.perf_counter()
             users = validation_sample(validation, cfg, config.ml.seed).persist(StorageLevel.MEMORY_AND_DISK)
             in_sample = validation.join(users, cfg.user_column, "left_semi")
