@@ -724,20 +724,18 @@ def validation_rankings(
     )
     wanted = users.select(u).distinct()
     excluded = seen.select(u, i).distinct().join(wanted, u, "left_semi")
-    counts = excluded.groupBy(u).agg(F.count(F.lit(1)).alias("_n"))
-    need = wanted.join(counts, u, "left").withColumn(
-        "_depth", F.when(F.col("_n") > 0, F.pow(F.lit(2), F.ceil(F.log2("_n")))).otherwise(0).cast("int")
-    )
-    indexed = user_indexer.transform(need).select(u, USER_IDX, "_depth").localCheckpoint()
-    depths = sorted(int(r[0]) for r in indexed.select("_depth").distinct().collect()) or [0]
+    # One list depth for every user: k + the most items any of them has to skip. A validation sample is a
+    # few thousand users, so one ALS call per candidate (not one per exclusion-depth group: each call is
+    # several Spark stages) costs less than the longer lists of the light users.
+    deepest = excluded.groupBy(u).agg(F.count(F.lit(1)).alias("_n")).agg(F.max("_n")).head(1)[0][0] or 0
+    indexed = user_indexer.transform(wanted).select(u, USER_IDX)
     raw = reduce(
         lambda a, b: a.unionByName(b),
         [
             cast(ALSModel, model.stages[-1])
-            .recommendForUserSubset(indexed.where(F.col("_depth") == d).select(USER_IDX), k + d)
+            .recommendForUserSubset(indexed.select(USER_IDX), k + int(deepest))
             .select(F.lit(n).alias("_candidate"), USER_IDX, "recommendations")
             for n, model in enumerate(candidates)
-            for d in depths
         ],
     )
     item_col = cast(ALSModel, candidates[0].stages[-1]).getItemCol()
@@ -747,7 +745,7 @@ def validation_rankings(
     )  # fmt: skip
     labelled = IndexToString(inputCol=ITEM_IDX, outputCol=i, labels=item_indexer.labels).transform(pairs)
     labelled = labelled.withColumn(i, F.col(i).cast(seen.schema[i].dataType))
-    kept = labelled.join(indexed.select(u, USER_IDX), USER_IDX).join(excluded, [u, i], "left_anti")
+    kept = labelled.join(indexed, USER_IDX).join(excluded, [u, i], "left_anti")
     rank = F.row_number().over(Window.partitionBy("_candidate", u).orderBy(F.col("score").desc(), F.col(i)))
     ordered = F.array_sort(F.collect_list(F.struct("rank", item_key(i).alias("key"))))
     lists = (
