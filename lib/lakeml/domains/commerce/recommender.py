@@ -934,14 +934,14 @@ def tune_explicit_candidates(
         kept_variants: list[tuple[float | None, float] | None] = []
         kept_weights: list[float] = []
         point_conf, one_point = one_point, []
-        for n, (kind, params, v) in enumerate(points):
-            for w, score in zip(weights if v is not None else [1.0], rmse_by_weight[n], strict=True):
+        for n, (kind, params, variant) in enumerate(points):
+            for w, score in zip(weights if variant is not None else [1.0], rmse_by_weight[n], strict=True):
                 results.append((kind, params, score))
-                labels.append(_candidate_label(kind, params, v, w))
+                labels.append(_candidate_label(kind, params, variant, w))
                 models_by_result.append(fitted[n])
-                kept_variants.append(v)
+                kept_variants.append(variant)
                 kept_weights.append(w)
-                weighted = {"explicit_factor_weights": [w]} if v is not None else {}
+                weighted = {"explicit_factor_weights": [w]} if variant is not None else {}
                 one_point.append({**point_conf[n], **weighted})
         if "bias" in cfg.explicit_candidates:
             results.insert(0, ("bias", {}, bias_validation_rmse))
