@@ -207,7 +207,8 @@ def report_als(als: dict) -> list[tuple[str, float, str, bool]]:
                   f"(validation RMSE {als['validation_rmse']:.4f} vs bias "
                   f"baseline {als['bias_validation_rmse']:.4f}); validation RMSE by candidate "
                   f"{als['validation_rmse_by_candidate']}; validation NDCG@k by candidate ranked "
-                  f"{als.get('validation_ndcg_by_candidate', {})}",
+                  f"{als.get('validation_ndcg_by_candidate', {})}, validation coverage by candidate "
+                  f"{als.get('validation_coverage_by_candidate', {})}",
                   flush=True)  # fmt: skip
             ratio = als["validation_rmse"] / als["bias_validation_rmse"]
             checks.append(("ALS explicit validation RMSE ÷ bias baseline", ratio, "<= 1", ratio <= 1))
@@ -409,6 +410,7 @@ FIGURES: dict[str, list[Figure]] = {
         ("test RMSE", lambda r: r["rmse"], -1, "", None),
         ("precision@k", lambda r: r["precision_at_k"], 1, "", None),
         ("NDCG@k", lambda r: r["ndcg_at_k"], 1, "", None),
+        ("catalogue coverage", lambda r: r["coverage"], 1, "", None),
     ],
 }  # fmt: skip
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import mlflow
 import pytest
 from pyspark.ml import Pipeline
-from pyspark.ml.evaluation import BinaryClassificationEvaluator
+from pyspark.ml.evaluation import BinaryClassificationEvaluator, RankingEvaluator
 from pyspark.ml.feature import VectorAssembler
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -33,6 +33,7 @@ from lakeml.domains.commerce.recommender import (
     TARGET,
     choose_explicit,
     fit_biases,
+    ndcg_at,
     train_recommender,
     tune_biases,
 )
@@ -310,6 +311,23 @@ def test_biases_by_hand(spark: SparkSession, config: Config) -> None:
     assert (reg, item_reg) == min(results, key=lambda r: r[2])[:2]
 
 
+def test_ndcg_column_is_mllibs_ndcg_at_k(spark: SparkSession) -> None:
+    # binary relevance: hits at ranks 1 and 3, a list shorter than k, more relevant items than k, a miss,
+    # an empty list
+    rows = [
+        ([1.0, 2.0, 3.0, 4.0], [1.0, 3.0]),
+        ([5.0], [5.0, 6.0, 7.0, 8.0, 9.0]),
+        ([1.0, 2.0, 3.0], [4.0]),
+        ([], [1.0]),
+        ([2.0, 1.0, 9.0, 8.0, 7.0], [1.0, 7.0, 8.0, 9.0]),
+    ]
+    df = spark.createDataFrame(rows, "prediction array<double>, label array<double>")
+    for k in (1, 3):
+        mllib = RankingEvaluator(k=k, metricName="ndcgAtK").evaluate(df)
+        ours = df.agg(F.avg(ndcg_at(k))).head(1)[0][0]
+        assert ours == pytest.approx(mllib, abs=1e-12) and 0 < ours < 1
+
+
 def explicit_ratings_lake(
     spark: SparkSession, tmp_path: Path, users: int, items: int, *overrides: str
 ) -> Config:
@@ -367,6 +385,12 @@ def test_explicit_choice_ranks_only_candidates_within_the_rmse_floor() -> None:
     assert choose_explicit(rmses, [0.30, 0.12, 0.20, 0.5], 1.0, "ndcg_at_k") == 0  # the bias ranks best
     # nothing ranked (no relevant validation pair): the lowest RMSE; a NaN RMSE never wins
     assert choose_explicit([1.0, nan, 0.9], [nan, nan, nan], 1.0, "ndcg_at_k") == 2
+    # within one standard error (0.015) of the best NDCG (0.20) the widest coverage wins, never one above
+    # the RMSE floor (index 3) nor one further from the best NDCG (index 0)
+    coverages, errors = [0.05, 0.6, 0.4, 0.9], [0.01, 0.01, 0.015, 0.01]
+    assert choose_explicit(rmses, [0.10, 0.19, 0.20, 0.5], 1.0, "ndcg_at_k", coverages, errors, 1.0) == 1
+    assert choose_explicit(rmses, [0.10, 0.18, 0.20, 0.5], 1.0, "ndcg_at_k", coverages, errors, 1.0) == 2
+    assert choose_explicit(rmses, [0.10, 0.19, 0.20, 0.5], 1.0, "ndcg_at_k", coverages, errors, 0.0) == 2
 
 
 def test_explicit_mode_serves_the_best_ranking_candidate_within_the_rmse_floor(
@@ -386,12 +410,17 @@ def test_explicit_mode_serves_the_best_ranking_candidate_within_the_rmse_floor(
     # the defaults: residual item biases shrunk toward a below-average prior, chosen by NDCG@k; with a
     # second prior (0) two residual candidates
     assert cfg.explicit_choice_metric == "ndcg_at_k" and cfg.explicit_item_bias_priors == (0.25,)
-    config = replace(
-        config, ml=replace(config.ml, recommender=replace(cfg, explicit_item_bias_priors=(0.0, 0.25)))
-    )
+    assert cfg.explicit_factor_weights == (1.0,)
+    # two priors, each fit also at factor weight 2 (biases + 2 x factors: a candidate without a fit)
+    two = replace(cfg, explicit_item_bias_priors=(0.0, 0.25), explicit_factor_weights=(1.0, 2.0))
+    config = replace(config, ml=replace(config.ml, recommender=two))
     summary = train_recommender(spark, config, DateRange.single(DAY)).details
     by_rmse, by_ndcg = summary["validation_rmse_by_candidate"], summary["validation_ndcg_by_candidate"]
-    assert len(by_rmse) == 3 and sum("item_prior=-0.25" in c for c in by_rmse) == 1
+    assert len(by_rmse) == 5 and sum("item_prior=-0.25" in c for c in by_rmse) == 2
+    assert sum("factor_weight=2" in c for c in by_rmse) == 2
+    # a weight is a different model: its validation RMSE differs from the same fit's at weight 1
+    for c in (c for c in by_rmse if "factor_weight=2" in c):
+        assert by_rmse[c] != by_rmse[c.replace(" factor_weight=2", "")]
     floor = summary["bias_validation_rmse"]
     # ranked: exactly the candidates no worse than the bias baseline in validation RMSE (bias included)
     assert set(by_ndcg) == {c for c, v in by_rmse.items() if v <= floor} and "bias" in by_ndcg

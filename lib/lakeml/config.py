@@ -459,6 +459,14 @@ class RecommenderConfig:
     # How the explicit candidate is chosen: "rmse" (lowest validation RMSE) or "ndcg_at_k" (highest
     # validation NDCG@k among the candidates whose validation RMSE is no worse than the bias baseline's).
     explicit_choice_metric: Literal["rmse", "ndcg_at_k"] = "rmse"
+    # Residual candidates: each fit is also a candidate at each weight w on its factors (biases + w x
+    # factors; no extra fit, one validation top-k each): w > 1 lets the personal part outrank the item
+    # biases (more of the catalogue in the lists), chosen like any candidate.
+    explicit_factor_weights: tuple[float, ...] = (1.0,)
+    # With ndcg_at_k: candidates no more than this many standard errors (over validation users) below the
+    # best validation NDCG@k are tied on ranking, and the widest validation catalogue coverage among them
+    # wins (1: the one-standard-error rule; 0: the best NDCG@k alone).
+    explicit_ndcg_standard_errors: float = 0.0
     # Implicit tuning ranks grid points on at most this many validation users (a seeded hash sample;
     # each point's top-k pass then costs the sample, not every user); 0 = every validation user.
     validation_users: int = 0
@@ -493,6 +501,16 @@ class RecommenderConfig:
             raise ConfigError(
                 "ml.recommender.explicit_choice_metric: needs rmse or ndcg_at_k, got "
                 f"{self.explicit_choice_metric}"
+            )
+        if self.explicit_ndcg_standard_errors < 0:
+            raise ConfigError(
+                "ml.recommender.explicit_ndcg_standard_errors must be >= 0, got "
+                f"{self.explicit_ndcg_standard_errors}"
+            )
+        if not self.explicit_factor_weights or min(self.explicit_factor_weights) <= 0:
+            raise ConfigError(
+                "ml.recommender.explicit_factor_weights: needs values > 0, got "
+                f"{list(self.explicit_factor_weights)}"
             )
         if not self.explicit_regparam_factors or min(self.explicit_regparam_factors) <= 0:
             raise ConfigError(

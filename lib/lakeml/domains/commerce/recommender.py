@@ -26,8 +26,13 @@
   candidates of ``explicit_candidates`` are fitted on train (residual ones in item-bias variants: item
   biases shrunk toward a below-average prior, ``explicit_item_bias_*``) and compared on validation: by
   RMSE, or (``explicit_choice_metric: ndcg_at_k``) by NDCG@k among those no worse than the bias baseline
-  in RMSE; the winner is served as fitted (one ALS fit per candidate, no refit), with biases refitted
-  on train + validation.
+  in RMSE (every ranked candidate's validation top-k in one pass; with ``explicit_ndcg_standard_errors``
+  the widest validation coverage among those that many standard errors from the best NDCG@k); each
+  residual fit is also a candidate at every weight of ``explicit_factor_weights`` on its factors (no
+  extra fit). The winner is served as fitted (one ALS fit per candidate, no refit), with biases
+  refitted on train + validation. The bias sums are aggregated once per set of rows (train; train +
+  validation): the regularisation grid, the item-bias variants and the served biases are projections
+  of them.
 - **Scoring**: top ``k`` per user of the snapshot, excluding items the user purchased
   (``purchased_column > 0``; every item the user has when ``purchased_column`` is ""), into
   gold/recommendations.
@@ -52,7 +57,7 @@ from typing import Any, cast
 
 from pyspark import StorageLevel, inheritable_thread_target
 from pyspark.ml import Pipeline, PipelineModel
-from pyspark.ml.evaluation import RankingEvaluator, RegressionEvaluator
+from pyspark.ml.evaluation import RegressionEvaluator
 from pyspark.ml.feature import IndexToString, StringIndexer, StringIndexerModel
 from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.ml.tuning import ParamGridBuilder
@@ -263,15 +268,18 @@ def ranked_lists(recs: DataFrame, cfg: RecommenderConfig) -> DataFrame:
     )
 
 
-def relevance_threshold(cfg: RecommenderConfig, train: DataFrame) -> float | None:
+def relevance_threshold(
+    cfg: RecommenderConfig, train: DataFrame, bounds: tuple[float, float] | None = None
+) -> float | None:
     """Explicit mode: the rating from which a held-out pair counts as relevant, ``relevant_rating`` or
     else min + ``relevant_rating_fraction`` x (max - min) of the training ratings (4 on a 1-5 scale
-    with 0.75); None in implicit mode (any positive strength is relevant)."""
+    with 0.75; ``bounds``: their (min, max) when already known); None in implicit mode (any positive
+    strength is relevant)."""
     if cfg.mode == "implicit":
         return None
     if cfg.relevant_rating is not None:
         return cfg.relevant_rating
-    low, high = train.agg(F.min(TARGET), F.max(TARGET)).head(1)[0]
+    low, high = bounds or train.agg(F.min(TARGET), F.max(TARGET)).head(1)[0]
     if low is None:
         raise JobFailed(f"{cfg.input_table}: no training row has a {cfg.rating_column}")
     return float(low) + cfg.relevant_rating_fraction * (float(high) - float(low))
@@ -395,6 +403,72 @@ class BiasModel:
     regularization: float
 
 
+@dataclass(frozen=True)
+class BiasStats:
+    """The bias baseline's sums over some rows, from which every (user reg, item reg, item prior) BiasModel
+    is a projection (no more aggregation): tuning, item-bias variants and the served biases share them."""
+
+    mu: float  # mean rating
+    std: float  # the ratings' standard deviation (population)
+    bounds: tuple[float, float]  # the lowest and highest rating
+    users: DataFrame  # (user, _s_u = sum(r - mu), _n_u), materialized
+    items: DataFrame  # (item, _n_i, _s_i<k> = sum(r - mu - b_u), b_u with user reg regs[k]), materialized
+    regs: tuple[float, ...]  # the user regularisations the item sums were taken with
+
+
+def bias_stats(rows: DataFrame, cfg: RecommenderConfig, regs: Sequence[float]) -> BiasStats:
+    """Reads user, item and ``_target``: mu, the ratings' std and range (one aggregate), per-user sums
+    (one job) and per-item sums for every user regularisation of ``regs`` (one job, a column per value)."""
+    u, i = cfg.user_column, cfg.item_column
+    r = F.col(TARGET)
+    mu, std, low, high = rows.agg(F.avg(r), F.stddev_pop(r), F.min(r), F.max(r)).head(1)[0]
+    if mu is None:
+        raise JobFailed(f"{cfg.input_table}: no training row has a {cfg.rating_column}")
+    mu, regs = float(mu), tuple(dict.fromkeys(float(r) for r in regs))
+    users = rows.groupBy(u).agg(
+        F.sum(F.col(TARGET) - mu).alias("_s_u"), F.count(F.lit(1)).alias("_n_u")
+    ).localCheckpoint()
+    items = (
+        rows.join(users, u)
+        .groupBy(i)
+        .agg(
+            F.count(F.lit(1)).alias("_n_i"),
+            *[
+                F.sum(F.col(TARGET) - mu - F.col("_s_u") / (F.lit(reg) + F.col("_n_u"))).alias(f"_s_i{k}")
+                for k, reg in enumerate(regs)
+            ],
+        )
+        .localCheckpoint()
+    )
+    return BiasStats(mu, float(std) if std else 1.0, (float(low), float(high)), users, items, regs)
+
+
+def _bias_columns(
+    stats: BiasStats, regularization: float, item_regularization: float | None, item_prior: float
+) -> tuple[F.Column, F.Column]:
+    """(b_u, b_i) as columns over ``stats.users`` / ``stats.items``."""
+    k = stats.regs.index(float(regularization))
+    reg = F.lit(float(regularization))
+    item_reg = F.lit(float(regularization if item_regularization is None else item_regularization))
+    b_u = F.col("_s_u") / (reg + F.col("_n_u"))
+    b_i = (F.col(f"_s_i{k}") + item_reg * F.lit(float(item_prior))) / (item_reg + F.col("_n_i"))
+    return b_u, b_i
+
+
+def biases_from(
+    stats: BiasStats,
+    cfg: RecommenderConfig,
+    regularization: float,
+    item_regularization: float | None = None,
+    item_prior: float = 0.0,
+) -> BiasModel:
+    """The BiasModel of ``fit_biases`` as projections of ``stats`` (``regularization`` among its regs)."""
+    b_u, b_i = _bias_columns(stats, regularization, item_regularization, item_prior)
+    users = stats.users.select(cfg.user_column, b_u.alias("_b_u"))
+    items = stats.items.select(cfg.item_column, b_i.alias("_b_i"))
+    return BiasModel(stats.mu, users, items, float(regularization))
+
+
 def fit_biases(
     train: DataFrame,
     cfg: RecommenderConfig,
@@ -405,25 +479,8 @@ def fit_biases(
     """mu = mean rating; b_u = sum(r - mu) / (reg + n_u); b_i = (sum(r - mu - b_u) + item_reg x item_prior) /
     (item_reg + n_i), item_reg = ``item_regularization`` or else ``regularization`` (aggregations): each
     item bias is shrunk toward ``item_prior`` (0: toward the mean), the more the fewer ratings it has."""
-    u, i = cfg.user_column, cfg.item_column
-    mu = train.agg(F.avg(TARGET)).head(1)[0][0]
-    if mu is None:
-        raise JobFailed(f"{cfg.input_table}: no training row has a {cfg.rating_column}")
-    mu = float(mu)
-    reg = F.lit(float(regularization))
-    item_reg = F.lit(float(regularization if item_regularization is None else item_regularization))
-    users = train.groupBy(u).agg((F.sum(F.col(TARGET) - mu) / (reg + F.count(F.lit(1)))).alias("_b_u"))
-    items = (
-        train.join(users, u)
-        .groupBy(i)
-        .agg(
-            (
-                (F.sum(F.col(TARGET) - mu - F.col("_b_u")) + item_reg * F.lit(float(item_prior)))
-                / (item_reg + F.count(F.lit(1)))
-            ).alias("_b_i")
-        )
-    )
-    return BiasModel(mu, users.localCheckpoint(), items.localCheckpoint(), float(regularization))
+    stats = bias_stats(train, cfg, (regularization,))
+    return biases_from(stats, cfg, regularization, item_regularization, item_prior)
 
 
 def with_bias_prediction(biases: BiasModel, cfg: RecommenderConfig) -> Any:
@@ -453,19 +510,27 @@ def known_pairs(rows: DataFrame, fit_on: DataFrame, cfg: RecommenderConfig) -> D
 
 
 def tune_biases(
-    cfg: RecommenderConfig, train: DataFrame, validation: DataFrame
+    cfg: RecommenderConfig, train: DataFrame, validation: DataFrame, stats: BiasStats | None = None
 ) -> tuple[float, float, list[tuple[float, float, float]]]:
     """The (user, item) bias regularisations with the lowest validation RMSE (on pairs whose user and item
     are in train): every ``bias_regularization`` x every ``item_bias_regularization`` (none: the same
-    value for items); (reg, item reg, [(reg, item reg, validation RMSE)])."""
-    held_out = known_pairs(validation, train, cfg)
-    results = []
-    for reg in cfg.bias_regularization:
-        for item_reg in cfg.item_bias_regularization or (reg,):
-            biases = fit_biases(train, cfg, reg, item_reg)
-            results.append(
-                (reg, item_reg, rmse(held_out.transform(with_bias_prediction(biases, cfg)), BIAS_PREDICTION))
-            )
+    value for items); (reg, item reg, [(reg, item reg, validation RMSE)]). One validation aggregate for the
+    whole grid, over the sums of ``stats`` (``bias_stats`` of train with every ``bias_regularization``)."""
+    stats = stats or bias_stats(train, cfg, cfg.bias_regularization)
+    u, i = cfg.user_column, cfg.item_column
+    grid = [(r, ir) for r in cfg.bias_regularization for ir in cfg.item_bias_regularization or (r,)]
+    held_out = known_pairs(validation, train, cfg).join(stats.users, u, "left")
+    held_out = held_out.join(stats.items, i, "left")
+    errors = []
+    for n, (reg, item_reg) in enumerate(grid):
+        b_u, b_i = _bias_columns(stats, reg, item_reg, 0.0)
+        e = F.lit(stats.mu) + F.coalesce(b_u, F.lit(0.0)) + F.coalesce(b_i, F.lit(0.0)) - F.col(TARGET)
+        errors.append(F.sqrt(F.avg(e * e)).alias(f"_rmse{n}"))
+    row = held_out.agg(*errors).head(1)[0]
+    results = [
+        (reg, item_reg, float(row[n]) if row[n] is not None else float("nan"))
+        for n, (reg, item_reg) in enumerate(grid)
+    ]
     reg, item_reg, _ = min(results, key=lambda r: r[2])
     return reg, item_reg, results
 
@@ -494,12 +559,13 @@ def scaled_grid(cfg: RecommenderConfig, scale: float) -> list[dict[str, float]]:
 
 
 def _als_model_from_factors(
-    als: ALS | ALSModel, rank: int, user_factors: DataFrame, item_factors: DataFrame
+    als: ALS | ALSModel, rank: int, user_factors: DataFrame, item_factors: DataFrame, materialize: bool = True
 ) -> ALSModel:
-    """An ALSModel over given (id, features) factors with ``als``'s column and cold-start params."""
+    """An ALSModel over given (id, features) factors with ``als``'s column and cold-start params
+    (``materialize``: factors checkpointed; off for a model only ranked once on validation)."""
     spark = user_factors.sparkSession
-    # Materialized: the factors are the model (saved with it), not a plan over the training data.
-    user_factors, item_factors = user_factors.localCheckpoint(), item_factors.localCheckpoint()
+    if materialize:  # the factors are the model (saved with it), not a plan over the training data
+        user_factors, item_factors = user_factors.localCheckpoint(), item_factors.localCheckpoint()
     java = jvm(spark).org.apache.spark.ml.recommendation.ALSModel(
         als.uid, rank, user_factors._jdf, item_factors._jdf
     )
@@ -524,9 +590,16 @@ def _bias_factors(user_indexer: Any, item_indexer: Any, biases: BiasModel) -> tu
     return users, items
 
 
-def fold_biases(model: PipelineModel, biases: BiasModel, cfg: RecommenderConfig) -> PipelineModel:
-    """The residual ALS pipeline with the biases folded into its factors: user [p, 1, mu + b_u], item
-    [q, b_i, 1], so its dot product, top-k and scoring give biases + factors (rank + 2)."""
+def fold_biases(
+    model: PipelineModel,
+    biases: BiasModel,
+    cfg: RecommenderConfig,
+    materialize: bool = True,
+    factor_weight: float = 1.0,
+) -> PipelineModel:
+    """The residual ALS pipeline with the biases folded into its factors: user [w x p, 1, mu + b_u], item
+    [q, b_i, 1], so its dot product, top-k and scoring give biases + w x factors (rank + 2; w =
+    ``factor_weight``, 1: the fit as it is)."""
     user_indexer, item_indexer = (
         cast(StringIndexerModel, model.stages[0]),
         cast(StringIndexerModel, model.stages[1]),
@@ -535,24 +608,42 @@ def fold_biases(model: PipelineModel, biases: BiasModel, cfg: RecommenderConfig)
     users, items = _bias_factors(user_indexer, item_indexer, biases)
     one, zero = F.lit(1.0).cast("float"), F.lit(0.0).cast("float")
     # an id without a bias (none: both come from the same rows) would predict mu + factors
+    weighted = (
+        F.col("features")
+        if factor_weight == 1.0
+        else F.transform("features", lambda x: (x * F.lit(float(factor_weight))).cast("float"))
+    )
     user_factors = als.userFactors.join(users, "id", "left").select(
         "id",
-        F.concat("features", F.coalesce("_bias", F.array(one, F.lit(biases.mu).cast("float")))).alias(
+        F.concat(weighted, F.coalesce("_bias", F.array(one, F.lit(biases.mu).cast("float")))).alias(
             "features"
         ),
     )
     item_factors = als.itemFactors.join(items, "id", "left").select(
         "id", F.concat("features", F.coalesce("_bias", F.array(zero, one))).alias("features")
     )
-    folded = _als_model_from_factors(als, als.rank + 2, user_factors, item_factors)
+    folded = _als_model_from_factors(als, als.rank + 2, user_factors, item_factors, materialize)
     return PipelineModel(stages=[user_indexer, item_indexer, folded])
 
 
-def bias_only_model(fit_on: DataFrame, biases: BiasModel, cfg: RecommenderConfig, seed: int) -> PipelineModel:
+def fit_indexers(rows: DataFrame, cfg: RecommenderConfig, seed: int) -> PipelineModel:
+    """The user and item StringIndexers of ``als_pipeline`` fitted on ``rows``."""
+    return Pipeline(stages=als_pipeline(cfg, {}, seed).getStages()[:2]).fit(rows)
+
+
+def bias_only_model(
+    fit_on: DataFrame,
+    biases: BiasModel,
+    cfg: RecommenderConfig,
+    seed: int,
+    indexers: PipelineModel | None = None,
+    materialize: bool = True,
+) -> PipelineModel:
     """The bias baseline as an ALS pipeline (rank 2: user [1, mu + b_u], item [b_i, 1]), so the registered
-    model, its top-k and batch scoring are those of any explicit model; indexers fitted on ``fit_on``."""
+    model, its top-k and batch scoring are those of any explicit model; indexers fitted on ``fit_on``
+    (or ``indexers``, already fitted on those rows)."""
     stages = als_pipeline(cfg, {}, seed).getStages()
-    indexers = Pipeline(stages=stages[:2]).fit(fit_on)
+    indexers = indexers or fit_indexers(fit_on, cfg, seed)
     user_indexer, item_indexer = indexers.stages
     users, items = _bias_factors(user_indexer, item_indexer, biases)
     model = _als_model_from_factors(
@@ -560,6 +651,7 @@ def bias_only_model(fit_on: DataFrame, biases: BiasModel, cfg: RecommenderConfig
         2,
         users.withColumnRenamed("_bias", "features"),
         items.withColumnRenamed("_bias", "features"),
+        materialize,
     )
     return PipelineModel(stages=[user_indexer, item_indexer, model])
 
@@ -580,12 +672,15 @@ class ExplicitChoice:
     metric: str = "rmse"  # how the winner was chosen (``explicit_choice_metric``)
     # validation NDCG@k per candidate (NaN: not ranked, i.e. RMSE worse than the bias baseline's)
     validation_ndcg: list[float] = field(default_factory=list)
+    # validation catalogue coverage per candidate (NaN: not ranked): distinct items of its top-k lists
+    validation_coverage: list[float] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)  # each candidate's name (params and item-bias variant)
     chosen: int = 0  # index of the winner in ``results``
     # the winner's item biases: regularisation (None: the baseline's) and prior shift (rating std units)
     item_regularization: float | None = None
     item_prior_shift: float = 0.0
     rating_std: float = 1.0  # the training ratings' standard deviation (unit of the prior shift)
+    factor_weight: float = 1.0  # the winner's weight on its factors (``explicit_factor_weights``)
     # ml.recommender settings that leave the winner as the only candidate (bench_models' one-point phase)
     one_point: dict[str, Any] = field(default_factory=dict)
 
@@ -596,29 +691,129 @@ def item_variants(cfg: RecommenderConfig) -> list[tuple[float | None, float]]:
     return [(reg, shift) for reg in regs for shift in sorted(set(cfg.explicit_item_bias_priors))]
 
 
+def ndcg_at(k: int, prediction: str = "prediction", label: str = "label") -> F.Column:
+    """NDCG@k of one row's ranked ``prediction`` keys against its non-empty ``label`` set, as MLlib's
+    RankingMetrics.ndcgAt (binary relevance; an empty prediction scores 0): a column, so many lists
+    aggregate in one pass."""
+    gain = "1D / ln(j + 2D)"
+    dcg = (f"aggregate(sequence(0, least(size({prediction}), {k}) - 1), 0D, "
+           f"(acc, j) -> acc + if(array_contains({label}, {prediction}[j]), {gain}, 0D))")
+    ideal = f"aggregate(sequence(0, least(size({label}), {k}) - 1), 0D, (acc, j) -> acc + {gain})"
+    return F.expr(f"if(size({prediction}) = 0, 0D, {dcg} / {ideal})")  # fmt: skip
+
+
+def validation_rankings(
+    candidates: Sequence[PipelineModel],
+    cfg: RecommenderConfig,
+    users: DataFrame,
+    seen: DataFrame,
+    relevant: DataFrame,
+) -> list[tuple[float, int, float]]:
+    """(NDCG@k, distinct items in the top-k lists, the NDCG's standard error over users) of each
+    candidate's top-k for ``users`` (never an item
+    of ``seen``) against ``relevant``, all in one pass: the candidates share their indexers (fitted on the
+    same rows), the users' exclusion depths are computed once, every candidate's lists are ranked with
+    one window and scored in one aggregate (a user with relevant items and no list counts as a miss, as
+    in ev.ranking_metrics; the items are those of the relevant users' lists)."""
+    if not candidates:
+        return []
+    u, i, k = cfg.user_column, cfg.item_column, cfg.k
+    user_indexer, item_indexer = (
+        cast(StringIndexerModel, candidates[0].stages[0]),
+        cast(StringIndexerModel, candidates[0].stages[1]),
+    )
+    wanted = users.select(u).distinct()
+    excluded = seen.select(u, i).distinct().join(wanted, u, "left_semi")
+    # One list depth for every user: k + the most items any of them has to skip. A validation sample is a
+    # few thousand users, so one ALS call per candidate (not one per exclusion-depth group: each call is
+    # several Spark stages) costs less than the longer lists of the light users.
+    deepest = excluded.groupBy(u).agg(F.count(F.lit(1)).alias("_n")).agg(F.max("_n")).head(1)[0][0] or 0
+    indexed = user_indexer.transform(wanted).select(u, USER_IDX)
+    raw = reduce(
+        lambda a, b: a.unionByName(b),
+        [
+            cast(ALSModel, model.stages[-1])
+            .recommendForUserSubset(indexed.select(USER_IDX), k + int(deepest))
+            .select(F.lit(n).alias("_candidate"), USER_IDX, "recommendations")
+            for n, model in enumerate(candidates)
+        ],
+    )
+    item_col = cast(ALSModel, candidates[0].stages[-1]).getItemCol()
+    pairs = raw.select("_candidate", USER_IDX, F.explode("recommendations").alias("rec")).select(
+        "_candidate", USER_IDX, F.col("rec")[item_col].cast("double").alias(ITEM_IDX),
+        F.col("rec.rating").alias("score"),
+    )  # fmt: skip
+    labelled = IndexToString(inputCol=ITEM_IDX, outputCol=i, labels=item_indexer.labels).transform(pairs)
+    labelled = labelled.withColumn(i, F.col(i).cast(seen.schema[i].dataType))
+    kept = labelled.join(indexed, USER_IDX).join(excluded, [u, i], "left_anti")
+    rank = F.row_number().over(Window.partitionBy("_candidate", u).orderBy(F.col("score").desc(), F.col(i)))
+    ordered = F.array_sort(F.collect_list(F.struct("rank", item_key(i).alias("key"))))
+    lists = (
+        kept.withColumn("rank", rank)
+        .where(F.col("rank") <= k)
+        .groupBy("_candidate", u)
+        .agg(ordered.alias("l"))
+        .select("_candidate", u, F.col("l.key").alias("prediction"))
+    )
+    spark = users.sparkSession
+    per_candidate = spark.range(len(candidates)).select(F.col("id").cast("int").alias("_candidate"))
+    labels = relevant.select(u, F.col("items").cast("array<double>").alias("label")).crossJoin(
+        F.broadcast(per_candidate)
+    )
+    scored = labels.join(lists, ["_candidate", u], "left").select(
+        "_candidate",
+        "label",
+        F.coalesce("prediction", F.array().cast("array<double>")).alias("prediction"),
+    )
+    rows = (
+        scored.groupBy("_candidate")
+        .agg(
+            F.avg(ndcg_at(k)).alias("ndcg"),
+            F.size(F.array_distinct(F.flatten(F.collect_list("prediction")))).alias("items"),
+            (F.stddev_samp(ndcg_at(k)) / F.sqrt(F.count(F.lit(1)))).alias("se"),
+        )
+        .collect()
+    )
+    by_candidate = {
+        int(r["_candidate"]): (float(r["ndcg"]), int(r["items"]), float(r["se"] or 0.0)) for r in rows
+    }
+    # no relevant validation pair at all: nothing to rank on (NaN, as RankingEvaluator's empty mean)
+    return [by_candidate.get(n, (math.nan, 0, math.nan)) for n in range(len(candidates))]
+
+
+def validation_ndcgs(
+    candidates: Sequence[PipelineModel],
+    cfg: RecommenderConfig,
+    users: DataFrame,
+    seen: DataFrame,
+    relevant: DataFrame,
+) -> list[float]:
+    """NDCG@k of each candidate (``validation_rankings``)."""
+    return [ndcg for ndcg, _, _ in validation_rankings(candidates, cfg, users, seen, relevant)]
+
+
 def validation_ndcg(
     model: PipelineModel, cfg: RecommenderConfig, users: DataFrame, seen: DataFrame, relevant: DataFrame
 ) -> float:
     """NDCG@k of ``model``'s top-k for ``users`` (never an item of ``seen``) against ``relevant``."""
-    recs = ranked_lists(recommend(model, users, seen, cfg.k, cfg), cfg)
-    # as ev.ranking_metrics (a user with relevant items and no list counts as a miss), NDCG alone: one pass
-    joined = relevant.select(cfg.user_column, F.col("items").alias("label")).join(
-        recs.select(cfg.user_column, F.col("items").alias("prediction")), cfg.user_column, "left"
-    )
-    data = joined.select(
-        F.coalesce("prediction", F.array().cast("array<double>")).alias("prediction"),
-        F.col("label").cast("array<double>").alias("label"),
-    )
-    evaluator = RankingEvaluator(predictionCol="prediction", labelCol="label", k=cfg.k, metricName="ndcgAtK")
-    return evaluator.evaluate(data)
+    return validation_ndcgs([model], cfg, users, seen, relevant)[0]
 
 
 def choose_explicit(
-    rmses: Sequence[float], ndcgs: Sequence[float], bias_validation_rmse: float, metric: str
+    rmses: Sequence[float],
+    ndcgs: Sequence[float],
+    bias_validation_rmse: float,
+    metric: str,
+    coverages: Sequence[float] = (),
+    standard_errors: Sequence[float] = (),
+    within: float = 0.0,
 ) -> int:
     """The winning candidate's index: the lowest validation RMSE ("rmse"), or ("ndcg_at_k") the highest
     validation NDCG@k among the candidates no worse than the bias baseline in validation RMSE (the
-    lowest RMSE when none is, or none was ranked). NaN never wins; ties keep the first (the simpler)."""
+    lowest RMSE when none is, or none was ranked). NaN never wins; ties keep the first (the simpler).
+    With ``within`` > 0, ``coverages`` and ``standard_errors`` (of each NDCG@k): the ranked candidates no
+    more than ``within`` standard errors (the best's) below the best validation NDCG@k are tied, and the
+    widest validation coverage among them wins (then the higher NDCG; 1: the one-standard-error rule)."""
 
     def low(n: int) -> float:
         return math.inf if math.isnan(rmses[n]) else rmses[n]
@@ -629,7 +824,12 @@ def choose_explicit(
     ranked = [n for n in range(len(rmses)) if low(n) <= bias_validation_rmse and not math.isnan(ndcgs[n])]
     if not ranked:
         return by_rmse
-    return max(ranked, key=lambda n: ndcgs[n])
+    best = max(ranked, key=lambda n: ndcgs[n])
+    if within <= 0 or len(coverages) != len(rmses) or len(standard_errors) != len(rmses):
+        return best
+    margin = within * (0.0 if math.isnan(standard_errors[best]) else standard_errors[best])
+    near = [n for n in ranked if ndcgs[n] >= ndcgs[best] - margin]
+    return max(near, key=lambda n: (coverages[n], ndcgs[n]))
 
 
 def tune_explicit_candidates(
@@ -640,24 +840,29 @@ def tune_explicit_candidates(
     biases: BiasModel,
     bias_validation_rmse: float,
     item_regularization: float | None = None,
+    stats: BiasStats | None = None,
 ) -> ExplicitChoice:
     """Every candidate of ``explicit_candidates`` fitted on train and scored by RMSE on the same validation
     pairs (user and item in train): the bias baseline, ALS on the residuals after the biases (biases +
     factors; regParam x residual std x each ``explicit_regparam_factors``, item biases of each
     ``item_variants``) and plain ALS on the ratings (``ml.parallelism`` fits at a time). With
     ``explicit_choice_metric`` "rmse" the lowest wins; with "ndcg_at_k" the candidates no worse than the
-    bias baseline in validation RMSE are ranked on validation users (``validation_ndcg``) and the best
-    NDCG@k wins, so the RMSE floor holds either way when "bias" is a candidate. The winner's train fit
-    comes back with the choice: it is served as it is (not refitted on train + validation)."""
+    bias baseline in validation RMSE are ranked on validation users (``validation_ndcgs``: one top-k
+    pass for all of them) and the best NDCG@k wins, so the RMSE floor holds either way when "bias" is a
+    candidate. The winner's train fit comes back with the choice: it is served as it is (not refitted
+    on train + validation). ``stats`` (``bias_stats`` of train with ``biases.regularization``): the
+    item-bias variants are projections of them, no more aggregation; the indexers are fitted once on
+    train and shared by every candidate (the residual rows are train's rows: the same ids)."""
     ranking = cfg.explicit_choice_metric == "ndcg_at_k"
-    rating_std = residual_scale(train)  # std of the ratings: the unit of the item prior shift
+    stats = stats or bias_stats(train, cfg, (biases.regularization,))
+    rating_std = stats.std  # std of the ratings: the unit of the item prior shift
     variants = item_variants(cfg) if "residual" in cfg.explicit_candidates else []
 
     def variant_fit(variant: tuple[float | None, float]) -> BiasModel:
         if variant == (None, 0.0):
             return biases
         reg = item_regularization if variant[0] is None else variant[0]
-        return fit_biases(train, cfg, biases.regularization, reg, -variant[1] * rating_std)
+        return biases_from(stats, cfg, biases.regularization, reg, -variant[1] * rating_std)
 
     variant_biases = {v: variant_fit(v) for v in variants}
     residuals = {
@@ -687,44 +892,34 @@ def tune_explicit_candidates(
         for p in scaled_grid(cfg, 1.0):
             points.append(("plain", p, None))
             one_point.append({"explicit_candidates": ["plain"], "grid": {k: [x] for k, x in p.items()}})
-    users = relevant = None
-    if ranking:
-        users = validation_sample(validation, cfg, config.ml.seed).persist(StorageLevel.MEMORY_AND_DISK)
-        threshold = relevance_threshold(cfg, train)
-        in_sample = validation.join(users, cfg.user_column, "left_semi")
-        relevant = relevant_lists(in_sample, cfg, threshold).persist(StorageLevel.MEMORY_AND_DISK)
+    # fitted once: every candidate (and the bias baseline's ranking model) indexes train's ids alike
+    indexers = fit_indexers(train, cfg, config.ml.seed) if points else None
 
     fitted: dict[int, tuple[PipelineModel, float]] = {}
-    ndcg_of: dict[int, float] = {}
+    weights = list(dict.fromkeys(cfg.explicit_factor_weights))
+    rmse_by_weight: dict[int, list[float]] = {}  # per residual fit: validation RMSE of each factor weight
 
     def fit_one(index: int) -> float:
         kind, params, variant = points[index]
         started = time.perf_counter()
         rows = residuals[variant] if variant is not None else train
-        model = als_pipeline(cfg, params, config.ml.seed).fit(rows)
+        assert indexers is not None
+        als = cast(ALS, als_pipeline(cfg, params, config.ml.seed).getStages()[-1])
+        model = PipelineModel(stages=[*indexers.stages, als.fit(indexers.transform(rows))])
         fitted[index] = (model, time.perf_counter() - started)
         predicted = model.transform(held_out[variant] if variant is not None else base_held_out)
-        predicted = predicted.withColumn("prediction", F.col("prediction") + F.col(BIAS_PREDICTION))
-        score = rmse(predicted, "prediction")
-        ndcg_of[index] = math.nan
-        if ranking and score <= bias_validation_rmse and users is not None and relevant is not None:
-            served = model if variant is None else fold_biases(model, variant_biases[variant], cfg)
-            ndcg_of[index] = validation_ndcg(served, cfg, users, train, relevant)
-        ranked = {} if math.isnan(ndcg_of[index]) else {"ndcg": round(ndcg_of[index], 5)}  # JSON: no NaN
+        # every factor weight of a residual fit in one aggregate (biases + w x factors; plain: w = 1)
+        scaled = weights if variant is not None else [1.0]
+        errors = [F.col(BIAS_PREDICTION) + F.lit(w) * F.col("prediction") - F.col(TARGET) for w in scaled]
+        row = predicted.agg(*[F.sqrt(F.avg(e * e)) for e in errors]).head(1)[0]
+        rmse_by_weight[index] = [float("nan") if v is None else float(v) for v in row]
+        score = rmse_by_weight[index][0]
         runlog.event("fit_done", model=cfg.model_name, candidate=kind, params=params, metric=round(score, 5),
-                     **ranked, seconds=round(time.perf_counter() - started, 1))  # fmt: skip
+                     seconds=round(time.perf_counter() - started, 1))  # fmt: skip
         return score
 
-    def bias_ndcg() -> float:
-        if not ranking or "bias" not in cfg.explicit_candidates or users is None or relevant is None:
-            return math.nan
-        served = bias_only_model(train, biases, cfg, config.ml.seed)
-        return validation_ndcg(served, cfg, users, train, relevant)
-
-    # the bias baseline's validation top-k runs beside the ALS fits (it needs no fit of its own)
-    side = ThreadPoolExecutor(max_workers=1)
+    users = relevant = None
     try:
-        ranked_bias = side.submit(inheritable_thread_target(train.sparkSession)(bias_ndcg))
         scores: list[float] = []
         if points:
             first = residuals[points[0][2]] if points[0][2] is not None else train
@@ -732,37 +927,80 @@ def tune_explicit_candidates(
             scores = _in_parallel(
                 train.sparkSession, config.ml.parallelism, fit_one, list(range(len(points))), grid
             )
-        results = [(kind, params, score) for (kind, params, _), score in zip(points, scores, strict=True)]
-        ndcgs = [ndcg_of[n] for n in range(len(points))]
-        labels = [_candidate_label(kind, params, v) for kind, params, v in points]
-        models_by_result: list[tuple[PipelineModel, float] | None] = [fitted[n] for n in range(len(points))]
-        kept_variants: list[tuple[float | None, float] | None] = [v for _, _, v in points]
+        del scores  # each point's RMSE at every factor weight: rmse_by_weight
+        results: list[tuple[str, dict[str, float], float]] = []
+        labels: list[str] = []
+        models_by_result: list[tuple[PipelineModel, float] | None] = []
+        kept_variants: list[tuple[float | None, float] | None] = []
+        kept_weights: list[float] = []
+        point_conf, one_point = one_point, []
+        for n, (kind, params, variant) in enumerate(points):
+            for w, score in zip(weights if variant is not None else [1.0], rmse_by_weight[n], strict=True):
+                results.append((kind, params, score))
+                labels.append(_candidate_label(kind, params, variant, w))
+                models_by_result.append(fitted[n])
+                kept_variants.append(variant)
+                kept_weights.append(w)
+                weighted = {"explicit_factor_weights": [w]} if variant is not None else {}
+                one_point.append({**point_conf[n], **weighted})
         if "bias" in cfg.explicit_candidates:
             results.insert(0, ("bias", {}, bias_validation_rmse))
-            ndcgs.insert(0, ranked_bias.result())
             labels.insert(0, "bias")
             one_point.insert(0, {"explicit_candidates": ["bias"]})
             models_by_result.insert(0, None)
             kept_variants.insert(0, None)
+            kept_weights.insert(0, 1.0)
+        ndcgs, coverages, errors = ([math.nan] * len(results) for _ in range(3))
+        # ranked: the candidates no worse than the bias baseline in validation RMSE, in one top-k pass
+        ranked = [n for n, (_, _, score) in enumerate(results) if score <= bias_validation_rmse]
+        if ranking and ranked and len(results) > 1:  # one candidate alone: nothing to choose
+            started = time.perf_counter()
+            users = validation_sample(validation, cfg, config.ml.seed).persist(StorageLevel.MEMORY_AND_DISK)
+            in_sample = validation.join(users, cfg.user_column, "left_semi")
+            relevant = relevant_lists(in_sample, cfg, relevance_threshold(cfg, train, stats.bounds)).persist(
+                StorageLevel.MEMORY_AND_DISK
+            )
+
+            def ranking_model(n: int) -> PipelineModel:
+                kind, variant = results[n][0], kept_variants[n]
+                if kind == "bias":
+                    return bias_only_model(train, biases, cfg, config.ml.seed, indexers, materialize=False)
+                model = cast(tuple[PipelineModel, float], models_by_result[n])[0]
+                if variant is None:
+                    return model
+                return fold_biases(model, variant_biases[variant], cfg, False, kept_weights[n])
+
+            catalog = stats.items.count() or 1  # train's items (materialized sums: no scan of train)
+            rankings = validation_rankings([ranking_model(n) for n in ranked], cfg, users, train, relevant)
+            for n, (ndcg, items, se) in zip(ranked, rankings, strict=True):
+                ndcgs[n], coverages[n], errors[n] = ndcg, items / catalog, se
+            runlog.event("ranking_done", model=cfg.model_name, candidates=len(ranked),
+                         ndcg={labels[n]: round(ndcgs[n], 5) for n in ranked if not math.isnan(ndcgs[n])},
+                         seconds=round(time.perf_counter() - started, 1))  # fmt: skip
     finally:
-        side.shutdown(wait=True)
-        for frame in [*residuals.values(), *held_out.values(), *([users, relevant] if ranking else [])]:
+        for frame in [*residuals.values(), *held_out.values(), users, relevant]:
             if frame is not None:
                 frame.unpersist()
-    winner = choose_explicit([r[2] for r in results], ndcgs, bias_validation_rmse, cfg.explicit_choice_metric)
+    winner = choose_explicit(
+        [r[2] for r in results], ndcgs, bias_validation_rmse, cfg.explicit_choice_metric, coverages, errors,
+        cfg.explicit_ndcg_standard_errors,
+    )  # fmt: skip
     kind, params, best = results[winner]
     model, seconds = models_by_result[winner] or (None, 0.0)
     item_reg, shift = kept_variants[winner] or (None, 0.0)
     scale = scales.get(kept_variants[winner] or (None, 0.0), scales[variants[0]] if variants else 1.0)
     return ExplicitChoice(
         kind, params, best, bias_validation_rmse, scale, results, model, seconds, cfg.explicit_choice_metric,
-        ndcgs, labels, winner, item_reg, shift, rating_std,
+        ndcgs, coverages, labels, winner, item_reg, shift, rating_std, kept_weights[winner],
         {**one_point[winner], "explicit_choice_metric": "rmse"},
     )  # fmt: skip
 
 
 def _candidate_label(
-    kind: str, params: dict[str, float], variant: tuple[float | None, float] | None = None
+    kind: str,
+    params: dict[str, float],
+    variant: tuple[float | None, float] | None = None,
+    factor_weight: float = 1.0,
 ) -> str:
     """'residual rank=16 regParam=0.0912' / 'bias': a candidate's name in reports and summaries (with its
     item-bias regularisation and prior shift when they are not the baseline's)."""
@@ -770,6 +1008,8 @@ def _candidate_label(
     if variant is not None and variant != (None, 0.0):
         item_reg, shift = variant
         extra = {**({"item_reg": item_reg} if item_reg is not None else {}), "item_prior": 0.0 - shift}
+    if factor_weight != 1.0:
+        extra["factor_weight"] = factor_weight
     return " ".join([kind, *(f"{k}={v:.4g}" for k, v in sorted(params.items())), *(
         f"{k}={v:.4g}" for k, v in extra.items())])  # fmt: skip
 
@@ -925,23 +1165,27 @@ class AlsRecommender:
         train, validation = data.train, data.validation
         bias: dict[str, Any] = {}
         choice: ExplicitChoice | None = None
+        stats: BiasStats | None = None
         if cfg.mode == "explicit":  # the bias baseline: regularisation chosen on validation
+            # the sums once for the whole regularisation grid; every bias model below is a projection
+            stats = bias_stats(train, cfg, cfg.bias_regularization)
             bias["regularization"], bias["item_regularization"], bias["tuning"] = tune_biases(
-                cfg, train, validation
+                cfg, train, validation, stats
             )
         tuning: Sequence[tuple[Mapping[str, Any], float]]
         if cfg.mode == "implicit":
             best, tuning = tune_implicit(cfg, config, train, validation)
-        elif cfg.explicit_residuals:
+        elif cfg.explicit_residuals and stats is not None:
             bias_validation_rmse = min(v for _, _, v in bias["tuning"])
             choice = tune_explicit_candidates(
                 cfg,
                 config,
                 train,
                 validation,
-                fit_biases(train, cfg, bias["regularization"], bias["item_regularization"]),
+                biases_from(stats, cfg, bias["regularization"], bias["item_regularization"]),
                 bias_validation_rmse,
                 bias["item_regularization"],
+                stats,
             )
             best, bias["regparam_scale"] = choice.params, choice.scale
             tuning = [
@@ -964,9 +1208,12 @@ class AlsRecommender:
         tuned = self.tune(run, data)
         best, tuning, bias, choice = tuned.best, tuned.tuning, tuned.bias, tuned.choice
         explicit = cfg.mode == "explicit"
-        # the bias baseline refitted on train + validation
+        # the bias baseline refitted on train + validation (its sums once; the served variant projects them)
+        final_stats = bias_stats(fit_on, cfg, (bias["regularization"],)) if explicit else None
         final_biases = (
-            fit_biases(fit_on, cfg, bias["regularization"], bias["item_regularization"]) if explicit else None
+            biases_from(final_stats, cfg, bias["regularization"], bias["item_regularization"])
+            if final_stats is not None
+            else None
         )
         fit_started = time.perf_counter()
         final = als_pipeline(cfg, best, seed)
@@ -983,15 +1230,16 @@ class AlsRecommender:
             if choice.kind == "residual":
                 # the winner's item-bias variant (the baseline's when it has none of its own)
                 served_biases = final_biases
-                if (choice.item_regularization, choice.item_prior_shift) != (None, 0.0):
+                variant = (choice.item_regularization, choice.item_prior_shift)
+                if variant != (None, 0.0) and final_stats is not None:
                     item_reg = choice.item_regularization
-                    served_biases = fit_biases(
-                        fit_on, cfg, bias["regularization"],
+                    served_biases = biases_from(
+                        final_stats, cfg, bias["regularization"],
                         bias["item_regularization"] if item_reg is None else item_reg,
                         -choice.item_prior_shift * choice.rating_std,
                     )  # fmt: skip
                 fit_rows = train.transform(with_residual_target(served_biases, cfg))
-                model = fold_biases(model, served_biases, cfg)
+                model = fold_biases(model, served_biases, cfg, factor_weight=choice.factor_weight)
             fit_started -= choice.fit_seconds
         else:
             model = final.fit(fit_on)
@@ -1005,7 +1253,7 @@ class AlsRecommender:
             )
         )
         test_users = test.select(u).distinct()
-        relevant_from = relevance_threshold(cfg, fit_on)
+        relevant_from = relevance_threshold(cfg, fit_on, final_stats.bounds if final_stats else None)
         relevant = run.cache(relevant_lists(test, cfg, relevant_from))
         catalog = fit_on.select(i).distinct().count()
         depth = list_depth(cfg)
@@ -1169,6 +1417,11 @@ class RecommenderTrainingSpec(lifecycle.TrainingSpec[RecommenderResult]):
                         for label, ndcg in zip(choice.labels, choice.validation_ndcg, strict=True)
                         if not math.isnan(ndcg)
                     },
+                    "validation_coverage_by_candidate": {
+                        label: round(coverage, 4)
+                        for label, coverage in zip(choice.labels, choice.validation_coverage, strict=True)
+                        if not math.isnan(coverage)
+                    },
                     # the conf of the winner alone (scripts/bench_models.py's one-point phase)
                     "explicit_one_point": choice.one_point,
                 }
@@ -1247,6 +1500,11 @@ def recommender_report(run: lifecycle.TrainingRun, result: RecommenderResult) ->
             if choice.metric == "rmse"
             else "validation NDCG@k among the candidates no worse than the bias baseline in validation RMSE"
         )
+        if choice.metric != "rmse" and cfg.explicit_ndcg_standard_errors > 0:
+            how += (
+                f" (those within {cfg.explicit_ndcg_standard_errors:g} standard error(s) of the best NDCG@k "
+                "tied: the widest validation catalogue coverage among them)"
+            )
         report.add_text(
             f"Explicit model chosen on {how}: {verdict}, {choice.labels[choice.chosen]} (validation RMSE "
             f"{choice.validation_rmse:.4f}, bias baseline {choice.bias_validation_rmse:.4f}); served as "
@@ -1258,9 +1516,10 @@ def recommender_report(run: lifecycle.TrainingRun, result: RecommenderResult) ->
             "better",
             [
                 {"candidate": label, "validation rmse": score, "validation ndcg@k": ndcg,
-                 "chosen": "yes" if n == choice.chosen else ""}
-                for n, (label, ndcg, (_, _, score)) in enumerate(
-                    zip(choice.labels, choice.validation_ndcg, choice.results, strict=True))
+                 "validation coverage": coverage, "chosen": "yes" if n == choice.chosen else ""}
+                for n, (label, ndcg, coverage, (_, _, score)) in enumerate(zip(
+                    choice.labels, choice.validation_ndcg, choice.validation_coverage, choice.results,
+                    strict=True))
             ],
         )  # fmt: skip
     if bias and "rmse" in bias:
