@@ -290,9 +290,6 @@ def prepare_fraud_data(run: lifecycle.TrainingRun, cfg: FraudModelConfig) -> Fra
     check_training_input(table, cfg)
     labelled = table.where(F.col(cfg.label_column).isNotNull()).transform(with_training_columns(cfg))
     split, split_text, bounds = split_rows(table, labelled, cfg, run.run_date, run.seed)
-    # Cached once (the counts materialize it): the three splits below are filters of it, not three
-    # more reads of the input table.
-    split = run.cache(split)
     counts = {
         (r[SPLIT]): (int(r["n"]), int(r["pos"]))
         for r in split.groupBy(SPLIT).agg(F.count(F.lit(1)).alias("n"), F.sum(LABEL).alias("pos")).collect()
@@ -312,8 +309,9 @@ def prepare_fraud_data(run: lifecycle.TrainingRun, cfg: FraudModelConfig) -> Fra
     }
     prior = pos_train / n_train
     split = split.transform(with_baseline_score(cfg, prior))
-    train = split.where(F.col(SPLIT) == TRAIN)  # read once, into the assembled training vectors
-    # Validation and test are read many times (scores, thresholds, baseline): cached on their own.
+    # Each split cached from the input read (not from one cached frame of all three: the training
+    # rows' partitions would differ, and with them MLlib GBT's and xgboost's fits).
+    train = run.cache(split.where(F.col(SPLIT) == TRAIN))
     validation = run.cache(split.where(F.col(SPLIT) == VALIDATION))
     test = run.cache(split.where(F.col(SPLIT) == TEST))
     return FraudData(train, validation, test, split_text, bounds, counts, weights, prior)
