@@ -10,7 +10,15 @@ from pyspark.sql import functions as F
 
 from lakeml.config import DriftConfig
 from lakeml.errors import ConfigError
-from lakeml.quality.drift import Bins, bin_counts, binned_ks, feature_drift, psi, reference_bins
+from lakeml.quality.drift import (
+    Bins,
+    bin_counts,
+    binned_ks,
+    feature_drift,
+    feature_drift_within,
+    psi,
+    reference_bins,
+)
 
 CFG = DriftConfig(bins=10, top_categories=3, warn_psi=0.1, alert_psi=0.25, fail_on_alert=False)
 ROWS = 20_000
@@ -99,6 +107,22 @@ def test_same_data_does_not_drift_and_shifts_do(spark):
     assert drift["y"].current_null_rate == pytest.approx(0.4, abs=0.02)
     assert drift["kind"].level == "alert"  # half the rows are a value training never saw
     assert drift["flag"].level == "ok"
+
+
+def test_drift_of_a_subset_counted_in_one_pass_equals_the_two_pass_figures(spark):
+    # the scoring jobs' case: the rows scored are some dates of the very table version the model
+    # trained on, so one pass over it counts both
+    table = sample(spark, seed=1).union(sample(spark, seed=21, shift=1.0, null_rate=0.4, new_kind=0.5))
+    table = table.withColumn("part", F.monotonically_increasing_id() % 3).cache()
+    try:
+        numeric, categorical = ["x", "y", "flag"], ["kind"]
+        within = F.col("part") == 1
+        one_pass = feature_drift_within(table, within, numeric, categorical, CFG)
+        assert one_pass == feature_drift(table, table.where(within), numeric, categorical, CFG)
+        assert {d.current_rows for d in one_pass} == {table.where(within).count()}
+        assert {d.reference_rows for d in one_pass} == {2 * ROWS}
+    finally:
+        table.unpersist()
 
 
 def test_drift_thresholds_must_be_ordered():

@@ -15,6 +15,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos import databricks_pb2
 from pyspark.ml import Pipeline
 from pyspark.ml.classification import GBTClassifier
+from pyspark.ml.evaluation import RankingEvaluator
 from pyspark.ml.functions import vector_to_array
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -342,6 +343,31 @@ def test_ranking_metrics_by_hand_with_a_user_without_recommendations(spark):
     assert out[1]["precision_at_k"] == pytest.approx((1 + 0 + 0) / 3)
     assert out[1]["recall_at_k"] == pytest.approx((1 / 3 + 0 + 0) / 3)
     assert out[1]["ndcg_at_k"] == pytest.approx((1 + 0 + 0) / 3)
+
+
+def test_ranking_metrics_match_mllib_ranking_evaluator(spark):
+    # one aggregate for every metric and k must give MLlib's figures (lists shorter and longer than k,
+    # more relevant items than k, misses, a user without recommendations)
+    recommended = spark.createDataFrame(
+        [(u, [float((u * 7 + j * 3) % 11) for j in range(u % 6)]) for u in range(1, 40)],
+        "user int, items array<double>",
+    )
+    relevant = spark.createDataFrame(
+        [(u, [float((u * 5 + j) % 11) for j in range(1 + u % 7)]) for u in range(1, 45)],
+        "user int, items array<double>",
+    )
+    out = ev.ranking_metrics(recommended, relevant, "user", ks=[1, 3, 5])
+    data = relevant.select("user", F.col("items").alias("label")).join(
+        recommended.select("user", F.col("items").alias("prediction")), "user", "left"
+    )
+    data = data.select(F.coalesce("prediction", F.array().cast("array<double>")).alias("prediction"), "label")
+    names = {"precision_at_k": "precisionAtK", "recall_at_k": "recallAtK", "ndcg_at_k": "ndcgAtK",
+             "map_at_k": "meanAveragePrecisionAtK"}  # fmt: skip
+    for k, metrics in out.items():
+        for name, value in metrics.items():
+            expected = RankingEvaluator(k=k, metricName=names[name]).evaluate(data)
+            assert value == pytest.approx(expected, rel=1e-12, abs=1e-15), (k, name)
+    assert all(0 < m < 1 for metrics in out.values() for m in metrics.values())  # hits and misses both
 
 
 def test_is_better_follows_metric_direction_and_margin():

@@ -9,7 +9,8 @@ import math
 from collections.abc import Mapping, Sequence
 
 import pandas as pd
-from pyspark.ml.evaluation import BinaryClassificationEvaluator, RankingEvaluator
+from pyspark import StorageLevel
+from pyspark.ml.evaluation import BinaryClassificationEvaluator
 from pyspark.ml.feature import Bucketizer
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -53,11 +54,16 @@ def is_better(metric: str, value: float, other: float, margin: float = 0.0) -> b
 def binary_metrics(scored: DataFrame, label: str, score: str) -> dict[str, float]:
     """Area under the PR and ROC curves of ``score`` (higher = more likely positive) against a 0/1 label."""
     data = scored.select(F.col(label).cast("double").alias("label"), F.col(score).cast("double").alias("s"))
-    evaluator = BinaryClassificationEvaluator(rawPredictionCol="s", labelCol="label")
-    return {
-        "auprc": evaluator.setMetricName("areaUnderPR").evaluate(data),
-        "roc_auc": evaluator.setMetricName("areaUnderROC").evaluate(data),
-    }
+    # Two evaluations read it: the scores are computed once (a model's transform is the costly part).
+    data = data.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        evaluator = BinaryClassificationEvaluator(rawPredictionCol="s", labelCol="label")
+        return {
+            "auprc": evaluator.setMetricName("areaUnderPR").evaluate(data),
+            "roc_auc": evaluator.setMetricName("areaUnderROC").evaluate(data),
+        }
+    finally:
+        data.unpersist()
 
 
 def alert_threshold(scored: DataFrame, score: str, budget: float) -> float:
@@ -186,27 +192,57 @@ def ranking_metrics(
     """precision/recall/NDCG/MAP at each k; ``recommended`` and ``relevant`` hold (user, items array<double>).
 
     Users with relevant items but no recommendations count with an empty list (a miss, not skipped).
+    The definitions are MLlib's ``RankingMetrics`` (binary relevance; precision divides by k), computed
+    per user with array functions and averaged in one aggregate for every k and metric at once, where
+    ``RankingEvaluator`` reads the rows once per metric and k.
     """
     joined = relevant.select(user, F.col("items").alias("label")).join(
         recommended.select(user, F.col("items").alias("prediction")), user, "left"
     )
     data = joined.select(
-        F.coalesce("prediction", F.array().cast("array<double>")).alias("prediction"),
-        F.col("label").cast("array<double>").alias("label"),
-    ).cache()
-    try:
-        out: dict[int, dict[str, float]] = {}
-        for k in ks:
-            ev = RankingEvaluator(predictionCol="prediction", labelCol="label", k=k)
-            out[k] = {
-                "precision_at_k": ev.setMetricName("precisionAtK").evaluate(data),
-                "recall_at_k": ev.setMetricName("recallAtK").evaluate(data),
-                "ndcg_at_k": ev.setMetricName("ndcgAtK").evaluate(data),
-                "map_at_k": ev.setMetricName("meanAveragePrecisionAtK").evaluate(data),
-            }
-        return out
-    finally:
-        data.unpersist()
+        F.coalesce("prediction", F.array().cast("array<double>")).alias("p"),
+        F.col("label").cast("array<double>").alias("l"),
+    )
+    columns = []
+    for k in ks:
+        if k <= 0:
+            raise ValueError(f"ranking position k must be positive, got {k}")
+        columns += [F.avg(c).alias(f"{name}@{k}") for name, c in _ranking_terms(k).items()]
+    row = data.agg(*columns).head(1)[0]  # no user at all: NaN, as MLlib's mean of nothing
+    value = lambda key: math.nan if row[key] is None else float(row[key])  # noqa: E731
+    return {k: {name: value(f"{name}@{k}") for name in _ranking_terms(k)} for k in ks}
+
+
+def _ranking_terms(k: int) -> dict[str, F.Column]:
+    """One user's precision, recall, NDCG and average precision at ``k`` from its recommended list ``p``
+    and relevant set ``l`` (MLlib ``RankingMetrics``: 0 for an empty relevant set)."""
+    top = F.slice("p", 1, k)
+    hit = F.transform(top, lambda x: F.array_contains("l", x).cast("int"))
+    hits = F.aggregate(hit, F.lit(0), lambda acc, h: acc + h)
+    labels = F.size("l")
+    # gain of position i (0-based) is 1 / ln(i + 2); summed in position order, as MLlib does
+    dcg = F.aggregate(F.transform(hit, lambda h, i: h / F.log(i + 2.0)), F.lit(0.0), lambda acc, g: acc + g)
+    ideal = F.aggregate(
+        F.transform(F.slice("l", 1, k), lambda _, i: 1.0 / F.log(i + 2.0)), F.lit(0.0), lambda acc, g: acc + g
+    )
+    # precision at each hit: hits in the first i + 1 positions ÷ (i + 1)
+    precisions = F.transform(
+        hit,
+        lambda h, i: F.when(
+            h == 1,
+            F.aggregate(F.slice(hit, 1, i + 1), F.lit(0), lambda acc, x: acc + x) / (i + 1.0),
+        ).otherwise(0.0),
+    )
+    average_precision = F.aggregate(precisions, F.lit(0.0), lambda acc, x: acc + x) / F.least(
+        labels, F.lit(k)
+    )
+    known = labels > 0
+    return {
+        "precision_at_k": F.when(known, hits / F.lit(float(k))).otherwise(0.0),
+        "recall_at_k": F.when(known, hits / labels).otherwise(0.0),
+        "ndcg_at_k": F.when(known & (ideal > 0), dcg / ideal).otherwise(0.0),
+        "map_at_k": F.when(known, average_precision).otherwise(0.0),
+    }
 
 
 # ---------------------------------------------------------------------------------------------- regression

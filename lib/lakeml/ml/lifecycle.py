@@ -11,11 +11,13 @@ same holdout, applies the promotion gate, and protects the input table versions 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fnmatch
 import os
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -138,8 +140,11 @@ def finish_training(
     report: HtmlReport,
     run_params: Mapping[str, Any],
     run_metrics: Mapping[str, float],
+    timed: Callable[[str], contextlib.AbstractContextManager[None]] | None = None,
 ) -> list[TrainingOutcome]:
-    """Log, register, gate and protect: one MLflow run holding every candidate of one training job."""
+    """Log, register, gate and protect: one MLflow run holding every candidate of one training job
+    (``timed(stage)`` times its stages: ``log``, ``champion``, ``register``)."""
+    timed = timed or (lambda _stage: contextlib.nullcontext())
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
     import mlflow.spark
@@ -161,7 +166,8 @@ def finish_training(
         decisions = []
         for c in candidates:
             mlflow.log_metrics({f"{c.name}.{k}": float(v) for k, v in c.metrics.items()})
-            champion, note = _champion_metrics(client, c)
+            with timed("champion"):
+                champion, note = _champion_metrics(client, c)
             decision = registry.decide_promotion(c.metrics, champion, c.promotion, c.baseline)
             decisions.append((c, champion, decision))
             metric = c.promotion.primary_metric
@@ -179,26 +185,29 @@ def finish_training(
         report.add_heading("Promotion")
         report.add_table("Candidate vs current champion on the same holdout", rows)
         report.add_table("Inputs (pinned Delta versions) and environment", [params])
-        path = report.write(report_path(config, experiment, run_date, run_id))
-        mlflow.log_artifact(str(path), artifact_path="report")
+        with timed("log"):
+            path = report.write(report_path(config, experiment, run_date, run_id))
+            mlflow.log_artifact(str(path), artifact_path="report")
         for c, champion, decision in decisions:
-            info = mlflow.spark.log_model(
-                c.model, artifact_path=c.name, pip_requirements=[f"pyspark=={spark.version}"]
-            )
-            registered = mlflow.register_model(
-                info.model_uri, c.name, tags={"run_date": run_date.isoformat()}
-            )
-            version = str(registered.version)
-            faults.point("registry.registered", c.name)
-            for key, value in {
-                **c.tags,
-                **{f"input.{k}.version": str(v) for k, v in versions.items()},
-            }.items():
-                client.set_model_version_tag(c.name, version, key, value)
-            registry.protect_inputs({p.name: (p.table, p.version) for p in inputs}, c.name, version)
-            for p in inputs:  # lift protections of model versions deleted from the registry since
-                registry.release_unregistered(client, p.table)
-            registry.apply_decision(client, c.name, version, decision)
+            with timed("log"):
+                info = mlflow.spark.log_model(
+                    c.model, artifact_path=c.name, pip_requirements=[f"pyspark=={spark.version}"]
+                )
+            with timed("register"):
+                registered = mlflow.register_model(
+                    info.model_uri, c.name, tags={"run_date": run_date.isoformat()}
+                )
+                version = str(registered.version)
+                faults.point("registry.registered", c.name)
+                for key, value in {
+                    **c.tags,
+                    **{f"input.{k}.version": str(v) for k, v in versions.items()},
+                }.items():
+                    client.set_model_version_tag(c.name, version, key, value)
+                registry.protect_inputs({p.name: (p.table, p.version) for p in inputs}, c.name, version)
+                for p in inputs:  # lift protections of model versions deleted from the registry since
+                    registry.release_unregistered(client, p.table)
+                registry.apply_decision(client, c.name, version, decision)
             faults.point("registry.aliased", c.name)
             if champion is not None:
                 mlflow.log_metrics(
@@ -238,6 +247,17 @@ class TrainingRun:
         self.lake = Lakehouse(spark, config)
         self.pinned = pin(self.lake, input_table)
         self._cached: list[DataFrame] = []
+        self.seconds: dict[str, float] = {}  # wall seconds per stage (the summary's ``stage_seconds``)
+
+    @contextlib.contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """Adds the block's wall seconds to ``seconds[stage]`` (reported, so the overhead around the fits
+        can be seen per stage)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
 
     def cache(self, df: DataFrame) -> DataFrame:
         """``df`` persisted in memory and on disk until the run ends."""
@@ -293,10 +313,13 @@ def run_training(
 ) -> StepResult:
     """Pin ``spec.input_table``, run the spec's steps as of the run date ``dates.last``, log, register
     and gate its candidates in one MLflow run; every frame the steps cached is released at the end."""
+    started = time.perf_counter()
     run = TrainingRun(spark, config, dates.last, spec.input_table)
     try:
-        result = spec.train(run)
-        report = spec.report(run, result)
+        with run.timed("train"):
+            result = spec.train(run)
+        with run.timed("report"):
+            report = spec.report(run, result)
         outcomes = finish_training(
             spark,
             config,
@@ -308,14 +331,19 @@ def run_training(
             report,
             spec.run_params(result),
             spec.run_metrics(result),
+            run.timed,
         )
     finally:
         run.release()
+    run.seconds["total"] = time.perf_counter() - started
     return training_result(
         {
             **spec.summary(result, outcomes),
             "input_version": run.pinned.version,
             "report": outcomes[0].report_path,  # one MLflow run and report for every candidate
             "mlflow_run_id": outcomes[0].run_id,
+            # where the training's wall time went: ``train`` holds the trainer's own stages (prepare,
+            # fit, evaluate ...); ``log``, ``champion`` and ``register`` are MLflow's
+            "stage_seconds": {k: round(v, 2) for k, v in run.seconds.items()},
         }
     )

@@ -19,10 +19,10 @@ from lakeml import runlog
 from lakeml.config import AlertCheckConfig, Config, DriftConfig
 from lakeml.errors import JobFailed
 from lakeml.lakehouse import Lakehouse
-from lakeml.lakehouse.predicates import Filters
+from lakeml.lakehouse.predicates import Filters, to_column
 from lakeml.ml import registry, tracking
 from lakeml.ml.lifecycle import table_ref
-from lakeml.quality.drift import DRIFT_PARTITIONS, DRIFT_SCHEMA, feature_drift
+from lakeml.quality.drift import DRIFT_PARTITIONS, DRIFT_SCHEMA, feature_drift, feature_drift_within
 
 SCORE_DATE = "as_of_date"
 
@@ -182,10 +182,15 @@ def record_drift(
     categorical: Sequence[str],
     cfg: DriftConfig,
     reference_where: Filters = (),
+    current_where: Filters | None = None,
 ) -> dict[str, Any]:
     """Drift of the rows to score against the champion's training input (``reference_table`` at the
     version tagged on the model, rows ``reference_where``), written to ops/drift for (model, first date);
-    with ``fail_on_alert``, an alert fails the job after the rows are written."""
+    with ``fail_on_alert``, an alert fails the job after the rows are written.
+
+    ``current_where``: the filters that read ``current`` from ``reference_table`` at
+    ``current_version``; when the champion trained on that same version (and all its rows), the
+    current rows are a subset of the reference and both are binned in one pass over the reference."""
     tag = f"input.{reference_table}.version"
     if tag not in champion.tags:
         raise JobFailed(
@@ -193,7 +198,10 @@ def record_drift(
         )
     reference_version = int(champion.tags[tag])
     reference = table_ref(lake, reference_table).read(version=reference_version, where=list(reference_where))
-    drifts = feature_drift(reference, current, numeric, categorical, cfg)
+    if current_where is not None and not reference_where and reference_version == current_version:
+        drifts = feature_drift_within(reference, to_column(current_where), numeric, categorical, cfg)
+    else:
+        drifts = feature_drift(reference, current, numeric, categorical, cfg)
     checked_at = dt.datetime.now(dt.UTC)
     rows = [
         {

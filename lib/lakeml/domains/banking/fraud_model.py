@@ -221,9 +221,15 @@ def fit_calibration(model: PipelineModel, validation: DataFrame, method: str) ->
     so rankings, AUPRC and the alert set stay those of the raw score. Isotonic: MLlib's isotonic
     regression on P(fraud), a monotone step function (may tie scores). ``none``: ``model`` as it is.
     """
+    return with_calibration(model, model.transform(validation), method)
+
+
+def with_calibration(model: PipelineModel, scored_validation: DataFrame, method: str) -> PipelineModel:
+    """``model`` plus a calibration stage fitted on ``scored_validation``, the output of ``model`` on the
+    validation rows (``_label``, ``rawPrediction``, ``probability``): see ``fit_calibration``."""
     if method == "none":
         return model
-    scored = model.transform(validation)
+    scored = scored_validation
     calibrator: Any
     if method == "platt":
         calibrator = models.SummaryFreeLogisticRegression(
@@ -240,7 +246,11 @@ def fit_calibration(model: PipelineModel, validation: DataFrame, method: str) ->
 
 def _scored(model: PipelineModel, df: DataFrame) -> DataFrame:
     """``score`` (calibrated when the model has a calibration stage) and ``_raw_score`` (before it)."""
-    out = model.transform(df)
+    return _with_scores(model.transform(df))
+
+
+def _with_scores(out: DataFrame) -> DataFrame:
+    """Reads a (calibrated or not) pipeline's output; adds ``score`` and ``_raw_score``."""
     return with_calibrated_score(out).withColumn(RAW_SCORE, vector_to_array(F.col("probability"))[1])
 
 
@@ -299,6 +309,8 @@ def prepare_fraud_data(run: lifecycle.TrainingRun, cfg: FraudModelConfig) -> Fra
     }
     prior = pos_train / n_train
     split = split.transform(with_baseline_score(cfg, prior))
+    # Each split cached from the input read (not from one cached frame of all three: the training
+    # rows' partitions would differ, and with them MLlib GBT's and xgboost's fits).
     train = run.cache(split.where(F.col(SPLIT) == TRAIN))
     validation = run.cache(split.where(F.col(SPLIT) == VALIDATION))
     test = run.cache(split.where(F.col(SPLIT) == TEST))
@@ -311,7 +323,9 @@ class FraudResult:
     alert threshold and test metrics beside the baseline's, and its registry candidate."""
 
     data: FraudData
-    searched: dict[tuple[str, str], models.Fitted]  # (imbalance option, family) -> fit
+    # (imbalance option, family) -> fit; the winner's validation AUPRC is measured even when it was the
+    # only pair (nothing to rank it against)
+    searched: dict[tuple[str, str], models.Fitted]
     chosen: tuple[str, str]  # the winning (imbalance option, family)
     uncalibrated: PipelineModel  # the winner before its calibration stage
     threshold: float  # the alert budget on validation (calibrated scores)
@@ -319,7 +333,7 @@ class FraudResult:
     metrics: dict[str, float]  # test, at the threshold
     baseline: dict[str, float]  # the baseline on test, at its own validation threshold
     brier: dict[str, float]  # test Brier score before ("raw") and after ("calibrated") calibration
-    test_scored: DataFrame  # test rows with ``score`` and ``_raw_score`` (cached)
+    test_scored: DataFrame  # test ``_label``, ``score`` and ``_raw_score`` (cached)
     candidate: lifecycle.Candidate
 
     @property
@@ -353,23 +367,40 @@ class FraudClassifier:
         train, validation, test = data.train, data.validation, data.test
         prefix = models.feature_stages(run.pinned.df.schema, cfg.numeric_features, cfg.categorical_features)
         auprc = BinaryClassificationEvaluator(labelCol=LABEL, metricName="areaUnderPR")
-        searched = search_imbalance_and_family(prefix, cfg, config, data.weights, auprc, train, validation)
+        with run.timed("fit"):
+            searched = search_imbalance_and_family(
+                prefix, cfg, config, data.weights, auprc, train, validation
+            )
         option, family = max(searched, key=lambda key: _rank(searched[key][1]))
         uncalibrated = searched[(option, family)][0]
-        model = fit_calibration(uncalibrated, validation, cfg.calibration)
-        validation_scored = _scored(model, validation)
-        threshold = ev.alert_threshold(validation_scored, models.SCORE, cfg.alert_budget)
-        validation_rate = ev.metrics_at_threshold(validation_scored, LABEL, models.SCORE, threshold)[
-            "alert_rate"
-        ]
-        base_threshold = ev.alert_threshold(validation, BASELINE, cfg.alert_budget)
-        test_scored = run.cache(_scored(model, test))
-        metrics = ev.alert_metrics(test_scored, LABEL, models.SCORE, threshold)
-        baseline = ev.alert_metrics(test, LABEL, BASELINE, base_threshold)
-        brier = {
-            "raw": ev.brier_score(test_scored, LABEL, RAW_SCORE),
-            "calibrated": ev.brier_score(test_scored, LABEL, models.SCORE),
-        }
+        with run.timed("evaluate"):
+            # The winner scores validation once (cached): the calibration fit, its validation AUPRC,
+            # the threshold search and the alert rate all read these scores.
+            validation_raw = run.cache(
+                uncalibrated.transform(validation).select(LABEL, "rawPrediction", "probability")
+            )
+            if math.isnan(searched[(option, family)][1]):  # a single pair was not ranked: score it
+                _, _, tuning = searched[(option, family)]
+                metric = auprc.evaluate(validation_raw)
+                searched = {**searched, (option, family): (uncalibrated, metric, tuning)}
+            model = with_calibration(uncalibrated, validation_raw, cfg.calibration)
+            calibration = model.stages[len(uncalibrated.stages) :]
+            calibrated = (
+                PipelineModel(stages=calibration).transform(validation_raw) if calibration else validation_raw
+            )
+            validation_scored = run.cache(_with_scores(calibrated).select(LABEL, models.SCORE))
+            threshold = ev.alert_threshold(validation_scored, models.SCORE, cfg.alert_budget)
+            validation_rate = ev.metrics_at_threshold(validation_scored, LABEL, models.SCORE, threshold)[
+                "alert_rate"
+            ]
+            base_threshold = ev.alert_threshold(validation, BASELINE, cfg.alert_budget)
+            test_scored = run.cache(_scored(model, test).select(LABEL, models.SCORE, RAW_SCORE))
+            metrics = ev.alert_metrics(test_scored, LABEL, models.SCORE, threshold)
+            baseline = ev.alert_metrics(test, LABEL, BASELINE, base_threshold)
+            brier = {
+                "raw": ev.brier_score(test_scored, LABEL, RAW_SCORE),
+                "calibrated": ev.brier_score(test_scored, LABEL, models.SCORE),
+            }
 
         def evaluate(other: PipelineModel) -> dict[str, float]:
             return ev.binary_metrics(_scored(other, test), LABEL, models.SCORE)
@@ -415,7 +446,9 @@ class FraudTrainingSpec(lifecycle.TrainingSpec[FraudResult]):
         self.classifier = FraudClassifier(cfg)
 
     def train(self, run: lifecycle.TrainingRun) -> FraudResult:
-        return self.classifier.fit(run, prepare_fraud_data(run, self.cfg))
+        with run.timed("prepare"):
+            data = prepare_fraud_data(run, self.cfg)
+        return self.classifier.fit(run, data)
 
     def candidates(self, result: FraudResult) -> list[lifecycle.Candidate]:
         return [result.candidate]
@@ -643,7 +676,8 @@ def score_fraud(spark: SparkSession, config: Config, dates: DateRange) -> StepRe
     if not source.exists():
         raise JobFailed(f"{cfg.input_table} does not exist: run banking.build_features first")
     version = source.version()
-    rows = source.read(version=version, where=[(cfg.date_column, ">=", first), (cfg.date_column, "<=", last)])
+    window = [(cfg.date_column, ">=", first), (cfg.date_column, "<=", last)]
+    rows = source.read(version=version, where=window)
 
     def scores() -> DataFrame:
         return _scored(champion.model, rows).select(
@@ -659,7 +693,7 @@ def score_fraud(spark: SparkSession, config: Config, dates: DateRange) -> StepRe
     def drift() -> dict[str, Any]:
         return scoring.record_drift(
             lake, champion, cfg.input_table, rows, version, (first, last),
-            cfg.numeric_features, cfg.categorical_features, config.ml.drift,
+            cfg.numeric_features, cfg.categorical_features, config.ml.drift, current_where=window,
         )  # fmt: skip
 
     days = scoring.count_days(rows, cfg.date_column)

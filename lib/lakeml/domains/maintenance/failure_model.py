@@ -299,7 +299,7 @@ class RulResult(ChosenFamily):
     fitted: dict[str, models.Fitted]  # family -> (model, validation RMSE, tuning)
     metrics: dict[str, float]  # test
     baseline_metrics: dict[str, float]  # the age-bucket baseline on the same test rows
-    scored: DataFrame  # test rows with the prediction and ``_baseline`` (cached)
+    scored: DataFrame  # test ``_rul``, ``prediction`` and ``_baseline`` (cached)
     test_rows: int
     candidate: lifecycle.Candidate
 
@@ -320,15 +320,21 @@ class RulTrainer:
             f: (models.regressor_stages(f, RUL_LABEL, seed), g)
             for f, g in failure_families(cfg, cfg.rul_grid).items()
         }
-        family, fitted = models.fit_families(
-            data.prefix, families, rmse, train, data.part(RUL_LABEL, VALIDATION), cfg.train_ratio,
-            config.ml.parallelism, seed, cfg.rul_model_name, config.ml.family_patience,
-        )  # fmt: skip
+        with run.timed("rul.fit"):
+            family, fitted = models.fit_families(
+                data.prefix, families, rmse, train, data.part(RUL_LABEL, VALIDATION), cfg.train_ratio,
+                config.ml.parallelism, seed, cfg.rul_model_name, config.ml.family_patience,
+            )  # fmt: skip
         model, _, tuning = fitted[family]
-        per_bucket, overall = age_baseline(train, cfg)
-        scored = run.cache(model.transform(test).transform(with_age_baseline(per_bucket, overall, cfg)))
-        metrics = _floats(ev.regression_metrics(scored, RUL_LABEL, PREDICTION, cfg.cmapss_rul_cap))
-        baseline_metrics = _floats(ev.regression_metrics(scored, RUL_LABEL, BASELINE, cfg.cmapss_rul_cap))
+        with run.timed("rul.evaluate"):
+            per_bucket, overall = age_baseline(train, cfg)
+            scored = run.cache(  # the columns the metrics and the report read, nothing wider
+                model.transform(test)
+                .transform(with_age_baseline(per_bucket, overall, cfg))
+                .select(RUL_LABEL, PREDICTION, BASELINE)
+            )
+            metrics = _floats(ev.regression_metrics(scored, RUL_LABEL, PREDICTION, cfg.cmapss_rul_cap))
+            baseline_metrics = _floats(ev.regression_metrics(scored, RUL_LABEL, BASELINE, cfg.cmapss_rul_cap))
 
         def evaluate(other: PipelineModel) -> dict[str, float]:
             return ev.regression_metrics(other.transform(test), RUL_LABEL, PREDICTION, cfg.cmapss_rul_cap)
@@ -407,7 +413,7 @@ class FailureClassifierResult(ChosenFamily):
     threshold: float  # the alert budget on validation
     validation_rate: float  # the alert rate at the threshold on validation
     metrics: dict[str, float]  # test, at the threshold, with the lead times
-    scored: DataFrame  # test rows with ``score`` (cached)
+    scored: DataFrame  # test machine, time, labels and ``score`` (cached)
     candidate: lifecycle.Candidate
 
 
@@ -432,24 +438,35 @@ class FailureClassifier:
             f: (models.classifier_stages(f, FAILURE_LABEL, WEIGHT, seed), g)
             for f, g in failure_families(cfg, cfg.failure_grid).items()
         }
-        family, fitted = models.fit_families(
-            data.prefix, families, auprc, train, validation, cfg.train_ratio,
-            config.ml.parallelism, seed, cfg.failure_model_name, config.ml.family_patience,
-        )  # fmt: skip
+        with run.timed("failure.fit"):
+            family, fitted = models.fit_families(
+                data.prefix, families, auprc, train, validation, cfg.train_ratio,
+                config.ml.parallelism, seed, cfg.failure_model_name, config.ml.family_patience,
+            )  # fmt: skip
         model, _, tuning = fitted[family]
-        # Scored once: the threshold search and the alert rate take two to four passes over it.
-        validation_scored = run.cache(_scored(model, validation).select(FAILURE_LABEL, models.SCORE))
-        threshold = ev.alert_threshold(validation_scored, models.SCORE, cfg.alert_budget)
-        validation_rate = ev.metrics_at_threshold(validation_scored, FAILURE_LABEL, models.SCORE, threshold)[
-            "alert_rate"
-        ]
-        scored = run.cache(_scored(model, test))
-        metrics = _floats(
-            {
-                **ev.alert_metrics(scored, FAILURE_LABEL, models.SCORE, threshold),
-                **alert_lead_times(scored, cfg, threshold),
-            }
-        )
+        with run.timed("failure.evaluate"):
+            # Scored once: the threshold search and the alert rate take two to four passes over it.
+            validation_scored = run.cache(
+                _scored(model, validation).select(FAILURE_LABEL, models.SCORE, "rawPrediction")
+            )
+            if math.isnan(fitted[family][1]):  # a single family was not ranked: its validation AUPRC
+                fitted = {**fitted, family: (model, auprc.evaluate(validation_scored), tuning)}
+            threshold = ev.alert_threshold(validation_scored, models.SCORE, cfg.alert_budget)
+            validation_rate = ev.metrics_at_threshold(
+                validation_scored, FAILURE_LABEL, models.SCORE, threshold
+            )["alert_rate"]
+            # The columns the metrics, the lead times and the report read, nothing wider.
+            scored = run.cache(
+                _scored(model, test).select(
+                    cfg.group_column, cfg.time_column, RUL_LABEL, FAILURE_LABEL, models.SCORE
+                )
+            )
+            metrics = _floats(
+                {
+                    **ev.alert_metrics(scored, FAILURE_LABEL, models.SCORE, threshold),
+                    **alert_lead_times(scored, cfg, threshold),
+                }
+            )
 
         def evaluate(other: PipelineModel) -> dict[str, float]:
             return ev.binary_metrics(_scored(other, test), FAILURE_LABEL, models.SCORE)
@@ -549,7 +566,8 @@ class FailureTrainingSpec(lifecycle.TrainingSpec[FailureTraining]):
         self.classifier = FailureClassifier(cfg)
 
     def train(self, run: lifecycle.TrainingRun) -> FailureTraining:
-        data = prepare_failure_data(run, self.cfg)
+        with run.timed("prepare"):
+            data = prepare_failure_data(run, self.cfg)
         return FailureTraining(data, self.rul.fit(run, data), self.classifier.fit(run, data))
 
     def candidates(self, result: FailureTraining) -> list[lifecycle.Candidate]:
@@ -665,7 +683,8 @@ def score_failure(spark: SparkSession, config: Config, dates: DateRange) -> Step
     if not source.exists():
         raise JobFailed(f"{cfg.input_table} does not exist: run maintenance.build_features first")
     version = source.version()
-    rows = source.read(version=version, where=[(cfg.date_column, ">=", first), (cfg.date_column, "<=", last)])
+    window = [(cfg.date_column, ">=", first), (cfg.date_column, "<=", last)]
+    rows = source.read(version=version, where=window)
 
     def scores() -> DataFrame:
         # Each pipeline adds the same helper columns (features, prediction, ...): keep only the RUL output
@@ -694,6 +713,7 @@ def score_failure(spark: SparkSession, config: Config, dates: DateRange) -> Step
             numeric,
             categorical,
             config.ml.drift,
+            current_where=window,
         )
 
     days = scoring.count_days(rows, cfg.date_column)
