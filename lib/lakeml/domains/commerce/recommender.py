@@ -781,24 +781,6 @@ def validation_rankings(
     return [by_candidate.get(n, (math.nan, 0, math.nan)) for n in range(len(candidates))]
 
 
-def validation_ndcgs(
-    candidates: Sequence[PipelineModel],
-    cfg: RecommenderConfig,
-    users: DataFrame,
-    seen: DataFrame,
-    relevant: DataFrame,
-) -> list[float]:
-    """NDCG@k of each candidate (``validation_rankings``)."""
-    return [ndcg for ndcg, _, _ in validation_rankings(candidates, cfg, users, seen, relevant)]
-
-
-def validation_ndcg(
-    model: PipelineModel, cfg: RecommenderConfig, users: DataFrame, seen: DataFrame, relevant: DataFrame
-) -> float:
-    """NDCG@k of ``model``'s top-k for ``users`` (never an item of ``seen``) against ``relevant``."""
-    return validation_ndcgs([model], cfg, users, seen, relevant)[0]
-
-
 def choose_explicit(
     rmses: Sequence[float],
     ndcgs: Sequence[float],
